@@ -1,0 +1,63 @@
+"""Calendar connections and sync jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from synchook.db import UTCDateTime
+
+PROVIDERS: tuple[str, ...] = ("google", "microsoft")
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "completed", "failed")
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
+
+
+class Connection(SQLModel, table=True):
+    """A connected calendar account; tokens are sealed with the SecretBox (context = connection id)."""
+
+    __tablename__ = "calendar_connections"
+    __table_args__ = (Index("ix_calendar_connections_workspace_provider", "workspace_id", "provider", "status"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(max_length=40, foreign_key="workspaces.id")
+    provider: str = Field(max_length=20)
+    account: str = Field(max_length=320)
+    status: str = Field(default="active", max_length=20)  # active | reauth_required
+    access_token_sealed: str = Field(max_length=8192)
+    refresh_token_sealed: str = Field(max_length=8192)
+    token_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    last_synced_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    last_background_sync_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+    def __repr__(self) -> str:
+        return f"Connection(id={self.id!r}, provider={self.provider!r}, status={self.status!r})"
+
+
+class SyncJob(SQLModel, table=True):
+    __tablename__ = "sync_jobs"
+    __table_args__ = (
+        Index("ix_sync_jobs_workspace_status", "workspace_id", "status"),
+        Index("ix_sync_jobs_workspace_trigger_queued", "workspace_id", "trigger", "queued_at"),
+        Index("ix_sync_jobs_status_queued", "status", "queued_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(max_length=40, foreign_key="workspaces.id")
+    mode: str = Field(max_length=20)  # incremental | full
+    provider: str | None = Field(default=None, max_length=20)  # None = every connected provider
+    # on_demand (counts against the hourly cap) | background (scheduler, one connection)
+    trigger: str = Field(default="on_demand", max_length=20)
+    connection_id: str | None = Field(default=None, max_length=40)
+    from_date: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    to_date: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    status: str = Field(default="queued", max_length=20)
+    queued_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    stats: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    attempts: int = Field(default=0)

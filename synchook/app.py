@@ -1,0 +1,74 @@
+"""The HTTP application: kernel middleware and error mapping, plus every domain's routes (composition root)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+
+import sync_trigger.routes
+from synchook import health
+from synchook.context import AppContext
+from synchook.errors import DomainError
+from synchook.http.middleware import RequestContextMiddleware, request_id_of
+from synchook.http.responses import error_response
+from synchook.settings import Settings
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+
+
+def api_routes() -> list[BaseRoute]:
+    return [*sync_trigger.routes.ROUTES]
+
+
+def all_routes() -> list[BaseRoute]:
+    return [*health.ROUTES, Mount("/v1", routes=api_routes())]
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return error_response(
+        exc.status, exc.code, exc.message, request_id_of(request.scope), field=exc.field, headers=exc.headers
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = "Not found" if exc.status_code == 404 else str(exc.detail)
+    return error_response(exc.status_code, code, message, request_id_of(request.scope), headers=dict(exc.headers or {}))
+
+
+def create_app(settings: Settings, *, context: AppContext | None = None) -> Starlette:
+    """Build the app; tests pass a ready context, production opens one in the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx = context or await AppContext.open(settings)
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            if context is None:
+                await ctx.close()
+
+    routes: list[BaseRoute] = all_routes()
+    if settings.root_path:
+        # Mounted under the prefix (not ASGI root_path) so the seed's full URL works behind no proxy.
+        routes = [Mount(settings.root_path, routes=routes), *routes]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={DomainError: _domain_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if context is not None:
+        app.state.ctx = context
+    return app

@@ -1,0 +1,47 @@
+"""The per-process context: settings, database, queue, secret box; built once, passed explicitly."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.jobs import Job
+
+from synchook.crypto import SecretBox
+from synchook.db import Database
+from synchook.queue import QUEUE_NAME, connect
+from synchook.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    redis: ArqRedis | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, redis: ArqRedis | None = None, connect_redis: bool = True) -> AppContext:
+        db = Database(settings.database_url)
+        box = SecretBox(settings.secret_keys())
+        if redis is None and connect_redis and settings.redis_url:
+            redis = await connect(settings.redis_url)
+        return cls(settings=settings, db=db, box=box, redis=redis)
+
+    async def enqueue(self, function: str, *args: Any, **kwargs: Any) -> Job | None:
+        if self.redis is None:
+            raise RuntimeError("no Redis connection")
+        return await self.redis.enqueue_job(function, *args, _queue_name=QUEUE_NAME, **kwargs)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.close()
+
+    def __repr__(self) -> str:
+        return f"AppContext(db={self.db!r}, box={self.box!r})"

@@ -1,0 +1,1 @@
+"""The HTTP kernel: envelope, request ids, auth guard, body parsing, pagination."""

