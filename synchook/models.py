@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
+from subscriptions.models import Subscription, SubscriptionFilter
 from sync_trigger.models import Connection, SyncJob
 from synchook.auth.models import ApiKey, Workspace
 from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
+from webhooks.models import Delivery, DeliveryAttempt, Replay
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiKey", "Connection", "Event", "IdempotencyRecord", "SyncJob", "Workspace", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Connection",
+    "Delivery",
+    "DeliveryAttempt",
+    "Event",
+    "IdempotencyRecord",
+    "Replay",
+    "Subscription",
+    "SubscriptionFilter",
+    "SyncJob",
+    "Workspace",
+    "metadata",
+]

@@ -1,0 +1,84 @@
+"""Deliveries (one per event x subscription), their attempts, and bulk replays."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from synchook.db import UTCDateTime
+
+# pending: not yet attempted, or in flight; failed: last attempt failed, another is scheduled;
+# succeeded; dead: the schedule is exhausted (waits for a replay); cancelled: will not be sent.
+DELIVERY_STATUSES: tuple[str, ...] = ("pending", "succeeded", "failed", "dead", "cancelled")
+OPEN_STATUSES: tuple[str, ...] = ("pending", "failed")
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_workspace_id_id", "workspace_id", "id"),
+        Index("ix_deliveries_workspace_status_id", "workspace_id", "status", "id"),
+        Index("ix_deliveries_workspace_subscription_id", "workspace_id", "subscription_id", "id"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_event_subscription", "event_id", "subscription_id"),
+        Index("ix_deliveries_created_at", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(max_length=40)
+    event_id: str = Field(max_length=40, foreign_key="events.id")
+    event_type: str = Field(max_length=100)
+    subscription_id: str = Field(max_length=40, foreign_key="subscriptions.id")
+    status: str = Field(default="pending", max_length=20)
+    attempt_count: int = Field(default=0)  # attempts in the current retry sequence
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    last_status_code: int | None = Field(default=None)
+    last_error: str | None = Field(default=None, max_length=1000)
+    cancel_reason: str | None = Field(default=None, max_length=500)
+    replays: int = Field(default=0)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        Index("ix_delivery_attempts_delivery_number", "delivery_id", "number"),
+        Index("ix_delivery_attempts_started_at", "started_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=40, foreign_key="deliveries.id")
+    workspace_id: str = Field(max_length=40)
+    number: int  # 1-based, counted over the delivery's whole life (replays continue the count)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    duration_ms: int
+    status_code: int | None = Field(default=None)
+    error: str | None = Field(default=None, max_length=1000)
+    response_body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # ≤ 4 KiB
+
+
+class Replay(SQLModel, table=True):
+    """A bulk replay request: what matched, progress, and who asked (the audit trail)."""
+
+    __tablename__ = "replays"
+    __table_args__ = (Index("ix_replays_workspace_id_id", "workspace_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    workspace_id: str = Field(max_length=40)
+    kind: str = Field(max_length=20)  # single | bulk
+    requested_by: str = Field(max_length=40)  # API key id, or "cli"
+    criteria: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="queued", max_length=20)  # queued | running | completed | cancelled | failed
+    matched: int = Field(default=0)
+    replayed: int = Field(default=0)
+    skipped: int = Field(default=0)
+    cursor: str | None = Field(default=None, max_length=40)  # last delivery/event id processed
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
