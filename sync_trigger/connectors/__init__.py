@@ -1,0 +1,80 @@
+"""Calendar provider connectors: Google Calendar v3 and Microsoft Graph, protocol only.
+
+    connector = build_connector("google", session, endpoints, tokens, save_tokens)
+    async for page in connector.changes(calendar_id, cursor=stored_cursor, window=window):
+        apply(page.changes)                # upsert by (calendar_id, event_id); repeats happen
+        if page.next_cursor:
+            store(page.next_cursor)        # only the final page carries it
+
+CursorExpired means: drop that calendar's local items and call again with cursor=None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import aiohttp
+
+from sync_trigger.connectors.base import (
+    CalendarInfo,
+    ChangePage,
+    Connector,
+    ConnectorError,
+    CursorExpired,
+    EventChange,
+    ProviderEndpoints,
+    ProviderError,
+    ProviderRateLimited,
+    ReauthRequired,
+    Tokens,
+    TokensCallback,
+)
+from sync_trigger.connectors.google import GoogleConnector
+from sync_trigger.connectors.microsoft import MicrosoftConnector
+from sync_trigger.connectors.throttle import Sleep
+
+__all__ = [
+    "PROVIDERS",
+    "CalendarInfo",
+    "ChangePage",
+    "Connector",
+    "ConnectorError",
+    "CursorExpired",
+    "EventChange",
+    "GoogleConnector",
+    "MicrosoftConnector",
+    "ProviderEndpoints",
+    "ProviderError",
+    "ProviderRateLimited",
+    "ReauthRequired",
+    "Tokens",
+    "build_connector",
+]
+
+PROVIDERS: tuple[Literal["google", "microsoft"], ...] = ("google", "microsoft")
+
+
+def build_connector(
+    provider: str,
+    session: aiohttp.ClientSession,
+    endpoints: ProviderEndpoints,
+    tokens: Tokens,
+    on_tokens_refreshed: TokensCallback,
+    *,
+    max_throttle_wait: float = 60.0,
+    page_size: int | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> Connector:
+    """The connector for `provider` ("google" or "microsoft")."""
+    if provider == "google":
+        return GoogleConnector(
+            session, endpoints, tokens, on_tokens_refreshed,
+            max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep,
+        )  # fmt: skip
+    if provider == "microsoft":
+        return MicrosoftConnector(
+            session, endpoints, tokens, on_tokens_refreshed,
+            max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep,
+        )  # fmt: skip
+    raise ValueError(f"unknown calendar provider {provider!r}")

@@ -1,0 +1,167 @@
+"""The one request loop both connectors use: auth header, 401 → refresh → retry once,
+throttling and 5xx retries within a bounded wait, provider-specific error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from sync_trigger.connectors.base import ConnectorError, ProviderError, ProviderRateLimited, ReauthRequired
+from sync_trigger.connectors.throttle import Backoff, Sleep, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+# Transient server trouble: retried like throttling, but reported as provider_error when it never clears.
+SERVER_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class Authenticator(Protocol):
+    async def access_token(self) -> str: ...
+
+    async def refresh(self, stale_access_token: str) -> None: ...
+
+
+class ErrorPolicy(Protocol):
+    """How one provider spells throttling and its other errors."""
+
+    provider: str
+
+    def is_throttle(self, status: int, payload: Any) -> bool: ...
+
+    def error_for(self, status: int, payload: Any) -> ConnectorError: ...
+
+
+@dataclass
+class _Reply:
+    status: int
+    payload: Any
+    retry_after: str | None
+
+
+class Requester:
+    """Sends JSON requests for one connection; `limit` bounds concurrent requests (Outlook allows 4 per mailbox)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: ErrorPolicy,
+        *,
+        auth: Authenticator | None = None,
+        limit: int | None = None,
+        max_throttle_wait: float = 60.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._policy = policy
+        self._auth = auth
+        self._semaphore = asyncio.Semaphore(limit) if limit else None
+        self._max_throttle_wait = max_throttle_wait
+        self._sleep = sleep
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Any:
+        """The decoded JSON body of a 2xx reply; raises a ConnectorError otherwise."""
+        provider = self._policy.provider
+        backoff = Backoff(self._max_throttle_wait, self._sleep)
+        refreshed = False
+        while True:
+            send_headers = dict(headers or {})
+            token = None
+            if self._auth is not None:
+                token = await self._auth.access_token()
+                send_headers["Authorization"] = f"Bearer {token}"
+            try:
+                reply = await self._send(method, url, params=params, headers=send_headers, data=data)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning("%s request failed (%s), retrying", provider, type(exc).__name__)
+                await backoff.wait(None, ProviderError(f"{provider} unreachable ({type(exc).__name__})"))
+                continue
+
+            if 200 <= reply.status < 300:
+                if reply.payload is None:
+                    raise ProviderError(f"{provider} sent an unreadable response", status=reply.status)
+                return reply.payload
+
+            if reply.status == 401 and self._auth is not None and token is not None:
+                if refreshed:
+                    # A freshly refreshed token rejected again: the grant itself is no longer good.
+                    raise ReauthRequired(f"{provider} rejected a freshly refreshed access token", status=401)
+                refreshed = True
+                logger.info("%s answered 401, refreshing the access token", provider)
+                await self._auth.refresh(token)
+                continue
+
+            throttled = self._policy.is_throttle(reply.status, reply.payload)
+            if throttled or reply.status in SERVER_RETRY_STATUSES:
+                retry_after = parse_retry_after(reply.retry_after)
+                exhausted: ConnectorError
+                if throttled or reply.status == 503:
+                    exhausted = ProviderRateLimited(
+                        f"{provider} kept throttling for more than {self._max_throttle_wait:g}s", status=reply.status
+                    )
+                else:
+                    exhausted = ProviderError(f"{provider} kept failing with HTTP {reply.status}", status=reply.status)
+                logger.info(
+                    "%s answered %s, retry %d (retry-after %s)",
+                    provider,
+                    reply.status,
+                    backoff.attempt + 1,
+                    retry_after,
+                )
+                await backoff.wait(retry_after, exhausted)
+                continue
+
+            raise self._policy.error_for(reply.status, reply.payload)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        data: Mapping[str, str] | None,
+    ) -> _Reply:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._semaphore is not None:
+                await stack.enter_async_context(self._semaphore)
+            response = await stack.enter_async_context(
+                self._session.request(method, url, params=params, headers=headers, data=data, allow_redirects=False)
+            )
+            body = await response.read()
+            return _Reply(response.status, _decode(body), response.headers.get("Retry-After"))
+        raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack may swallow in theory
+
+
+def _decode(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def error_message(payload: Any) -> str:
+    """The provider's own error text (Google and Graph both use error.message), trimmed for storage."""
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:200]
+        if isinstance(error, str):
+            return error[:200]
+    return ""
