@@ -12,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 
+import subscriptions.routes
 import sync_trigger.routes
+import webhooks.routes
 from synchook import health
 from synchook.context import AppContext
 from synchook.errors import DomainError
@@ -24,11 +26,11 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 
 
 
 def api_routes() -> list[BaseRoute]:
-    return [*sync_trigger.routes.ROUTES]
+    return [*sync_trigger.routes.ROUTES, *subscriptions.routes.ROUTES, *webhooks.routes.ROUTES]
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*health.ROUTES, Mount("/v1", routes=api_routes())]
+    return [*health.ROUTES, *webhooks.routes.PAGES, Mount("/v1", routes=api_routes())]
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+import webhooks.cli
 from synchook import logs, migrate
 from synchook.auth import service as auth
 from synchook.crypto import generate_master_key
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Domain commands (deliveries, replay) register here from the composition root.
-EXTENSIONS: list[Callable[[Any], None]] = []
+EXTENSIONS: list[Callable[[Any], None]] = [webhooks.cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

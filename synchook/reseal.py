@@ -14,10 +14,10 @@ Resealer = Callable[[AsyncSession, SecretBox], Awaitable[int]]
 
 
 def resealers() -> dict[str, Resealer]:
+    from subscriptions.service import reseal_subscription_secrets
     from sync_trigger.service import reseal_connection_tokens
 
-    found: dict[str, Resealer] = {"connection tokens": reseal_connection_tokens}
-    return found
+    return {"connection tokens": reseal_connection_tokens, "webhook secrets": reseal_subscription_secrets}
 
 
 async def reseal_everything(settings: Settings) -> dict[str, int]:

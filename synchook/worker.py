@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 import sync_trigger.tasks
+import webhooks.tasks
 from synchook import relay
 from synchook.context import AppContext
 from synchook.queue import QUEUE_NAME, redis_settings
@@ -17,9 +18,9 @@ from synchook.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-FUNCTIONS: list[Any] = [relay.relay_events, *sync_trigger.tasks.FUNCTIONS]
-STARTUP = [*sync_trigger.tasks.STARTUP]
-SHUTDOWN = [*sync_trigger.tasks.SHUTDOWN]
+FUNCTIONS: list[Any] = [relay.relay_events, *sync_trigger.tasks.FUNCTIONS, *webhooks.tasks.FUNCTIONS]
+STARTUP = [*sync_trigger.tasks.STARTUP, *webhooks.tasks.STARTUP]
+SHUTDOWN = [*webhooks.tasks.SHUTDOWN, *sync_trigger.tasks.SHUTDOWN]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
@@ -27,6 +28,7 @@ def cron_jobs(settings: Settings) -> list[Any]:
     return [
         cron(relay.sweep_outbox, second=every_10s, run_at_startup=True, unique=True, timeout=300),
         *sync_trigger.tasks.cron_jobs(settings),
+        *webhooks.tasks.cron_jobs(settings),
     ]
 
 
