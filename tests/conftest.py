@@ -25,7 +25,7 @@ from synchook.models import metadata
 from synchook.queue import EmbeddedRedis, connect
 from synchook.settings import Settings
 from synchook.worker import build_worker
-from tests.support.postgres import postgres_url
+from tests.support.postgres import create_database, drop_database, postgres_url, unique_name
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -58,12 +58,17 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_migrated() -> str | None:
-    url = postgres_url()
-    if url is None:
-        return None
+def postgres_migrated() -> Iterator[str | None]:
+    """A database of its own per pytest session (sessions may run side by side), migrated once."""
+    base = postgres_url()
+    if base is None:
+        yield None
+        return
+    name = unique_name()
+    url = asyncio.run(create_database(base, name))
     migrate.upgrade(url)
-    return url
+    yield url
+    asyncio.run(drop_database(base, name))
 
 
 @pytest.fixture(params=BACKENDS)
