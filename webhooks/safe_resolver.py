@@ -1,0 +1,87 @@
+"""Connect-time SSRF defence for outbound deliveries.
+
+A URL checked at creation can point somewhere else by delivery time (DNS rebinding, or simply a
+changed record), so the check that matters is on the addresses aiohttp is about to connect to.
+:class:`SafeResolver` sits in aiohttp's connector and refuses any name whose answers include a
+non-public address; the connector caches only what this resolver returned, so what it connects
+to is always something that was checked.
+
+aiohttp never sends IP-literal hosts through the resolver: call :func:`check_literal_target`
+before each request.
+
+Use it as ``aiohttp.TCPConnector(resolver=SafeResolver(allow_private=settings.allow_private_targets))``
+and keep ``trust_env`` off on the session: a proxy would resolve names on our behalf, unchecked.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from subscriptions.url_safety import ALLOW_PRIVATE_HINT, UnsafeURL, is_forbidden_address, parse_ip_host
+
+__all__ = ["ForbiddenTargetError", "SafeResolver", "check_literal_target"]
+
+
+class ForbiddenTargetError(OSError):
+    """Refusal to connect to a non-public address; an OSError so aiohttp reports it as a connection error."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        # (errno, strerror) form: aiohttp's ClientConnectorError shows strerror, which is None otherwise.
+        super().__init__(errno.EPERM, f"refusing to connect to {host}: it is {reason}; {ALLOW_PRIVATE_HINT}")
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+class SafeResolver(AbstractResolver):
+    """Wraps a resolver (aiohttp's default) and refuses names that resolve to any non-public address."""
+
+    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+        if inner is None:
+            from aiohttp.resolver import DefaultResolver
+
+            inner = DefaultResolver()  # needs a running loop, as aiohttp's own connector does
+        self._inner = inner
+        self._allow_private = allow_private
+
+    def __repr__(self) -> str:
+        return f"SafeResolver(allow_private={self._allow_private}, inner={type(self._inner).__name__})"
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self._allow_private:
+            return results
+        # Refuse on ANY bad answer rather than dropping it: a name mixing public and private
+        # answers is not a legitimate webhook target, and happy-eyeballs must not fall back to it.
+        for result in results:
+            reason = is_forbidden_address(result["host"])
+            if reason is not None:
+                raise ForbiddenTargetError(host, f"resolving to {reason}")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_literal_target(url: str | URL, allow_private: bool) -> None:
+    """Raise ForbiddenTargetError if ``url``'s host is an IP literal that is not public (aiohttp skips the resolver)."""
+    if allow_private:
+        return
+    host = (url if isinstance(url, URL) else URL(url)).raw_host or ""
+    try:
+        address = parse_ip_host(host)
+    except UnsafeURL as exc:
+        raise ForbiddenTargetError(host, "not a valid address") from exc
+    if address is None:
+        return  # a name: SafeResolver judges what it resolves to
+    reason = is_forbidden_address(address)
+    if reason is not None:
+        raise ForbiddenTargetError(host, reason)
