@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["WebhookVerificationError", "verify"]
 
-_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+_SECRET_PREFIX = "whsec_"
 _PUBLIC_KEY_PREFIX = "whpk_"
 _SIGNING_KEY_PREFIX = "whsk_"
 # A header listing more signatures than this is not a rotation, it is an attempt to make us work.

@@ -147,3 +147,12 @@ async def test_close_closes_the_inner_resolver() -> None:
     inner = FixedResolver({})
     await SafeResolver(allow_private=False, inner=inner).close()
     assert inner.closed
+
+
+def test_error_message_is_plain_and_says_how_to_allow() -> None:
+    error = ForbiddenTargetError("hooks.example.com", "a loopback address (127.0.0.1)")
+    assert isinstance(error, OSError)
+    assert str(error) == (
+        "refusing to connect to hooks.example.com: it is a loopback address (127.0.0.1); "
+        "set SYNCHOOK_ALLOW_PRIVATE_TARGETS=true to allow private targets"
+    )
