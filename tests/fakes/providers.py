@@ -139,12 +139,14 @@ class FakeProviders:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FakeProviders:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on such sockets; without it keep-alive
+        # responses stall 40 ms on delayed ACKs.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, lifespan="off", loop="asyncio", http="h11", ws="none", log_level="warning", access_log=False
+            self.app, lifespan="off", loop="asyncio", http="auto", ws="none", log_level="warning", access_log=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
