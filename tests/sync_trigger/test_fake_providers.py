@@ -1,0 +1,249 @@
+"""The fake providers speak the wire format of PROVIDERS.md: checked with raw HTTP, no connector involved."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.fakes.providers import CLIENTS, FakeProviders
+
+ALICE = "alice@example.com"
+
+
+@pytest.fixture(scope="module")
+def providers_server() -> Iterator[FakeProviders]:
+    with FakeProviders() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(providers_server: FakeProviders) -> FakeProviders:
+    providers_server.reset()
+    return providers_server
+
+
+def call(fake: FakeProviders, path: str, token: str = "", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        fake.base_url + path, headers={"Authorization": f"Bearer {token}"} | (headers or {})
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def post_form(fake: FakeProviders, path: str, form: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(fake.base_url + path, data=urlencode(form).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+EVENTS = "/google/calendar/v3/calendars/alice%40example.com/events"
+DELTA = "/graph/v1.0/me/calendars/alice%40example.com/calendarView/delta"
+
+
+def test_google_next_sync_token_only_on_last_page(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    fake.add_events("google", ALICE, ALICE, 3)
+    status, first = call(fake, f"{EVENTS}?maxResults=2", acc.access_token)
+    status2, last = call(fake, f"{EVENTS}?maxResults=2&pageToken={first['nextPageToken']}", acc.access_token)
+    assert (status, status2) == (200, 200)
+    assert "nextSyncToken" not in first and len(first["items"]) == 2
+    assert "nextPageToken" not in last and last["nextSyncToken"] and len(last["items"]) == 1
+
+
+def test_google_page_token_with_a_different_query_is_rejected(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    fake.add_events("google", ALICE, ALICE, 3)
+    _, first = call(fake, f"{EVENTS}?maxResults=2", acc.access_token)
+    status, body = call(fake, f"{EVENTS}?maxResults=2&q=x&pageToken={first['nextPageToken']}", acc.access_token)
+    assert status == 400 and body["error"]["code"] == 400
+
+
+@pytest.mark.parametrize("param", ["timeMin=2024-01-01T00:00:00Z", "q=standup", "updatedMin=2024-01-01T00:00:00Z"])
+def test_google_sync_token_with_incompatible_parameter_is_400(fake: FakeProviders, param: str) -> None:
+    acc = fake.add_account("google")
+    _, body = call(fake, EVENTS, acc.access_token)
+    status, error = call(fake, f"{EVENTS}?syncToken={body['nextSyncToken']}&{param}", acc.access_token)
+    assert status == 400 and error["error"]["errors"][0]["reason"] == "invalid"
+
+
+def test_google_gone_sync_token_answers_the_documented_410(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    _, body = call(fake, EVENTS, acc.access_token)
+    fake.invalidate_sync_tokens("google", ALICE, ALICE)
+    status, error = call(fake, f"{EVENTS}?syncToken={body['nextSyncToken']}", acc.access_token)
+    message = "Sync token is no longer valid, a full sync is required."
+    assert status == 410
+    assert error == {
+        "error": {
+            "errors": [
+                {
+                    "domain": "calendar",
+                    "reason": "fullSyncRequired",
+                    "message": message,
+                    "locationType": "parameter",
+                    "location": "syncToken",
+                }
+            ],
+            "code": 410,
+            "message": message,
+        }
+    }
+
+
+def test_google_time_window_bounds_are_exclusive(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    # Ends exactly at timeMin, starts exactly at timeMax: both out. Straddling timeMin: in.
+    fake.put_event(
+        "google",
+        ALICE,
+        ALICE,
+        summary="ends-at-min",
+        start=datetime(2024, 5, 1, 8, tzinfo=UTC),
+        end=datetime(2024, 5, 1, 9, tzinfo=UTC),
+    )
+    fake.put_event(
+        "google",
+        ALICE,
+        ALICE,
+        summary="starts-at-max",
+        start=datetime(2024, 5, 1, 10, tzinfo=UTC),
+        end=datetime(2024, 5, 1, 11, tzinfo=UTC),
+    )
+    fake.put_event(
+        "google",
+        ALICE,
+        ALICE,
+        summary="straddles",
+        start=datetime(2024, 5, 1, 8, 30, tzinfo=UTC),
+        end=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
+    )
+    _, body = call(fake, f"{EVENTS}?timeMin=2024-05-01T09:00:00Z&timeMax=2024-05-01T10:00:00Z", acc.access_token)
+    assert [e["summary"] for e in body["items"]] == ["straddles"]
+
+
+def test_google_deleted_event_is_only_id_and_status(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    event = fake.put_event("google", ALICE, ALICE)
+    _, body = call(fake, EVENTS, acc.access_token)
+    fake.delete_event("google", ALICE, ALICE, event)
+    _, changes = call(fake, f"{EVENTS}?syncToken={body['nextSyncToken']}", acc.access_token)
+    assert [{k: v for k, v in e.items() if k != "etag"} for e in changes["items"]] == [
+        {"kind": "calendar#event", "id": event, "status": "cancelled"}
+    ]
+
+
+def test_expired_access_token_answers_401_envelopes(fake: FakeProviders) -> None:
+    google, graph = fake.add_account("google"), fake.add_account("microsoft")
+    fake.expire_access_tokens("google")
+    fake.expire_access_tokens("microsoft")
+    status, error = call(fake, EVENTS, google.access_token)
+    assert status == 401 and error["error"]["errors"][0]["reason"] == "authError"
+    assert error["error"]["message"] == "Invalid Credentials"
+    status, error = call(fake, "/graph/v1.0/me/calendars", graph.access_token)
+    assert status == 401 and error["error"]["code"] == "InvalidAuthenticationToken"
+    assert set(error["error"]["innerError"]) == {"request-id", "date"}
+
+
+def test_rate_limits_carry_retry_after_and_reason(fake: FakeProviders) -> None:
+    google, graph = fake.add_account("google"), fake.add_account("microsoft")
+    fake.fail_next("google", 1, status=403)
+    fake.fail_next("microsoft", 1, status=429, retry_after=2.128)
+    status, error = call(fake, EVENTS, google.access_token)
+    assert status == 403 and error["error"]["errors"][0]["reason"] == "userRateLimitExceeded"
+    request = urllib.request.Request(
+        fake.base_url + "/graph/v1.0/me/calendars", headers={"Authorization": f"Bearer {graph.access_token}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request)
+    assert caught.value.code == 429 and caught.value.headers["Retry-After"] == "2.128"
+    assert call(fake, "/graph/v1.0/me/calendars", graph.access_token)[0] == 200
+
+
+def test_graph_delta_needs_a_window_and_gone_links_answer_410(fake: FakeProviders) -> None:
+    acc = fake.add_account("microsoft")
+    assert call(fake, DELTA, acc.access_token)[0] == 400
+    status, body = call(
+        fake, f"{DELTA}?startDateTime=2024-01-01T00:00:00Z&endDateTime=2025-01-01T00:00:00Z", acc.access_token
+    )
+    assert status == 200 and body["@odata.deltaLink"].startswith(fake.base_url + DELTA + "?$deltatoken=")
+    fake.invalidate_sync_tokens("microsoft", ALICE, ALICE, graph_code="resyncRequired")
+    path = body["@odata.deltaLink"].removeprefix(fake.base_url)
+    status, error = call(fake, path, acc.access_token)
+    assert status == 410 and error["error"]["code"] == "resyncRequired"
+
+
+def test_graph_removed_items_and_seven_fractional_digits(fake: FakeProviders) -> None:
+    acc = fake.add_account("microsoft")
+    event = fake.put_event("microsoft", ALICE, ALICE, start=datetime(2016, 12, 9, 20, 30, tzinfo=UTC))
+    _, body = call(
+        fake, f"{DELTA}?startDateTime=2016-01-01T00:00:00Z&endDateTime=2017-01-01T00:00:00Z", acc.access_token
+    )
+    assert body["value"][0]["start"] == {"dateTime": "2016-12-09T20:30:00.0000000", "timeZone": "UTC"}
+    fake.delete_event("microsoft", ALICE, ALICE, event)
+    _, changes = call(fake, body["@odata.deltaLink"].removeprefix(fake.base_url), acc.access_token)
+    assert changes["value"] == [
+        {"@odata.type": "#microsoft.graph.event", "id": event, "@removed": {"reason": "deleted"}}
+    ]
+
+
+def test_token_endpoints_refresh_rotate_and_refuse(fake: FakeProviders) -> None:
+    google, graph = fake.add_account("google"), fake.add_account("microsoft")
+    g_id, g_secret = CLIENTS["google"]
+    google_form = {"grant_type": "refresh_token", "client_id": g_id, "client_secret": g_secret}
+    google_form["refresh_token"] = google.refresh_token
+    status, body = post_form(fake, "/google/token", google_form)
+    assert status == 200 and body["expires_in"] == 3600 and "refresh_token" not in body
+    m_id, m_secret = CLIENTS["microsoft"]
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": m_id,
+        "client_secret": m_secret,
+        "refresh_token": graph.refresh_token,
+    }
+    status, body = post_form(fake, "/microsoft/token", form)
+    assert status == 200 and body["refresh_token"] != form["refresh_token"]
+    status, error = post_form(fake, "/microsoft/token", form)  # the rotated-out token
+    assert status == 400 and error["error"] == "invalid_grant" and error["error_codes"] == [700082]
+    fake.revoke_refresh_token("google")
+    status, error = post_form(fake, "/google/token", google_form)
+    assert (status, error) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+    )
+
+
+def test_runs_as_a_separate_process() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.providers", "--port", "0", "--seed"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        lines = [process.stdout.readline().strip() for _ in range(10)]
+        assert base_url.startswith("http://127.0.0.1:")
+        assert f"SYNCHOOK_GOOGLE_API_URL={base_url}/google" in lines
+        request = urllib.request.Request(
+            f"{base_url}/google/calendar/v3/users/me/calendarList", headers={"Authorization": "Bearer google-access"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
