@@ -4,7 +4,6 @@ throttling and 5xx retries within a bounded wait, provider-specific error mappin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -136,15 +135,25 @@ class Requester:
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
     ) -> _Reply:
-        async with contextlib.AsyncExitStack() as stack:
-            if self._semaphore is not None:
-                await stack.enter_async_context(self._semaphore)
-            response = await stack.enter_async_context(
-                self._session.request(method, url, params=params, headers=headers, data=data, allow_redirects=False)
-            )
+        if self._semaphore is None:
+            return await self._exchange(method, url, params=params, headers=headers, data=data)
+        async with self._semaphore:  # held until the body is read: that is what the mailbox limit counts
+            return await self._exchange(method, url, params=params, headers=headers, data=data)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        data: Mapping[str, str] | None,
+    ) -> _Reply:
+        async with self._session.request(
+            method, url, params=params, headers=headers, data=data, allow_redirects=False
+        ) as response:
             body = await response.read()
             return _Reply(response.status, _decode(body), response.headers.get("Retry-After"))
-        raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack may swallow in theory
 
 
 def _decode(body: bytes) -> Any:

@@ -240,3 +240,14 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Wed, 01 May 2024 12:00:30 GMT", now=now) == 30.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
     assert parse_retry_after("nan") is None
+
+
+async def test_concurrent_401s_refresh_only_once(h: Harness) -> None:
+    calendars = [h.fake.add_calendar(MS, ALICE, f"c{n}") for n in range(6)]
+    h.fake.expire_access_tokens(MS)
+    h.fake.latency = 0.02
+    connector = h.connector()
+
+    await asyncio.gather(*(collect(connector, None, calendar=cal) for cal in calendars))
+
+    assert len(h.fake.requests(MS, "/microsoft/token")) == 1 and len(h.refreshed) == 1
