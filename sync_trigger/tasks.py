@@ -2,15 +2,91 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
-from synchook.settings import Settings
+from arq import Retry, cron
 
-FUNCTIONS: list[Any] = []
+from sync_trigger import runner, service
+from synchook.context import AppContext
+from synchook.db import is_connection_error
+from synchook.outbox import hand_off
+from synchook.settings import Settings
+from synchook.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+# A job still queued this long was lost by the queue (Redis flushed, enqueue failed at commit).
+QUEUED_GRACE = timedelta(seconds=30)
+
+
+async def run_sync_job(ctx: dict[str, Any], job_id: str) -> str:
+    """Run one job: queued → running, the connectors, then completed | failed; safe to re-run after a crash."""
+    app: AppContext = ctx["app"]
+    try:
+        return await _run(app, job_id)
+    except Exception as exc:
+        if is_connection_error(exc):
+            # The database blinked: arq runs the job again later; the conditional updates keep it exactly-once.
+            logger.warning("sync job %s deferred, database unavailable: %s", job_id, type(exc).__name__)
+            raise Retry(defer=5) from exc
+        raise
+
+
+async def _run(app: AppContext, job_id: str) -> str:
+    started = await service.start_job(app.db, job_id=job_id)
+    if started is None:
+        return "noop"
+    await hand_off(app.enqueue, started.event_ids)
+    stats: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    if started.exhausted:
+        error = {"code": "internal_error", "message": "The sync was interrupted too many times"}
+    else:
+        # Leave arq's own job timeout a margin, so a slow sync fails with its event instead of hanging.
+        budget = max(1.0, app.settings.sync_job_timeout * 0.9)
+        try:
+            result = await asyncio.wait_for(runner.run_sync(app, started.job, started.connections), timeout=budget)
+            stats = result.as_dict()
+        except runner.SyncFailure as failure:
+            stats, error = failure.stats.as_dict(), failure.as_error()
+        except TimeoutError:
+            error = {"code": "timeout", "message": f"The sync did not finish within {int(budget)} seconds"}
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            logger.exception("sync job %s failed unexpectedly", job_id)
+            error = {"code": "internal_error", "message": "The sync failed unexpectedly"}
+    event_ids = await service.finish_job(app.db, job_id=job_id, stats=stats, error=error)
+    await hand_off(app.enqueue, event_ids)
+    return "failed" if error is not None else "completed"
+
+
+async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
+    """Re-enqueue jobs the queue lost; arq's job-id dedup means a job still queued is not doubled."""
+    app: AppContext = ctx["app"]
+    now = utcnow()
+    job_ids = await service.stale_job_ids(
+        app.db,
+        queued_before=now - QUEUED_GRACE,
+        running_before=now - timedelta(seconds=app.settings.sync_job_timeout),
+    )
+    requeued = 0
+    for job_id in job_ids:
+        if await service.enqueue_job_run(app.enqueue, job_id):
+            requeued += 1
+    if requeued:
+        logger.info("re-enqueued %d lost sync job(s)", requeued)
+    return requeued
+
+
+FUNCTIONS: list[Any] = [run_sync_job]
 STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
-    return []
+    return [cron(recover_sync_jobs, second={0, 30}, run_at_startup=True, unique=True, timeout=120)]

@@ -1,0 +1,93 @@
+"""Calendar connections: create (tokens sealed at rest), list, read, delete. Tokens never leave this module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from sync_trigger.errors import ConnectionExists
+from sync_trigger.models import Connection
+from sync_trigger.schemas import ConnectionCreateBody
+from synchook.auth.models import Workspace
+from synchook.crypto import SecretBox
+from synchook.errors import NotFound
+from synchook.ids import looks_like_id, new_id
+from synchook.timeutil import isoformat, utcnow
+
+
+def connection_view(connection: Connection) -> dict[str, Any]:
+    return {
+        "id": connection.id,
+        "provider": connection.provider,
+        "account": connection.account,
+        "status": connection.status,
+        "created_at": isoformat(connection.created_at),
+        "last_synced_at": isoformat(connection.last_synced_at),
+    }
+
+
+async def create_connection(
+    session: AsyncSession, *, box: SecretBox, workspace_id: str, body: ConnectionCreateBody
+) -> Connection:
+    """Store a connected calendar account; one connection per (provider, account) in a workspace."""
+    # Serialise the workspace's writers so two concurrent requests cannot both pass the duplicate check.
+    await session.execute(select(col(Workspace.id)).where(col(Workspace.id) == workspace_id).with_for_update())
+    duplicate = await session.execute(
+        select(col(Connection.id)).where(
+            col(Connection.workspace_id) == workspace_id,
+            col(Connection.provider) == body.provider,
+            col(Connection.account) == body.account,
+        )
+    )
+    if duplicate.first() is not None:
+        raise ConnectionExists()
+    connection_id = new_id("conn")
+    connection = Connection(
+        id=connection_id,
+        workspace_id=workspace_id,
+        provider=body.provider,
+        account=body.account,
+        status="active",
+        # Bound to the row id, so a sealed token copied to another row does not open.
+        access_token_sealed=box.seal(body.access_token, context=connection_id),
+        refresh_token_sealed=box.seal(body.refresh_token, context=connection_id),
+        token_expires_at=body.expires_at,
+        created_at=utcnow(),
+    )
+    session.add(connection)
+    return connection
+
+
+async def list_connections(
+    session: AsyncSession, *, workspace_id: str, limit: int, after_id: str | None = None
+) -> list[Connection]:
+    """Newest first; returns up to limit+1 rows so the caller can tell whether a next page exists."""
+    query = select(Connection).where(col(Connection.workspace_id) == workspace_id)
+    if after_id is not None:
+        query = query.where(col(Connection.id) < after_id)
+    rows = await session.execute(query.order_by(col(Connection.id).desc()).limit(limit + 1))
+    return list(rows.scalars())
+
+
+async def get_connection(session: AsyncSession, *, workspace_id: str, connection_id: str) -> Connection:
+    connection = None
+    if looks_like_id(connection_id, "conn"):
+        connection = (
+            await session.execute(
+                select(Connection).where(
+                    col(Connection.id) == connection_id,
+                    col(Connection.workspace_id) == workspace_id,
+                )
+            )
+        ).scalar_one_or_none()
+    if connection is None:
+        raise NotFound("Connection")
+    return connection
+
+
+async def delete_connection(session: AsyncSession, *, workspace_id: str, connection_id: str) -> None:
+    connection = await get_connection(session, workspace_id=workspace_id, connection_id=connection_id)
+    await session.delete(connection)

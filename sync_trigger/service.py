@@ -1,0 +1,369 @@
+"""Sync jobs: accept on-demand requests under the hourly cap, and move jobs through their lifecycle.
+
+Every state change writes its lifecycle event to the outbox in the same transaction; callers hand the
+returned event ids to the queue after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
+from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob
+from sync_trigger.schemas import TriggerSyncBody
+from synchook import idempotency
+from synchook.auth.models import Workspace
+from synchook.crypto import SecretBox
+from synchook.db import Database
+from synchook.errors import NotFound, ValidationFailed
+from synchook.ids import looks_like_id, new_id
+from synchook.outbox import Enqueue, hand_off, record_event
+from synchook.timeutil import isoformat, utcnow
+
+logger = logging.getLogger(__name__)
+
+RUN_SYNC_TASK = "run_sync_job"
+IDEMPOTENCY_SCOPE = "calendar.sync"
+DEFAULT_LOOKBACK = timedelta(days=90)
+DEFAULT_LOOKAHEAD = timedelta(days=180)
+# A job interrupted this many times (worker killed mid-sync) is failed rather than retried forever.
+MAX_ATTEMPTS = 5
+
+
+# --- Views -----------------------------------------------------------------------------------------
+
+
+def job_event_data(job: SyncJob) -> dict[str, Any]:
+    """The `data` of every calendar.sync.* event (CONTRACT §5)."""
+    return {
+        "job_id": job.id,
+        "workspace_id": job.workspace_id,
+        "mode": job.mode,
+        "provider": job.provider,
+        "status": job.status,
+        "queued_at": isoformat(job.queued_at),
+        "started_at": isoformat(job.started_at),
+        "completed_at": isoformat(job.completed_at),
+        # null until the job finishes: there is nothing to count before.
+        "stats": dict(job.stats) if job.stats is not None else None,
+        "error": dict(job.error) if job.error is not None else None,
+    }
+
+
+def job_view(job: SyncJob) -> dict[str, Any]:
+    """GET /v1/calendar/sync/{job_id}."""
+    data = job_event_data(job)
+    del data["workspace_id"]
+    data["from_date"] = isoformat(job.from_date)
+    data["to_date"] = isoformat(job.to_date)
+    return data
+
+
+def accepted_view(job: SyncJob) -> dict[str, Any]:
+    """The 202 body's `data`, exactly the seed's four fields."""
+    return {"job_id": job.id, "status": job.status, "mode": job.mode, "queued_at": isoformat(job.queued_at)}
+
+
+# --- Triggering ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    status_code: int
+    data: dict[str, Any]
+    quota: SyncQuota
+    replayed: bool = False
+
+
+def resolve_window(body: TriggerSyncBody, *, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The full sync's date window (defaults now-90d .. now+180d); incremental syncs take none."""
+    if body.mode != "full":
+        for name in ("from_date", "to_date"):
+            if getattr(body, name) is not None:
+                raise ValidationFailed(f"{name}: only allowed when mode is full", field=name)
+        return None, None
+    from_date = body.from_date or now - DEFAULT_LOOKBACK
+    to_date = body.to_date or now + DEFAULT_LOOKAHEAD
+    if from_date >= to_date:
+        raise ValidationFailed("from_date: must precede to_date", field="from_date")
+    return from_date, to_date
+
+
+async def trigger_sync(
+    db: Database,
+    *,
+    workspace_id: str,
+    body: TriggerSyncBody,
+    cap: int,
+    idempotency_key: str | None = None,
+    enqueue: Enqueue | None = None,
+) -> Accepted:
+    """Queue an on-demand sync (or replay the response stored under the idempotency key)."""
+    from_date, to_date = resolve_window(body, now=utcnow())
+    if idempotency_key is not None:
+        replay = await idempotency.claim(
+            db,
+            workspace_id=workspace_id,
+            scope=IDEMPOTENCY_SCOPE,
+            key=idempotency_key,
+            request_hash=idempotency.fingerprint(body.model_dump(mode="json")),
+        )
+        if replay is not None:
+            async with db.session() as session:
+                quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
+            return Accepted(replay.status_code, replay.response, quota, replayed=True)
+    try:
+        async with db.session() as session:
+            await _lock_workspace(session, workspace_id)
+            # The clock is read under the lock, so queued_at order matches commit order.
+            now = utcnow()
+            await _require_connection(session, workspace_id=workspace_id, provider=body.provider)
+            quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=now)
+            if await _full_sync_overlaps(session, workspace_id=workspace_id, provider=body.provider):
+                raise SyncInProgress(quota)
+            if quota.used >= cap:
+                raise SyncCapReached(quota)
+            job = SyncJob(
+                id=new_id("cal_sync"),
+                workspace_id=workspace_id,
+                mode=body.mode,
+                provider=body.provider,
+                trigger="on_demand",
+                from_date=from_date,
+                to_date=to_date,
+                status="queued",
+                queued_at=now,
+            )
+            session.add(job)
+            event = record_event(
+                session,
+                workspace_id=workspace_id,
+                type="calendar.sync.queued",
+                provider=job.provider,
+                data=job_event_data(job),
+                at=now,
+            )
+            data = accepted_view(job)
+            if idempotency_key is not None:
+                await idempotency.complete(
+                    session,
+                    workspace_id=workspace_id,
+                    scope=IDEMPOTENCY_SCOPE,
+                    key=idempotency_key,
+                    status_code=202,
+                    response=data,
+                )
+    except BaseException:
+        if idempotency_key is not None:
+            await idempotency.release(db, workspace_id=workspace_id, scope=IDEMPOTENCY_SCOPE, key=idempotency_key)
+        raise
+    await hand_off(enqueue, [event.id])
+    await enqueue_job_run(enqueue, job.id)
+    quota = SyncQuota(limit=cap, used=quota.used + 1, oldest_queued_at=quota.oldest_queued_at or now, now=utcnow())
+    return Accepted(202, data, quota)
+
+
+async def enqueue_job_run(enqueue: Enqueue | None, job_id: str) -> bool:
+    """Best effort: the job id is the arq job id, so it is never queued twice; the recovery cron repairs a miss."""
+    if enqueue is None:
+        return False
+    try:
+        return await enqueue(RUN_SYNC_TASK, job_id, _job_id=job_id) is not None
+    except Exception as exc:
+        logger.warning("sync job %s not enqueued (recovery will retry): %s", job_id, type(exc).__name__)
+        return False
+
+
+async def sync_quota(session: AsyncSession, *, workspace_id: str, cap: int, now: datetime) -> SyncQuota:
+    """Accepted on-demand syncs of the rolling hour, counted from the jobs themselves."""
+    row = (
+        await session.execute(
+            select(func.count(col(SyncJob.id)), func.min(col(SyncJob.queued_at))).where(
+                col(SyncJob.workspace_id) == workspace_id,
+                col(SyncJob.trigger) == "on_demand",
+                col(SyncJob.queued_at) > now - WINDOW,
+            )
+        )
+    ).one()
+    return SyncQuota(limit=cap, used=int(row[0]), oldest_queued_at=row[1], now=now)
+
+
+async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
+    # PostgreSQL: a row lock serialises the workspace's requests. SQLite renders no FOR UPDATE, but the
+    # engine opens every transaction with BEGIN IMMEDIATE, which serialises all writers already.
+    await session.execute(select(col(Workspace.id)).where(col(Workspace.id) == workspace_id).with_for_update())
+
+
+async def _require_connection(session: AsyncSession, *, workspace_id: str, provider: str | None) -> None:
+    query = select(col(Connection.id)).where(
+        col(Connection.workspace_id) == workspace_id,
+        col(Connection.status) == "active",
+    )
+    if provider is not None:
+        query = query.where(col(Connection.provider) == provider)
+    if (await session.execute(query.limit(1))).first() is None:
+        raise NoConnection(provider)
+
+
+async def _full_sync_overlaps(session: AsyncSession, *, workspace_id: str, provider: str | None) -> bool:
+    # Any request (full or incremental) overlapping a queued or running full sync is refused: the full
+    # sync rebuilds the same index. provider NULL means every provider, so it overlaps everything.
+    query = select(col(SyncJob.id)).where(
+        col(SyncJob.workspace_id) == workspace_id,
+        col(SyncJob.mode) == "full",
+        col(SyncJob.status).in_(ACTIVE_STATUSES),
+    )
+    if provider is not None:
+        query = query.where(or_(col(SyncJob.provider).is_(None), col(SyncJob.provider) == provider))
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+async def get_job(session: AsyncSession, *, workspace_id: str, job_id: str) -> SyncJob:
+    job = None
+    if looks_like_id(job_id, "cal_sync"):
+        job = (
+            await session.execute(
+                select(SyncJob).where(col(SyncJob.id) == job_id, col(SyncJob.workspace_id) == workspace_id)
+            )
+        ).scalar_one_or_none()
+    if job is None:
+        raise NotFound("Sync job")
+    return job
+
+
+# --- Lifecycle (worker side) -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StartedJob:
+    job: SyncJob
+    connections: list[Connection]
+    event_ids: list[str] = field(default_factory=list)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.job.attempts > MAX_ATTEMPTS
+
+
+async def start_job(db: Database, *, job_id: str) -> StartedJob | None:
+    """queued → running with a calendar.sync.started event; a job already running (re-run after a crash)
+    resumes without a second event; a finished or unknown job gives None."""
+    async with db.session() as session:
+        now = utcnow()
+        moved = await session.execute(
+            update(SyncJob)
+            .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "queued")
+            .values(status="running", started_at=now, attempts=col(SyncJob.attempts) + 1)
+        )
+        if _rowcount(moved) != 1:
+            moved = await session.execute(
+                update(SyncJob)
+                .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+                .values(attempts=col(SyncJob.attempts) + 1)
+            )
+            if _rowcount(moved) != 1:
+                return None
+            started = StartedJob(job=await _load_job(session, job_id), connections=[])
+        else:
+            job = await _load_job(session, job_id)
+            event = record_event(
+                session,
+                workspace_id=job.workspace_id,
+                type="calendar.sync.started",
+                provider=job.provider,
+                data=job_event_data(job),
+                at=now,
+            )
+            started = StartedJob(job=job, connections=[], event_ids=[event.id])
+        started.connections = await _job_connections(session, started.job)
+    return started
+
+
+async def finish_job(
+    db: Database, *, job_id: str, stats: dict[str, Any] | None, error: dict[str, Any] | None
+) -> list[str]:
+    """running → completed | failed with its event; returns the event ids (none if already finished)."""
+    status = "failed" if error is not None else "completed"
+    async with db.session() as session:
+        now = utcnow()
+        moved = await session.execute(
+            update(SyncJob)
+            .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+            .values(status=status, completed_at=now, stats=stats, error=error)
+        )
+        if _rowcount(moved) != 1:
+            return []
+        job = await _load_job(session, job_id)
+        event = record_event(
+            session,
+            workspace_id=job.workspace_id,
+            type=f"calendar.sync.{status}",
+            provider=job.provider,
+            data=job_event_data(job),
+            at=now,
+        )
+    return [event.id]
+
+
+async def stale_job_ids(
+    db: Database, *, queued_before: datetime, running_before: datetime, limit: int = 500
+) -> list[str]:
+    """Jobs the queue may have lost: queued too long, or running past the job timeout."""
+    async with db.session() as session:
+        rows = await session.execute(
+            select(col(SyncJob.id))
+            .where(
+                or_(
+                    (col(SyncJob.status) == "queued") & (col(SyncJob.queued_at) < queued_before),
+                    (col(SyncJob.status) == "running") & (col(SyncJob.started_at) < running_before),
+                )
+            )
+            .order_by(col(SyncJob.queued_at))
+            .limit(limit)
+        )
+        return [r[0] for r in rows]
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+async def _load_job(session: AsyncSession, job_id: str) -> SyncJob:
+    # populate_existing: the UPDATE above bypassed the identity map.
+    result = await session.execute(
+        select(SyncJob).where(col(SyncJob.id) == job_id).execution_options(populate_existing=True)
+    )
+    return result.scalar_one()
+
+
+async def _job_connections(session: AsyncSession, job: SyncJob) -> list[Connection]:
+    query = select(Connection).where(
+        col(Connection.workspace_id) == job.workspace_id,
+        col(Connection.status) == "active",
+    )
+    if job.connection_id is not None:
+        query = query.where(col(Connection.id) == job.connection_id)
+    if job.provider is not None:
+        query = query.where(col(Connection.provider) == job.provider)
+    return list((await session.execute(query.order_by(col(Connection.id)))).scalars())
+
+
+# --- Secrets ---------------------------------------------------------------------------------------
+
+
+async def reseal_connection_tokens(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every connection's tokens under the newest master key; returns how many changed."""
+    count = 0
+    for connection in (await session.execute(select(Connection))).scalars():
+        if box.needs_reseal(connection.access_token_sealed) or box.needs_reseal(connection.refresh_token_sealed):
+            connection.access_token_sealed = box.reseal(connection.access_token_sealed, context=connection.id)
+            connection.refresh_token_sealed = box.reseal(connection.refresh_token_sealed, context=connection.id)
+            count += 1
+    return count
