@@ -1,0 +1,186 @@
+"""The event-type catalogue: every type a subscription can ask for, with the JSON Schema of its webhook body.
+
+Subscriptions name catalogue types or wildcards: ``*`` (everything) and ``prefix.*`` where ``prefix`` is a
+dot-separated group of catalogue names (``calendar.*``, ``calendar.sync.*``, ``webhook.*``, ...).
+A wildcard matches the types of its group at any depth, so matching an event looks up the type itself,
+each of its ``prefix.*`` groups and ``*`` (see :func:`patterns_for`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from synchook.timeutil import isoformat
+
+__all__ = [
+    "ANY_EVENT",
+    "CATALOGUE",
+    "EVENT_TYPES",
+    "PROVIDERS",
+    "EventType",
+    "is_known_pattern",
+    "known_patterns",
+    "patterns_for",
+    "subscription_disabled_data",
+    "webhook_test_data",
+]
+
+ANY_EVENT = "*"
+PROVIDERS: tuple[str, ...] = ("google", "microsoft")
+_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+_ULID = "[0-9A-HJKMNP-TV-Z]{26}"
+_TIMESTAMP: dict[str, Any] = {"type": "string", "format": "date-time"}
+_NULLABLE_TIMESTAMP: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    name: str
+    description: str
+    data_schema: dict[str, Any]
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of the whole webhook body (CONTRACT §5) for this type."""
+        return {
+            "$schema": _SCHEMA_DIALECT,
+            "title": self.name,
+            "description": self.description,
+            "type": "object",
+            "required": ["id", "type", "timestamp", "data"],
+            "properties": {
+                "id": {"type": "string", "pattern": f"^evt_{_ULID}$"},
+                "type": {"const": self.name},
+                "timestamp": _TIMESTAMP,
+                "data": self.data_schema,
+            },
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "schema": self.schema()}
+
+
+def _sync_data(status: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [
+            "job_id",
+            "workspace_id",
+            "mode",
+            "provider",
+            "status",
+            "queued_at",
+            "started_at",
+            "completed_at",
+            "stats",
+            "error",
+        ],
+        "properties": {
+            "job_id": {"type": "string", "pattern": f"^cal_sync_{_ULID}$"},
+            "workspace_id": {"type": "string"},
+            "mode": {"enum": ["incremental", "full"]},
+            "provider": {"enum": [*PROVIDERS, None]},
+            "status": {"const": status},
+            "queued_at": _TIMESTAMP,
+            "started_at": _NULLABLE_TIMESTAMP,
+            "completed_at": _NULLABLE_TIMESTAMP,
+            "stats": {
+                "type": "object",
+                "required": ["calendars", "events_created", "events_updated", "events_deleted"],
+                "properties": {
+                    name: {"type": "integer", "minimum": 0}
+                    for name in ("calendars", "events_created", "events_updated", "events_deleted")
+                },
+            },
+            "error": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                ]
+            },
+        },
+    }
+
+
+_TEST_DATA: dict[str, Any] = {
+    "type": "object",
+    "required": ["workspace_id", "subscription_id", "message"],
+    "properties": {
+        "workspace_id": {"type": "string"},
+        "subscription_id": {"type": "string", "pattern": f"^sub_{_ULID}$"},
+        "message": {"type": "string"},
+    },
+}
+
+_DISABLED_DATA: dict[str, Any] = {
+    "type": "object",
+    "required": ["workspace_id", "subscription_id", "url", "reason", "disabled_at"],
+    "properties": {
+        "workspace_id": {"type": "string"},
+        "subscription_id": {"type": "string", "pattern": f"^sub_{_ULID}$"},
+        "url": {"type": "string"},
+        "reason": {"type": "string"},
+        "disabled_at": _TIMESTAMP,
+    },
+}
+
+CATALOGUE: tuple[EventType, ...] = (
+    EventType("calendar.sync.queued", "A calendar sync job was accepted and queued.", _sync_data("queued")),
+    EventType("calendar.sync.started", "A calendar sync job started running.", _sync_data("running")),
+    EventType(
+        "calendar.sync.completed", "A calendar sync job finished; stats say what changed.", _sync_data("completed")
+    ),
+    EventType("calendar.sync.failed", "A calendar sync job failed; error says why.", _sync_data("failed")),
+    EventType("webhook.test", "A test event, sent on request to one subscription only.", _TEST_DATA),
+    EventType(
+        "webhook.subscription.disabled",
+        "A subscription was disabled because every delivery to it failed for too long.",
+        _DISABLED_DATA,
+    ),
+)
+EVENT_TYPES: frozenset[str] = frozenset(t.name for t in CATALOGUE)
+
+
+def patterns_for(event_type: str) -> list[str]:
+    """Every filter pattern that selects ``event_type``: itself, each ``prefix.*`` group, and ``*``."""
+    parts = event_type.split(".")
+    groups = [".".join(parts[:i]) + ".*" for i in range(len(parts) - 1, 0, -1)]
+    return [event_type, *groups, ANY_EVENT]
+
+
+def known_patterns() -> frozenset[str]:
+    """Every pattern a subscription may use: catalogue names, their groups, and ``*``."""
+    return frozenset(p for t in CATALOGUE for p in patterns_for(t.name))
+
+
+_KNOWN = known_patterns()
+
+
+def is_known_pattern(pattern: str) -> bool:
+    return pattern in _KNOWN
+
+
+def webhook_test_data(*, workspace_id: str, subscription_id: str) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "subscription_id": subscription_id,
+        "message": "This is a test event from Synchook.",
+    }
+
+
+def subscription_disabled_data(
+    *, workspace_id: str, subscription_id: str, url: str, reason: str, disabled_at: datetime
+) -> dict[str, Any]:
+    """The data of a ``webhook.subscription.disabled`` event (for the delivery engine that disables)."""
+    return {
+        "workspace_id": workspace_id,
+        "subscription_id": subscription_id,
+        "url": url,
+        "reason": reason,
+        "disabled_at": isoformat(disabled_at),
+    }

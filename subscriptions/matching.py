@@ -1,0 +1,66 @@
+"""Which subscriptions want an event, and the secrets to sign it with: the delivery engine's view of subscriptions.
+
+Matching is one query on the ``ix_subscription_filters_match`` index (workspace, pattern, provider): the
+event type expands to the few patterns that select it (itself, each ``prefix.*`` group, ``*``), so the
+cost depends on how many subscriptions match, not on how many exist.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from subscriptions.catalogue import patterns_for
+from subscriptions.models import ANY, Subscription, SubscriptionFilter
+from synchook.crypto import SecretBox
+
+__all__ = ["match_subscriptions", "signing_secrets"]
+
+
+async def match_subscriptions(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    event_type: str,
+    provider: str | None,
+    target_subscription_id: str | None = None,
+) -> list[Subscription]:
+    """Every live subscription of the workspace that wants the event, enabled or disabled, ordered by id.
+
+    ``provider`` None puts no condition on providers. With ``target_subscription_id`` only that
+    subscription is returned (if it is the workspace's and not deleted), whatever its filters.
+    """
+    query = sa.select(Subscription).where(
+        col(Subscription.workspace_id) == workspace_id, col(Subscription.deleted_at).is_(None)
+    )
+    if target_subscription_id is not None:
+        query = query.where(col(Subscription.id) == target_subscription_id)
+    else:
+        wanted = sa.select(col(SubscriptionFilter.subscription_id)).where(
+            col(SubscriptionFilter.workspace_id) == workspace_id,
+            col(SubscriptionFilter.event_pattern).in_(patterns_for(event_type)),
+        )
+        if provider is not None:
+            wanted = wanted.where(col(SubscriptionFilter.provider).in_((provider, ANY)))
+        # IN (subquery) rather than JOIN + DISTINCT: PostgreSQL cannot DISTINCT over the JSON columns.
+        query = query.where(col(Subscription.id).in_(wanted.distinct()))
+    rows = await session.execute(query.order_by(col(Subscription.id)))
+    return list(rows.scalars())
+
+
+def signing_secrets(subscription: Subscription, box: SecretBox, *, now: datetime) -> tuple[list[str], list[str]]:
+    """``(whsec_ secrets, whsk_ keys)`` active at ``now``: the current one, and the previous until it expires.
+
+    Plaintext for the signer only: never log these or put them in an exception.
+    """
+    sealed = [subscription.secret_sealed]
+    expires = subscription.previous_secret_expires_at
+    if subscription.previous_secret_sealed is not None and expires is not None and expires > now:
+        sealed.append(subscription.previous_secret_sealed)
+    secrets = [box.open(value, context=subscription.id) for value in sealed]
+    if subscription.signature_type == "ed25519":
+        return [], secrets
+    return secrets, []

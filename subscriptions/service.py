@@ -1,0 +1,306 @@
+"""Subscriptions: create, read, change and delete integrators' endpoints; their secrets; test events.
+
+Every query takes the workspace id. Secrets are sealed under the SecretBox with the subscription id as
+context, leave this module only as ``Revealed`` values, and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from subscriptions.catalogue import ANY_EVENT, webhook_test_data
+from subscriptions.errors import InvalidURL, SubscriptionNotFound
+from subscriptions.keys import generate_ed25519_keypair, generate_webhook_secret, public_key_for
+from subscriptions.models import ANY, Subscription, SubscriptionFilter
+from subscriptions.schemas import CreateSubscription, UpdateSubscription
+from subscriptions.url_safety import UnsafeURL, check_resolves_public
+from synchook.crypto import Revealed, SecretBox
+from synchook.db import UTCDateTime
+from synchook.ids import looks_like_id, new_id
+from synchook.outbox import Event, record_event
+from synchook.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+ID_PREFIX = "sub"
+ED25519 = "ed25519"
+DELETED_REASON = "subscription deleted"
+DISABLED_BY_USER = "disabled via the API"
+_RESEAL_BATCH = 500
+
+# The deliveries table belongs to webhooks/, which this package must not import: name it in Core.
+_deliveries = sa.table(
+    "deliveries",
+    sa.column("workspace_id", sa.String),
+    sa.column("subscription_id", sa.String),
+    sa.column("status", sa.String),
+    sa.column("cancel_reason", sa.String),
+    sa.column("updated_at", UTCDateTime()),
+)
+_OPEN_DELIVERY_STATUSES = ("pending", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretView:
+    """What the secret endpoints show: the current secret (whsec_, or whsk_ for ed25519) and overlap details."""
+
+    secret: Revealed
+    public_key: str | None
+    previous_secret_expires_at: datetime | None
+    previous_public_key: str | None
+
+
+async def safe_url(url: str, *, allow_private: bool) -> str:
+    """The normalized URL if Synchook may call it; InvalidURL (422 invalid_url) saying why otherwise."""
+    try:
+        return await check_resolves_public(url, allow_private=allow_private)
+    except UnsafeURL as exc:
+        raise InvalidURL(exc.reason) from None
+
+
+async def create_subscription(
+    session: AsyncSession,
+    *,
+    box: SecretBox,
+    workspace_id: str,
+    body: CreateSubscription,
+    allow_private: bool,
+) -> tuple[Subscription, SecretView]:
+    """Create a subscription with a fresh secret (or Ed25519 key pair) and its filter rows."""
+    url = await safe_url(body.url, allow_private=allow_private)
+    subscription_id = new_id(ID_PREFIX)
+    public_key: str | None = None
+    if body.signature_type == ED25519:
+        secret, public_key = generate_ed25519_keypair()
+    else:
+        secret = generate_webhook_secret()
+    now = utcnow()
+    subscription = Subscription(
+        id=subscription_id,
+        workspace_id=workspace_id,
+        url=url,
+        description=body.description,
+        event_types=body.event_types,
+        providers=list(body.providers) if body.providers is not None else None,
+        status="enabled",
+        signature_type=body.signature_type,
+        secret_sealed=box.seal(secret, context=subscription_id),
+        public_key=public_key,
+        rate_limit_per_second=body.rate_limit_per_second,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(subscription)
+    await session.flush()
+    await _write_filters(session, subscription)
+    logger.info("subscription %s created in workspace %s", subscription_id, workspace_id)
+    return subscription, SecretView(Revealed(secret), public_key, None, None)
+
+
+async def list_subscriptions(
+    session: AsyncSession, *, workspace_id: str, limit: int, before_id: str | None = None
+) -> list[Subscription]:
+    """Live subscriptions, newest first; up to ``limit`` rows older than ``before_id``."""
+    query = sa.select(Subscription).where(
+        col(Subscription.workspace_id) == workspace_id, col(Subscription.deleted_at).is_(None)
+    )
+    if before_id is not None:
+        query = query.where(col(Subscription.id) < before_id)
+    rows = await session.execute(query.order_by(col(Subscription.id).desc()).limit(limit))
+    return list(rows.scalars())
+
+
+async def get_subscription(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> Subscription:
+    """A live subscription of the workspace; SubscriptionNotFound for anything else."""
+    if not looks_like_id(subscription_id, ID_PREFIX):
+        raise SubscriptionNotFound()
+    rows = await session.execute(
+        sa.select(Subscription).where(
+            col(Subscription.id) == subscription_id,
+            col(Subscription.workspace_id) == workspace_id,
+            col(Subscription.deleted_at).is_(None),
+        )
+    )
+    subscription = rows.scalars().first()
+    if subscription is None:
+        raise SubscriptionNotFound()
+    return subscription
+
+
+async def update_subscription(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    subscription_id: str,
+    body: UpdateSubscription,
+    allow_private: bool,
+) -> Subscription:
+    """Apply the fields the caller sent; a new URL is checked again and new filters replace the old."""
+    changes = body.changes()
+    if "url" in changes:
+        # Before the first query: a DNS lookup must not hold a write transaction open.
+        changes["url"] = await safe_url(changes["url"], allow_private=allow_private)
+    subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
+    status = changes.pop("status", None)
+    if status == "enabled" and subscription.status != "enabled":
+        subscription.status = "enabled"
+        subscription.disabled_reason = None
+        subscription.failing_since = None  # a fresh start: old failures must not disable it again at once
+    elif status == "disabled" and subscription.status != "disabled":
+        subscription.status = "disabled"
+        subscription.disabled_reason = DISABLED_BY_USER
+    for name, value in changes.items():
+        setattr(subscription, name, value)
+    subscription.updated_at = utcnow()
+    if "event_types" in changes or "providers" in changes:
+        await _write_filters(session, subscription)
+    await session.flush()
+    logger.info("subscription %s updated (%s)", subscription_id, ", ".join(sorted(body.model_fields_set)) or "nothing")
+    return subscription
+
+
+async def delete_subscription(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> int:
+    """Soft-delete: keep the row (deliveries refer to it), drop its filters, cancel its open deliveries."""
+    subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
+    now = utcnow()
+    subscription.deleted_at = now
+    subscription.updated_at = now
+    await session.flush()
+    await _delete_filters(session, subscription_id)
+    result = await session.execute(
+        sa.update(_deliveries)
+        .where(
+            _deliveries.c.workspace_id == workspace_id,
+            _deliveries.c.subscription_id == subscription_id,
+            _deliveries.c.status.in_(_OPEN_DELIVERY_STATUSES),
+        )
+        .values(status="cancelled", cancel_reason=DELETED_REASON, updated_at=now)
+    )
+    cancelled = int(getattr(result, "rowcount", 0) or 0)
+    logger.info("subscription %s deleted; %d open deliveries cancelled", subscription_id, cancelled)
+    return cancelled
+
+
+async def reveal_secret(
+    session: AsyncSession, *, box: SecretBox, workspace_id: str, subscription_id: str
+) -> SecretView:
+    """The subscription's current secret, and when the previous one stops being used (if it still is)."""
+    subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
+    return _secret_view(subscription, box, now=utcnow())
+
+
+async def rotate_secret(
+    session: AsyncSession,
+    *,
+    box: SecretBox,
+    workspace_id: str,
+    subscription_id: str,
+    expire_previous_in: int,
+) -> SecretView:
+    """Replace the secret; the old one keeps signing for ``expire_previous_in`` seconds (0: not at all)."""
+    subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
+    now = utcnow()
+    if subscription.signature_type == ED25519:
+        secret, public_key = generate_ed25519_keypair()
+        subscription.public_key = public_key
+    else:
+        secret = generate_webhook_secret()
+    if expire_previous_in > 0:
+        # Same row, same sealing context: the sealed value moves over without being opened.
+        subscription.previous_secret_sealed = subscription.secret_sealed
+        subscription.previous_secret_expires_at = now + timedelta(seconds=expire_previous_in)
+    else:
+        subscription.previous_secret_sealed = None
+        subscription.previous_secret_expires_at = None
+    subscription.secret_sealed = box.seal(secret, context=subscription.id)
+    subscription.updated_at = now
+    await session.flush()
+    logger.info("subscription %s secret rotated; previous kept for %ds", subscription_id, expire_previous_in)
+    return _secret_view(subscription, box, now=now)
+
+
+def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -> SecretView:
+    secret = box.open(subscription.secret_sealed, context=subscription.id)
+    expires = subscription.previous_secret_expires_at
+    previous_active = subscription.previous_secret_sealed is not None and expires is not None and expires > now
+    previous_public_key: str | None = None
+    if previous_active and subscription.signature_type == ED25519 and subscription.previous_secret_sealed:
+        previous = box.open(subscription.previous_secret_sealed, context=subscription.id)
+        previous_public_key = public_key_for(previous)
+    return SecretView(
+        secret=Revealed(secret),
+        public_key=subscription.public_key,
+        previous_secret_expires_at=expires if previous_active else None,
+        previous_public_key=previous_public_key,
+    )
+
+
+async def send_test_event(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> Event:
+    """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit."""
+    subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
+    event = record_event(
+        session,
+        workspace_id=workspace_id,
+        type="webhook.test",
+        data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription.id),
+        target_subscription_id=subscription.id,
+    )
+    await session.flush()
+    logger.info("test event %s recorded for subscription %s", event.id, subscription.id)
+    return event
+
+
+async def reseal_subscription_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every sealed secret not under the newest master key; returns how many rows changed."""
+    changed = 0
+    last_id = ""
+    table = Subscription.__table__  # type: ignore[attr-defined]
+    while True:
+        rows = (
+            await session.execute(
+                sa.select(table.c.id, table.c.secret_sealed, table.c.previous_secret_sealed)
+                .where(table.c.id > last_id)
+                .order_by(table.c.id)
+                .limit(_RESEAL_BATCH)
+            )
+        ).all()
+        if not rows:
+            return changed
+        for row_id, sealed, previous in rows:
+            values: dict[str, str] = {}
+            if box.needs_reseal(sealed):
+                values["secret_sealed"] = box.reseal(sealed, context=row_id)
+            if previous is not None and box.needs_reseal(previous):
+                values["previous_secret_sealed"] = box.reseal(previous, context=row_id)
+            if values:
+                await session.execute(sa.update(table).where(table.c.id == row_id).values(**values))
+                changed += 1
+        last_id = rows[-1][0]
+
+
+async def _write_filters(session: AsyncSession, subscription: Subscription) -> None:
+    """One row per (pattern x provider, or ``*`` for every provider): what matching looks up."""
+    await _delete_filters(session, subscription.id)
+    providers = subscription.providers or [ANY]
+    rows = [
+        {
+            "subscription_id": subscription.id,
+            "workspace_id": subscription.workspace_id,
+            "event_pattern": pattern,
+            "provider": provider,
+        }
+        for pattern in dict.fromkeys(subscription.event_types or [ANY_EVENT])
+        for provider in providers
+    ]
+    await session.execute(sa.insert(SubscriptionFilter), rows)
+
+
+async def _delete_filters(session: AsyncSession, subscription_id: str) -> None:
+    statement = sa.delete(SubscriptionFilter).where(col(SubscriptionFilter.subscription_id) == subscription_id)
+    await session.execute(statement)
