@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from sync_trigger.models import SyncJob
 from sync_trigger.schemas import TriggerSyncBody
@@ -299,7 +300,7 @@ async def test_retry_after_counts_down_to_when_the_oldest_sync_leaves_the_window
         assert (await client.post("/v1/calendar/sync", headers=tenant.headers)).status_code == 202
     # Age the jobs: the oldest was queued 50 minutes ago, so a slot frees in 10 minutes.
     async with app_ctx.db.session() as session:
-        jobs = (await session.execute(select(SyncJob).order_by(SyncJob.queued_at))).scalars().all()
+        jobs = (await session.execute(select(SyncJob).order_by(col(SyncJob.queued_at)))).scalars().all()
         for minutes, job in zip([50, 40, 30, 20, 10, 5], jobs, strict=True):
             job.queued_at = utcnow() - timedelta(minutes=minutes)
     response = await client.post("/v1/calendar/sync", headers=tenant.headers)
