@@ -20,6 +20,7 @@ from synchook.context import AppContext
 from synchook.errors import DomainError
 from synchook.http.middleware import RequestContextMiddleware, request_id_of
 from synchook.http.responses import error_response
+from synchook.metrics import MetricsMiddleware
 from synchook.settings import Settings
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
@@ -66,7 +67,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Star
         routes = [Mount(settings.root_path, routes=routes), *routes]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(RequestContextMiddleware)],
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

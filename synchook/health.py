@@ -1,4 +1,4 @@
-"""Liveness and readiness: /healthz answers while the process runs; /readyz checks the database and Redis."""
+"""Operational endpoints, no API key: /healthz (process up), /readyz (database and Redis), /metrics, /openapi.json."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from synchook import metrics, openapi
 from synchook.http.guard import app_context
 
 
@@ -34,4 +35,9 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-ROUTES = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    *metrics.ROUTES,
+    *openapi.ROUTES,
+]

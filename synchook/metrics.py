@@ -1,0 +1,268 @@
+"""Prometheus metrics: per-process counters and histograms, plus gauges read from the database and Redis per scrape.
+
+API and workers are separate processes. Counters and histograms (deliveries by outcome, attempt latency,
+HTTP requests) count what *this* process did: sum them across instances in PromQL. The gauges computed at
+scrape time (queue depth, outbox lag, open deliveries, sync jobs by status) read the shared database and
+Redis, so every API instance reports the same cluster-wide truth: take ``max`` across instances, not ``sum``.
+
+``GET /metrics`` needs no API key, like ``/healthz``: serve it on an internal network only, never publicly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlmodel import col
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync_trigger.models import JOB_STATUSES, SyncJob
+from synchook.context import AppContext
+from synchook.outbox import Event
+from synchook.queue import QUEUE_NAME
+from synchook.timeutil import as_utc, utcnow
+from webhooks.models import Delivery
+
+logger = logging.getLogger(__name__)
+
+# Label values are closed sets: anything else is reported as "other", so a caller's typo cannot
+# explode the series count.
+DELIVERY_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "dead", "cancelled")
+ATTEMPT_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "timeout", "error")
+OPEN_DELIVERY_STATUSES: tuple[str, ...] = ("pending", "failed", "dead")
+_OTHER = "other"
+_SCRAPE_TIMEOUT = 5.0
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+DELIVERIES = Counter(
+    "synchook_deliveries",
+    "Deliveries that reached an outcome in this process (succeeded, failed and rescheduled, dead, cancelled)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ATTEMPT_SECONDS = Histogram(
+    "synchook_delivery_attempt_duration_seconds",
+    "Duration of each webhook delivery attempt made by this process, by outcome",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "synchook_http_requests",
+    "HTTP requests served by this process, by method, route template and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "synchook_http_request_duration_seconds",
+    "HTTP request latency in this process, by method and route template",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+
+for _outcome in (*DELIVERY_OUTCOMES, _OTHER):
+    DELIVERIES.labels(outcome=_outcome)
+for _outcome in (*ATTEMPT_OUTCOMES, _OTHER):
+    ATTEMPT_SECONDS.labels(outcome=_outcome)
+
+
+def _closed(value: str, allowed: tuple[str, ...]) -> str:
+    return value if value in allowed else _OTHER
+
+
+def record_attempt(outcome: str, seconds: float) -> None:
+    """One delivery attempt finished: outcome is succeeded | failed (non-2xx) | timeout | error (network)."""
+    ATTEMPT_SECONDS.labels(outcome=_closed(outcome, ATTEMPT_OUTCOMES)).observe(max(0.0, seconds))
+
+
+def record_delivery_outcome(outcome: str) -> None:
+    """A delivery changed state: succeeded | failed (another attempt is scheduled) | dead | cancelled."""
+    DELIVERIES.labels(outcome=_closed(outcome, DELIVERY_OUTCOMES)).inc()
+
+
+def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+    HTTP_SECONDS.labels(method=method, route=route).observe(max(0.0, seconds))
+
+
+# --- HTTP instrumentation ----------------------------------------------------------------------------
+
+UNMATCHED = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/v1/calendar/sync/{job_id}``), never the raw path: bounded labels."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    # A Mount left in the scope means no route inside it matched (a 404 under /v1).
+    if isinstance(route, Mount) or not isinstance(path, str):
+        return UNMATCHED
+    # Mounts accumulate their prefixes in root_path; the app's own ASGI root_path is not part of the route.
+    prefix = str(scope.get("root_path", ""))
+    app_root = str(scope.get("app_root_path", ""))
+    if app_root and prefix.startswith(app_root):
+        prefix = prefix[len(app_root) :]
+    return prefix + path
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route template and status, and observes its latency."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            record_request(str(scope.get("method", "")), route_template(scope), status, time.perf_counter() - started)
+
+
+# --- Scrape-time gauges ------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """Cluster-wide state read at scrape time; None where the source could not be read."""
+
+    queue_depth: int | None = None
+    outbox_undispatched: int | None = None
+    outbox_lag_seconds: float | None = None
+    deliveries: dict[str, int] | None = None
+    sync_jobs: dict[str, int] | None = None
+    sources: dict[str, bool] = field(default_factory=dict)
+
+
+async def _read_database(ctx: AppContext, snapshot: Snapshot) -> None:
+    async with ctx.db.sessions() as session:
+        # Each query is served by an index: ix_events_undispatched, ix_deliveries_due, ix_sync_jobs_status_queued.
+        undispatched = col(Event.dispatched_at).is_(None)
+        count, oldest = (
+            await session.execute(select(func.count(), func.min(col(Event.created_at))).where(undispatched))
+        ).one()
+        snapshot.outbox_undispatched = int(count)
+        snapshot.outbox_lag_seconds = (
+            max(0.0, (utcnow() - as_utc(oldest)).total_seconds()) if oldest is not None else 0.0
+        )
+        rows = await session.execute(
+            select(col(Delivery.status), func.count())
+            .where(col(Delivery.status).in_(OPEN_DELIVERY_STATUSES))
+            .group_by(col(Delivery.status))
+        )
+        deliveries = dict.fromkeys(OPEN_DELIVERY_STATUSES, 0)
+        deliveries.update({str(status): int(n) for status, n in rows})
+        snapshot.deliveries = deliveries
+        rows = await session.execute(select(col(SyncJob.status), func.count()).group_by(col(SyncJob.status)))
+        jobs = dict.fromkeys(JOB_STATUSES, 0)
+        jobs.update({str(status): int(n) for status, n in rows})
+        snapshot.sync_jobs = jobs
+
+
+async def _read_redis(ctx: AppContext, snapshot: Snapshot) -> None:
+    if ctx.redis is None:
+        raise ConnectionError("no Redis connection")
+    snapshot.queue_depth = int(await ctx.redis.zcard(QUEUE_NAME))
+
+
+async def take_snapshot(ctx: AppContext) -> Snapshot:
+    snapshot = Snapshot()
+    for name, reader in (("database", _read_database), ("redis", _read_redis)):
+        try:
+            await asyncio.wait_for(reader(ctx, snapshot), timeout=_SCRAPE_TIMEOUT)
+            snapshot.sources[name] = True
+        except Exception as exc:  # a scrape must still answer (with up=0) when a backing service is down
+            logger.warning("metrics: %s unavailable: %s", name, type(exc).__name__)
+            snapshot.sources[name] = False
+    return snapshot
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        s = self.snapshot
+        up = GaugeMetricFamily(
+            "synchook_metrics_source_up", "Whether the scrape could read this backing service", labels=["source"]
+        )
+        for source, ok in sorted(s.sources.items()):
+            up.add_metric([source], 1.0 if ok else 0.0)
+        yield up
+        if s.queue_depth is not None:
+            yield GaugeMetricFamily(
+                "synchook_queue_depth", f"Jobs waiting in the arq queue ({QUEUE_NAME})", value=s.queue_depth
+            )
+        if s.outbox_undispatched is not None:
+            yield GaugeMetricFamily(
+                "synchook_outbox_undispatched_events",
+                "Events written to the outbox and not yet handed to the delivery engine",
+                value=s.outbox_undispatched,
+            )
+        if s.outbox_lag_seconds is not None:
+            yield GaugeMetricFamily(
+                "synchook_outbox_lag_seconds",
+                "Age of the oldest undispatched outbox event (0 when none)",
+                value=s.outbox_lag_seconds,
+            )
+        if s.deliveries is not None:
+            yield _by_label(
+                "synchook_open_deliveries",
+                "Deliveries not yet finished (pending, failed awaiting retry) or dead awaiting replay",
+                "status",
+                s.deliveries.items(),
+            )
+        if s.sync_jobs is not None:
+            yield _by_label("synchook_sync_jobs", "Calendar sync jobs by status", "status", s.sync_jobs.items())
+
+
+def _by_label(name: str, documentation: str, label: str, values: Iterable[tuple[str, int]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for value, count in values:
+        family.add_metric([value], float(count))
+    return family
+
+
+def render(snapshot: Snapshot | None = None) -> bytes:
+    """The exposition text: this process's counters, then the scrape-time gauges."""
+    body = generate_latest(REGISTRY)
+    if snapshot is not None:
+        scrape = CollectorRegistry(auto_describe=False)
+        scrape.register(SnapshotCollector(snapshot))
+        body += generate_latest(scrape)
+    return body
+
+
+async def metrics(request: Request) -> Response:
+    ctx = cast(AppContext, request.app.state.ctx)
+    snapshot = await take_snapshot(ctx)
+    return Response(render(snapshot), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [Route("/metrics", metrics, methods=["GET"])]

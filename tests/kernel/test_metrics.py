@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from arq.connections import ArqRedis
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from subscriptions.models import Subscription
+from sync_trigger.models import SyncJob
+from synchook import metrics
+from synchook.context import AppContext
+from synchook.ids import new_id
+from synchook.outbox import Event
+from synchook.queue import QUEUE_NAME
+from synchook.timeutil import utcnow
+from tests.factories import make_tenant
+from webhooks.models import Delivery
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+async def scrape(client: httpx.AsyncClient) -> str:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+async def test_metrics_needs_no_key_and_reports_every_family(client: httpx.AsyncClient) -> None:
+    text = await scrape(client)
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {
+        "synchook_deliveries",
+        "synchook_delivery_attempt_duration_seconds",
+        "synchook_http_requests",
+        "synchook_http_request_duration_seconds",
+        "synchook_queue_depth",
+        "synchook_outbox_lag_seconds",
+        "synchook_outbox_undispatched_events",
+        "synchook_open_deliveries",
+        "synchook_sync_jobs",
+        "synchook_metrics_source_up",
+    } <= names
+    assert value(text, "synchook_metrics_source_up", source="database") == 1
+    assert value(text, "synchook_metrics_source_up", source="redis") == 1
+
+
+async def test_queue_depth_is_the_arq_queue_size(client: httpx.AsyncClient, redis: ArqRedis) -> None:
+    assert value(await scrape(client), "synchook_queue_depth") == 0
+    await redis.enqueue_job("relay_events", ["evt_x"], _queue_name=QUEUE_NAME)
+    await redis.enqueue_job("relay_events", ["evt_y"], _queue_name=QUEUE_NAME)
+    assert value(await scrape(client), "synchook_queue_depth") == 2
+
+
+async def test_outbox_lag_is_the_age_of_the_oldest_undispatched_event(
+    client: httpx.AsyncClient, app_ctx: AppContext
+) -> None:
+    assert value(await scrape(client), "synchook_outbox_lag_seconds") == 0
+    tenant = await make_tenant(app_ctx)
+    now = utcnow()
+    async with app_ctx.db.session() as session:
+        for age, dispatched in ((600, True), (120, False), (5, False)):
+            session.add(
+                Event(
+                    id=new_id("evt"),
+                    workspace_id=tenant.workspace_id,
+                    type="calendar.sync.queued",
+                    data={},
+                    created_at=now - timedelta(seconds=age),
+                    dispatched_at=now if dispatched else None,
+                )
+            )
+    text = await scrape(client)
+    lag = value(text, "synchook_outbox_lag_seconds")
+    assert lag is not None and 120 <= lag < 180
+    assert value(text, "synchook_outbox_undispatched_events") == 2
+
+
+async def test_open_deliveries_and_sync_jobs_are_counted_by_status(
+    client: httpx.AsyncClient, app_ctx: AppContext
+) -> None:
+    tenant = await make_tenant(app_ctx)
+    now = utcnow()
+    async with app_ctx.db.session() as session:
+        subscription = Subscription(
+            id=new_id("sub"),
+            workspace_id=tenant.workspace_id,
+            url="https://example.com/hook",
+            event_types=["*"],
+            secret_sealed="x",
+            created_at=now,
+            updated_at=now,
+        )
+        event = Event(id=new_id("evt"), workspace_id=tenant.workspace_id, type="webhook.test", data={}, created_at=now)
+        session.add_all([subscription, event])
+        await session.flush()
+        for status in ("pending", "pending", "failed", "dead", "succeeded", "cancelled"):
+            session.add(
+                Delivery(
+                    id=new_id("dlv"),
+                    workspace_id=tenant.workspace_id,
+                    event_id=event.id,
+                    event_type=event.type,
+                    subscription_id=subscription.id,
+                    status=status,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        for status in ("queued", "running", "completed", "completed"):
+            session.add(
+                SyncJob(
+                    id=new_id("cal_sync"), workspace_id=tenant.workspace_id, mode="full", status=status, queued_at=now
+                )
+            )
+    text = await scrape(client)
+    assert value(text, "synchook_open_deliveries", status="pending") == 2
+    assert value(text, "synchook_open_deliveries", status="failed") == 1
+    assert value(text, "synchook_open_deliveries", status="dead") == 1
+    assert value(text, "synchook_open_deliveries", status="succeeded") is None
+    assert value(text, "synchook_sync_jobs", status="queued") == 1
+    assert value(text, "synchook_sync_jobs", status="running") == 1
+    assert value(text, "synchook_sync_jobs", status="completed") == 2
+    assert value(text, "synchook_sync_jobs", status="failed") == 0
+
+
+async def test_http_requests_are_counted_by_route_template(client: httpx.AsyncClient) -> None:
+    before = await scrape(client)
+    await client.get("/healthz")
+    await client.get("/v1/no/such/route/12345")
+    after = await scrape(client)
+
+    def delta(**labels: str) -> float:
+        return (value(after, "synchook_http_requests_total", **labels) or 0) - (
+            value(before, "synchook_http_requests_total", **labels) or 0
+        )
+
+    assert delta(method="GET", route="/healthz", status="200") == 1
+    # Unmatched paths share one label value: a scanner cannot blow up the series count.
+    assert delta(method="GET", route=metrics.UNMATCHED, status="404") == 1
+    assert not any("12345" in line for line in after.splitlines())
+
+
+async def test_route_template_keeps_path_parameters_as_placeholders() -> None:
+    async def thing(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Mount("/v1", routes=[Route("/things/{id}", thing, methods=["GET"])])],
+        middleware=[Middleware(metrics.MetricsMiddleware)],
+    )
+    labels = {"method": "GET", "route": "/v1/things/{id}", "status": "200"}
+    before = value(metrics.render().decode(), "synchook_http_requests_total", **labels) or 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.get("/v1/things/thing_secret_looking_id")).status_code == 200
+    text = metrics.render().decode()
+    assert value(text, "synchook_http_requests_total", **labels) == before + 1
+    assert "thing_secret_looking_id" not in text
+
+
+async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient) -> None:
+    before = await scrape(client)
+    metrics.record_attempt("succeeded", 0.2)
+    metrics.record_attempt("timeout", 15.0)
+    metrics.record_attempt("made-up", 1.0)
+    metrics.record_delivery_outcome("dead")
+    metrics.record_delivery_outcome("made-up")
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    assert delta("synchook_delivery_attempt_duration_seconds_count", outcome="succeeded") == 1
+    assert delta("synchook_delivery_attempt_duration_seconds_sum", outcome="timeout") == 15.0
+    assert delta("synchook_delivery_attempt_duration_seconds_count", outcome="other") == 1
+    assert delta("synchook_deliveries_total", outcome="dead") == 1
+    assert delta("synchook_deliveries_total", outcome="other") == 1
+
+
+async def test_scrape_answers_when_redis_is_unreachable(app_ctx: AppContext) -> None:
+    cut_off = AppContext(settings=app_ctx.settings, db=app_ctx.db, box=app_ctx.box, redis=None)
+    snapshot = await metrics.take_snapshot(cut_off)
+    assert snapshot.sources == {"database": True, "redis": False}
+    text = metrics.render(snapshot).decode()
+    assert value(text, "synchook_metrics_source_up", source="redis") == 0
+    assert value(text, "synchook_queue_depth") is None
+    assert value(text, "synchook_open_deliveries", status="pending") == 0
