@@ -1,0 +1,209 @@
+"""match_subscriptions: exact names, wildcards, providers, status, deletion, workspaces, targeted events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from subscriptions import service
+from subscriptions.matching import match_subscriptions
+from subscriptions.schemas import CreateSubscription, UpdateSubscription
+from synchook.context import AppContext
+from tests.factories import Tenant, make_tenant
+
+SYNC_TYPES = ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed", "calendar.sync.failed"]
+
+
+@pytest.fixture
+async def tenant(app_ctx: AppContext) -> Tenant:
+    return await make_tenant(app_ctx)
+
+
+async def subscribe(ctx: AppContext, tenant: Tenant, event_types: list[str], **fields: Any) -> str:
+    body = CreateSubscription.model_validate({"url": "https://r.example.com/", "event_types": event_types, **fields})
+    async with ctx.db.session() as session:
+        subscription, _ = await service.create_subscription(
+            session, box=ctx.box, workspace_id=tenant.workspace_id, body=body, allow_private=True
+        )
+    return subscription.id
+
+
+async def matches(
+    ctx: AppContext,
+    tenant: Tenant,
+    event_type: str,
+    provider: str | None = None,
+    target: str | None = None,
+) -> list[str]:
+    async with ctx.db.session() as session:
+        found = await match_subscriptions(
+            session,
+            workspace_id=tenant.workspace_id,
+            event_type=event_type,
+            provider=provider,
+            target_subscription_id=target,
+        )
+    return [s.id for s in found]
+
+
+async def test_exact_name_matches_only_that_type(app_ctx: AppContext, tenant: Tenant) -> None:
+    sub = await subscribe(app_ctx, tenant, ["calendar.sync.completed"])
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", "google") == [sub]
+    assert await matches(app_ctx, tenant, "calendar.sync.failed", "google") == []
+    assert await matches(app_ctx, tenant, "webhook.test") == []
+
+
+async def test_group_wildcard_matches_its_group(app_ctx: AppContext, tenant: Tenant) -> None:
+    sub = await subscribe(app_ctx, tenant, ["calendar.sync.*"])
+    for event_type in SYNC_TYPES:
+        assert await matches(app_ctx, tenant, event_type, "microsoft") == [sub]
+    assert await matches(app_ctx, tenant, "webhook.test") == []
+    assert await matches(app_ctx, tenant, "webhook.subscription.disabled") == []
+
+
+async def test_top_level_wildcard_matches_every_depth(app_ctx: AppContext, tenant: Tenant) -> None:
+    calendar = await subscribe(app_ctx, tenant, ["calendar.*"])
+    webhook = await subscribe(app_ctx, tenant, ["webhook.*"])
+    assert await matches(app_ctx, tenant, "calendar.sync.started", "google") == [calendar]
+    assert await matches(app_ctx, tenant, "webhook.test") == [webhook]
+    assert await matches(app_ctx, tenant, "webhook.subscription.disabled") == [webhook]
+
+
+async def test_star_matches_everything(app_ctx: AppContext, tenant: Tenant) -> None:
+    sub = await subscribe(app_ctx, tenant, ["*"])
+    for event_type in [*SYNC_TYPES, "webhook.test", "webhook.subscription.disabled"]:
+        assert await matches(app_ctx, tenant, event_type, None) == [sub]
+
+
+async def test_overlapping_patterns_give_one_match(app_ctx: AppContext, tenant: Tenant) -> None:
+    sub = await subscribe(
+        app_ctx,
+        tenant,
+        ["*", "calendar.*", "calendar.sync.*", "calendar.sync.completed"],
+        providers=["google", "microsoft"],
+    )
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", "google") == [sub]
+
+
+async def test_provider_filter(app_ctx: AppContext, tenant: Tenant) -> None:
+    google = await subscribe(app_ctx, tenant, ["calendar.sync.*"], providers=["google"])
+    microsoft = await subscribe(app_ctx, tenant, ["calendar.sync.*"], providers=["microsoft"])
+    both = await subscribe(app_ctx, tenant, ["calendar.sync.*"], providers=["google", "microsoft"])
+    every = await subscribe(app_ctx, tenant, ["calendar.sync.*"])
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", "google") == [google, both, every]
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", "microsoft") == [microsoft, both, every]
+    # No provider on the event: no provider condition.
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", None) == [google, microsoft, both, every]
+
+
+async def test_results_are_ordered_by_id(app_ctx: AppContext, tenant: Tenant) -> None:
+    ids = [await subscribe(app_ctx, tenant, [pattern]) for pattern in ("*", "calendar.sync.failed", "calendar.*")]
+    assert await matches(app_ctx, tenant, "calendar.sync.failed", "google") == sorted(ids)
+
+
+async def test_disabled_subscriptions_match_and_deleted_do_not(app_ctx: AppContext, tenant: Tenant) -> None:
+    disabled = await subscribe(app_ctx, tenant, ["*"])
+    deleted = await subscribe(app_ctx, tenant, ["*"])
+    async with app_ctx.db.session() as session:
+        await service.update_subscription(
+            session,
+            workspace_id=tenant.workspace_id,
+            subscription_id=disabled,
+            body=UpdateSubscription(status="disabled"),
+            allow_private=True,
+        )
+        await service.delete_subscription(session, workspace_id=tenant.workspace_id, subscription_id=deleted)
+    async with app_ctx.db.session() as session:
+        found = await match_subscriptions(
+            session, workspace_id=tenant.workspace_id, event_type="calendar.sync.completed", provider="google"
+        )
+    assert [(s.id, s.status) for s in found] == [(disabled, "disabled")]
+
+
+async def test_other_workspaces_never_match(app_ctx: AppContext, tenant: Tenant) -> None:
+    other = await make_tenant(app_ctx)
+    await subscribe(app_ctx, other, ["*"])
+    mine = await subscribe(app_ctx, tenant, ["*"])
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", "google") == [mine]
+
+
+async def test_patch_moves_the_subscription_to_its_new_filters(app_ctx: AppContext, tenant: Tenant) -> None:
+    sub = await subscribe(app_ctx, tenant, ["calendar.sync.completed"], providers=["google"])
+    async with app_ctx.db.session() as session:
+        await service.update_subscription(
+            session,
+            workspace_id=tenant.workspace_id,
+            subscription_id=sub,
+            body=UpdateSubscription.model_validate({"event_types": ["webhook.*"], "providers": None}),
+            allow_private=True,
+        )
+    assert await matches(app_ctx, tenant, "calendar.sync.completed", "google") == []
+    assert await matches(app_ctx, tenant, "webhook.test", "microsoft") == [sub]
+
+
+async def test_target_returns_that_subscription_whatever_its_filters(app_ctx: AppContext, tenant: Tenant) -> None:
+    target = await subscribe(app_ctx, tenant, ["calendar.sync.completed"], providers=["google"])
+    await subscribe(app_ctx, tenant, ["*"])
+    assert await matches(app_ctx, tenant, "webhook.test", None, target=target) == [target]
+
+
+async def test_target_of_another_workspace_or_deleted_matches_nothing(app_ctx: AppContext, tenant: Tenant) -> None:
+    other = await make_tenant(app_ctx)
+    theirs = await subscribe(app_ctx, other, ["*"])
+    deleted = await subscribe(app_ctx, tenant, ["*"])
+    async with app_ctx.db.session() as session:
+        await service.delete_subscription(session, workspace_id=tenant.workspace_id, subscription_id=deleted)
+    assert await matches(app_ctx, tenant, "webhook.test", None, target=theirs) == []
+    assert await matches(app_ctx, tenant, "webhook.test", None, target=deleted) == []
+    assert await matches(app_ctx, tenant, "webhook.test", None, target="sub_unknown") == []
+
+
+async def test_filter_rows_cover_every_pattern_and_provider(app_ctx: AppContext, tenant: Tenant) -> None:
+    sub = await subscribe(
+        app_ctx, tenant, ["calendar.sync.completed", "webhook.test"], providers=["google", "microsoft"]
+    )
+    every = await subscribe(app_ctx, tenant, ["calendar.sync.*"])
+    async with app_ctx.db.session() as session:
+        rows = (
+            await session.execute(
+                sa.text(
+                    "SELECT subscription_id, workspace_id, event_pattern, provider FROM subscription_filters"
+                    " ORDER BY subscription_id, event_pattern, provider"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (sub, tenant.workspace_id, "calendar.sync.completed", "google"),
+        (sub, tenant.workspace_id, "calendar.sync.completed", "microsoft"),
+        (sub, tenant.workspace_id, "webhook.test", "google"),
+        (sub, tenant.workspace_id, "webhook.test", "microsoft"),
+        (every, tenant.workspace_id, "calendar.sync.*", "*"),
+    ]
+
+
+async def test_matching_uses_the_filter_index(app_ctx: AppContext, tenant: Tenant) -> None:
+    await subscribe(app_ctx, tenant, ["*"])
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        captured.append((statement, parameters))
+
+    engine = app_ctx.db.engine.sync_engine
+    async with app_ctx.db.session() as session:
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            await match_subscriptions(
+                session, workspace_id=tenant.workspace_id, event_type="calendar.sync.completed", provider="google"
+            )
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+        selects = [(sql, params) for sql, params in captured if sql.lstrip().upper().startswith("SELECT")]
+        assert len(selects) == 1  # one query, whatever the number of subscriptions
+        if app_ctx.db.dialect != "sqlite":
+            return
+        connection = await session.connection()
+        sql, params = selects[0]
+        plan = (await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)).all()
+    assert "ix_subscription_filters_match" in " ".join(str(row) for row in plan)
