@@ -162,12 +162,20 @@ async def trigger_sync(
                 )
     except BaseException:
         if idempotency_key is not None:
-            await idempotency.release(db, workspace_id=workspace_id, scope=IDEMPOTENCY_SCOPE, key=idempotency_key)
+            await _release_quietly(db, workspace_id=workspace_id, key=idempotency_key)
         raise
     await hand_off(enqueue, [event.id])
     await enqueue_job_run(enqueue, job.id)
     quota = SyncQuota(limit=cap, used=quota.used + 1, oldest_queued_at=quota.oldest_queued_at or now, now=utcnow())
     return Accepted(202, data, quota)
+
+
+async def _release_quietly(db: Database, *, workspace_id: str, key: str) -> None:
+    # The original error matters more; an unreleased claim only makes retries with this key wait (409).
+    try:
+        await idempotency.release(db, workspace_id=workspace_id, scope=IDEMPOTENCY_SCOPE, key=key)
+    except Exception as exc:
+        logger.warning("idempotency key not released: %s", type(exc).__name__)
 
 
 async def enqueue_job_run(enqueue: Enqueue | None, job_id: str) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from synchook.app import create_app
 from synchook.context import AppContext
@@ -60,7 +61,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
 @pytest.fixture
 async def api(cli: Cli, redis_server: EmbeddedRedis) -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP app over the CLI's database, to show the keys it prints work."""
-    settings = Settings(database_url=cli.database_url, redis_url=redis_server.url, secret_key=cli.secret_key)
+    settings = Settings(database_url=cli.database_url, redis_url=redis_server.url, secret_key=SecretStr(cli.secret_key))
     ctx = await AppContext.open(settings)
     transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
     try:
