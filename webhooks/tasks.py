@@ -2,15 +2,57 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from synchook.settings import Settings
+from arq import Retry, cron
 
-FUNCTIONS: list[Any] = []
-STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
-SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+from synchook.context import AppContext
+from synchook.db import is_connection_error
+from synchook.settings import Settings
+from webhooks import engine, sweeper
+from webhooks.dispatch import dispatch_events
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_KEY = "webhooks_runtime"
+
+
+async def deliver(ctx: dict[str, Any], delivery_ids: list[str]) -> int:
+    """DELIVER_TASK: attempt the due deliveries among these ids."""
+    app: AppContext = ctx["app"]
+    try:
+        return await engine.deliver(app, ctx[RUNTIME_KEY], delivery_ids)
+    except Exception as exc:
+        if is_connection_error(exc):
+            # The database blinked before the claim or after the sends: leases expire and the sweeper
+            # (or this retry) picks the rows up again; at worst a receiver sees a duplicate.
+            logger.warning("deliver deferred, database unavailable: %s", type(exc).__name__)
+            raise Retry(defer=5) from exc
+        raise
+
+
+async def sweep_deliveries(ctx: dict[str, Any]) -> int:
+    return await sweeper.sweep_deliveries(ctx["app"])
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    app: AppContext = ctx["app"]
+    ctx[RUNTIME_KEY] = engine.Runtime.open(app.settings)
+    app.extras["dispatch_events"] = dispatch_events
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    runtime: engine.Runtime | None = ctx.pop(RUNTIME_KEY, None)
+    if runtime is not None:
+        await runtime.close()
+
+
+FUNCTIONS: list[Any] = [deliver]
+STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = [startup]
+SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = [shutdown]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
-    return []
+    return [cron(sweep_deliveries, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120)]

@@ -1,0 +1,402 @@
+"""The delivery engine: claim a batch (lease) → load → sign and send concurrently → record → schedule.
+
+Queue jobs carry only delivery ids; the database row is the truth. A job claims the rows that are
+open, due and not leased, so a duplicated or stale job does nothing; a job lost with Redis or with a
+killed worker is made up for by the sweeper once the row is overdue and its lease has run out.
+
+Public for the admin side: :func:`schedule_deliveries` and :func:`reset_for_replay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from subscriptions.models import Subscription
+from synchook.context import AppContext
+from synchook.outbox import Event, hand_off
+from synchook.settings import Settings
+from synchook.timeutil import isoformat, utcnow
+from webhooks import sender, throttle
+from webhooks.attempts import Claimed, Plan, record_batch
+from webhooks.constants import DELIVER_TASK
+from webhooks.health import disabled_cancel_reason
+from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
+from webhooks.signing import Signer, build_headers, signer_for
+
+__all__ = ["Runtime", "deliver", "reset_for_replay", "schedule_deliveries"]
+
+logger = logging.getLogger(__name__)
+
+_deliveries = Delivery.__table__  # type: ignore[attr-defined]
+_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+_events = Event.__table__  # type: ignore[attr-defined]
+
+# A rate-limited delivery whose slot is further out than this is deferred rather than held in memory.
+MAX_THROTTLE_SLEEP = 1.0
+# Retries due within this much of each other share one deferred job.
+_RETRY_BUCKET = 0.05
+
+try:  # the kernel's metrics module; optional so the engine runs without it
+    from synchook import metrics as _metrics
+except ImportError:  # pragma: no cover
+    _metrics = None  # type: ignore[assignment]
+
+
+@dataclass
+class Runtime:
+    """Per-worker state shared by all its jobs: the HTTP session and the concurrency limits."""
+
+    settings: Settings
+    http: aiohttp.ClientSession
+    slots: asyncio.Semaphore
+    per_subscription: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        return cls(settings, sender.open_session(settings), asyncio.Semaphore(settings.delivery_concurrency))
+
+    def subscription_slots(self, subscription_id: str) -> asyncio.Semaphore:
+        semaphore = self.per_subscription.get(subscription_id)
+        if semaphore is None:
+            if len(self.per_subscription) > 10_000:  # forget idle endpoints, keep the busy ones
+                for key in [k for k, s in self.per_subscription.items() if not s.locked()]:
+                    del self.per_subscription[key]
+            semaphore = self.per_subscription[subscription_id] = asyncio.Semaphore(
+                self.settings.per_subscription_concurrency
+            )
+        return semaphore
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+# --- scheduling (also used by the admin side) ------------------------------------------------------
+
+
+async def schedule_deliveries(app: AppContext, delivery_ids: Sequence[str], *, defer_by: float = 0.0) -> int:
+    """Enqueue DELIVER_TASK jobs for these ids in batches; best effort (the sweeper repairs a failure)."""
+    ids = list(dict.fromkeys(delivery_ids))
+    size = app.settings.delivery_batch_size
+    jobs = 0
+    for start in range(0, len(ids), size):
+        kwargs: dict[str, Any] = {"_defer_by": timedelta(seconds=defer_by)} if defer_by > 0 else {}
+        try:
+            await app.enqueue(DELIVER_TASK, ids[start : start + size], **kwargs)
+            jobs += 1
+        except Exception as exc:
+            left = len(ids) - start
+            logger.warning("could not enqueue %d deliveries, the sweeper will: %s", left, type(exc).__name__)
+            break
+    return jobs
+
+
+async def reset_for_replay(
+    session: AsyncSession, delivery_ids: Sequence[str], *, now: datetime, workspace_id: str | None = None
+) -> list[str]:
+    """Start a fresh retry sequence for deliveries not pending or in flight; returns the ids reset.
+
+    The caller commits, then passes the ids to :func:`schedule_deliveries`.
+    """
+    ids = list(dict.fromkeys(delivery_ids))
+    reset: list[str] = []
+    for start in range(0, len(ids), 500):
+        conditions = [
+            _deliveries.c.id.in_(ids[start : start + 500]),
+            _deliveries.c.status != "pending",
+            sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+        ]
+        if workspace_id is not None:
+            conditions.append(_deliveries.c.workspace_id == workspace_id)
+        result = await session.execute(
+            sa.update(_deliveries)
+            .where(*conditions)
+            .values(
+                status="pending",
+                attempt_count=0,
+                next_attempt_at=now,
+                lease_until=None,
+                cancel_reason=None,
+                completed_at=None,
+                replays=_deliveries.c.replays + 1,
+                updated_at=now,
+            )
+            .returning(_deliveries.c.id)
+        )
+        reset.extend(r[0] for r in result)
+    return reset
+
+
+# --- one batch -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Lease:
+    token: datetime
+    ids: list[str]
+
+
+async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]) -> int:
+    """Attempt every due delivery among ``delivery_ids``; returns how many were attempted."""
+    settings = app.settings
+    now = utcnow()
+    lease = _Lease(now + timedelta(seconds=settings.delivery_lease_seconds), [])
+    async with app.db.session() as session:
+        batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease_until=lease.token)
+        if not batch:
+            return 0
+        lease.ids = [c.id for c in batch]
+        events = await _load_bodies(session, {c.event_id for c in batch})
+        subscriptions = await _load_subscriptions(session, {c.subscription_id for c in batch})
+        await _number_attempts(session, batch)
+
+    stop = asyncio.Event()
+    heartbeat = asyncio.create_task(_renew(app, lease, stop))
+    try:
+        sendable, signers = _prepare(app, batch, subscriptions, events, now=now)
+        waits = await _throttle(app, sendable, subscriptions)
+        await asyncio.gather(
+            *(
+                _send(runtime, settings, c, events[c.event_id], subscriptions[c.subscription_id], signers, waits)
+                for c in sendable
+                if c.defer_until is None
+            )
+        )
+    finally:
+        stop.set()
+        await heartbeat
+    finished = utcnow()
+    plan = await record_batch(
+        app.db,
+        batch,
+        lease_token=lease.token,
+        schedule=tuple(settings.retry_schedule),
+        max_retry_after=settings.max_retry_after,
+        disable_after=settings.disable_after,
+        now=finished,
+    )
+    await _after_commit(app, plan)
+    return sum(1 for c in batch if c.outcome is not None)
+
+
+async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease_until: datetime) -> list[Claimed]:
+    result = await session.execute(
+        sa.update(_deliveries)
+        .where(
+            _deliveries.c.id.in_(ids),
+            _deliveries.c.status.in_(OPEN_STATUSES),
+            sa.or_(_deliveries.c.next_attempt_at.is_(None), _deliveries.c.next_attempt_at <= now),
+            sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+        )
+        .values(lease_until=lease_until)
+        .returning(
+            _deliveries.c.id,
+            _deliveries.c.workspace_id,
+            _deliveries.c.event_id,
+            _deliveries.c.subscription_id,
+            _deliveries.c.status,
+            _deliveries.c.attempt_count,
+            _deliveries.c.replays,
+            _deliveries.c.last_status_code,
+            _deliveries.c.last_error,
+        )
+    )
+    return sorted((Claimed(*row) for row in result), key=lambda c: c.id)
+
+
+@dataclass(slots=True)
+class _Body:
+    workspace_id: str
+    raw: bytes
+
+
+async def _load_bodies(session: AsyncSession, event_ids: Iterable[str]) -> dict[str, _Body]:
+    rows = await session.execute(
+        sa.select(_events.c.id, _events.c.workspace_id, _events.c.type, _events.c.created_at, _events.c.data).where(
+            _events.c.id.in_(sorted(event_ids))
+        )
+    )
+    bodies: dict[str, _Body] = {}
+    for event_id, workspace_id, event_type, created_at, data in rows:
+        # Serialised once per event: these exact bytes are signed and sent on every attempt of the batch.
+        body = {"id": event_id, "type": event_type, "timestamp": isoformat(created_at), "data": data}
+        bodies[event_id] = _Body(workspace_id, json.dumps(body, separators=(",", ":")).encode())
+    return bodies
+
+
+async def _load_subscriptions(session: AsyncSession, ids: Iterable[str]) -> dict[str, Subscription]:
+    rows = await session.execute(sa.select(Subscription).where(Subscription.id.in_(sorted(ids))))  # type: ignore[attr-defined]
+    return {s.id: s for s in rows.scalars()}
+
+
+async def _number_attempts(session: AsyncSession, batch: list[Claimed]) -> None:
+    # Without a replay the sequence is the whole life, so the count gives the number; replays continue it.
+    replayed = [c.id for c in batch if c.replays > 0]
+    last: dict[str, int] = {}
+    if replayed:
+        rows = await session.execute(
+            sa.select(_attempts.c.delivery_id, sa.func.max(_attempts.c.number))
+            .where(_attempts.c.delivery_id.in_(replayed))
+            .group_by(_attempts.c.delivery_id)
+        )
+        last = {r[0]: int(r[1] or 0) for r in rows}
+    for claimed in batch:
+        claimed.number = last.get(claimed.id, claimed.attempt_count) + 1
+
+
+def _prepare(
+    app: AppContext,
+    batch: list[Claimed],
+    subscriptions: dict[str, Subscription],
+    events: dict[str, _Body],
+    *,
+    now: datetime,
+) -> tuple[list[Claimed], dict[str, Signer]]:
+    """Cancel what must not be sent; build one signer per subscription (secrets opened once per batch)."""
+    from subscriptions.matching import signing_secrets
+
+    signers: dict[str, Signer] = {}
+    broken: set[str] = set()
+    sendable: list[Claimed] = []
+    for claimed in batch:
+        subscription = subscriptions.get(claimed.subscription_id)
+        body = events.get(claimed.event_id)
+        if subscription is None or subscription.deleted_at is not None:
+            claimed.cancel_reason = "subscription deleted"
+        elif subscription.status != "enabled":
+            claimed.cancel_reason = disabled_cancel_reason(subscription.disabled_reason)
+        elif body is None or body.workspace_id != subscription.workspace_id:
+            claimed.cancel_reason = "event not found in the subscription's workspace"
+        if claimed.cancel_reason is not None:
+            continue
+        sub_id = claimed.subscription_id
+        if sub_id not in signers and sub_id not in broken:
+            try:
+                secrets, keys = signing_secrets(subscription, app.box, now=now)  # type: ignore[arg-type]
+                signers[sub_id] = signer_for(tuple(secrets), tuple(keys))
+            except Exception as exc:
+                logger.error("subscription %s: cannot open its signing secret (%s)", sub_id, type(exc).__name__)
+                broken.add(sub_id)
+        if sub_id in broken:
+            # Recorded as a failed attempt so it shows up, is retried, and counts towards auto-disable.
+            claimed.outcome = sender.Outcome(started_at=now, duration_ms=0, error="signing secret unavailable")
+            continue
+        sendable.append(claimed)
+    return sendable, signers
+
+
+async def _throttle(
+    app: AppContext, sendable: list[Claimed], subscriptions: dict[str, Subscription]
+) -> dict[str, float]:
+    """Seconds each rate-limited delivery sleeps before sending; those too far out get ``defer_until``."""
+    by_subscription: dict[str, list[Claimed]] = defaultdict(list)
+    for claimed in sendable:
+        limit = subscriptions[claimed.subscription_id].rate_limit_per_second
+        if limit:
+            by_subscription[claimed.subscription_id].append(claimed)
+    waits: dict[str, float] = {}
+    for subscription_id, group in by_subscription.items():
+        limit = subscriptions[subscription_id].rate_limit_per_second or 1
+        try:
+            if app.redis is None:
+                raise RuntimeError("no Redis")
+            reservation = await throttle.reserve(
+                app.redis, subscription_id, limit=limit, wanted=len(group), max_wait=MAX_THROTTLE_SLEEP
+            )
+        except Exception as exc:
+            # No shared limiter, no send: the limit is a promise to the receiver.
+            logger.warning("rate limiter unavailable for %s: %s", subscription_id, type(exc).__name__)
+            reservation = throttle.Reservation(0, 0.0, 1.0, 1.0 / limit)
+        for index, claimed in enumerate(group):
+            wait = reservation.wait_for(index)
+            if index < reservation.granted:
+                waits[claimed.id] = wait
+            else:
+                claimed.defer_until = utcnow() + timedelta(seconds=wait)
+    return waits
+
+
+async def _send(
+    runtime: Runtime,
+    settings: Settings,
+    claimed: Claimed,
+    body: _Body,
+    subscription: Subscription,
+    signers: dict[str, Signer],
+    waits: dict[str, float],
+) -> None:
+    signer = signers[claimed.subscription_id]
+    wait = waits.get(claimed.id, 0.0)
+    if wait > 0:
+        await asyncio.sleep(wait)
+    url = subscription.url
+    async with runtime.subscription_slots(claimed.subscription_id), runtime.slots:
+        headers = build_headers(claimed.event_id, int(time.time()), body.raw, signer, sender.USER_AGENT)
+        claimed.outcome = await sender.post(
+            runtime.http,
+            url,
+            body.raw,
+            headers,
+            timeout=settings.delivery_timeout,
+            allow_private=settings.allow_private_targets,
+        )
+    if _metrics is not None:
+        outcome = claimed.outcome
+        _metrics.record_attempt(_attempt_kind(outcome), outcome.duration_ms / 1000)
+
+
+def _attempt_kind(outcome: sender.Outcome) -> str:
+    if outcome.ok:
+        return "succeeded"
+    if outcome.timed_out:
+        return "timeout"
+    return "failed" if outcome.status_code is not None else "error"
+
+
+async def _renew(app: AppContext, lease: _Lease, stop: asyncio.Event) -> None:
+    """Keep the lease while the batch is in flight (a slow endpoint can outlast one lease period)."""
+    seconds = app.settings.delivery_lease_seconds
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds / 3)
+            return
+        renewed = utcnow() + timedelta(seconds=seconds)
+        try:
+            async with app.db.session() as session:
+                await session.execute(
+                    sa.update(_deliveries)
+                    .where(_deliveries.c.id.in_(lease.ids), _deliveries.c.lease_until == lease.token)
+                    .values(lease_until=renewed)
+                )
+            lease.token = renewed
+        except Exception as exc:
+            logger.warning("could not renew a delivery lease: %s", type(exc).__name__)
+
+
+async def _after_commit(app: AppContext, plan: Plan) -> None:
+    if plan.events:
+        await hand_off(app.enqueue if app.redis is not None else None, plan.events)
+    if plan.retries:
+        # One deferred job per due-time bucket, deferred to the latest member so none runs early.
+        buckets: dict[float, list[str]] = defaultdict(list)
+        for delivery_id, delay in plan.retries.items():
+            width = _RETRY_BUCKET if delay < 5 else 1.0 if delay < 600 else 10.0
+            buckets[(int(delay / width) + 1) * width].append(delivery_id)
+        for due, ids in sorted(buckets.items()):
+            await schedule_deliveries(app, ids, defer_by=due + 0.01)
+    if _metrics is not None:
+        for outcome, count in plan.outcomes.items():
+            for _ in range(count):
+                _metrics.record_delivery_outcome(outcome)
