@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -95,8 +96,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     settings = load_settings()
     require_production(settings)
     logs.configure(settings.log_format)
-    worker = build_worker(settings, burst=args.burst)
-    _run_loop(worker.async_run())
+
+    async def run() -> None:
+        # arq binds the worker to the running loop: build it inside the loop that runs it.
+        worker = build_worker(settings, burst=args.burst)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):  # SIGTERM cancels the main task: a normal stop
+                await worker.async_run()
+        finally:
+            await worker.close()
+
+    _run_loop(run())
 
 
 def _run_loop(coro: Coroutine[Any, Any, Any]) -> None:

@@ -30,7 +30,7 @@ class AppContext:
         db = Database(settings.database_url)
         box = SecretBox(settings.secret_keys())
         if redis is None and connect_redis and settings.redis_url:
-            redis = await connect(settings.redis_url)
+            redis = await connect(settings.redis_url, lazy=True)
         return cls(settings=settings, db=db, box=box, redis=redis)
 
     async def enqueue(self, function: str, *args: Any, **kwargs: Any) -> Job | None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio import ConnectionPool
 
 QUEUE_NAME = "synchook:queue"
 KEY_PREFIX = "synchook:"
@@ -24,7 +25,11 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-async def connect(url: str) -> ArqRedis:
+async def connect(url: str, *, lazy: bool = False) -> ArqRedis:
+    """A pool for enqueueing; `lazy` skips the start-up ping so an API can start (not ready) while Redis is down."""
+    if lazy:
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        return ArqRedis(connection_pool=pool, default_queue_name=QUEUE_NAME)
     return await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
 
 

@@ -70,6 +70,9 @@ class RequestContextMiddleware:
                 scope.get("path"),
                 status_holder["status"],
                 extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status_holder["status"],
                     "request_id": request_id,
                     "workspace_id": state.get("workspace_id"),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
