@@ -1,9 +1,11 @@
-"""HTTP endpoints of events, deliveries and replays (filled in by the admin work)."""
+"""HTTP endpoints of events, deliveries and replays (CONTRACT §4.3), and the /admin console page."""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-ROUTES: list[BaseRoute] = []
+from webhooks.admin import routes as admin
+
+ROUTES: list[BaseRoute] = list(admin.ROUTES)
 # Routes outside /v1 (the /admin console).
-PAGES: list[BaseRoute] = []
+PAGES: list[BaseRoute] = list(admin.PAGES)

@@ -1,0 +1,94 @@
+"""Retention: finished deliveries (and their attempts) older than ``retention_days`` go, then the events
+left with no delivery. Small batches, one transaction each, so the purge never holds long locks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from synchook.db import Database
+from synchook.outbox import Event
+from synchook.timeutil import utcnow
+from webhooks.admin.queries import id_bound
+from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
+
+__all__ = ["Purged", "purge_expired"]
+
+logger = logging.getLogger(__name__)
+
+PURGE_BATCH = 1000
+_deliveries = Delivery.__table__  # type: ignore[attr-defined]
+_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+_events = Event.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Purged:
+    deliveries: int = 0
+    attempts: int = 0
+    events: int = 0
+
+
+async def purge_expired(
+    db: Database, *, retention_days: int, now: datetime | None = None, batch_size: int = PURGE_BATCH
+) -> Purged:
+    """Delete what is older than the retention period; open deliveries (pending, failed) are kept."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    purged = Purged()
+    while True:
+        async with db.session() as session:
+            ids = [
+                row[0]
+                for row in await session.execute(
+                    sa.select(_deliveries.c.id)
+                    .where(_deliveries.c.created_at < cutoff, _deliveries.c.status.not_in(OPEN_STATUSES))
+                    .order_by(_deliveries.c.created_at)
+                    .limit(batch_size)
+                )
+            ]
+            if ids:
+                # Attempts first: they reference their delivery.
+                result = await session.execute(sa.delete(_attempts).where(_attempts.c.delivery_id.in_(ids)))
+                purged.attempts += int(getattr(result, "rowcount", 0) or 0)
+                result = await session.execute(
+                    sa.delete(_deliveries).where(_deliveries.c.id.in_(ids), _deliveries.c.status.not_in(OPEN_STATUSES))
+                )
+                purged.deliveries += int(getattr(result, "rowcount", 0) or 0)
+        if len(ids) < batch_size:
+            break
+    # Event ids encode their creation time: a primary-key range scan finds the old ones.
+    bound = id_bound("evt", cutoff)
+    while True:
+        async with db.session() as session:
+            orphaned = (
+                sa.select(_events.c.id)
+                .where(
+                    _events.c.id < bound,
+                    _events.c.dispatched_at.is_not(None),  # an undispatched event is still owed its deliveries
+                    ~sa.exists().where(_deliveries.c.event_id == _events.c.id),
+                )
+                .order_by(_events.c.id)
+                .limit(batch_size)
+            )
+            event_ids = [row[0] for row in await session.execute(orphaned)]
+            if event_ids:
+                result = await session.execute(
+                    sa.delete(_events).where(
+                        _events.c.id.in_(event_ids), ~sa.exists().where(_deliveries.c.event_id == _events.c.id)
+                    )
+                )
+                purged.events += int(getattr(result, "rowcount", 0) or 0)
+        if len(event_ids) < batch_size:
+            break
+    if purged.deliveries or purged.events:
+        logger.info(
+            "retention: purged %d deliveries, %d attempts, %d events older than %d days",
+            purged.deliveries,
+            purged.attempts,
+            purged.events,
+            retention_days,
+        )
+    return purged
