@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sync_trigger import connections, service
+from sync_trigger.calendar_index import routes as calendar_index_routes
 from sync_trigger.errors import SyncCapReached, SyncInProgress, SyncQuota
 from sync_trigger.schemas import ConnectionCreateBody, TriggerSyncBody
 from synchook.http.bodies import read_model
@@ -98,4 +99,5 @@ ROUTES: list[BaseRoute] = [
     Route("/calendar/connections", list_connections, methods=["GET"]),
     Route("/calendar/connections/{connection_id}", get_connection, methods=["GET"]),
     Route("/calendar/connections/{connection_id}", delete_connection, methods=["DELETE"]),
+    *calendar_index_routes.ROUTES,
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 from subscriptions.models import Subscription, SubscriptionFilter
+from sync_trigger.calendar_index.models import Calendar, CalendarEvent
 from sync_trigger.models import Connection, SyncJob
 from synchook.auth.models import ApiKey, Workspace
 from synchook.idempotency import IdempotencyRecord
@@ -15,6 +16,8 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ApiKey",
+    "Calendar",
+    "CalendarEvent",
     "Connection",
     "Delivery",
     "DeliveryAttempt",

@@ -1,0 +1,131 @@
+"""Continuous background sync: a cron tick queues an incremental sync for each connection that is due.
+
+A connection is due when it is active, its last background sync was queued more than
+`background_sync_interval` seconds ago (or never), and no queued or running job covers it.
+Background jobs carry trigger="background", so they never count against the on-demand cap.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from arq import cron
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from sync_trigger import service
+from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob
+from synchook.context import AppContext
+from synchook.ids import new_id
+from synchook.outbox import hand_off, record_event
+from synchook.settings import Settings
+from synchook.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 10
+# Connections considered per tick; the rest are due on the next tick (oldest first, so none starves).
+BATCH = 200
+
+
+async def schedule_background_syncs(ctx: dict[str, Any]) -> int:
+    """Queue the due background syncs; returns how many were queued."""
+    app: AppContext = ctx["app"]
+    interval = app.settings.background_sync_interval
+    if interval <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(seconds=interval)
+    async with app.db.session() as session:
+        candidates = [
+            row[0]
+            for row in await session.execute(
+                select(col(Connection.id))
+                .where(col(Connection.status) == "active", _due(cutoff))
+                .order_by(col(Connection.last_background_sync_at).is_not(None), col(Connection.last_background_sync_at))
+                .limit(BATCH)
+            )
+        ]
+    queued = 0
+    for connection_id in candidates:
+        job_id = await queue_background_sync(app, connection_id=connection_id, cutoff=cutoff)
+        if job_id is not None:
+            queued += 1
+    if queued:
+        logger.info("queued %d background sync(s)", queued)
+    return queued
+
+
+async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: datetime) -> str | None:
+    """One connection: job + calendar.sync.queued event in one transaction, then hand off and enqueue."""
+    async with app.db.session() as session:
+        # Re-checked under the connection's row lock: another scheduler (or a racing tick) may have queued it.
+        connection = (
+            await session.execute(
+                select(Connection)
+                .where(col(Connection.id) == connection_id, col(Connection.status) == "active", _due(cutoff))
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if connection is None or await _covered(session, connection):
+            return None
+        now = utcnow()
+        job = SyncJob(
+            id=new_id("cal_sync"),
+            workspace_id=connection.workspace_id,
+            mode="incremental",
+            provider=connection.provider,
+            trigger="background",
+            connection_id=connection.id,
+            status="queued",
+            queued_at=now,
+        )
+        session.add(job)
+        event = record_event(
+            session,
+            workspace_id=job.workspace_id,
+            type="calendar.sync.queued",
+            provider=job.provider,
+            data=service.job_event_data(job),
+            at=now,
+        )
+        connection.last_background_sync_at = now
+    await hand_off(app.enqueue, [event.id])
+    await service.enqueue_job_run(app.enqueue, job.id)
+    return job.id
+
+
+def _due(cutoff: datetime) -> Any:
+    return or_(col(Connection.last_background_sync_at).is_(None), col(Connection.last_background_sync_at) < cutoff)
+
+
+async def _covered(session: AsyncSession, connection: Connection) -> bool:
+    # A queued or running job of the workspace that would sync this connection: its own background job,
+    # or an on-demand job for every provider or for this one.
+    query = select(col(SyncJob.id)).where(
+        col(SyncJob.workspace_id) == connection.workspace_id,
+        col(SyncJob.status).in_(ACTIVE_STATUSES),
+        or_(
+            col(SyncJob.connection_id) == connection.id,
+            (col(SyncJob.connection_id).is_(None))
+            & (col(SyncJob.provider).is_(None) | (col(SyncJob.provider) == connection.provider)),
+        ),
+    )
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+def background_cron_jobs(settings: Settings) -> list[Any]:
+    """The scheduler's cron, every 10 s; none when background sync is off."""
+    if settings.background_sync_interval <= 0:
+        return []
+    return [
+        cron(
+            schedule_background_syncs,
+            second=set(range(0, 60, TICK_SECONDS)),
+            run_at_startup=True,
+            unique=True,
+            timeout=60,
+        )
+    ]
