@@ -12,6 +12,7 @@ from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.settings import Settings
 from webhooks import engine, sweeper
+from webhooks.admin import tasks as admin_tasks
 from webhooks.dispatch import dispatch_events
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await runtime.close()
 
 
-FUNCTIONS: list[Any] = [deliver]
+FUNCTIONS: list[Any] = [deliver, *admin_tasks.FUNCTIONS]
 STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = [startup]
 SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = [shutdown]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
-    return [cron(sweep_deliveries, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120)]
+    return [
+        cron(sweep_deliveries, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120),
+        *admin_tasks.cron_jobs(settings),
+    ]
