@@ -1,9 +1,261 @@
-"""`synchook deliveries …` and `synchook replay …` (filled in by the admin work)."""
+"""`synchook deliveries list …` and `synchook replay …`: the admin side from a terminal, straight on the database.
+
+Replays started here are audited with requested_by "cli". A bulk replay runs on the workers (enqueued on
+SYNCHOOK_REDIS_URL); `--wait` (the default) follows its progress until it finishes. Without a Redis URL the
+CLI runs the replay itself, in this process.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+from synchook.context import AppContext
+from synchook.errors import ValidationFailed
+from synchook.settings import Settings
+from synchook.timeutil import isoformat
+
+CLI_REQUESTER = "cli"
+_BAR_WIDTH = 30
+
+
+def _settings() -> Settings:
+    from synchook.cli import load_settings  # the composition root's loader (dev secret file, error wording)
+
+    return load_settings()
+
+
+def _run(work: Callable[[AppContext], Awaitable[None]], *, redis: bool = False) -> None:
+    settings = _settings()
+
+    async def main() -> None:
+        app = await AppContext.open(settings, connect_redis=redis)
+        try:
+            await work(app)
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+
+
+def _parse_time(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    from webhooks.admin.schemas import time_range
+
+    window = time_range({name: value})
+    return window.since if name == "since" else window.until
+
+
+async def _workspace_id(app: AppContext, name_or_id: str) -> str:
+    from synchook.auth import service as auth
+
+    async with app.db.session() as session:
+        workspace = await auth.find_workspace(session, name_or_id=name_or_id)
+    return workspace.id
+
+
+# --- deliveries list ---------------------------------------------------------------------------------
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> None:
+    from webhooks.admin import queries
+    from webhooks.admin.schemas import DeliveryFilters, TimeRange, delivery_filters
+
+    if not 1 <= args.limit <= 1000:
+        raise ValidationFailed("--limit must be from 1 to 1000")
+    checked = delivery_filters({"status": args.status or "", "event_type": args.event_type or ""})
+    filters = DeliveryFilters(
+        status=checked.status,
+        subscription_id=args.subscription,
+        event_type=checked.event_type,
+        range=TimeRange(since=_parse_time(args.since, "since"), until=_parse_time(args.until, "until")),
+    )
+
+    async def work(app: AppContext) -> None:
+        workspace_id = await _workspace_id(app, args.workspace)
+        async with app.db.session() as session:
+            rows = await queries.list_deliveries(
+                session, workspace_id=workspace_id, filters=filters, limit=args.limit, before_id=None
+            )
+        table = [
+            [
+                r.id,
+                r.status,
+                r.event_type,
+                r.subscription_id,
+                str(r.attempt_count),
+                str(r.last_status_code or r.last_error or "-")[:40],
+                isoformat(r.created_at) or "",
+            ]
+            for r in rows
+        ]
+        _print_table(["id", "status", "event_type", "subscription", "attempts", "last", "created_at"], table)
+        print(
+            f"{len(rows)} deliveries" + (" (more: raise --limit or narrow --since)" if len(rows) == args.limit else "")
+        )
+
+    _run(work)
+
+
+def _print_table(headers: list[str], rows: list[list[str]], out: TextIO | None = None) -> None:
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
+            file=out or sys.stdout,
+        )
+
+
+# --- replay ------------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    if args.delivery_id:
+        if args.since or args.workspace:
+            raise ValidationFailed("give either a DELIVERY_ID or --workspace/--since, not both")
+        _run(lambda app: _replay_one(app, args.delivery_id), redis=True)
+        return
+    if not (args.workspace and args.since):
+        raise ValidationFailed("a bulk replay needs --workspace and --since (or give a DELIVERY_ID)")
+    _run(lambda app: _replay_bulk(app, args), redis=True)
+
+
+async def _replay_one(app: AppContext, delivery_id: str) -> None:
+    import sqlalchemy as sa
+    from sqlmodel import col
+
+    from synchook.errors import NotFound
+    from webhooks.admin import replays
+    from webhooks.models import Delivery
+
+    async with app.db.session() as session:
+        workspace_id = await session.scalar(
+            sa.select(col(Delivery.workspace_id)).where(col(Delivery.id) == delivery_id)
+        )
+    if workspace_id is None:
+        raise NotFound("Delivery")
+    replay, delivery = await replays.replay_delivery(
+        app, workspace_id=workspace_id, delivery_id=delivery_id, requested_by=CLI_REQUESTER
+    )
+    print(f"replaying {delivery.id} (event {delivery.event_id}, same webhook-id): {delivery.status}; audit {replay.id}")
+    if app.redis is None:
+        print("no SYNCHOOK_REDIS_URL: a worker's sweeper will pick it up", file=sys.stderr)
+
+
+async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
+    from synchook.http.bodies import validate
+    from webhooks.admin import replays
+    from webhooks.admin.schemas import BulkReplayBody
+
+    body = validate(
+        BulkReplayBody,
+        {
+            "since": args.since,
+            "until": args.until,
+            "subscription_id": args.subscription,
+            "event_types": args.event_type or None,
+            "status": args.status or None,
+        },
+    )
+    workspace_id = await _workspace_id(app, args.workspace)
+    async with app.db.session() as session:
+        replay, match = await replays.create_bulk_replay(
+            session, workspace_id=workspace_id, body=body, requested_by=CLI_REQUESTER, dry_run=args.dry_run
+        )
+    detail = f"{match.deliveries} deliveries to replay"
+    if body.subscription_id:
+        detail += f", {match.undelivered_events} past events never sent to {body.subscription_id}"
+    if args.dry_run:
+        print(f"{match.total} would be sent ({detail}); nothing was changed")
+        return
+    print(f"{replay.id}: {match.total} matched ({detail})")
+    if app.redis is None:
+        print("no SYNCHOOK_REDIS_URL: running the replay in this process", file=sys.stderr)
+        task = asyncio.create_task(replays.run_bulk_replay(app, replay.id))
+        await _follow(app, replay.id, done=task)
+        return
+    await replays.enqueue_bulk_replay(app, replay.id)
+    if args.wait:
+        await _follow(app, replay.id)
+    else:
+        print(f"queued; follow it with GET /v1/webhooks/replays/{replay.id}")
+
+
+async def _follow(
+    app: AppContext, replay_id: str, *, done: asyncio.Task[Any] | None = None, every: float = 0.5
+) -> None:
+    """Redraw a text progress bar until the replay is no longer queued or running."""
+    from webhooks.admin.replays import ACTIVE_STATUSES
+    from webhooks.models import Replay
+
+    interactive = sys.stdout.isatty()
+    last = ""
+    while True:
+        async with app.db.session() as session:
+            replay = await session.get(Replay, replay_id, populate_existing=True)
+        assert replay is not None
+        line = _bar(replay)
+        if line != last:
+            print(("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True)
+            last = line
+        if replay.status not in ACTIVE_STATUSES:
+            break
+        if done is not None and done.done():
+            done.result()  # raises what the in-process run raised
+        await asyncio.sleep(every)
+    if interactive:
+        print()
+    if done is not None:
+        await done
+    if replay.status != "completed":
+        raise ValidationFailed(f"replay {replay.id} ended {replay.status}")
+
+
+def _bar(replay: Any) -> str:
+    total = max(replay.matched, 1)
+    done = replay.matched if replay.status == "completed" else min(replay.replayed + replay.skipped, total)
+    filled = round(_BAR_WIDTH * done / total)
+    return (
+        f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {done}/{replay.matched} "
+        f"({replay.replayed} replayed, {replay.skipped} skipped) {replay.status}"
+    )
 
 
 def register(subparsers: Any) -> None:
     """Add this domain's commands to the `synchook` parser."""
+    deliveries = subparsers.add_parser("deliveries", help="inspect webhook deliveries").add_subparsers(
+        dest="action", required=True
+    )
+    listing = deliveries.add_parser("list", help="list a workspace's deliveries, newest first")
+    listing.add_argument("--workspace", required=True, help="workspace name or id")
+    listing.add_argument("--status", choices=["pending", "succeeded", "failed", "dead", "cancelled"])
+    listing.add_argument("--subscription", default=None, metavar="SUB_ID")
+    listing.add_argument("--event-type", default=None)
+    listing.add_argument("--since", default=None, metavar="ISO8601")
+    listing.add_argument("--until", default=None, metavar="ISO8601")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=cmd_deliveries_list)
+
+    replay = subparsers.add_parser(
+        "replay",
+        help="replay one delivery, or every failed/dead delivery of a time range",
+        description="`synchook replay DELIVERY_ID` starts a fresh retry sequence for one delivery. "
+        "`synchook replay --workspace W --since T …` replays every match in the background (workers) and shows "
+        "its progress; with --subscription, past events that never reached that subscription are sent too.",
+    )
+    replay.add_argument("delivery_id", nargs="?", default=None, metavar="DELIVERY_ID")
+    replay.add_argument("--workspace", default=None, help="workspace name or id (bulk)")
+    replay.add_argument("--since", default=None, metavar="ISO8601")
+    replay.add_argument("--until", default=None, metavar="ISO8601")
+    replay.add_argument("--subscription", default=None, metavar="SUB_ID")
+    replay.add_argument("--event-type", action="append", default=None, help="repeatable; wildcards allowed")
+    replay.add_argument("--status", action="append", choices=["failed", "dead"], default=None, help="repeatable")
+    replay.add_argument("--dry-run", action="store_true", help="only count what would be sent")
+    replay.add_argument(
+        "--wait", action=argparse.BooleanOptionalAction, default=True, help="follow progress until done (default)"
+    )
+    replay.set_defaults(func=cmd_replay)
