@@ -1,0 +1,162 @@
+"""What the bench process does against the running stack: set-up rows, publish events, watch the receiver, check.
+
+Events go through the real path: `record_event` in a committed transaction, then `hand_off` to arq
+(outbox → relay → fan-out → deliver jobs on the worker processes → signed POST → attempt row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from synchook.auth.service import create_workspace
+from synchook.context import AppContext
+from synchook.outbox import hand_off, record_event
+from tests.support.webhook_factories import make_subscription, sync_data
+from webhooks import verify
+from webhooks.models import Delivery, DeliveryAttempt
+
+_deliveries = Delivery.__table__  # type: ignore[attr-defined]
+_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class Tenant:
+    """A workspace and its subscriptions, each at its own receiver path."""
+
+    workspace_id: str
+    paths: dict[str, str] = field(default_factory=dict)  # subscription id -> receiver path
+    secrets: dict[str, str] = field(default_factory=dict)  # receiver path -> whsec_
+
+    @property
+    def subscription_ids(self) -> list[str]:
+        return list(self.paths)
+
+
+async def make_tenant(ctx: AppContext, receiver_url: str, name: str, *, healthy: int, hanging: int = 0) -> Tenant:
+    async with ctx.db.session() as session:
+        workspace = await create_workspace(session, name=name)
+    tenant = Tenant(workspace.id)
+    for index in range(healthy + hanging):
+        path = f"/{'hang' if index >= healthy else 'ok'}/{name}/{index}"
+        sub = await make_subscription(ctx, workspace.id, url=receiver_url + path, event_types=("calendar.sync.*",))
+        tenant.paths[sub.id] = path
+        tenant.secrets[path] = sub.secret
+    return tenant
+
+
+async def publish(ctx: AppContext, workspace_id: str, count: int) -> tuple[list[str], float]:
+    """Commit ``count`` lifecycle events in one transaction, then hand them off; returns ids and commit time."""
+    async with ctx.db.session() as session:
+        events = [
+            record_event(
+                session, workspace_id=workspace_id, type="calendar.sync.completed", provider="google", data=_DATA
+            )
+            for _ in range(count)
+        ]
+    committed = time.time()
+    ids = [e.id for e in events]
+    await hand_off(ctx.enqueue, ids)
+    return ids, committed
+
+
+_DATA = sync_data("ws_bench")
+
+
+class ReceiverClient:
+    def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:
+        self.http = http
+        self.base = base_url + "/_ctl"
+
+    async def reset(self) -> None:
+        async with self.http.post(self.base + "/reset") as response:
+            response.raise_for_status()
+
+    async def stats(self) -> dict[str, int]:
+        async with self.http.get(self.base + "/stats") as response:
+            return dict(await response.json())
+
+    async def rows(self) -> list[tuple[str, str, float]]:
+        async with self.http.get(self.base + "/dump") as response:
+            return [tuple(r) for r in (await response.json())["rows"]]  # type: ignore[misc]
+
+    async def sample(self) -> list[dict[str, Any]]:
+        async with self.http.get(self.base + "/sample") as response:
+            return list((await response.json())["sample"])
+
+    async def wait_healthy(self, expected: int, *, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await self.stats())["healthy"] >= expected:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+
+async def recorded_count(ctx: AppContext, workspace_ids: list[str]) -> int:
+    async with ctx.db.session() as session:
+        return int(
+            (
+                await session.execute(
+                    sa.select(sa.func.count())
+                    .select_from(_deliveries)
+                    .where(_deliveries.c.workspace_id.in_(workspace_ids), _deliveries.c.status == "succeeded")
+                )
+            ).scalar_one()
+        )
+
+
+async def wait_recorded(ctx: AppContext, workspace_ids: list[str], expected: int, *, timeout: float) -> float | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await recorded_count(ctx, workspace_ids) >= expected:
+            return time.time()
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def check(
+    ctx: AppContext, receiver: ReceiverClient, tenants: list[Tenant], rows: list[tuple[str, str, float]]
+) -> dict[str, Any]:
+    """Every healthy delivery the receiver counted (by path and webhook-id) has a 2xx attempt row; a sample verifies."""
+    paths = {sub: path for t in tenants for sub, path in t.paths.items()}
+    secrets = {path: secret for t in tenants for path, secret in t.secrets.items()}
+    received = {(path, msg_id) for path, msg_id, _ in rows if path in secrets and not path.startswith("/hang/")}
+    recorded: set[tuple[str, str]] = set()
+    async with ctx.db.session() as session:
+        result = await session.execute(
+            sa.select(_deliveries.c.subscription_id, _deliveries.c.event_id)
+            .join(_attempts, _attempts.c.delivery_id == _deliveries.c.id)
+            .where(
+                _deliveries.c.workspace_id.in_([t.workspace_id for t in tenants]),
+                _attempts.c.status_code >= 200,
+                _attempts.c.status_code < 300,
+            )
+        )
+        for sub_id, event_id in result:
+            recorded.add((paths[sub_id], event_id))
+    unrecorded = len(received - recorded)
+    verified = failed = 0
+    for entry in await receiver.sample():
+        secret = secrets.get(entry.get("path", ""))
+        if secret is None or entry["path"].startswith("/hang/"):
+            continue
+        try:
+            verify(entry["body"], entry["headers"], secret)
+            verified += 1
+        except Exception:
+            failed += 1
+    stats = await receiver.stats()
+    return {
+        "counted": len(received),
+        "unrecorded": unrecorded,
+        "signatures_verified": verified,
+        "signatures_failed": failed,
+        "duplicates": stats["requests"] - stats["unique"],
+        "ok": unrecorded == 0 and failed == 0 and verified >= min(1000, len(received)),
+    }

@@ -1,0 +1,479 @@
+"""`make bench`: the real stack end to end, every throughput as a ratio to the machine's raw limit.
+
+    python -m bench [--db sqlite|postgres] [--workers N] [--backlog N] [--only a,b,c,d,e] [--label TEXT]
+
+Starts redis-server, the bench receiver, `synchook api` and N x `synchook worker` as separate
+processes on a fresh database (SQLite in a temporary directory, or a new database on the PostgreSQL
+server of SYNCHOOK_BENCH_POSTGRES_URL / SYNCHOOK_TEST_POSTGRES_URL), then runs the scenarios:
+
+  raw  an aiohttp client posting signed payloads to the receiver at concurrency 64 (start and end)
+  (a)  sustained throughput: 100 subscriptions x many events
+  (b)  commit -> receipt latency p50/p99 at steady offered loads (500 events/s is the target)
+  (c)  backlog drain rate: a large pending backlog (bulk SQL) vs a 10k one
+  (d)  isolation: one hanging endpoint among healthy ones vs no failure
+  (e)  API: POST /v1/calendar/sync and GET job status, requests/s and p99 over many workspaces
+  (f)  peak RSS (VmHWM) of every worker, in each scenario (workers restart per scenario)
+
+Each delivery scenario checks that every delivery the receiver counted (by path and webhook-id) has
+a 2xx attempt row and that a sample of >= 1,000 signatures verifies with webhooks.verify.
+Prints one line per scenario and writes bench/results/<time>-<db>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from bench import api_load, raw
+from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
+from bench.stack import Stack
+from subscriptions.models import Subscription
+from synchook import migrate
+from synchook.context import AppContext
+from synchook.ids import new_id
+from synchook.outbox import Event
+from synchook.settings import Settings
+from synchook.timeutil import utcnow
+from tests.support.webhook_factories import sync_data
+from webhooks.engine import schedule_deliveries
+from webhooks.models import Delivery
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
+
+TARGETS = {"throughput": 0.5, "latency_p99_ms": 50.0, "backlog": 0.9, "isolation": 0.9, "rss_mib": 200.0}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, stack: Stack, ctx: AppContext, http: aiohttp.ClientSession) -> None:
+        self.args = args
+        self.stack = stack
+        self.ctx = ctx
+        self.receiver = ReceiverClient(http, stack.receiver_url)
+        self.report: dict[str, Any] = {}
+        self.raw_rates: list[float] = []
+
+    @property
+    def raw(self) -> float:
+        return statistics.mean(self.raw_rates)
+
+    def _stop_workers(self, scenario: str) -> list[float]:
+        peaks = self.stack.worker_peaks()
+        self.stack.stop_workers()
+        known = self.report.setdefault("worker_peaks", {}).setdefault(scenario, [])
+        known.extend(peaks)
+        return peaks
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+
+    # --- raw limit -----------------------------------------------------------------------------------
+
+    async def raw_limit(self) -> None:
+        rate = await raw.raw_limit(self.stack.receiver_url, requests=self.args.raw_requests)
+        self.raw_rates.append(rate)
+        self.line(f"raw    {rate:8.0f} signed POSTs/s (aiohttp client, concurrency 64, no queue, no DB)")
+
+    # --- (a) ------------------------------------------------------------------------------------------
+
+    async def throughput(self) -> None:
+        subs, events = 100, self.args.events
+        tenant = await make_tenant(self.ctx, self.stack.receiver_url, "tput", healthy=subs)
+        await self.receiver.reset()
+        self.stack.start_workers()
+        started = time.time()
+        for _ in range(0, events, 20):
+            await publish(self.ctx, tenant.workspace_id, 20)
+        result = await self._finish("a", [tenant], events * subs, started, timeout=max(120, events * subs / 300))
+        self.report["a_throughput"] = result
+        self._print_delivery("(a) throughput", result, f"{events} events x {subs} subscriptions")
+
+    async def _finish(
+        self, scenario: str, tenants: list[Tenant], expected: int, started: float, *, timeout: float
+    ) -> dict[str, Any]:
+        complete = await self.receiver.wait_healthy(expected, timeout=timeout)
+        rows = [r for r in await self.receiver.rows() if not r[0].startswith("/hang/")]
+        last = max((r[2] for r in rows), default=time.time())
+        first = min((r[2] for r in rows), default=started)
+        # Sustained rate: first to last receipt (the pipeline's fill time is in seconds_to_receipt).
+        rate = (len(rows) - 1) / max(last - first, 1e-6)
+        recorded_at = await wait_recorded(self.ctx, [t.workspace_id for t in tenants], expected, timeout=60)
+        checks = await check(self.ctx, self.receiver, tenants, rows)
+        peaks = self._stop_workers(scenario)
+        return {
+            "deliveries": expected,
+            "received": len(rows),
+            "complete": complete,
+            "seconds_to_receipt": last - started,
+            "seconds_to_recorded": (recorded_at - started) if recorded_at else None,
+            "rate": rate,
+            "ratio": rate / self.raw,
+            "checks": checks,
+            "worker_peak_rss_mib": peaks,
+        }
+
+    def _print_delivery(self, name: str, r: dict[str, Any], what: str) -> None:
+        c = r["checks"]
+        self.line(
+            f"{name:<16}{r['rate']:8.0f} deliveries/s = {r['ratio']:.2f} x raw  [{what}; "
+            f"{r['received']}/{r['deliveries']} received, recorded in {r['seconds_to_recorded'] or float('nan'):.1f}s; "
+            f"{c['signatures_verified']} signatures verified, {c['unrecorded']} unrecorded, "
+            f"{c['duplicates']} duplicates: {'OK' if c['ok'] and r['complete'] else 'FAILED'}]  "
+            f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB"
+        )
+
+    # --- (b) ------------------------------------------------------------------------------------------
+
+    async def latency(self) -> None:
+        tenant = await make_tenant(self.ctx, self.stack.receiver_url, "latency", healthy=1)
+        self.stack.start_workers()
+        points = []
+        for load in self.args.loads:
+            points.append(await self._latency_at(tenant, load, self.args.latency_seconds))
+        peaks = self._stop_workers("b")
+        self.report["b_latency"] = {"points": points, "worker_peak_rss_mib": peaks}
+        for p in points:
+            mark = " <- target" if p["offered"] == 500 else ""
+            self.line(
+                f"(b) latency @{p['offered']:>5}/s  p50 {p['p50_ms']:6.1f} ms  p99 {p['p99_ms']:6.1f} ms  "
+                f"achieved {p['achieved']:6.0f}/s  [{p['received']}/{p['events']} received, "
+                f"{'OK' if p['checks']['ok'] else 'FAILED'}]{mark}"
+            )
+        self.line(f"(b) worker peak RSS {max(peaks, default=0):.0f} MiB")
+
+    async def _latency_at(self, tenant: Tenant, load: int, seconds: float) -> dict[str, Any]:
+        await self.receiver.reset()
+        total = int(load * seconds)
+        committed: dict[str, float] = {}
+        sent = 0
+        start = time.perf_counter()
+        while sent < total:
+            due = min(total, int((time.perf_counter() - start) * load) + 1)
+            if due > sent:
+                ids, at = await publish(self.ctx, tenant.workspace_id, due - sent)
+                committed.update(dict.fromkeys(ids, at))
+                sent = due
+            await asyncio.sleep(0.005)
+        await self.receiver.wait_healthy(total, timeout=60)
+        rows = await self.receiver.rows()
+        latencies = [at - committed[msg_id] for _, msg_id, at in rows if msg_id in committed]
+        first = min(committed.values())
+        last = max((at for *_, at in rows), default=first)
+        checks = await check(self.ctx, self.receiver, [tenant], rows)
+        return {
+            "offered": load,
+            "events": total,
+            "received": len(latencies),
+            "achieved": len(latencies) / max(last - first, 1e-6),
+            "p50_ms": _pct(latencies, 0.50) * 1000 if latencies else float("nan"),
+            "p99_ms": _pct(latencies, 0.99) * 1000 if latencies else float("nan"),
+            "max_ms": max(latencies) * 1000 if latencies else float("nan"),
+            "checks": checks,
+        }
+
+    # --- (c) ------------------------------------------------------------------------------------------
+
+    async def backlog(self) -> None:
+        small = await self._drain(10_000, "backlog10k")
+        large = await self._drain(self.args.backlog, "backlogN")
+        ratio = large["drain_rate"] / small["drain_rate"]
+        self.report["c_backlog"] = {"small": small, "large": large, "ratio_to_10k": ratio}
+        for r in (small, large):
+            c = r["checks"]
+            self.line(
+                f"(c) backlog {r['deliveries']:>8,}  {r['drain_rate']:8.0f} deliveries/s = {r['ratio']:.2f} x raw  "
+                f"[insert {r['insert_seconds']:.1f}s, drained in {r['drain_seconds']:.1f}s; "
+                f"{c['signatures_verified']} verified, {c['unrecorded']} unrecorded, {c['duplicates']} duplicates: "
+                f"{'OK' if c['ok'] and r['complete'] else 'FAILED'}]  "
+                f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB"
+            )
+        self.line(f"(c) backlog {self.args.backlog:,} drains at {ratio:.2f} x the 10k rate")
+
+    async def _drain(self, count: int, name: str) -> dict[str, Any]:
+        subs = 100
+        tenant = await make_tenant(self.ctx, self.stack.receiver_url, name, healthy=subs)
+        started = time.perf_counter()
+        ids = await _insert_backlog(self.ctx, tenant, count)
+        insert_seconds = time.perf_counter() - started
+        await schedule_deliveries(self.ctx, ids)
+        await self.receiver.reset()
+        self.stack.start_workers()
+        complete = await self.receiver.wait_healthy(count, timeout=max(120, count / 200))
+        rows = await self.receiver.rows()
+        first = min(r[2] for r in rows)
+        last = max(r[2] for r in rows)
+        await wait_recorded(self.ctx, [tenant.workspace_id], count, timeout=60)
+        checks = await check(self.ctx, self.receiver, [tenant], rows)
+        peaks = self._stop_workers("c")
+        rate = (len(rows) - 1) / max(last - first, 1e-6)
+        return {
+            "deliveries": count,
+            "received": len(rows),
+            "complete": complete,
+            "insert_seconds": insert_seconds,
+            "drain_seconds": last - first,
+            "drain_rate": rate,
+            "ratio": rate / self.raw,
+            "checks": checks,
+            "worker_peak_rss_mib": peaks,
+        }
+
+    # --- (d) ------------------------------------------------------------------------------------------
+
+    async def isolation(self) -> None:
+        events = self.args.isolation_events
+        calm = await make_tenant(self.ctx, self.stack.receiver_url, "calm", healthy=10)
+        storm = await make_tenant(self.ctx, self.stack.receiver_url, "storm", healthy=9, hanging=1)
+        results = {}
+        for name, tenant, expected in (("no_failure", calm, events * 10), ("one_hanging", storm, events * 9)):
+            await self.receiver.reset()
+            self.stack.start_workers()
+            started = time.time()
+            for _ in range(0, events, 20):
+                await publish(self.ctx, tenant.workspace_id, 20)
+            results[name] = await self._finish("d", [tenant], expected, started, timeout=max(120, expected / 100))
+        await _disable_hanging(self.ctx, storm)
+        ratio = results["one_hanging"]["rate"] / results["no_failure"]["rate"]
+        self.report["d_isolation"] = {**results, "healthy_ratio": ratio}
+        self._print_delivery("(d) no failure", results["no_failure"], f"{events} events x 10 healthy")
+        self._print_delivery("(d) one hanging", results["one_hanging"], f"{events} events x 9 healthy + 1 hanging")
+        self.line(f"(d) healthy endpoints keep {ratio:.2f} x their no-failure throughput")
+
+    # --- (e) ------------------------------------------------------------------------------------------
+
+    async def api(self) -> None:
+        self.stack.start_workers()
+        result = await api_load.api_scenario(self.ctx, self.stack.api_url, seconds=self.args.api_seconds)
+        result["worker_peak_rss_mib"] = self._stop_workers("e")
+        self.report["e_api"] = result
+        for key, name in (("post_sync", "POST /v1/calendar/sync"), ("get_job", "GET /v1/calendar/sync/{id}")):
+            r = result[key]
+            self.line(
+                f"(e) {name:<28}{r['rps']:7.0f} req/s  p50 {r['p50_ms']:5.1f} ms  p99 {r['p99_ms']:5.1f} ms  "
+                f"[{result['workspaces']} workspaces, concurrency {result['concurrency']}, {r['errors']} errors]"
+            )
+
+
+async def _insert_backlog(ctx: AppContext, tenant: Tenant, count: int) -> list[str]:
+    """``count`` pending deliveries as fan-out leaves them (event-major), written with bulk INSERTs."""
+    events_table = Event.__table__  # type: ignore[attr-defined]
+    deliveries = Delivery.__table__  # type: ignore[attr-defined]
+    subs = tenant.subscription_ids
+    data = sync_data(tenant.workspace_id)
+    ids: list[str] = []
+    chunk_events = max(1, 20_000 // len(subs))
+    made = 0
+    while made < count:
+        now = utcnow()
+        n_events = min(chunk_events, -(-(count - made) // len(subs)))
+        event_rows = [
+            {
+                "id": new_id("evt"),
+                "workspace_id": tenant.workspace_id,
+                "type": "calendar.sync.completed",
+                "provider": "google",
+                "target_subscription_id": None,
+                "data": data,
+                "created_at": now,
+                "dispatched_at": now,
+            }
+            for _ in range(n_events)
+        ]
+        rows = []
+        for event in event_rows:
+            for sub_id in subs:
+                if made + len(rows) >= count:
+                    break
+                rows.append(
+                    {
+                        "id": new_id("dlv"),
+                        "workspace_id": tenant.workspace_id,
+                        "event_id": event["id"],
+                        "event_type": "calendar.sync.completed",
+                        "subscription_id": sub_id,
+                        "status": "pending",
+                        "attempt_count": 0,
+                        "next_attempt_at": now,
+                        "lease_until": None,
+                        "last_status_code": None,
+                        "last_error": None,
+                        "cancel_reason": None,
+                        "replays": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                        "completed_at": None,
+                    }
+                )
+        async with ctx.db.session() as session:
+            await session.execute(sa.insert(events_table), event_rows)
+            await session.execute(sa.insert(deliveries), rows)
+        ids.extend(r["id"] for r in rows)
+        made += len(rows)
+    return ids
+
+
+async def _disable_hanging(ctx: AppContext, tenant: Tenant) -> None:
+    """Stop the hanging endpoint's retries so they do not run on into later scenarios."""
+    hanging = [sub for sub, path in tenant.paths.items() if path.startswith("/hang/")]
+    async with ctx.db.session() as session:
+        await session.execute(
+            sa.update(Subscription.__table__)  # type: ignore[attr-defined]
+            .where(Subscription.__table__.c.id.in_(hanging))  # type: ignore[attr-defined]
+            .values(status="disabled", disabled_reason="bench: isolation scenario over")
+        )
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> dict[str, Any]:
+    stack = Stack(database_url=database_url, workers=args.workers, run_dir=run_dir)
+    stack.start()
+    try:
+        os.environ.update({k: v for k, v in stack.env().items() if k.startswith("SYNCHOOK_")})
+        settings = Settings()
+        ctx = await AppContext.open(settings)
+        try:
+            async with aiohttp.ClientSession() as http:
+                bench = Bench(args, stack, ctx, http)
+                await bench.raw_limit()
+                steps = {
+                    "a": bench.throughput,
+                    "b": bench.latency,
+                    "c": bench.backlog,
+                    "d": bench.isolation,
+                    "e": bench.api,
+                }
+                for key in args.only:
+                    await steps[key]()
+                await bench.raw_limit()
+                bench.report["raw"] = {"rates": bench.raw_rates, "mean": bench.raw, "concurrency": 64}
+                return bench.report
+        finally:
+            await ctx.close()
+    finally:
+        stack.stop()
+
+
+def _verdict(report: dict[str, Any]) -> list[str]:
+    lines = []
+    peaks = [max(p or [0]) for p in report.get("worker_peaks", {}).values()]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    if "a_throughput" in report:
+        r = report["a_throughput"]["ratio"]
+        lines.append(f"(a) {r:.2f} x raw (target >= {TARGETS['throughput']}): {mark(r >= TARGETS['throughput'])}")
+    if "b_latency" in report:
+        at500 = [p for p in report["b_latency"]["points"] if p["offered"] == 500]
+        if at500:
+            p99 = at500[0]["p99_ms"]
+            ok = p99 < TARGETS["latency_p99_ms"]
+            lines.append(f"(b) p99 {p99:.1f} ms at 500 events/s (target < {TARGETS['latency_p99_ms']:.0f}): {mark(ok)}")
+    if "c_backlog" in report:
+        r = report["c_backlog"]["ratio_to_10k"]
+        n = report["c_backlog"]["large"]["deliveries"]
+        lines.append(f"(c) {n:,} backlog at {r:.2f} x the 10k rate (target >= {TARGETS['backlog']}): {mark(r >= 0.9)}")
+    if "d_isolation" in report:
+        r = report["d_isolation"]["healthy_ratio"]
+        lines.append(f"(d) healthy {r:.2f} x no-failure (target >= {TARGETS['isolation']}): {mark(r >= 0.9)}")
+    if peaks:
+        lines.append(f"(f) worker peak RSS {max(peaks):.0f} MiB (target < 200): {mark(max(peaks) < 200)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("SYNCHOOK_BENCH_DB", "sqlite"))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("SYNCHOOK_BENCH_WORKERS", "2")))
+    parser.add_argument("--events", type=int, default=400, help="(a): events, each to 100 subscriptions")
+    parser.add_argument("--loads", type=lambda s: [int(x) for x in s.split(",")], default=[100, 250, 500, 1000, 2000])
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--backlog", type=int, default=200_000, help="(c): pending deliveries of the large backlog")
+    parser.add_argument("--isolation-events", type=int, default=1000)
+    parser.add_argument("--api-seconds", type=float, default=8.0)
+    parser.add_argument("--raw-requests", type=int, default=20_000)
+    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")], default=list("abcde"))
+    parser.add_argument("--label", default="", help="stored in the JSON report (e.g. before/after)")
+    args = parser.parse_args(argv)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="synchook-bench-"))
+    pg_name = None
+    if args.db == "postgres":
+        from tests.support.postgres import create_database, unique_name
+
+        base = (
+            os.environ.get("SYNCHOOK_BENCH_POSTGRES_URL") or os.environ.get("SYNCHOOK_TEST_POSTGRES_URL") or DEFAULT_PG
+        )
+        pg_name = unique_name("synchook_bench")
+        database_url = asyncio.run(create_database(base, pg_name))
+    else:
+        database_url = f"sqlite+aiosqlite:///{run_dir}/bench.db"
+    began = time.perf_counter()
+    try:
+        migrate.upgrade(database_url)
+        print(
+            f"bench: {args.db}, {args.workers} worker(s), {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            flush=True,
+        )
+        try:
+            import uvloop
+
+            report = uvloop.run(_run(args, database_url, run_dir))
+        except ImportError:
+            report = asyncio.run(_run(args, database_url, run_dir))
+    finally:
+        if pg_name is not None:
+            from tests.support.postgres import drop_database
+
+            asyncio.run(drop_database(base, pg_name))
+    elapsed = time.perf_counter() - began
+    verdict = _verdict(report)
+    for line in verdict:
+        print(line)
+    print(f"bench: done in {elapsed:.0f}s")
+    full = {
+        "label": args.label,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "db": args.db,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "seconds": elapsed,
+        "args": {k: v for k, v in vars(args).items()},
+        "verdict": verdict,
+        **report,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out = RESULTS / f"{stamp}-{args.db}{'-' + args.label if args.label else ''}.json"
+    out.write_text(json.dumps(full, indent=2, default=str))
+    shutil.copyfile(out, RESULTS / "latest.json")
+    print(f"bench: report {out.relative_to(RESULTS.parent.parent)}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
