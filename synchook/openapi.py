@@ -731,8 +731,19 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 ok_status=202,
                 ok_schema=_envelope(_ref("Replay")),
                 body="ReplayCreate",
-                description="Replays every matching delivery (default statuses failed and dead); audited.",
-            )
+                parameters=[_query("dry_run", {"type": "boolean"}, "Only count what would be sent (200, no replay)")],
+                description="Replays every matching delivery (default statuses failed and dead); with "
+                "`subscription_id`, events of the range that never had a delivery to it are sent too; audited.",
+            ),
+            "get": _op(
+                "List replays (the audit trail)",
+                tag="webhooks",
+                scope="admin:webhooks",
+                ok_status=200,
+                ok_schema=_list_envelope(_ref("Replay")),
+                parameters=[*_PAGING, _query("kind", {"type": "string", "enum": ["single", "bulk"]}, "Only this kind")],
+                errors=(422,),
+            ),
         },
         "/v1/webhooks/replays/{id}": {
             "get": _op(
@@ -743,6 +754,19 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 ok_schema=_envelope(_ref("Replay")),
                 errors=(404,),
                 parameters=[replay_id],
+            )
+        },
+        "/v1/webhooks/replays/{id}/cancel": {
+            "post": _op(
+                "Cancel a bulk replay",
+                tag="webhooks",
+                scope="admin:webhooks",
+                ok_status=200,
+                ok_schema=_envelope(_ref("Replay")),
+                errors=(404, 409),
+                parameters=[replay_id],
+                description="Stops a queued or running bulk replay after its current batch; 409 `replay_finished` "
+                "once it has ended.",
             )
         },
     }

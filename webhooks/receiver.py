@@ -1,6 +1,6 @@
 """A tiny webhook receiver for trying Synchook out: prints each delivery and whether its signature verifies.
 
-    python -m webhooks.receiver --port 9000 [--secret whsec_…]   (or WEBHOOK_SECRET in the environment)
+python -m webhooks.receiver --port 9000 [--secret whsec_…]   (or WEBHOOK_SECRET in the environment)
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ BODIES = [
     ("SubscriptionCreate", "subscriptions.schemas", "CreateSubscription"),
     ("SubscriptionUpdate", "subscriptions.schemas", "UpdateSubscription"),
     ("RotateSecret", "subscriptions.schemas", "RotateSecret"),
-    ("ReplayCreate", "webhooks.schemas", "BulkReplayBody"),
+    ("ReplayCreate", "webhooks.admin.schemas", "BulkReplayBody"),
 ]
 
 
