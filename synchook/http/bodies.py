@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -13,6 +14,10 @@ from synchook.errors import PayloadTooLarge, ValidationFailed
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _MAX_DEPTH = 32
+# JSON may spell characters that are not storable text: NUL (PostgreSQL text refuses it) and unpaired
+# UTF-16 surrogates (no UTF-8 encoding exists). Both only ever arrive as JSON \u escapes.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:
@@ -45,9 +50,34 @@ def parse_json(raw: bytes, *, allow_empty: bool) -> Any:
     if _nesting_depth(text) > _MAX_DEPTH:
         raise ValidationFailed(f"body: JSON nested deeper than {_MAX_DEPTH} levels", field="body")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise ValidationFailed(f"body: malformed JSON ({exc})", field="body") from exc
+    if _UNSTORABLE_ESCAPE.search(text):
+        where = _unstorable_at(payload, ())
+        if where is not None:
+            field = ".".join(where) or "body"
+            raise ValidationFailed(f"{field}: contains a NUL character or an unpaired UTF-16 surrogate", field=field)
+    return payload
+
+
+def _unstorable_at(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    # Depth is bounded by the _MAX_DEPTH pre-scan, so recursion here is safe.
+    if isinstance(value, str):
+        return None if _UNSTORABLE.search(value) is None else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _UNSTORABLE.search(key) is not None:
+                return path
+            found = _unstorable_at(item, (*path, str(key)))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unstorable_at(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
 
 
 def _reject_constant(name: str) -> Any:

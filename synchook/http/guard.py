@@ -9,7 +9,7 @@ from starlette.requests import Request
 from synchook.auth.models import Principal
 from synchook.auth.service import authenticate
 from synchook.context import AppContext
-from synchook.errors import InsufficientPermissions
+from synchook.errors import InsufficientPermissions, ValidationFailed
 from synchook.http.ratelimit import hit_api_limit
 
 
@@ -28,4 +28,14 @@ async def authorize(request: Request, scope: str) -> Principal:
     )
     if not principal.has(scope):
         raise InsufficientPermissions(f"This API key lacks the {scope} scope")
+    _refuse_nul_in_query(request)
     return principal
+
+
+def _refuse_nul_in_query(request: Request) -> None:
+    # No parameter has a use for NUL, and PostgreSQL text cannot hold it: a filter carrying one would
+    # fail inside the query (500) instead of being refused here (422).
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            field = name.replace("\x00", "") or "query"
+            raise ValidationFailed(f"{field}: must not contain NUL characters", field=field)
