@@ -72,6 +72,9 @@ async def sync_calendars(
     wanted = {c.id: c for c in calendars if not c.deleted}
     removed_events = 0
     async with db.session() as session:
+        # Concurrent syncs of one connection (several workers) would both insert a new calendar's row:
+        # the connection's row lock serialises them, and the second then reads the first one's rows.
+        await session.execute(select(col(Connection.id)).where(col(Connection.id) == connection.id).with_for_update())
         rows = {
             row.calendar_id: row
             for row in (
