@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     delivery_lease_seconds: int = Field(default=60, ge=5)
     max_retry_after: float = Field(default=3600.0, ge=0)
     relay_grace_seconds: float = Field(default=5.0, ge=0)
-    worker_poll_delay: float = Field(default=0.05, gt=0)
+    worker_poll_delay: float = Field(default=0.005, gt=0)
     dev: bool = False
 
     @field_validator("retry_schedule", mode="before")

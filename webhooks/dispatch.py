@@ -18,7 +18,7 @@ from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
-from webhooks.engine import schedule_deliveries
+from webhooks.engine import schedule_deliveries, write_lock
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT, disabled_cancel_reason
 from webhooks.models import Delivery
 
@@ -43,7 +43,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
     now = utcnow()
     rows: list[dict[str, Any]] = []
     claimed = 0
-    async with app.db.session() as session:
+    async with write_lock(app), app.db.session() as session:
         events: list[Any] = []
         for start in range(0, len(ids), _CLAIM_CHUNK):
             result = await session.execute(

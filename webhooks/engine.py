@@ -36,7 +36,7 @@ from webhooks.health import disabled_cancel_reason
 from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
 from webhooks.signing import Signer, build_headers, signer_for
 
-__all__ = ["Runtime", "deliver", "reset_for_replay", "schedule_deliveries"]
+__all__ = ["Runtime", "deliver", "reset_for_replay", "schedule_deliveries", "write_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ _events = Event.__table__  # type: ignore[attr-defined]
 MAX_THROTTLE_SLEEP = 1.0
 # Retries due within this much of each other share one deferred job.
 _RETRY_BUCKET = 0.05
+# A subscription that timed out (or took over half the timeout) counts as slow this long.
+SLOW_FOR = 30.0
+_WRITE_LOCK = "webhooks.sqlite_write_lock"
 
 try:  # the kernel's metrics module; optional so the engine runs without it
     from synchook import metrics as _metrics
@@ -63,6 +66,9 @@ class Runtime:
     http: aiohttp.ClientSession
     slots: asyncio.Semaphore
     per_subscription: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    # Subscriptions whose last attempt timed out or was slow, until when (monotonic), and sends in flight.
+    slow: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -79,8 +85,39 @@ class Runtime:
             )
         return semaphore
 
+    def is_slow(self, subscription_id: str, now: float) -> bool:
+        until = self.slow.get(subscription_id)
+        if until is None:
+            return False
+        if until < now:
+            del self.slow[subscription_id]
+            return False
+        return True
+
+    def observe(self, subscription_id: str, outcome: sender.Outcome) -> None:
+        if outcome.timed_out or outcome.duration_ms >= self.settings.delivery_timeout * 500:
+            self.slow[subscription_id] = time.monotonic() + SLOW_FOR
+        elif subscription_id in self.slow:
+            del self.slow[subscription_id]
+
     async def close(self) -> None:
         await self.http.close()
+
+
+def write_lock(app: AppContext) -> contextlib.AbstractAsyncContextManager[Any]:
+    """On SQLite, one write transaction at a time per process.
+
+    Every session there is BEGIN IMMEDIATE, and SQLite's busy handler is unfair: with dozens of
+    connections polling for the lock, some wait past busy_timeout ("database is locked") while others
+    win again and again. Queueing them in-process leaves one contender per process. PostgreSQL locks
+    rows, not the database: no lock there.
+    """
+    if not app.settings.is_sqlite:
+        return contextlib.nullcontext()
+    lock = app.extras.get(_WRITE_LOCK)
+    if lock is None:
+        lock = app.extras[_WRITE_LOCK] = asyncio.Lock()
+    return lock
 
 
 # --- scheduling (also used by the admin side) ------------------------------------------------------
@@ -153,7 +190,7 @@ async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]
     settings = app.settings
     now = utcnow()
     lease = _Lease(now + timedelta(seconds=settings.delivery_lease_seconds), [])
-    async with app.db.session() as session:
+    async with write_lock(app), app.db.session() as session:
         batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease_until=lease.token)
         if not batch:
             return 0
@@ -166,6 +203,7 @@ async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]
     heartbeat = asyncio.create_task(_renew(app, lease, stop))
     try:
         sendable, signers = _prepare(app, batch, subscriptions, events, now=now)
+        _isolate_slow(runtime, sendable, now=now)
         waits = await _throttle(app, sendable, subscriptions)
         await asyncio.gather(
             *(
@@ -177,16 +215,16 @@ async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]
     finally:
         stop.set()
         await heartbeat
-    finished = utcnow()
-    plan = await record_batch(
-        app.db,
-        batch,
-        lease_token=lease.token,
-        schedule=tuple(settings.retry_schedule),
-        max_retry_after=settings.max_retry_after,
-        disable_after=settings.disable_after,
-        now=finished,
-    )
+    async with write_lock(app):
+        plan = await record_batch(
+            app.db,
+            batch,
+            lease_token=lease.token,
+            schedule=tuple(settings.retry_schedule),
+            max_retry_after=settings.max_retry_after,
+            disable_after=settings.disable_after,
+            now=utcnow(),
+        )
     await _after_commit(app, plan)
     return sum(1 for c in batch if c.outcome is not None)
 
@@ -297,6 +335,35 @@ def _prepare(
     return sendable, signers
 
 
+def _isolate_slow(runtime: Runtime, sendable: list[Claimed], *, now: datetime) -> None:
+    """Keep a slow endpoint from holding a job slot that healthy deliveries need.
+
+    In a batch that mixes subscriptions, a slow one's deliveries are handed back (no attempt used)
+    and come back right after commit as a job of their own. A job that holds only slow endpoints
+    sends as many as their free concurrency slots allow, and defers the rest by one timeout.
+    """
+    clock = time.monotonic()
+    waiting = [c for c in sendable if c.defer_until is None]
+    slow = {c.subscription_id for c in waiting if runtime.is_slow(c.subscription_id, clock)}
+    if not slow:
+        return
+    mixed = any(c.subscription_id not in slow for c in waiting)
+    limit = runtime.settings.per_subscription_concurrency
+    free: dict[str, int] = {}
+    later = now + timedelta(seconds=runtime.settings.delivery_timeout)
+    for claimed in waiting:
+        sub_id = claimed.subscription_id
+        if sub_id not in slow:
+            continue
+        if mixed:
+            claimed.defer_until = now
+            continue
+        left = free.get(sub_id, limit - runtime.in_flight[sub_id])
+        if left <= 0:
+            claimed.defer_until = later
+        free[sub_id] = left - 1
+
+
 async def _throttle(
     app: AppContext, sendable: list[Claimed], subscriptions: dict[str, Subscription]
 ) -> dict[str, float]:
@@ -342,16 +409,24 @@ async def _send(
     if wait > 0:
         await asyncio.sleep(wait)
     url = subscription.url
-    async with runtime.subscription_slots(claimed.subscription_id), runtime.slots:
-        headers = build_headers(claimed.event_id, int(time.time()), body.raw, signer, sender.USER_AGENT)
-        claimed.outcome = await sender.post(
-            runtime.http,
-            url,
-            body.raw,
-            headers,
-            timeout=settings.delivery_timeout,
-            allow_private=settings.allow_private_targets,
-        )
+    sub_id = claimed.subscription_id
+    runtime.in_flight[sub_id] += 1
+    try:
+        async with runtime.subscription_slots(sub_id), runtime.slots:
+            headers = build_headers(claimed.event_id, int(time.time()), body.raw, signer, sender.USER_AGENT)
+            claimed.outcome = await sender.post(
+                runtime.http,
+                url,
+                body.raw,
+                headers,
+                timeout=settings.delivery_timeout,
+                allow_private=settings.allow_private_targets,
+            )
+    finally:
+        runtime.in_flight[sub_id] -= 1
+        if not runtime.in_flight[sub_id]:
+            del runtime.in_flight[sub_id]
+    runtime.observe(sub_id, claimed.outcome)
     if _metrics is not None:
         outcome = claimed.outcome
         _metrics.record_attempt(_attempt_kind(outcome), outcome.duration_ms / 1000)
@@ -374,7 +449,7 @@ async def _renew(app: AppContext, lease: _Lease, stop: asyncio.Event) -> None:
             return
         renewed = utcnow() + timedelta(seconds=seconds)
         try:
-            async with app.db.session() as session:
+            async with write_lock(app), app.db.session() as session:
                 await session.execute(
                     sa.update(_deliveries)
                     .where(_deliveries.c.id.in_(lease.ids), _deliveries.c.lease_until == lease.token)

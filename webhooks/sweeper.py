@@ -8,13 +8,15 @@ that still has its job in the queue may be enqueued twice; the claim makes the s
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from synchook.context import AppContext
+from synchook.queue import QUEUE_NAME
 from synchook.timeutil import utcnow
-from webhooks.engine import schedule_deliveries
+from webhooks.engine import schedule_deliveries, write_lock
 from webhooks.models import OPEN_STATUSES, Delivery
 
 __all__ = ["sweep_deliveries"]
@@ -28,22 +30,42 @@ MAX_BATCHES_PER_SWEEP = 20
 
 async def sweep_deliveries(app: AppContext) -> int:
     """Enqueue overdue, unleased open deliveries (oldest due first); returns how many."""
+    if await _queue_is_busy(app):
+        # Workers are behind on jobs already due: anything lost will be found once they catch up,
+        # and re-enqueueing a backlog now would only add duplicate jobs to it.
+        return 0
     now = utcnow()
     cutoff = now - timedelta(seconds=app.settings.relay_grace_seconds)
     limit = app.settings.delivery_batch_size * MAX_BATCHES_PER_SWEEP
-    async with app.db.session() as session:
-        rows = await session.execute(
-            sa.select(_deliveries.c.id)
-            .where(
-                _deliveries.c.status.in_(OPEN_STATUSES),
-                _deliveries.c.next_attempt_at <= cutoff,
-                sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+    found: list[tuple[datetime, str]] = []
+    async with write_lock(app), app.db.session() as session:
+        # One query per status, each walking ix_deliveries_due in order: `status IN (…) ORDER BY`
+        # would sort every overdue row (the whole backlog) on each sweep.
+        for status in OPEN_STATUSES:
+            rows = await session.execute(
+                sa.select(_deliveries.c.next_attempt_at, _deliveries.c.id)
+                .where(
+                    _deliveries.c.status == status,
+                    _deliveries.c.next_attempt_at <= cutoff,
+                    sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+                )
+                .order_by(_deliveries.c.next_attempt_at)
+                .limit(limit)
             )
-            .order_by(_deliveries.c.next_attempt_at)
-            .limit(limit)
-        )
-        ids = [r[0] for r in rows]
+            found.extend((r[0], r[1]) for r in rows)
+    ids = [delivery_id for _, delivery_id in sorted(found)[:limit]]
     if ids:
         await schedule_deliveries(app, ids)
         logger.info("sweeper re-enqueued %d overdue deliveries", len(ids))
     return len(ids)
+
+
+async def _queue_is_busy(app: AppContext) -> bool:
+    """True when more jobs are due in the queue than one sweep would add."""
+    if app.redis is None:
+        return False
+    try:
+        due = await app.redis.zcount(QUEUE_NAME, "-inf", int(time.time() * 1000))
+    except Exception:
+        return False
+    return int(due) > MAX_BATCHES_PER_SWEEP
