@@ -11,6 +11,7 @@ from typing import Any
 from arq import Retry, cron
 
 from sync_trigger import runner, service
+from sync_trigger.background import background_cron_jobs
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.outbox import hand_off
@@ -89,4 +90,7 @@ SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
-    return [cron(recover_sync_jobs, second={0, 30}, run_at_startup=True, unique=True, timeout=120)]
+    return [
+        cron(recover_sync_jobs, second={0, 30}, run_at_startup=True, unique=True, timeout=120),
+        *background_cron_jobs(settings),
+    ]

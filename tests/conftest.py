@@ -116,6 +116,12 @@ def settings(database_url: str, redis_server: EmbeddedRedis, settings_overrides:
         "log_format": "text",
         "relay_grace_seconds": 0.0,
         "worker_poll_delay": 0.01,
+        # No test reaches a real provider: refused loopback ports fail fast unless a test points at the fakes.
+        "google_api_url": "http://127.0.0.1:9",
+        "google_token_url": "http://127.0.0.1:9/token",
+        "microsoft_graph_url": "http://127.0.0.1:9/v1.0",
+        "microsoft_token_url": "http://127.0.0.1:9/token",
+        "max_throttle_wait": 2.0,
     }
     values.update(settings_overrides)
     return Settings(**values)
