@@ -108,15 +108,29 @@ def is_unique_violation(error: exc.DBAPIError) -> bool:
     return "unique" in text or "duplicate key" in text
 
 
+# SQLSTATE classes meaning "the server is not there for you right now": 08 connection exceptions,
+# 57P01-57P03 admin/crash shutdown and "the database system is starting up".
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
 def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
     if isinstance(error, (OSError, ConnectionError, exc.InterfaceError)):
         return True
-    name = type(error).__name__
-    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "PostgresConnectionError"} or (
-        isinstance(error, exc.OperationalError) and "connect" in str(error).lower()
-    )
+    # SQLAlchemy wraps the driver's error (a generic DBAPIError for asyncpg's CannotConnectNowError while
+    # PostgreSQL starts up): look through .orig and the cause chain for the driver's own exception.
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            break
+        name = type(seen).__name__
+        if name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "PostgresConnectionError"}:
+            return True
+        if str(getattr(seen, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return isinstance(error, exc.OperationalError) and "connect" in str(error).lower()
 
 
 def unavailable() -> Unavailable:
