@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from synchook.timeutil import parse_datetime
+from synchook.http.fields import IsoDateTime
 
-
-def _iso8601(value: object) -> datetime:
-    # Only strings, parsed by us: pydantic's lax mode would also take numbers as Unix times.
-    if not isinstance(value, str) or len(value) > 64:
-        raise ValueError("must be an ISO 8601 date or date-time string")
-    try:
-        return parse_datetime(value)
-    except (ValueError, OverflowError):
-        raise ValueError("must be an ISO 8601 date or date-time") from None
-
-
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso8601)]
 Provider = Literal["google", "microsoft"]
 
 

@@ -7,8 +7,6 @@ events overlapping [since, until)). Both are ISO 8601; a date alone means 00:00 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -16,22 +14,10 @@ from starlette.routing import BaseRoute, Route
 from sync_trigger.calendar_index import service
 from sync_trigger.calendar_index.models import PROVIDER_ID_LENGTH
 from synchook.errors import ValidationFailed
+from synchook.http.fields import datetime_param
 from synchook.http.guard import app_context, authorize
 from synchook.http.pagination import encode_cursor, page_request
 from synchook.http.responses import page
-from synchook.timeutil import parse_datetime
-
-
-def _datetime_param(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        if len(raw) > 64:
-            raise ValueError(raw)
-        return parse_datetime(raw)
-    except (ValueError, OverflowError):
-        raise ValidationFailed(f"{name}: must be an ISO 8601 date or date-time", field=name) from None
 
 
 async def list_events(request: Request) -> Response:
@@ -45,8 +31,8 @@ async def list_events(request: Request) -> Response:
     calendar_id = request.query_params.get("calendar_id")
     if calendar_id is not None and not 1 <= len(calendar_id) <= PROVIDER_ID_LENGTH:
         raise ValidationFailed(f"calendar_id: must be 1 to {PROVIDER_ID_LENGTH} characters", field="calendar_id")
-    since = _datetime_param(request, "since")
-    until = _datetime_param(request, "until")
+    since = datetime_param(request.query_params, "since")
+    until = datetime_param(request.query_params, "until")
     if since is not None and until is not None and since >= until:
         raise ValidationFailed("since: must precede until", field="since")
     async with app_context(request).db.session() as session:

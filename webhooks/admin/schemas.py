@@ -7,28 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from synchook.errors import ValidationFailed
+from synchook.http.fields import IsoDateTime, parse_iso8601
 from synchook.outbox import Event
-from synchook.timeutil import isoformat, parse_datetime
+from synchook.timeutil import isoformat
 from webhooks.models import DELIVERY_STATUSES, Delivery, DeliveryAttempt, Replay
 
 REPLAYABLE_STATUSES: tuple[str, ...] = ("failed", "dead")
 _MAX_FILTER_LENGTH = 100
 
 
-def _iso8601(value: object) -> datetime:
-    # Only strings, parsed by us: pydantic's lax mode would also take numbers as Unix times.
-    if not isinstance(value, str) or len(value) > 64:
-        raise ValueError("must be an ISO 8601 date or date-time string")
-    try:
-        return parse_datetime(value)
-    except (ValueError, OverflowError):
-        raise ValueError("must be an ISO 8601 date or date-time") from None
-
-
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso8601)]
 EventTypeName = Annotated[StrictStr, Field(min_length=1, max_length=_MAX_FILTER_LENGTH)]
 
 
@@ -89,7 +79,7 @@ def _time_param(params: Mapping[str, str], name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return _iso8601(value)
+        return parse_iso8601(value)
     except ValueError as exc:
         raise ValidationFailed(f"{name}: {exc}", field=name) from None
 
