@@ -118,6 +118,9 @@ def is_connection_error(error: BaseException) -> bool:
         return True
     if isinstance(error, (OSError, ConnectionError, exc.InterfaceError)):
         return True
+    if isinstance(error, exc.TimeoutError):
+        # The connection pool stayed exhausted for pool_timeout: overload, answered 503 + Retry-After, not 500.
+        return True
     # SQLAlchemy wraps the driver's error (a generic DBAPIError for asyncpg's CannotConnectNowError while
     # PostgreSQL starts up): look through .orig and the cause chain for the driver's own exception.
     seen: BaseException | None = error

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,6 +16,24 @@ from synchook.app import api_routes
 from synchook.context import AppContext
 from synchook.openapi import build_spec
 from tests.factories import Tenant, make_tenant
+from tests.fakes.providers import FakeProviders
+
+
+@pytest.fixture(scope="session")
+def providers_server() -> Iterator[FakeProviders]:
+    with FakeProviders() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_providers(providers_server: FakeProviders) -> FakeProviders:
+    """The fake Google/Microsoft: sync jobs run by a worker finish in milliseconds instead of retrying DNS."""
+    providers_server.reset()
+    return providers_server
+
+
+def provider_overrides(providers: FakeProviders) -> dict[str, Any]:
+    return providers.endpoint_kwargs()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -444,7 +445,9 @@ async def test_a_key_of_another_workspace_sees_only_its_own(
 
 # --- One idempotency key, many concurrent requests ------------------------------------------------
 
-CONCURRENT_REQUESTS = 10_000
+# Measured on the 2-core CI box (load ~10 from parallel suites): 500 requests take ~110 s on either backend, so
+# the default run is 500 and the 10,000 of the issue is the heavy variant (make chaos, or set the variable).
+CONCURRENT_REQUESTS = int(os.environ.get("SYNCHOOK_TEST_IDEMPOTENCY_REQUESTS", "500"))
 
 
 async def _count(ctx: AppContext, model: Any) -> int:
@@ -452,10 +455,13 @@ async def _count(ctx: AppContext, model: Any) -> int:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("settings_overrides", [{"api_requests_per_minute": 1_000_000}])
-async def test_ten_thousand_concurrent_requests_with_one_idempotency_key_make_one_job(
-    app_ctx: AppContext, api_url: str, settings_overrides: dict[str, Any]
+@pytest.mark.parametrize(
+    "requests", [CONCURRENT_REQUESTS, pytest.param(10_000, marks=pytest.mark.heavy)], ids=["default", "ten-thousand"]
+)
+async def test_concurrent_requests_with_one_idempotency_key_make_one_job(
+    app_ctx: AppContext, api_url: str, settings_overrides: dict[str, Any], requests: int
 ) -> None:
     tenant = await make_tenant(app_ctx)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
@@ -469,19 +475,44 @@ async def test_ten_thousand_concurrent_requests_with_one_idempotency_key_make_on
         headers = {**tenant.headers, "Idempotency-Key": str(uuid.uuid4())}
         started = time.perf_counter()
         responses = await asyncio.gather(
-            *(
-                http.post("/v1/calendar/sync", headers=headers, json={"mode": "full"})
-                for _ in range(CONCURRENT_REQUESTS)
-            )
+            *(http.post("/v1/calendar/sync", headers=headers, json={"mode": "full"}) for _ in range(requests))
         )
         elapsed = time.perf_counter() - started
     statuses = Counter(r.status_code for r in responses)
     accepted = [r for r in responses if r.status_code == 202]
-    print(f"\n{CONCURRENT_REQUESTS} requests, one Idempotency-Key, {elapsed:.1f}s: {dict(statuses)}")
-    assert set(statuses) <= {202, 409}, statuses
+    print(f"\n{requests} requests, one Idempotency-Key, {elapsed:.1f}s: {dict(statuses)}")
+    # 503 (pool exhausted for pool_timeout, with Retry-After) is an honest overload answer; 500 is not.
+    assert set(statuses) <= {202, 409, 503}, statuses
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} <= {"idempotency_in_progress"}
     assert len({r.json()["data"]["job_id"] for r in accepted}) == 1
     assert sum(1 for r in accepted if r.headers.get("idempotent-replayed") != "true") == 1
     assert await _count(app_ctx, SyncJob) == 1
     assert await _count(app_ctx, Event) == 1  # calendar.sync.queued, once
     assert await _count(app_ctx, IdempotencyRecord) == 1
+
+
+async def test_an_exhausted_connection_pool_is_503_not_500(settings: Any, app_ctx: AppContext) -> None:
+    # Regression: a burst that kept every pooled connection busy past pool_timeout raised SQLAlchemy's
+    # TimeoutError, which the kernel answered with 500 internal_error.
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+    from synchook.app import create_app
+    from tests.conftest import serve
+
+    if settings.is_sqlite:
+        pytest.skip("SQLite has no bounded pool to exhaust here")
+    tenant = await make_tenant(app_ctx)
+    engine = create_async_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    original = (app_ctx.db.engine, app_ctx.db.sessions)
+    app_ctx.db.engine = engine
+    app_ctx.db.sessions = async_sessionmaker(engine, expire_on_commit=False, class_=AsyncSession)
+    try:
+        async with serve(create_app(settings, context=app_ctx)) as url, httpx.AsyncClient(base_url=url) as http:
+            async with engine.connect():  # the only connection, held
+                response = await http.get("/v1/webhooks/subscriptions", headers=tenant.headers)
+            assert_envelope(response, 503, "unavailable")
+            assert response.headers["retry-after"]
+            assert (await http.get("/v1/webhooks/subscriptions", headers=tenant.headers)).status_code == 200
+    finally:
+        app_ctx.db.engine, app_ctx.db.sessions = original
+        await engine.dispose()
