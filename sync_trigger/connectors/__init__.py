@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 PROVIDERS: tuple[Literal["google", "microsoft"], ...] = ("google", "microsoft")
+_CONNECTORS: dict[str, type[GoogleConnector] | type[MicrosoftConnector]] = {
+    "google": GoogleConnector,
+    "microsoft": MicrosoftConnector,
+}
 
 
 def build_connector(
@@ -67,13 +71,9 @@ def build_connector(
     sleep: Sleep = asyncio.sleep,
 ) -> Connector:
     """The connector for `provider` ("google" or "microsoft")."""
-    if provider == "google":
-        return GoogleConnector(
-            session, endpoints, tokens, on_tokens_refreshed,
-            max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep,
-        )  # fmt: skip
-    if provider == "microsoft":
-        return MicrosoftConnector(
+    connector_class = _CONNECTORS.get(provider)
+    if connector_class is not None:
+        return connector_class(
             session, endpoints, tokens, on_tokens_refreshed,
             max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep,
         )  # fmt: skip

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from sync_trigger.connectors._http import Requester, error_message
+from sync_trigger.connectors._http import error_message
 from sync_trigger.connectors._time import date_midnight_utc, parse_timestamp, rfc3339
 from sync_trigger.connectors.base import (
     CalendarInfo,
@@ -30,7 +30,7 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
-from sync_trigger.connectors.oauth import TokenEndpointPolicy, TokenManager
+from sync_trigger.connectors.oauth import authorized_requester
 from sync_trigger.connectors.throttle import Sleep
 
 logger = logging.getLogger(__name__)
@@ -78,20 +78,17 @@ class GoogleConnector:
     ) -> None:
         self._base = endpoints.google_api_url.rstrip("/") + "/calendar/v3"
         self._page_size = page_size
-        token_requester = Requester(
-            session, TokenEndpointPolicy("google"), max_throttle_wait=max_throttle_wait, sleep=sleep
-        )
-        self._auth = TokenManager(
-            "google",
-            token_requester,
+        self._auth, self._requester = authorized_requester(
+            session,
+            GooglePolicy(),
+            provider="google",
             token_url=endpoints.google_token_url,
             client_id=endpoints.google_client_id,
             client_secret=endpoints.google_client_secret,
             tokens=tokens,
             on_refreshed=on_tokens_refreshed,
-        )
-        self._requester = Requester(
-            session, GooglePolicy(), auth=self._auth, max_throttle_wait=max_throttle_wait, sleep=sleep
+            max_throttle_wait=max_throttle_wait,
+            sleep=sleep,
         )
 
     @property

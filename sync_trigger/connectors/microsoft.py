@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from sync_trigger.connectors._http import Requester, error_message
+from sync_trigger.connectors._http import error_message
 from sync_trigger.connectors._time import date_midnight_utc, parse_timestamp, parse_zoned, rfc3339
 from sync_trigger.connectors.base import (
     CalendarInfo,
@@ -31,7 +31,7 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
-from sync_trigger.connectors.oauth import TokenEndpointPolicy, TokenManager
+from sync_trigger.connectors.oauth import authorized_requester
 from sync_trigger.connectors.throttle import Sleep
 
 logger = logging.getLogger(__name__)
@@ -78,25 +78,18 @@ class MicrosoftConnector:
         origin = urlsplit(self._base)
         self._origin = (origin.scheme, origin.netloc)
         self._page_size = page_size
-        token_requester = Requester(
-            session, TokenEndpointPolicy("microsoft"), max_throttle_wait=max_throttle_wait, sleep=sleep
-        )
-        self._auth = TokenManager(
-            "microsoft",
-            token_requester,
+        self._auth, self._requester = authorized_requester(
+            session,
+            GraphPolicy(),
+            provider="microsoft",
             token_url=endpoints.microsoft_token_url,
             client_id=endpoints.microsoft_client_id,
             client_secret=endpoints.microsoft_client_secret,
             tokens=tokens,
             on_refreshed=on_tokens_refreshed,
-        )
-        self._requester = Requester(
-            session,
-            GraphPolicy(),
-            auth=self._auth,
-            limit=MAILBOX_CONCURRENCY,
             max_throttle_wait=max_throttle_wait,
             sleep=sleep,
+            limit=MAILBOX_CONCURRENCY,
         )
 
     @property

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sync_trigger.connectors._http import Requester
+import aiohttp
+
+from sync_trigger.connectors._http import ErrorPolicy, Requester
 from sync_trigger.connectors.base import (
     ConnectorError,
     ProviderError,
@@ -21,6 +23,7 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
+from sync_trigger.connectors.throttle import Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +127,34 @@ class TokenManager:
             refresh_token=new_refresh if isinstance(new_refresh, str) and new_refresh else refresh_token,
             expires_at=expires_at,
         )
+
+
+def authorized_requester(
+    session: aiohttp.ClientSession,
+    policy: ErrorPolicy,
+    *,
+    provider: str,
+    token_url: str,
+    client_id: str | None,
+    client_secret: str | None,
+    tokens: Tokens,
+    on_refreshed: TokensCallback,
+    max_throttle_wait: float,
+    sleep: Sleep,
+    limit: int | None = None,
+) -> tuple[TokenManager, Requester]:
+    """A provider's API requester that refreshes its tokens through that provider's token endpoint."""
+    token_requester = Requester(
+        session, TokenEndpointPolicy(provider), max_throttle_wait=max_throttle_wait, sleep=sleep
+    )
+    auth = TokenManager(
+        provider,
+        token_requester,
+        token_url=token_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        tokens=tokens,
+        on_refreshed=on_refreshed,
+    )
+    requester = Requester(session, policy, auth=auth, limit=limit, max_throttle_wait=max_throttle_wait, sleep=sleep)
+    return auth, requester
