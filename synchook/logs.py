@@ -9,7 +9,8 @@ from typing import Any
 
 from synchook.timeutil import isoformat, utcnow
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# color_message: uvicorn adds an ANSI-coloured copy of the message to its records.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -741,7 +741,9 @@ def main() -> None:
     if args.seed:
         for provider in (GOOGLE, MICROSOFT):
             acc = fakes.add_account(provider, access_token=f"{provider}-access", refresh_token=f"{provider}-refresh")
-            fakes.add_events(provider, acc.account, acc.account, 20)
+            # Inside the default sync window (now-90 d .. now+180 d), so a first sync finds them.
+            tomorrow = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+            fakes.add_events(provider, acc.account, acc.account, 20, first=tomorrow)
             print(
                 f"{provider}: account={acc.account} access_token={acc.access_token} refresh_token={acc.refresh_token}"
             )
