@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import func, select
 
+from subscriptions.url_safety import check_resolves_public
 from sync_trigger.models import SyncJob
 from synchook.context import AppContext
 from synchook.errors import ValidationFailed
@@ -23,6 +27,9 @@ from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
 from tests.factories import make_tenant
 from tests.security.conftest import World, id_operations, path_param, raw_request
+from tests.support.receiver import Receiver
+from webhooks.safe_resolver import SafeResolver
+from webhooks.sender import post
 
 # (method, path, a valid body): every endpoint that reads a JSON body. "{sub}" is the world's subscription.
 BODY_ENDPOINTS: list[tuple[str, str, dict[str, Any]]] = [
@@ -516,3 +523,76 @@ async def test_an_exhausted_connection_pool_is_503_not_500(settings: Any, app_ct
     finally:
         app_ctx.db.engine, app_ctx.db.sessions = original
         await engine.dispose()
+
+
+# --- SSRF: DNS rebinding ----------------------------------------------------------------------------
+
+
+class RebindingResolver(AbstractResolver):
+    """Attacker-controlled DNS: a public answer the first time a name is asked, loopback ever after."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        first = host not in self.asked
+        self.asked.append(host)
+        address = "93.184.216.34" if first else "127.0.0.1"
+        return [
+            ResolveResult(
+                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_name_rebound_to_loopback_after_creation_is_refused_at_delivery() -> None:
+    async with Receiver() as receiver:  # the "internal service" the attacker wants to reach
+        dns = RebindingResolver()
+        url = f"https://rebind.example:{receiver.port}/internal"
+
+        async def creation_lookup(host: str, port: int) -> list[str]:
+            return [r["host"] for r in await dns.resolve(host, port)]
+
+        # Creation: the name resolves to a public address, so the URL is accepted.
+        assert await check_resolves_public(url, allow_private=False, resolver=creation_lookup) == url
+        # Delivery: the same name now answers 127.0.0.1; the connect-time resolver refuses it.
+        connector = aiohttp.TCPConnector(resolver=SafeResolver(allow_private=False, inner=dns), use_dns_cache=False)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+            outcome = await post(
+                session,
+                url.replace("https", "http"),
+                b"{}",
+                {"content-type": "application/json"},
+                timeout=5,
+                allow_private=False,
+            )
+        assert outcome.status_code is None
+        assert outcome.error is not None and "refusing to connect" in outcome.error
+        assert dns.asked == ["rebind.example", "rebind.example"]
+        assert receiver.count() == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1/",
+        "http://[::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://0x7f.1/",
+        "http://2130706433/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0/",
+    ],
+)
+async def test_ip_literal_targets_are_refused_at_delivery(target: str) -> None:
+    # aiohttp skips the resolver for IP literals: sender.post checks them itself, before connecting.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(), trust_env=False) as session:
+        outcome = await post(session, target, b"{}", {}, timeout=2, allow_private=False)
+    assert outcome.status_code is None
+    assert outcome.error is not None and "refusing to connect" in outcome.error
