@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -91,22 +90,12 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from synchook.worker import build_worker
+    from synchook.worker import run_worker
 
     settings = load_settings()
     require_production(settings)
     logs.configure(settings.log_format)
-
-    async def run() -> None:
-        # arq binds the worker to the running loop: build it inside the loop that runs it.
-        worker = build_worker(settings, burst=args.burst)
-        try:
-            with contextlib.suppress(asyncio.CancelledError):  # SIGTERM cancels the main task: a normal stop
-                await worker.async_run()
-        finally:
-            await worker.close()
-
-    _run_loop(run())
+    _run_loop(run_worker(settings, burst=args.burst))
 
 
 def _run_loop(coro: Coroutine[Any, Any, Any]) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from arq import cron
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 import sync_trigger.tasks
 import webhooks.tasks
@@ -76,3 +81,40 @@ def build_worker(
         job_completion_wait=int(settings.delivery_timeout) + 5,
         log_results=False,
     )
+
+
+# arq's poll loop raises on the first Redis error: a Redis restart would end every worker process.
+_REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
+REDIS_RETRY_DELAY = 1.0
+
+
+async def run_worker(settings: Settings, *, burst: bool = False) -> None:
+    """Run a worker until it stops (SIGTERM, or an empty queue with ``burst``), riding out Redis outages.
+
+    When Redis goes away the worker is closed (its in-flight jobs finish and record to the database) and
+    a fresh one is built and started once Redis answers again; the database rows are the truth, so
+    nothing queued meanwhile is lost (the sweepers re-enqueue it).
+    """
+    while True:
+        # arq binds the worker to the running loop: build it inside the loop that runs it.
+        worker = build_worker(settings, burst=burst)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):  # SIGTERM cancels the main task: a normal stop
+                await worker.async_run()
+            return
+        except _REDIS_LOST as exc:
+            logger.warning("worker lost Redis (%s); starting again in %.0f s", type(exc).__name__, REDIS_RETRY_DELAY)
+        finally:
+            await _close(worker)
+        await asyncio.sleep(REDIS_RETRY_DELAY)
+
+
+async def _close(worker: Worker) -> None:
+    # In-flight jobs finish first (their outcomes go to the database) even where their Redis bookkeeping fails.
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    try:
+        await worker.close()
+    except _REDIS_LOST:
+        # close() stopped at its Redis call, before the shutdown hooks: run them so no pool or session leaks.
+        if worker.on_shutdown is not None and "app" in worker.ctx:
+            await worker.on_shutdown(worker.ctx)

@@ -56,6 +56,18 @@ class ChaosReceiver:
             buckets.setdefault(int((at - since) // step), Counter())[f"{path}:{outcome}"] += 1
         return "\n".join(f"  t+{k * step:>5.0f}s {dict(sorted(v.items()))}" for k, v in sorted(buckets.items()))
 
+    def duplicate_timeline(self, since: float, *, step: float = 3.0) -> dict[float, int]:
+        """When the second (third, …) 2xx of a delivery arrived, per ``step`` seconds since ``since``."""
+        seen: set[tuple[str, str]] = set()
+        buckets: Counter[float] = Counter()
+        for (path, webhook_id, outcome), at in zip(self.outcomes, self.times, strict=True):
+            if outcome != "200":
+                continue
+            if (path, webhook_id) in seen:
+                buckets[((at - since) // step) * step] += 1
+            seen.add((path, webhook_id))
+        return dict(sorted(buckets.items()))
+
     def set(self, path: str, mode: str) -> None:
         assert mode in {"ok", "slow", "hang", "reset", "5xx"}, mode
         self.modes[path] = mode

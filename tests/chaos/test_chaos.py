@@ -372,6 +372,7 @@ async def run_chaos(
         )
         print("faults: " + ", ".join(log))
         print("receiver answers per 3 s:\n" + receiver.timeline(t0))
+        print(f"duplicates per 3 s: {receiver.duplicate_timeline(t0)}")
         assert figures.api_statuses[500] == 0
         assert set(figures.api_503_codes) <= {"unavailable"}
         assert other.workspace_id == bystander.workspace_id
