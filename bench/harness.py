@@ -71,6 +71,7 @@ class Bench:
         self.receiver = ReceiverClient(http, stack.receiver_url)
         self.report: dict[str, Any] = {}
         self.raw_rates: list[float] = []
+        self._latency_done = 0  # deliveries of the latency tenant recorded so far
 
     @property
     def raw(self) -> float:
@@ -178,6 +179,8 @@ class Bench:
         latencies = [at - committed[msg_id] for _, msg_id, at in rows if msg_id in committed]
         first = min(committed.values())
         last = max((at for *_, at in rows), default=first)
+        await wait_recorded(self.ctx, [tenant.workspace_id], self._latency_done + total, timeout=60)
+        self._latency_done += total
         checks = await check(self.ctx, self.receiver, [tenant], rows)
         return {
             "offered": load,
