@@ -329,10 +329,18 @@ async def run_chaos(
             if open_rows[0]["n"] == 0 and expected <= delivered and len(delivered) >= len(expected):
                 break
             if time.monotonic() > deadline:
-                statuses = await fetch(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY status")
+                statuses = await fetch(
+                    database,
+                    "SELECT status, count(*) AS n, count(*) FILTER (WHERE lease_until > now()) AS leased, "
+                    "min(next_attempt_at - now()) AS next_due_min, max(next_attempt_at - now()) AS next_due_max, "
+                    "max(attempt_count) AS max_attempts FROM deliveries GROUP BY status",
+                )
+                undispatched = await fetch(database, "SELECT count(*) AS n FROM events WHERE dispatched_at IS NULL")
                 pytest.fail(
                     f"not everything delivered {scenario.settle}s after the faults: "
-                    f"{len(expected - delivered)} missing, rows {[dict(r) for r in statuses]}\n{cluster.logs()}"
+                    f"{len(expected - delivered)} missing, rows {[dict(r) for r in statuses]}, "
+                    f"undispatched events {undispatched[0]['n']}, workers alive "
+                    f"{[w.alive() for w in run.workers]}\n{cluster.logs()}"
                 )
             await asyncio.sleep(0.5)
         settled = time.monotonic()
