@@ -121,6 +121,9 @@ def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, exc.TimeoutError):
         # The connection pool stayed exhausted for pool_timeout: overload, answered 503 + Retry-After, not 500.
         return True
+    if isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig):
+        # SQLite's form of the same overload: a writer waited out busy_timeout behind other writers.
+        return True
     # SQLAlchemy wraps the driver's error (a generic DBAPIError for asyncpg's CannotConnectNowError while
     # PostgreSQL starts up): look through .orig and the cause chain for the driver's own exception.
     seen: BaseException | None = error

@@ -16,7 +16,7 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from subscriptions.url_safety import check_resolves_public
 from sync_trigger.models import SyncJob
@@ -499,23 +499,30 @@ async def test_concurrent_requests_with_one_idempotency_key_make_one_job(
 
 
 async def test_an_exhausted_connection_pool_is_503_not_500(settings: Any, app_ctx: AppContext) -> None:
-    # Regression: a burst that kept every pooled connection busy past pool_timeout raised SQLAlchemy's
-    # TimeoutError, which the kernel answered with 500 internal_error.
+    # Regression: a burst that kept every pooled connection busy past pool_timeout (PostgreSQL), or kept SQLite's
+    # write lock past busy_timeout ("database is locked"), was answered 500 internal_error.
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
     from synchook.app import create_app
+    from synchook.db import _configure_sqlite
     from tests.conftest import serve
 
-    if settings.is_sqlite:
-        pytest.skip("SQLite has no bounded pool to exhaust here")
     tenant = await make_tenant(app_ctx)
-    engine = create_async_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    if settings.is_sqlite:
+        engine = create_async_engine(settings.database_url)
+        _configure_sqlite(engine)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA busy_timeout=300")  # after the kernel's 30 s, so this one wins
+    else:
+        engine = create_async_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=0.5)
     original = (app_ctx.db.engine, app_ctx.db.sessions)
     app_ctx.db.engine = engine
     app_ctx.db.sessions = async_sessionmaker(engine, expire_on_commit=False, class_=AsyncSession)
     try:
         async with serve(create_app(settings, context=app_ctx)) as url, httpx.AsyncClient(base_url=url) as http:
-            async with engine.connect():  # the only connection, held
+            async with engine.begin():  # PostgreSQL: the only connection; SQLite: the write lock (BEGIN IMMEDIATE)
                 response = await http.get("/v1/webhooks/subscriptions", headers=tenant.headers)
             assert_envelope(response, 503, "unavailable")
             assert response.headers["retry-after"]
