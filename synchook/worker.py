@@ -74,6 +74,10 @@ def build_worker(
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         max_jobs=max_jobs,
+        # arq reads only this many ready job ids from the head of the queue per poll. A SIGKILLed worker's
+        # jobs stay at the head, "in progress", until their key expires (the longest function timeout + 10 s,
+        # 30 min with the default sync timeout): arq's default of 100 let five kills stall every worker.
+        queue_read_limit=max(max_jobs * 50, 1000),
         job_timeout=settings.sync_job_timeout,
         keep_result=0,
         poll_delay=settings.worker_poll_delay,
