@@ -136,6 +136,7 @@ async def _seed(app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant) 
     }
 
 
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.timeout(600)
 async def test_fuzz_all_scopes_and_read_only(app_ctx: AppContext, api_url: str, client: httpx.AsyncClient) -> None:
     tenant = await make_tenant(app_ctx)

@@ -463,6 +463,7 @@ async def _count(ctx: AppContext, model: Any) -> int:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("settings_overrides", [{"api_requests_per_minute": 1_000_000}])
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ def max_in_any_second(times: list[float]) -> int:
     return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
 
 
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.parametrize("settings_overrides", [{"delivery_batch_size": 2}])
 async def test_rate_limit_holds_across_two_workers(
     app_ctx: AppContext, receiver: Receiver, make_worker: Callable[..., Worker]
