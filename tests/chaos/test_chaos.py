@@ -34,6 +34,9 @@ from tests.support.cluster import Cluster, Proc, base_env
 from tests.support.postgres import asyncpg_dsn, create_database, drop_database, unique_name
 from tests.support.webhook_factories import make_subscription, sync_data
 
+# One xdist group with the other multi-process tests: they must not overlap (timing, CPU).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 PATHS = ("/steady", "/slow", "/flaky", "/hang", "/reset")
 DELIVERY_TIMEOUT = 2.0
 RETRY_SCHEDULE = "0,1,2,4,8,8,8,8,8,8,8,8,8,8"  # ~90 s of retries: outlasts every fault window

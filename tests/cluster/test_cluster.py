@@ -28,7 +28,8 @@ from tests.support.postgres import asyncpg_dsn, create_database, drop_database, 
 from tests.support.receiver import Receiver
 from webhooks import WebhookVerificationError, verify
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(420)]
+# One xdist group with the other multi-process tests: they must not overlap (timing, CPU).
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(420), pytest.mark.xdist_group("heavy")]
 
 SCOPES = "read:calendar,write:calendar,read:webhooks,write:webhooks,admin:webhooks"
 WORKSPACES = 4
