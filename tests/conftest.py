@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,6 +29,17 @@ from synchook.worker import build_worker
 from tests.support.postgres import create_database, drop_database, postgres_url, unique_name
 
 BACKENDS = ["sqlite", "postgres"]
+HEAVY_ENV = "SYNCHOOK_CHAOS_HEAVY"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heavy variants (chaos, 10,000-request bursts) run only under `make chaos` or when `-m` names `heavy`."""
+    if os.environ.get(HEAVY_ENV) == "1" or "heavy" in (config.getoption("-m") or "").replace("not heavy", ""):
+        return
+    skip = pytest.mark.skip(reason=f"heavy variant: set {HEAVY_ENV}=1 or run `make chaos`")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
 
 
 # --- Redis ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Chaos fixtures: a throwaway PostgreSQL cluster of the suite's own (stopped and restarted at will,
-so other test runs on the machine are never touched) and the heavy-variant switch."""
+so other test runs on the machine are never touched)."""
 
 from __future__ import annotations
 
@@ -19,18 +19,7 @@ import pytest
 from synchook.queue import free_port
 from tests.support.postgres import BIN_ENV
 
-HEAVY_ENV = "SYNCHOOK_CHAOS_HEAVY"
 PG_USER = "postgres"  # pg_ctl refuses to run as root
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Heavy variants run only under `make chaos` (SYNCHOOK_CHAOS_HEAVY=1) or when `-m` names `heavy`."""
-    if os.environ.get(HEAVY_ENV) == "1" or "heavy" in (config.getoption("-m") or "").replace("not heavy", ""):
-        return
-    skip = pytest.mark.skip(reason=f"heavy chaos variant: set {HEAVY_ENV}=1 or run `make chaos`")
-    for item in items:
-        if "heavy" in item.keywords:
-            item.add_marker(skip)
 
 
 def _bin_dir() -> Path | None:
