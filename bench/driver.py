@@ -140,6 +140,21 @@ async def check(
         )
         for sub_id, event_id in result:
             recorded.add((paths[sub_id], event_id))
+        # Why a healthy endpoint saw a duplicate: an attempt it answered that the worker recorded as failed
+        # (a timeout under CPU starvation) is retried, and the receiver counts the retry again.
+        errors = await session.execute(
+            sa.select(_attempts.c.error)
+            .join(_deliveries, _attempts.c.delivery_id == _deliveries.c.id)
+            .where(
+                _deliveries.c.workspace_id.in_([t.workspace_id for t in tenants]),
+                _deliveries.c.subscription_id.in_([s for s, p in paths.items() if not p.startswith("/hang/")]),
+                _attempts.c.error.is_not(None),
+            )
+        )
+        healthy_errors: dict[str, int] = {}
+        for (error,) in errors:
+            key = str(error).split(":")[0][:40]
+            healthy_errors[key] = healthy_errors.get(key, 0) + 1
     unrecorded = len(received - recorded)
     verified = failed = 0
     for entry in await receiver.sample():
@@ -158,5 +173,6 @@ async def check(
         "signatures_verified": verified,
         "signatures_failed": failed,
         "duplicates": stats["requests"] - stats["unique"],
+        "healthy_failed_attempts": healthy_errors,
         "ok": unrecorded == 0 and failed == 0 and verified >= min(1000, len(received)),
     }

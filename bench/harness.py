@@ -58,6 +58,11 @@ DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
 TARGETS = {"throughput": 0.5, "latency_p99_ms": 50.0, "backlog": 0.9, "isolation": 0.9, "rss_mib": 200.0}
 
 
+def _why(checks: dict[str, Any]) -> str:
+    errors = checks.get("healthy_failed_attempts") or {}
+    return f" (healthy endpoints' failed attempts: {errors})" if errors else ""
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
@@ -138,7 +143,7 @@ class Bench:
             f"{name:<16}{r['rate']:8.0f} deliveries/s = {r['ratio']:.2f} x raw  [{what}; "
             f"{r['received']}/{r['deliveries']} received, recorded in {r['seconds_to_recorded'] or float('nan'):.1f}s; "
             f"{c['signatures_verified']} signatures verified, {c['unrecorded']} unrecorded, "
-            f"{c['duplicates']} duplicates: {'OK' if c['ok'] and r['complete'] else 'FAILED'}]  "
+            f"{c['duplicates']} duplicates{_why(c)}: {'OK' if c['ok'] and r['complete'] else 'FAILED'}]  "
             f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB"
         )
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.models import Subscription
+from synchook import metrics as _metrics
 from synchook.context import AppContext
 from synchook.outbox import Event, hand_off
 from synchook.settings import Settings
@@ -36,7 +37,16 @@ from webhooks.health import disabled_cancel_reason
 from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
 from webhooks.signing import Signer, build_headers, signer_for
 
-__all__ = ["Runtime", "deliver", "reset_for_replay", "schedule_deliveries", "write_lock"]
+__all__ = [
+    "RUNTIME_EXTRA",
+    "Body",
+    "Runtime",
+    "deliver",
+    "deliver_leased",
+    "reset_for_replay",
+    "schedule_deliveries",
+    "write_lock",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +61,10 @@ _RETRY_BUCKET = 0.05
 # A subscription that timed out (or took over half the timeout) counts as slow this long.
 SLOW_FOR = 30.0
 _WRITE_LOCK = "webhooks.sqlite_write_lock"
-
-try:  # the kernel's metrics module; optional so the engine runs without it
-    from synchook import metrics as _metrics
-except ImportError:  # pragma: no cover
-    _metrics = None  # type: ignore[assignment]
+# Where a worker keeps its Runtime in ``app.extras``: the fan-out delivers its first batch itself.
+RUNTIME_EXTRA = "webhooks.runtime"
+# A job waiting for a slot of a subscription that turned slow meanwhile checks this often, and gives up.
+_SLOT_POLL = 0.05
 
 
 @dataclass
@@ -93,6 +102,9 @@ class Runtime:
             del self.slow[subscription_id]
             return False
         return True
+
+    def mark_slow(self, subscription_id: str) -> None:
+        self.slow[subscription_id] = time.monotonic() + SLOW_FOR
 
     def observe(self, subscription_id: str, outcome: sender.Outcome) -> None:
         if outcome.timed_out or outcome.duration_ms >= self.settings.delivery_timeout * 500:
@@ -198,7 +210,41 @@ async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]
         events = await _load_bodies(session, {c.event_id for c in batch})
         subscriptions = await _load_subscriptions(session, {c.subscription_id for c in batch})
         await _number_attempts(session, batch)
+    return await _run(app, runtime, batch, events, subscriptions, lease, now=now)
 
+
+async def deliver_leased(
+    app: AppContext,
+    runtime: Runtime,
+    batch: list[Claimed],
+    events: dict[str, Body],
+    subscriptions: dict[str, Subscription],
+    *,
+    lease_token: datetime,
+    now: datetime,
+) -> int:
+    """Send deliveries the caller inserted already leased to ``lease_token`` (the fan-out's first batch).
+
+    No claim transaction and no reload: the caller holds the bodies and subscriptions. Fresh rows only
+    (first attempt, no replay).
+    """
+    for claimed in batch:
+        claimed.number = claimed.attempt_count + 1
+    lease = _Lease(lease_token, [c.id for c in batch])
+    return await _run(app, runtime, sorted(batch, key=lambda c: c.id), events, subscriptions, lease, now=now)
+
+
+async def _run(
+    app: AppContext,
+    runtime: Runtime,
+    batch: list[Claimed],
+    events: dict[str, Body],
+    subscriptions: dict[str, Subscription],
+    lease: _Lease,
+    *,
+    now: datetime,
+) -> int:
+    settings = app.settings
     stop = asyncio.Event()
     heartbeat = asyncio.create_task(_renew(app, lease, stop))
     try:
@@ -255,23 +301,25 @@ async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease_
 
 
 @dataclass(slots=True)
-class _Body:
+class Body:
+    """An event's webhook body, serialised once: these exact bytes are signed and sent on every attempt."""
+
     workspace_id: str
     raw: bytes
 
+    @classmethod
+    def of(cls, event_id: str, workspace_id: str, event_type: str, created_at: datetime, data: Any) -> Body:
+        body = {"id": event_id, "type": event_type, "timestamp": isoformat(created_at), "data": data}
+        return cls(workspace_id, json.dumps(body, separators=(",", ":")).encode())
 
-async def _load_bodies(session: AsyncSession, event_ids: Iterable[str]) -> dict[str, _Body]:
+
+async def _load_bodies(session: AsyncSession, event_ids: Iterable[str]) -> dict[str, Body]:
     rows = await session.execute(
         sa.select(_events.c.id, _events.c.workspace_id, _events.c.type, _events.c.created_at, _events.c.data).where(
             _events.c.id.in_(sorted(event_ids))
         )
     )
-    bodies: dict[str, _Body] = {}
-    for event_id, workspace_id, event_type, created_at, data in rows:
-        # Serialised once per event: these exact bytes are signed and sent on every attempt of the batch.
-        body = {"id": event_id, "type": event_type, "timestamp": isoformat(created_at), "data": data}
-        bodies[event_id] = _Body(workspace_id, json.dumps(body, separators=(",", ":")).encode())
-    return bodies
+    return {row[0]: Body.of(*row) for row in rows}
 
 
 async def _load_subscriptions(session: AsyncSession, ids: Iterable[str]) -> dict[str, Subscription]:
@@ -298,7 +346,7 @@ def _prepare(
     app: AppContext,
     batch: list[Claimed],
     subscriptions: dict[str, Subscription],
-    events: dict[str, _Body],
+    events: dict[str, Body],
     *,
     now: datetime,
 ) -> tuple[list[Claimed], dict[str, Signer]]:
@@ -340,7 +388,9 @@ def _isolate_slow(runtime: Runtime, sendable: list[Claimed], *, now: datetime) -
 
     In a batch that mixes subscriptions, a slow one's deliveries are handed back (no attempt used)
     and come back right after commit as a job of their own. A job that holds only slow endpoints
-    sends as many as their free concurrency slots allow, and defers the rest by one timeout.
+    sends as many as their free concurrency slots allow and defers the rest in waves, one timeout
+    apart per ``per_subscription_concurrency`` deliveries: each comes back about when a slot can take
+    it, instead of the whole backlog being re-deferred (a write and a job each) every timeout.
     """
     clock = time.monotonic()
     waiting = [c for c in sendable if c.defer_until is None]
@@ -350,7 +400,7 @@ def _isolate_slow(runtime: Runtime, sendable: list[Claimed], *, now: datetime) -
     mixed = any(c.subscription_id not in slow for c in waiting)
     limit = runtime.settings.per_subscription_concurrency
     free: dict[str, int] = {}
-    later = now + timedelta(seconds=runtime.settings.delivery_timeout)
+    timeout = runtime.settings.delivery_timeout
     for claimed in waiting:
         sub_id = claimed.subscription_id
         if sub_id not in slow:
@@ -360,7 +410,7 @@ def _isolate_slow(runtime: Runtime, sendable: list[Claimed], *, now: datetime) -
             continue
         left = free.get(sub_id, limit - runtime.in_flight[sub_id])
         if left <= 0:
-            claimed.defer_until = later
+            claimed.defer_until = now + timedelta(seconds=timeout * (1 + (-left) // limit))
         free[sub_id] = left - 1
 
 
@@ -399,7 +449,7 @@ async def _send(
     runtime: Runtime,
     settings: Settings,
     claimed: Claimed,
-    body: _Body,
+    body: Body,
     subscription: Subscription,
     signers: dict[str, Signer],
     waits: dict[str, float],
@@ -410,9 +460,18 @@ async def _send(
         await asyncio.sleep(wait)
     url = subscription.url
     sub_id = claimed.subscription_id
+    slots = runtime.subscription_slots(sub_id)
+    if not await _acquire_unless_slow(runtime, sub_id, slots):
+        # The endpoint turned slow while this waited for one of its slots: hand the delivery back (no
+        # attempt used) rather than hold this job, and the healthy deliveries behind it, for a timeout.
+        claimed.defer_until = utcnow() + timedelta(seconds=settings.delivery_timeout)
+        return
     runtime.in_flight[sub_id] += 1
+    loop = asyncio.get_running_loop()
+    # Mark the endpoint slow as soon as a send has taken half the timeout, not when it finally times out.
+    flag = loop.call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
     try:
-        async with runtime.subscription_slots(sub_id), runtime.slots:
+        async with runtime.slots:
             headers = build_headers(claimed.event_id, int(time.time()), body.raw, signer, sender.USER_AGENT)
             claimed.outcome = await sender.post(
                 runtime.http,
@@ -423,13 +482,34 @@ async def _send(
                 allow_private=settings.allow_private_targets,
             )
     finally:
+        flag.cancel()
+        slots.release()
         runtime.in_flight[sub_id] -= 1
         if not runtime.in_flight[sub_id]:
             del runtime.in_flight[sub_id]
     runtime.observe(sub_id, claimed.outcome)
-    if _metrics is not None:
-        outcome = claimed.outcome
-        _metrics.record_attempt(_attempt_kind(outcome), outcome.duration_ms / 1000)
+    outcome = claimed.outcome
+    _metrics.record_attempt(_attempt_kind(outcome), outcome.duration_ms / 1000)
+
+
+async def _acquire_unless_slow(runtime: Runtime, sub_id: str, slots: asyncio.Semaphore) -> bool:
+    """Take one of the subscription's slots; False (none taken) once it is slow and its slots are all busy."""
+    if not slots.locked():
+        await slots.acquire()
+        return True
+    acquire = asyncio.ensure_future(slots.acquire())
+    while True:
+        done, _ = await asyncio.wait({acquire}, timeout=_SLOT_POLL)
+        if done:
+            return True
+        if runtime.is_slow(sub_id, time.monotonic()):
+            acquire.cancel()
+            try:
+                await acquire
+            except asyncio.CancelledError:
+                return False
+            slots.release()  # acquired just as it was cancelled
+            return False
 
 
 def _attempt_kind(outcome: sender.Outcome) -> str:
@@ -471,7 +551,6 @@ async def _after_commit(app: AppContext, plan: Plan) -> None:
             buckets[(int(delay / width) + 1) * width].append(delivery_id)
         for due, ids in sorted(buckets.items()):
             await schedule_deliveries(app, ids, defer_by=due + 0.01)
-    if _metrics is not None:
-        for outcome, count in plan.outcomes.items():
-            for _ in range(count):
-                _metrics.record_delivery_outcome(outcome)
+    for outcome, count in plan.outcomes.items():
+        for _ in range(count):
+            _metrics.record_delivery_outcome(outcome)

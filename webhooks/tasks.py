@@ -40,12 +40,15 @@ async def sweep_deliveries(ctx: dict[str, Any]) -> int:
 
 async def startup(ctx: dict[str, Any]) -> None:
     app: AppContext = ctx["app"]
-    ctx[RUNTIME_KEY] = engine.Runtime.open(app.settings)
+    ctx[RUNTIME_KEY] = app.extras[engine.RUNTIME_EXTRA] = engine.Runtime.open(app.settings)
     app.extras["dispatch_events"] = dispatch_events
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     runtime: engine.Runtime | None = ctx.pop(RUNTIME_KEY, None)
+    app: AppContext | None = ctx.get("app")
+    if app is not None:
+        app.extras.pop(engine.RUNTIME_EXTRA, None)
     if runtime is not None:
         await runtime.close()
 
