@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 __all__ = ["Reservation", "reserve"]
 
 KEY_PREFIX = "synchook:ratelimit:"
-# Slots are spaced a hair wider than 1/limit so network jitter cannot show a receiver limit+1 in a second.
-SPACING_MARGIN = 1.02
+# Slots are spaced 10% wider than 1/limit: a send delayed by a busy event loop (up to ~100 ms) must still not
+# show a receiver limit+1 requests in one second. The limit is a ceiling, so erring below it is correct.
+SPACING_MARGIN = 1.1
 
 _RESERVE = """
 local interval = tonumber(ARGV[1])
