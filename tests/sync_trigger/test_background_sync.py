@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,18 +28,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:Depreca
 RunWorker = Callable[..., Awaitable[Worker]]
 
 
-@pytest.fixture(scope="module")
-def providers_server() -> Iterator[FakeProviders]:
-    with FakeProviders() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(providers_server: FakeProviders) -> FakeProviders:
-    providers_server.reset()
-    providers_server.add_account("google", ALICE)
-    providers_server.add_account("microsoft", ALICE)
-    return providers_server
+def fake(fake: FakeProviders) -> FakeProviders:
+    fake.add_account("google", ALICE)
+    fake.add_account("microsoft", ALICE)
+    return fake
 
 
 @pytest.fixture

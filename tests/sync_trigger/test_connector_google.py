@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
 import aiohttp
 import pytest
 
 from sync_trigger.connectors import (
-    ChangePage,
-    Connector,
     CursorExpired,
     ProviderEndpoints,
     ProviderError,
@@ -20,22 +18,9 @@ from sync_trigger.connectors import (
     build_connector,
 )
 from tests.fakes.providers import FakeProviders
+from tests.support.connector_harness import ALICE, WINDOW, Harness, collect
 
 G = "google"
-ALICE = "alice@example.com"
-WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
-
-
-@pytest.fixture(scope="module")
-def providers_server() -> Iterator[FakeProviders]:
-    with FakeProviders() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(providers_server: FakeProviders) -> FakeProviders:
-    providers_server.reset()
-    return providers_server
 
 
 @pytest.fixture
@@ -44,34 +29,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-class Harness:
-    def __init__(self, fake: FakeProviders, session: aiohttp.ClientSession) -> None:
-        self.fake, self.session = fake, session
-        self.refreshed: list[Tokens] = []
-        self.sleeps: list[float] = []
-
-    async def _save(self, tokens: Tokens) -> None:
-        self.refreshed.append(tokens)
-
-    async def _sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    def connector(self, tokens: Tokens | None = None, **options: object) -> Connector:
-        acc = self.fake.account(G)
-        tokens = tokens or Tokens(acc.access_token, acc.refresh_token, None)
-        options.setdefault("sleep", self._sleep)
-        endpoints = ProviderEndpoints(**self.fake.endpoint_kwargs())
-        return build_connector(G, self.session, endpoints, tokens, self._save, **options)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def h(fake: FakeProviders, session: aiohttp.ClientSession) -> Harness:
     fake.add_account(G, ALICE)
-    return Harness(fake, session)
-
-
-async def collect(connector: Connector, cursor: str | None, calendar: str = ALICE) -> list[ChangePage]:
-    return [page async for page in connector.changes(calendar, cursor=cursor, window=None if cursor else WINDOW)]
+    return Harness(fake, session, G)
 
 
 async def test_full_sync_lists_window_and_returns_cursor_on_last_page_only(h: Harness) -> None:

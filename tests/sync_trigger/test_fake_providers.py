@@ -7,7 +7,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,18 +16,6 @@ import pytest
 from tests.fakes.providers import CLIENTS, FakeProviders
 
 ALICE = "alice@example.com"
-
-
-@pytest.fixture(scope="module")
-def providers_server() -> Iterator[FakeProviders]:
-    with FakeProviders() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(providers_server: FakeProviders) -> FakeProviders:
-    providers_server.reset()
-    return providers_server
 
 
 def call(fake: FakeProviders, path: str, token: str = "", headers: dict[str, str] | None = None) -> tuple[int, Any]:

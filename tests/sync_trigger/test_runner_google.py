@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,17 +25,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:Depreca
 G = "google"
 
 
-@pytest.fixture(scope="module")
-def providers_server() -> Iterator[FakeProviders]:
-    with FakeProviders() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(providers_server: FakeProviders) -> FakeProviders:
-    providers_server.reset()
-    providers_server.add_account(G, ALICE)
-    return providers_server
+def fake(fake: FakeProviders) -> FakeProviders:
+    fake.add_account(G, ALICE)
+    return fake
 
 
 @pytest.fixture

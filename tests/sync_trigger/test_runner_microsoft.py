@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,17 +17,10 @@ from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, so
 M = "microsoft"
 
 
-@pytest.fixture(scope="module")
-def providers_server() -> Iterator[FakeProviders]:
-    with FakeProviders() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(providers_server: FakeProviders) -> FakeProviders:
-    providers_server.reset()
-    providers_server.add_account(M, ALICE)
-    return providers_server
+def fake(fake: FakeProviders) -> FakeProviders:
+    fake.add_account(M, ALICE)
+    return fake
 
 
 @pytest.fixture
