@@ -13,8 +13,6 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
-from synchook.errors import Unavailable
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in and out, on SQLite (which stores naive text) as on PostgreSQL."""
@@ -103,11 +101,6 @@ class Database:
         await self.engine.dispose()
 
 
-def is_unique_violation(error: exc.DBAPIError) -> bool:
-    text = str(error.orig).lower() if error.orig is not None else str(error).lower()
-    return "unique" in text or "duplicate key" in text
-
-
 # SQLSTATE classes meaning "the server is not there for you right now": 08 connection exceptions,
 # 57P01-57P03 admin/crash shutdown and "the database system is starting up".
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
@@ -137,7 +130,3 @@ def is_connection_error(error: BaseException) -> bool:
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return isinstance(error, exc.OperationalError) and "connect" in str(error).lower()
-
-
-def unavailable() -> Unavailable:
-    return Unavailable("The database is unavailable; try again shortly", headers={"Retry-After": "5"})

@@ -135,3 +135,8 @@ async def purge_expired(db: Database) -> int:
             delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - TTL)  # type: ignore[arg-type]
         )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge_expired_task(ctx: dict[str, Any]) -> int:
+    """arq cron: drop keys past their 24 h; a key never reused would otherwise be kept forever."""
+    return await purge_expired(ctx["app"].db)

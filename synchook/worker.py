@@ -16,7 +16,7 @@ from redis.exceptions import WatchError
 
 import sync_trigger.tasks
 import webhooks.tasks
-from synchook import relay
+from synchook import idempotency, relay
 from synchook.context import AppContext
 from synchook.queue import QUEUE_NAME, redis_settings
 from synchook.settings import Settings
@@ -32,6 +32,7 @@ def cron_jobs(settings: Settings) -> list[Any]:
     every_10s = set(range(0, 60, 10))
     return [
         cron(relay.sweep_outbox, second=every_10s, run_at_startup=True, unique=True, timeout=300),
+        cron(idempotency.purge_expired_task, minute=17, second=0, unique=True, timeout=300),
         *sync_trigger.tasks.cron_jobs(settings),
         *webhooks.tasks.cron_jobs(settings),
     ]
