@@ -253,7 +253,7 @@ async def _run(
         waits = await _throttle(app, sendable, subscriptions)
         await asyncio.gather(
             *(
-                _send(runtime, settings, c, events[c.event_id], subscriptions[c.subscription_id], signers, waits)
+                _send(app, runtime, c, events[c.event_id], subscriptions[c.subscription_id], signers, waits)
                 for c in sendable
                 if c.defer_until is None
             )
@@ -446,14 +446,15 @@ async def _throttle(
 
 
 async def _send(
+    app: AppContext,
     runtime: Runtime,
-    settings: Settings,
     claimed: Claimed,
     body: Body,
     subscription: Subscription,
     signers: dict[str, Signer],
     waits: dict[str, float],
 ) -> None:
+    settings = app.settings
     signer = signers[claimed.subscription_id]
     wait = waits.get(claimed.id, 0.0)
     if wait > 0:
@@ -472,6 +473,10 @@ async def _send(
     flag = loop.call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
     try:
         async with runtime.slots:
+            limit = subscription.rate_limit_per_second
+            if limit and not await _admitted(app, claimed, limit):
+                claimed.defer_until = utcnow() + timedelta(seconds=1)
+                return
             headers = build_headers(claimed.event_id, int(time.time()), body.raw, signer, sender.USER_AGENT)
             claimed.outcome = await sender.post(
                 runtime.http,
@@ -490,6 +495,18 @@ async def _send(
     runtime.observe(sub_id, claimed.outcome)
     outcome = claimed.outcome
     _metrics.record_attempt(_attempt_kind(outcome), outcome.duration_ms / 1000)
+
+
+async def _admitted(app: AppContext, claimed: Claimed, limit: int) -> bool:
+    if app.redis is None:
+        return False  # no shared limiter, no send: the limit is a promise to the receiver
+    try:
+        return await throttle.admit(
+            app.redis, claimed.subscription_id, limit=limit, member=claimed.id, max_wait=MAX_THROTTLE_SLEEP
+        )
+    except Exception as exc:
+        logger.warning("rate limiter unavailable for %s: %s", claimed.subscription_id, type(exc).__name__)
+        return False
 
 
 async def _acquire_unless_slow(runtime: Runtime, sub_id: str, slots: asyncio.Semaphore) -> bool:

@@ -8,13 +8,14 @@ deliveries are deferred instead (no attempt recorded, none of the schedule consu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
-__all__ = ["Reservation", "reserve"]
+__all__ = ["Reservation", "admit", "reserve"]
 
 KEY_PREFIX = "synchook:ratelimit:"
 # Slots are spaced 10% wider than 1/limit: a send delayed by a busy event loop (up to ~100 ms) must still not
@@ -65,3 +66,39 @@ async def reserve(redis: Redis, subscription_id: str, *, limit: int, wanted: int
     raw = await cast(Awaitable[list[Any]], call)
     granted, first, following = raw
     return Reservation(int(granted), float(first), float(following), interval)
+
+
+# The last gate, at the moment of sending: at most ``limit`` sends in any window of SPACING_MARGIN seconds,
+# counted in Redis across every worker. Reserved slots space the sends out; this gate keeps a send that
+# was delayed past its slot (a stalled event loop, a busy semaphore) from bunching with the next ones.
+_ADMIT = """
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local member = ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, member)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+  return '0'
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return string.format('%.6f', tonumber(oldest[2]) + window - now)
+"""
+
+
+async def admit(redis: Redis, subscription_id: str, *, limit: int, member: str, max_wait: float) -> bool:
+    """Wait until a send fits the subscription's window and record it; False if that is beyond ``max_wait``."""
+    waited = 0.0
+    while True:
+        call = redis.eval(
+            _ADMIT, 1, KEY_PREFIX + "sent:" + subscription_id, f"{SPACING_MARGIN:.6f}", str(limit), member
+        )
+        wait = float(await cast(Awaitable[Any], call))
+        if wait <= 0:
+            return True
+        if waited + wait > max_wait:
+            return False
+        await asyncio.sleep(wait + 0.001)
+        waited += wait
