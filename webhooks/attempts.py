@@ -1,9 +1,10 @@
-"""What a batch did, written back in one unit of work: attempt rows (one bulk insert), delivery rows
+"""What sends did, written back in one unit of work: attempt rows (one bulk insert), delivery rows
 (one executemany), endpoint health. Plain dicts and Core statements: no ORM object per delivery.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from webhooks.models import Delivery, DeliveryAttempt
 from webhooks.retry import next_attempt_delay
 from webhooks.sender import Outcome
 
-__all__ = ["Claimed", "Plan", "record_batch"]
+__all__ = ["Claimed", "Plan", "record_outcomes"]
 
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
@@ -52,46 +53,37 @@ class Plan:
     outcomes: dict[str, int] = field(default_factory=dict)  # delivery outcome → count, for metrics
 
 
-async def record_batch(
+async def record_outcomes(
     db: Database,
-    batch: list[Claimed],
+    groups: Sequence[tuple[list[Claimed], tuple[datetime, ...]]],
     *,
-    lease_token: datetime,
     schedule: tuple[float, ...],
     max_retry_after: float,
     disable_after: float,
     now: datetime,
 ) -> Plan:
-    """Write every outcome of a batch whose lease is still ours; returns what to schedule after commit."""
+    """Write the outcomes of each group whose lease (any of its tokens) is still ours; returns what to
+    schedule after commit.
+    """
     plan = Plan()
     async with db.session() as session:
-        owned = await _still_owned(session, [c.id for c in batch], lease_token)
         attempts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         succeeded: set[str] = set()
         failed: set[str] = set()
-        for claimed in batch:
-            if claimed.id not in owned:
-                continue  # our lease ran out and another worker took over: its record wins
-            update = _update_for(claimed, schedule, max_retry_after, now, plan)
-            updates.append(update)
-            plan.outcomes[update["status"]] = plan.outcomes.get(update["status"], 0) + 1
-            outcome = claimed.outcome
-            if outcome is None:
-                continue
-            attempts.append(
-                {
-                    "delivery_id": claimed.id,
-                    "workspace_id": claimed.workspace_id,
-                    "number": claimed.number,
-                    "started_at": outcome.started_at,
-                    "duration_ms": outcome.duration_ms,
-                    "status_code": outcome.status_code,
-                    "error": outcome.error[:_ERROR_LIMIT] if outcome.error else None,
-                    "response_body": outcome.response_body,
-                }
-            )
-            (succeeded if outcome.ok else failed).add(claimed.subscription_id)
+        for batch, lease_tokens in groups:
+            owned = await _still_owned(session, [c.id for c in batch], lease_tokens)
+            for claimed in batch:
+                if claimed.id not in owned:
+                    continue  # our lease ran out and another worker took over: its record wins
+                update = _update_for(claimed, schedule, max_retry_after, now, plan)
+                updates.append(update)
+                plan.outcomes[update["status"]] = plan.outcomes.get(update["status"], 0) + 1
+                outcome = claimed.outcome
+                if outcome is None:
+                    continue
+                attempts.append(_attempt_row(claimed, outcome))
+                (succeeded if outcome.ok else failed).add(claimed.subscription_id)
         if attempts:
             await session.execute(sa.insert(_attempts), attempts)
         if updates:
@@ -106,11 +98,24 @@ async def record_batch(
     return plan
 
 
-async def _still_owned(session: AsyncSession, ids: list[str], lease_token: datetime) -> set[str]:
+def _attempt_row(claimed: Claimed, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "delivery_id": claimed.id,
+        "workspace_id": claimed.workspace_id,
+        "number": claimed.number,
+        "started_at": outcome.started_at,
+        "duration_ms": outcome.duration_ms,
+        "status_code": outcome.status_code,
+        "error": outcome.error[:_ERROR_LIMIT] if outcome.error else None,
+        "response_body": outcome.response_body,
+    }
+
+
+async def _still_owned(session: AsyncSession, ids: list[str], lease_tokens: tuple[datetime, ...]) -> set[str]:
     # FOR UPDATE (PostgreSQL) holds the rows until commit; SQLite's BEGIN IMMEDIATE already serialises writers.
     rows = await session.execute(
         sa.select(_deliveries.c.id)
-        .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until == lease_token)
+        .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until.in_(lease_tokens))
         .with_for_update()
     )
     return {r[0] for r in rows}

@@ -31,11 +31,13 @@ from synchook.outbox import Event, hand_off
 from synchook.settings import Settings
 from synchook.timeutil import isoformat, utcnow
 from webhooks import sender, throttle
-from webhooks.attempts import Claimed, Plan, record_batch
+from webhooks.attempts import Claimed, Plan
 from webhooks.constants import DELIVER_TASK
 from webhooks.health import disabled_cancel_reason
 from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
+from webhooks.recorder import Lease, Recorder
 from webhooks.signing import Signer, build_headers, signer_for
+from webhooks.sqlite_lock import write_lock
 
 __all__ = [
     "RUNTIME_EXTRA",
@@ -60,7 +62,6 @@ MAX_THROTTLE_SLEEP = 1.0
 _RETRY_BUCKET = 0.05
 # A subscription that timed out (or took over half the timeout) counts as slow this long.
 SLOW_FOR = 30.0
-_WRITE_LOCK = "webhooks.sqlite_write_lock"
 # Where a worker keeps its Runtime in ``app.extras``: the fan-out delivers its first batch itself.
 RUNTIME_EXTRA = "webhooks.runtime"
 # A job waiting for a slot of a subscription that turned slow meanwhile checks this often, and gives up.
@@ -78,6 +79,7 @@ class Runtime:
     # Subscriptions whose last attempt timed out or was slow, until when (monotonic), and sends in flight.
     slow: dict[str, float] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    recorder: Recorder | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -112,24 +114,15 @@ class Runtime:
         elif subscription_id in self.slow:
             del self.slow[subscription_id]
 
+    def recorder_for(self, app: AppContext) -> Recorder:
+        if self.recorder is None:
+            self.recorder = Recorder(app, lambda plan: _after_commit(app, plan))
+        return self.recorder
+
     async def close(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.close()
         await self.http.close()
-
-
-def write_lock(app: AppContext) -> contextlib.AbstractAsyncContextManager[Any]:
-    """On SQLite, one write transaction at a time per process.
-
-    Every session there is BEGIN IMMEDIATE, and SQLite's busy handler is unfair: with dozens of
-    connections polling for the lock, some wait past busy_timeout ("database is locked") while others
-    win again and again. Queueing them in-process leaves one contender per process. PostgreSQL locks
-    rows, not the database: no lock there.
-    """
-    if not app.settings.is_sqlite:
-        return contextlib.nullcontext()
-    lock = app.extras.get(_WRITE_LOCK)
-    if lock is None:
-        lock = app.extras[_WRITE_LOCK] = asyncio.Lock()
-    return lock
 
 
 # --- scheduling (also used by the admin side) ------------------------------------------------------
@@ -191,19 +184,13 @@ async def reset_for_replay(
 # --- one batch -------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Lease:
-    token: datetime
-    ids: list[str]
-
-
 async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]) -> int:
     """Attempt every due delivery among ``delivery_ids``; returns how many were attempted."""
     settings = app.settings
     now = utcnow()
-    lease = _Lease(now + timedelta(seconds=settings.delivery_lease_seconds), [])
+    lease = Lease([now + timedelta(seconds=settings.delivery_lease_seconds)], [])
     async with write_lock(app), app.db.session() as session:
-        batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease_until=lease.token)
+        batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease_until=lease.current)
         if not batch:
             return 0
         lease.ids = [c.id for c in batch]
@@ -230,7 +217,7 @@ async def deliver_leased(
     """
     for claimed in batch:
         claimed.number = claimed.attempt_count + 1
-    lease = _Lease(lease_token, [c.id for c in batch])
+    lease = Lease([lease_token], [c.id for c in batch])
     return await _run(app, runtime, sorted(batch, key=lambda c: c.id), events, subscriptions, lease, now=now)
 
 
@@ -240,38 +227,37 @@ async def _run(
     batch: list[Claimed],
     events: dict[str, Body],
     subscriptions: dict[str, Subscription],
-    lease: _Lease,
+    lease: Lease,
     *,
     now: datetime,
 ) -> int:
-    settings = app.settings
+    recorder = runtime.recorder_for(app)
+    written: list[asyncio.Future[None]] = []
     stop = asyncio.Event()
     heartbeat = asyncio.create_task(_renew(app, lease, stop))
+
+    async def send_and_record(claimed: Claimed) -> None:
+        # A send that raised is not recorded: its lease runs out and it is tried again, no attempt used.
+        await _send(
+            app, runtime, claimed, events[claimed.event_id], subscriptions[claimed.subscription_id], signers, waits
+        )
+        written.append(recorder.submit(lease, [claimed]))
+
     try:
         sendable, signers = _prepare(app, batch, subscriptions, events, now=now)
         _isolate_slow(runtime, sendable, now=now)
         waits = await _throttle(app, sendable, subscriptions)
-        await asyncio.gather(
-            *(
-                _send(app, runtime, c, events[c.event_id], subscriptions[c.subscription_id], signers, waits)
-                for c in sendable
-                if c.defer_until is None
-            )
-        )
+        to_send = [c for c in sendable if c.defer_until is None]
+        sending = {c.id for c in to_send}
+        # Cancelled, deferred and unsignable ones are settled already: recorded while the rest are sent.
+        written.append(recorder.submit(lease, [c for c in batch if c.id not in sending]))
+        await asyncio.gather(*(send_and_record(c) for c in to_send))
     finally:
         stop.set()
         await heartbeat
-    async with write_lock(app):
-        plan = await record_batch(
-            app.db,
-            batch,
-            lease_token=lease.token,
-            schedule=tuple(settings.retry_schedule),
-            max_retry_after=settings.max_retry_after,
-            disable_after=settings.disable_after,
-            now=utcnow(),
-        )
-    await _after_commit(app, plan)
+    for result in await asyncio.gather(*written, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result  # not recorded: the leases run out and the sweeper (or arq's retry) sends them again
     return sum(1 for c in batch if c.outcome is not None)
 
 
@@ -537,22 +523,26 @@ def _attempt_kind(outcome: sender.Outcome) -> str:
     return "failed" if outcome.status_code is not None else "error"
 
 
-async def _renew(app: AppContext, lease: _Lease, stop: asyncio.Event) -> None:
-    """Keep the lease while the batch is in flight (a slow endpoint can outlast one lease period)."""
+async def _renew(app: AppContext, lease: Lease, stop: asyncio.Event) -> None:
+    """Keep the lease on the deliveries still in flight (a slow endpoint can outlast one lease period)."""
     seconds = app.settings.delivery_lease_seconds
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds / 3)
             return
+        ids = lease.unrecorded()
+        if not ids:
+            continue
+        owned = tuple(lease.tokens)
         renewed = utcnow() + timedelta(seconds=seconds)
+        lease.tokens.append(renewed)  # before the write: a record racing it must accept either value
         try:
             async with write_lock(app), app.db.session() as session:
                 await session.execute(
                     sa.update(_deliveries)
-                    .where(_deliveries.c.id.in_(lease.ids), _deliveries.c.lease_until == lease.token)
+                    .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until.in_(owned))
                     .values(lease_until=renewed)
                 )
-            lease.token = renewed
         except Exception as exc:
             logger.warning("could not renew a delivery lease: %s", type(exc).__name__)
 

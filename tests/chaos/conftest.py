@@ -3,6 +3,7 @@ so other test runs on the machine are never touched)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from synchook import migrate
 from synchook.queue import free_port
-from tests.support.postgres import BIN_ENV
+from tests.support.postgres import BIN_ENV, create_database, drop_database, unique_name
 
 PG_USER = "postgres"  # pg_ctl refuses to run as root
 
@@ -109,3 +111,14 @@ def pg_cluster() -> Iterator[PgCluster]:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def database(pg_cluster: PgCluster) -> Iterator[str]:
+    """A migrated database of its own on the throwaway cluster."""
+    name = unique_name("synchook_chaos")
+    url = asyncio.run(create_database(pg_cluster.base_url, name))
+    migrate.upgrade(url)
+    yield url
+    with contextlib.suppress(Exception):
+        asyncio.run(drop_database(pg_cluster.base_url, name))

@@ -10,7 +10,6 @@ answered 503 `unavailable` (never 500) while the database was down and recovered
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,6 @@ import asyncpg
 import httpx
 import pytest
 
-from synchook import migrate
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
 from synchook.outbox import hand_off, record_event
@@ -31,7 +29,7 @@ from tests.chaos.conftest import PgCluster
 from tests.chaos.receiver import ChaosReceiver
 from tests.factories import Tenant, make_tenant
 from tests.support.cluster import Cluster, Proc, base_env
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database, unique_name
+from tests.support.postgres import asyncpg_dsn
 from tests.support.webhook_factories import make_subscription, sync_data
 
 # One xdist group with the other multi-process tests: they must not overlap (timing, CPU).
@@ -71,16 +69,6 @@ class Figures:
     recover_seconds: list[float] = field(default_factory=list)
     produce_failures: int = 0
     in_flight_at_faults: int = 0  # leased deliveries just before each kill / Redis restart / PostgreSQL stop
-
-
-@pytest.fixture
-def database(pg_cluster: PgCluster) -> Iterator[str]:
-    name = unique_name("synchook_chaos")
-    url = asyncio.run(create_database(pg_cluster.base_url, name))
-    migrate.upgrade(url)
-    yield url
-    with contextlib.suppress(Exception):
-        asyncio.run(drop_database(pg_cluster.base_url, name))
 
 
 @pytest.fixture

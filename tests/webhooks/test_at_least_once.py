@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from synchook.settings import Settings
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import deliveries, make_events, make_subscription
+from tests.support.workers import running, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 
@@ -34,23 +34,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 def delivered_ids(receiver: Receiver, path: str) -> set[str]:
     return {r.headers["webhook-id"] for r in receiver.requests(path)}
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.main())
-    try:
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def worker_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
@@ -125,11 +108,19 @@ async def test_redis_flushall_mid_run_loses_nothing(
         await redis.flushall()  # the queued jobs, deferred retries and undispatched hand-offs are gone
     assert receiver.count("/steady") < 40
 
-    # A fresh worker's crons (outbox sweeper, delivery sweeper) find everything in the database.
-    await make_worker(with_cron=True).main()
+    # A fresh worker's crons (outbox sweeper, delivery sweeper) find everything in the database, including
+    # retries whose deferred jobs went with the flush (due a moment later, so not a one-shot burst's work).
+    async with running(make_worker(burst=False, with_cron=True)):
+        await wait_until(
+            lambda: (
+                delivered_ids(receiver, "/steady") == set(events) and delivered_ids(receiver, "/flaky") == set(events)
+            ),
+            timeout=30,
+        )
+        async with asyncio.timeout(15):
+            while {r.status for r in await deliveries(app_ctx)} != {"succeeded"}:
+                await asyncio.sleep(0.1)
 
-    assert delivered_ids(receiver, "/steady") == set(events)
-    assert delivered_ids(receiver, "/flaky") == set(events)
     rows = await deliveries(app_ctx)
     assert len(rows) == 80
     assert {r.status for r in rows} == {"succeeded"}
