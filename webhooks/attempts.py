@@ -12,7 +12,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from synchook.db import Database
 from webhooks.health import update_health
 from webhooks.models import Delivery, DeliveryAttempt
 from webhooks.retry import next_attempt_delay
@@ -54,47 +53,46 @@ class Plan:
 
 
 async def record_outcomes(
-    db: Database,
-    groups: Sequence[tuple[list[Claimed], tuple[datetime, ...]]],
+    session: AsyncSession,
+    groups: Sequence[tuple[Sequence[Claimed], Sequence[datetime]]],
     *,
     schedule: tuple[float, ...],
     max_retry_after: float,
     disable_after: float,
     now: datetime,
 ) -> Plan:
-    """Write the outcomes of each group whose lease (any of its tokens) is still ours; returns what to
-    schedule after commit.
+    """Write the outcomes of each group (one lease) whose lease, any of its tokens, is still ours; the
+    caller commits. Returns what to schedule after commit.
     """
     plan = Plan()
-    async with db.session() as session:
-        attempts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        succeeded: set[str] = set()
-        failed: set[str] = set()
-        for batch, lease_tokens in groups:
-            owned = await _still_owned(session, [c.id for c in batch], lease_tokens)
-            for claimed in batch:
-                if claimed.id not in owned:
-                    continue  # our lease ran out and another worker took over: its record wins
-                update = _update_for(claimed, schedule, max_retry_after, now, plan)
-                updates.append(update)
-                plan.outcomes[update["status"]] = plan.outcomes.get(update["status"], 0) + 1
-                outcome = claimed.outcome
-                if outcome is None:
-                    continue
-                attempts.append(_attempt_row(claimed, outcome))
-                (succeeded if outcome.ok else failed).add(claimed.subscription_id)
-        if attempts:
-            await session.execute(sa.insert(_attempts), attempts)
-        if updates:
-            await session.execute(
-                sa.update(_deliveries).where(_deliveries.c.id == sa.bindparam("b_id")),
-                updates,
-            )
-        if succeeded or failed:
-            plan.events = await update_health(
-                session, succeeded=succeeded, failed=failed, now=now, disable_after=disable_after
-            )
+    attempts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    succeeded: set[str] = set()
+    failed: set[str] = set()
+    for batch, lease_tokens in groups:
+        owned = await _still_owned(session, [c.id for c in batch], lease_tokens)
+        for claimed in batch:
+            if claimed.id not in owned:
+                continue  # our lease ran out and another worker took over: its record wins
+            update = _update_for(claimed, schedule, max_retry_after, now, plan)
+            updates.append(update)
+            plan.outcomes[update["status"]] = plan.outcomes.get(update["status"], 0) + 1
+            outcome = claimed.outcome
+            if outcome is None:
+                continue
+            attempts.append(_attempt_row(claimed, outcome))
+            (succeeded if outcome.ok else failed).add(claimed.subscription_id)
+    if attempts:
+        await session.execute(sa.insert(_attempts), attempts)
+    if updates:
+        await session.execute(
+            sa.update(_deliveries).where(_deliveries.c.id == sa.bindparam("b_id")),
+            updates,
+        )
+    if succeeded or failed:
+        plan.events = await update_health(
+            session, succeeded=succeeded, failed=failed, now=now, disable_after=disable_after
+        )
     return plan
 
 
@@ -111,7 +109,7 @@ def _attempt_row(claimed: Claimed, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-async def _still_owned(session: AsyncSession, ids: list[str], lease_tokens: tuple[datetime, ...]) -> set[str]:
+async def _still_owned(session: AsyncSession, ids: list[str], lease_tokens: Sequence[datetime]) -> set[str]:
     # FOR UPDATE (PostgreSQL) holds the rows until commit; SQLite's BEGIN IMMEDIATE already serialises writers.
     rows = await session.execute(
         sa.select(_deliveries.c.id)

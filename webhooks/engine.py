@@ -234,7 +234,7 @@ async def _run(
     recorder = runtime.recorder_for(app)
     written: list[asyncio.Future[None]] = []
     stop = asyncio.Event()
-    heartbeat = asyncio.create_task(_renew(app, lease, stop))
+    heartbeat = asyncio.create_task(_renew(app, recorder, lease, stop))
 
     async def send_and_record(claimed: Claimed) -> None:
         # A send that raised is not recorded: its lease runs out and it is tried again, no attempt used.
@@ -252,10 +252,12 @@ async def _run(
         # Cancelled, deferred and unsignable ones are settled already: recorded while the rest are sent.
         written.append(recorder.submit(lease, [c for c in batch if c.id not in sending]))
         await asyncio.gather(*(send_and_record(c) for c in to_send))
+        # The lease is kept until the outcomes are written, however long the database takes.
+        results = await asyncio.gather(*written, return_exceptions=True)
     finally:
         stop.set()
         await heartbeat
-    for result in await asyncio.gather(*written, return_exceptions=True):
+    for result in results:
         if isinstance(result, BaseException):
             raise result  # not recorded: the leases run out and the sweeper (or arq's retry) sends them again
     return sum(1 for c in batch if c.outcome is not None)
@@ -523,28 +525,18 @@ def _attempt_kind(outcome: sender.Outcome) -> str:
     return "failed" if outcome.status_code is not None else "error"
 
 
-async def _renew(app: AppContext, lease: Lease, stop: asyncio.Event) -> None:
-    """Keep the lease on the deliveries still in flight (a slow endpoint can outlast one lease period)."""
+async def _renew(app: AppContext, recorder: Recorder, lease: Lease, stop: asyncio.Event) -> None:
+    """Keep the lease on the deliveries not yet recorded (a slow endpoint can outlast one lease period)."""
     seconds = app.settings.delivery_lease_seconds
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds / 3)
             return
-        ids = lease.unrecorded()
-        if not ids:
-            continue
-        owned = tuple(lease.tokens)
-        renewed = utcnow() + timedelta(seconds=seconds)
-        lease.tokens.append(renewed)  # before the write: a record racing it must accept either value
-        try:
-            async with write_lock(app), app.db.session() as session:
-                await session.execute(
-                    sa.update(_deliveries)
-                    .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until.in_(owned))
-                    .values(lease_until=renewed)
-                )
-        except Exception as exc:
-            logger.warning("could not renew a delivery lease: %s", type(exc).__name__)
+        if lease.unrecorded():
+            try:
+                await recorder.renew(lease)
+            except Exception as exc:
+                logger.warning("could not renew a delivery lease: %s", type(exc).__name__)
 
 
 async def _after_commit(app: AppContext, plan: Plan) -> None:

@@ -5,6 +5,9 @@ delivery again: the fewer outcomes held only in memory, the fewer duplicates. On
 process takes whatever outcomes have come in from all its batches and writes them in one transaction
 (group commit), so a busy worker still writes few transactions; while the database is unreachable it
 keeps retrying, and the outcomes land once it is back, unless another worker took the rows over.
+
+The recorder also renews the leases of its worker's batches, in the same transactions: a lease's
+token changes only inside this one task, so a record can never race a renewal of its own rows.
 """
 
 from __future__ import annotations
@@ -15,135 +18,169 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
 from webhooks.attempts import Claimed, Plan, record_outcomes
+from webhooks.models import Delivery
 from webhooks.sqlite_lock import write_lock
 
 __all__ = ["Lease", "Recorder"]
 
 logger = logging.getLogger(__name__)
 
+_deliveries = Delivery.__table__  # type: ignore[attr-defined]
 # Outcomes that finish within this long of each other share a transaction.
 GATHER_FOR = 0.005
-_RETRY_FIRST, _RETRY_MAX = 0.1, 1.0
+# Short: once the database is back, the outcome should land before anyone else takes the row over.
+_RETRY_FIRST, _RETRY_MAX = 0.05, 0.25
 
 
-@dataclass
+@dataclass(eq=False)
 class Lease:
-    """One claim on some deliveries: the row is ours while its ``lease_until`` is one of our ``tokens``.
-
-    Every renewal adds a token before it is written, so a record racing a renewal matches either value.
-    """
+    """One claim on some deliveries: a row is ours while its ``lease_until`` is one of our ``tokens``."""
 
     tokens: list[datetime]
     ids: list[str]
-    handed_in: set[str] = field(default_factory=set)  # outcome given to the recorder: no more renewals
+    recorded: set[str] = field(default_factory=set)
 
     @property
     def current(self) -> datetime:
         return self.tokens[-1]
 
     def unrecorded(self) -> list[str]:
-        return [i for i in self.ids if i not in self.handed_in]
+        return [i for i in self.ids if i not in self.recorded]
 
 
 @dataclass
-class _Entry:
-    lease: Lease
-    claimed: list[Claimed]
-    done: asyncio.Future[None]
+class _Pending:
+    outcomes: dict[Lease, list[Claimed]] = field(default_factory=dict)
+    renewals: set[Lease] = field(default_factory=set)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def count(self) -> int:
+        return sum(len(claimed) for claimed in self.outcomes.values())
 
 
 class Recorder:
-    """Writes outcomes for every batch of one worker; ``submit`` returns a future set once they are written."""
+    """Writes outcomes and renews leases for every batch of one worker; each call's future is set once
+    its write committed (or failed for good)."""
 
     def __init__(self, app: AppContext, after_commit: Callable[[Plan], Awaitable[None]]) -> None:
         self._app = app
         self._after_commit = after_commit
-        self._entries: list[_Entry] = []
+        self._pending = _Pending()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, lease: Lease, claimed: Sequence[Claimed]) -> asyncio.Future[None]:
+        if claimed:
+            self._pending.outcomes.setdefault(lease, []).extend(claimed)
+        return self._waiter(needed=bool(claimed))
+
+    def renew(self, lease: Lease) -> asyncio.Future[None]:
+        """Extend the lease on its deliveries not yet recorded, by ``delivery_lease_seconds`` from now."""
+        self._pending.renewals.add(lease)
+        return self._waiter(needed=True)
+
+    async def close(self) -> None:
+        """Finish writing what was handed in, then stop."""
+        if self._task is not None and not self._task.done():
+            await asyncio.gather(*self._pending.waiters, return_exceptions=True)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _waiter(self, *, needed: bool) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not claimed:
+        if not needed:
             done.set_result(None)
             return done
-        lease.handed_in.update(c.id for c in claimed)
-        self._entries.append(_Entry(lease, list(claimed), done))
+        self._pending.waiters.append(done)
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="webhooks.recorder")
         return done
-
-    async def close(self) -> None:
-        """Finish writing what was handed in, then stop."""
-        pending = [entry.done for entry in self._entries]
-        if self._task is not None and not self._task.done():
-            await asyncio.gather(*pending, return_exceptions=True)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             await asyncio.sleep(GATHER_FOR)
             self._wake.clear()
-            entries, self._entries = self._entries, []
-            if entries:
-                await self._flush(entries)
+            pending, self._pending = self._pending, _Pending()
+            await self._flush(pending)
 
-    async def _flush(self, entries: list[_Entry]) -> None:
+    async def _flush(self, pending: _Pending) -> None:
         try:
-            plan = await self._write(entries)
+            plan = await self._write(pending)
             await self._after_commit(plan)
         except Exception as exc:
             # Not written: the leases run out and the deliveries are sent again (a duplicate, never a loss).
             if is_connection_error(exc):
-                logger.warning("gave up recording %d outcomes: %s", _count(entries), type(exc).__name__)
+                logger.warning("gave up recording %d outcomes: %s", pending.count(), type(exc).__name__)
             else:
-                logger.exception("could not record %d outcomes", _count(entries))
-            for entry in entries:
-                if not entry.done.done():
-                    entry.done.set_exception(exc)
+                logger.exception("could not record %d outcomes", pending.count())
+            for waiter in pending.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
             return
-        for entry in entries:
-            if not entry.done.done():
-                entry.done.set_result(None)
+        for waiter in pending.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def _write(self, entries: list[_Entry]) -> Plan:
-        """Record, retrying while the database is unreachable for as long as a lease lasts (twice over)."""
-        settings = self._app.settings
-        patience = time.monotonic() + 2 * settings.delivery_lease_seconds
+    async def _write(self, pending: _Pending) -> Plan:
+        """One transaction, retried while the database is unreachable for as long as a lease lasts (twice)."""
+        patience = time.monotonic() + 2 * self._app.settings.delivery_lease_seconds
         delay = _RETRY_FIRST
         waited = False
         while True:
             try:
-                async with write_lock(self._app):
-                    return await record_outcomes(
-                        self._app.db,
-                        [(entry.claimed, tuple(entry.lease.tokens)) for entry in entries],
-                        schedule=tuple(settings.retry_schedule),
-                        max_retry_after=settings.max_retry_after,
-                        disable_after=settings.disable_after,
-                        now=utcnow(),
-                    )
+                async with write_lock(self._app), self._app.db.session() as session:
+                    plan = await self._record(session, pending)
+                    await self._renew(session, pending)
+                for lease, claimed in pending.outcomes.items():
+                    lease.recorded.update(c.id for c in claimed)
+                return plan
             except Exception as exc:
                 if not is_connection_error(exc) or time.monotonic() + delay > patience:
                     raise
                 if not waited:
                     logger.warning(
-                        "recording %d outcomes waits for the database: %s", _count(entries), type(exc).__name__
+                        "recording %d outcomes waits for the database: %s", pending.count(), type(exc).__name__
                     )
                     waited = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
+    async def _record(self, session: AsyncSession, pending: _Pending) -> Plan:
+        if not pending.outcomes:
+            return Plan()
+        settings = self._app.settings
+        return await record_outcomes(
+            session,
+            [(claimed, lease.tokens) for lease, claimed in pending.outcomes.items()],
+            schedule=tuple(settings.retry_schedule),
+            max_retry_after=settings.max_retry_after,
+            disable_after=settings.disable_after,
+            now=utcnow(),
+        )
 
-def _count(entries: list[_Entry]) -> int:
-    return sum(len(entry.claimed) for entry in entries)
+    async def _renew(self, session: AsyncSession, pending: _Pending) -> None:
+        for lease in pending.renewals:
+            recording = {c.id for c in pending.outcomes.get(lease, ())}
+            ids = [i for i in lease.unrecorded() if i not in recording]
+            if not ids:
+                continue
+            owned = list(lease.tokens)
+            # Added before the write commits: if it does not, the token is one the rows never held.
+            lease.tokens.append(utcnow() + timedelta(seconds=self._app.settings.delivery_lease_seconds))
+            await session.execute(
+                sa.update(_deliveries)
+                .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until.in_(owned))
+                .values(lease_until=lease.current)
+            )
