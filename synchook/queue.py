@@ -1,4 +1,5 @@
-"""Redis and arq: one queue name, the connection settings, and the embedded redis-server for dev/tests."""
+"""Redis and arq: one queue name, the connection settings, a look at the queue head, and the embedded
+redis-server for dev/tests."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ import time
 from pathlib import Path
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 QUEUE_NAME = "synchook:queue"
 KEY_PREFIX = "synchook:"
+
+# What a Redis outage raises (arq's own calls included): callers that must outlive one catch these.
+REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -31,6 +39,30 @@ async def connect(url: str, *, lazy: bool = False) -> ArqRedis:
         pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         return ArqRedis(connection_pool=pool, default_queue_name=QUEUE_NAME)
     return await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
+
+
+async def due_job_ids(redis: ArqRedis, *, limit: int) -> list[str]:
+    """The first ``limit`` jobs due now, in queue order: those waiting for a worker and those in progress."""
+    ids = await redis.zrangebyscore(QUEUE_NAME, "-inf", int(time.time() * 1000), start=0, num=limit)
+    return [job_id.decode() for job_id in ids]
+
+
+async def waiting_due_jobs(redis: ArqRedis, *, sample: int) -> int:
+    """Due jobs no worker has started: all due jobs less those in progress among the first ``sample``.
+
+    A started job stays in the queue, "due", until it finishes, and a killed worker's until the janitor
+    frees it: counting those as a backlog read a few kills as a queue that never drains. Jobs started
+    beyond the sample still count as waiting, so a long queue head errs towards "busy".
+    """
+    due = await redis.zcount(QUEUE_NAME, "-inf", int(time.time() * 1000))
+    ids = await due_job_ids(redis, limit=sample)
+    if not ids:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(in_progress_key_prefix + job_id)
+        started = sum(1 for flag in await pipe.execute() if flag)
+    return max(0, int(due) - started)
 
 
 def free_port() -> int:

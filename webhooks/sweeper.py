@@ -8,13 +8,12 @@ that still has its job in the queue may be enqueued twice; the claim makes the s
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from synchook.context import AppContext
-from synchook.queue import QUEUE_NAME
+from synchook.queue import waiting_due_jobs
 from synchook.timeutil import utcnow
 from webhooks.engine import schedule_deliveries, write_lock
 from webhooks.models import OPEN_STATUSES, Delivery
@@ -26,6 +25,8 @@ logger = logging.getLogger(__name__)
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 # Bounded per run: a big legitimate backlog is already queued, re-enqueueing all of it would only duplicate.
 MAX_BATCHES_PER_SWEEP = 20
+# Due jobs looked at to decide whether the queue is busy: enough to see past the head, bounded per sweep.
+BUSY_SAMPLE = 200
 
 
 async def sweep_deliveries(app: AppContext) -> int:
@@ -61,11 +62,15 @@ async def sweep_deliveries(app: AppContext) -> int:
 
 
 async def _queue_is_busy(app: AppContext) -> bool:
-    """True when more jobs are due in the queue than one sweep would add."""
+    """True when more jobs wait for a worker than one sweep would add.
+
+    Jobs in progress do not count: a killed worker's stay due until the janitor frees them, and while
+    they counted, a few kills kept the sweeper from ever running again.
+    """
     if app.redis is None:
         return False
     try:
-        due = await app.redis.zcount(QUEUE_NAME, "-inf", int(time.time() * 1000))
+        waiting = await waiting_due_jobs(app.redis, sample=BUSY_SAMPLE)
     except Exception:
         return False
-    return int(due) > MAX_BATCHES_PER_SWEEP
+    return waiting > MAX_BATCHES_PER_SWEEP
