@@ -9,16 +9,14 @@ from typing import Any
 
 from arq import cron
 from arq.connections import ArqRedis
-from arq.worker import Worker
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
+from arq.worker import Worker, func
 
 import sync_trigger.tasks
 import webhooks.tasks
 from synchook import idempotency, relay
 from synchook.context import AppContext
-from synchook.queue import QUEUE_NAME, redis_settings
+from synchook.janitor import Liveness, new_worker_id
+from synchook.queue import QUEUE_NAME, REDIS_LOST, redis_settings
 from synchook.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,14 +46,20 @@ def build_worker(
     with_cron: bool = True,
 ) -> Worker:
     """A worker for `settings`; tests pass `burst=True` and their own Redis pool."""
+    # Every job (cron jobs too) is recorded as this worker's while it beats; a dead worker's are freed by the janitor.
+    liveness = Liveness(new_worker_id())
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         app = await AppContext.open(settings, redis=ctx["redis"])
         ctx["app"] = app
+        ctx["worker_id"] = liveness.worker_id
         for hook in STARTUP:
             await hook(ctx)
+        await liveness.start(ctx["redis"])
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        # arq has waited for the running jobs: nothing of this worker's is left to keep alive.
+        await liveness.stop(ctx["redis"])
         for hook in SHUTDOWN:
             await hook(ctx)
         app: AppContext | None = ctx.get("app")
@@ -64,9 +68,9 @@ def build_worker(
 
     if settings.redis_url is None and redis is None:
         raise RuntimeError("SYNCHOOK_REDIS_URL is required for a worker")
-    return Worker(
-        functions=FUNCTIONS,
-        cron_jobs=cron_jobs(settings) if with_cron else [],
+    worker = Worker(
+        functions=[liveness.owned(func(f)) for f in FUNCTIONS],
+        cron_jobs=[liveness.owned(c) for c in cron_jobs(settings)] if with_cron else [],
         queue_name=QUEUE_NAME,
         redis_settings=redis_settings(settings.redis_url) if redis is None and settings.redis_url else None,
         redis_pool=redis,
@@ -76,8 +80,8 @@ def build_worker(
         on_shutdown=on_shutdown,
         max_jobs=max_jobs,
         # arq reads only this many ready job ids from the head of the queue per poll. A SIGKILLed worker's
-        # jobs stay at the head, "in progress", until their key expires (the longest function timeout + 10 s,
-        # 30 min with the default sync timeout): arq's default of 100 let five kills stall every worker.
+        # jobs stay at the head, "in progress", until the janitor frees them (seconds) or their key expires
+        # (30 min with the default sync timeout): arq's default of 100 let five kills stall every worker.
         queue_read_limit=max(max_jobs * 50, 1000),
         job_timeout=settings.sync_job_timeout,
         keep_result=0,
@@ -86,10 +90,12 @@ def build_worker(
         job_completion_wait=int(settings.delivery_timeout) + 5,
         log_results=False,
     )
+    # The janitor ages an unowned job by how much of this in-progress timeout its key has left.
+    liveness.in_progress_timeout_s = worker.in_progress_timeout_s
+    return worker
 
 
-# arq's poll loop raises on the first Redis error: a Redis restart would end every worker process.
-_REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
+# arq's poll loop raises on the first Redis error (REDIS_LOST): a Redis restart would end every worker process.
 REDIS_RETRY_DELAY = 1.0
 
 
@@ -107,7 +113,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
             with contextlib.suppress(asyncio.CancelledError):  # SIGTERM cancels the main task: a normal stop
                 await worker.async_run()
             return
-        except _REDIS_LOST as exc:
+        except REDIS_LOST as exc:
             logger.warning("worker lost Redis (%s); starting again in %.0f s", type(exc).__name__, REDIS_RETRY_DELAY)
         finally:
             await _close(worker)
@@ -117,9 +123,12 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
 async def _close(worker: Worker) -> None:
     # In-flight jobs finish first (their outcomes go to the database) even where their Redis bookkeeping fails.
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    # close() would gather them again and re-raise a job's error, or its cancellation: arq's SIGTERM handler
+    # cancels a job started while the signal arrived, and that ended a clean stop with a traceback.
+    worker.tasks.clear()
     try:
         await worker.close()
-    except _REDIS_LOST:
+    except REDIS_LOST:
         # close() stopped at its Redis call, before the shutdown hooks: run them so no pool or session leaks.
         if worker.on_shutdown is not None and "app" in worker.ctx:
             await worker.on_shutdown(worker.ctx)
