@@ -48,7 +48,9 @@ async def sweep_deliveries(app: AppContext) -> int:
                 .where(
                     _deliveries.c.status == status,
                     _deliveries.c.next_attempt_at <= cutoff,
-                    sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+                    # A lease that ran out only just now may be a worker's whose outcomes are about to land
+                    # (the database just came back): give its recorder the same grace before sending again.
+                    sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < cutoff),
                 )
                 .order_by(_deliveries.c.next_attempt_at)
                 .limit(limit)
