@@ -1,0 +1,48 @@
+"""Protocol-faithful fakes of Google Calendar v3, Microsoft Graph v1.0 and both OAuth token endpoints.
+
+One starlette app served by uvicorn on 127.0.0.1, port 0 by default, in a background thread, so
+sync tests, async tests and other OS processes can all reach it. URLs (base = `FakeProviders.base_url`):
+
+    SYNCHOOK_GOOGLE_API_URL       {base}/google          (the API is {base}/google/calendar/v3/...)
+    SYNCHOOK_GOOGLE_TOKEN_URL     {base}/google/token
+    SYNCHOOK_MICROSOFT_GRAPH_URL  {base}/graph/v1.0
+    SYNCHOOK_MICROSOFT_TOKEN_URL  {base}/microsoft/token
+
+`settings_env()` returns exactly these (plus the fake OAuth client ids/secrets).
+
+What it reproduces (PROVIDERS.md §4): opaque page/sync tokens that point at a position in a
+per-calendar change log; `nextSyncToken` only on the last page; injectable empty pages that
+still carry `nextPageToken` / `@odata.nextLink`; 410 with the exact envelopes for unknown or
+invalidated sync tokens / deltaLinks; 400 for `syncToken` next to an incompatible parameter and
+for a `pageToken` replayed with a different query; deletions as `{"id","status":"cancelled"}` /
+`{"id","@removed":{...}}`; Google 403 `userRateLimitExceeded`, 429, 5xx and Graph 429 with
+`Retry-After`; 401 for expired access tokens; `invalid_grant`; Microsoft refresh-token rotation;
+duplicated delta changes; per-mailbox in-flight counts and a log of every request.
+
+Google sync tokens do not filter by the original window (changes outside it come too); Graph
+deltaLinks stay within their window and report events that left it as `@removed`.
+
+Modules: `models` (accounts, calendars, events), `state` (what the tests set and read), `paging`
+(page tokens, sync cursors), `oauth` (token endpoints), `google` and `graph` (the APIs), `server`
+(`FakeProviders`: the HTTP side), `cli` (manual runs: `python -m tests.fakes.providers --port 8555 --seed`
+prints the URLs and tokens).
+"""
+
+from tests.fakes.providers.cli import main
+from tests.fakes.providers.google import GOOGLE_SYNC_INCOMPATIBLE
+from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, RequestRecord
+from tests.fakes.providers.oauth import CLIENTS
+from tests.fakes.providers.server import FakeProviders
+
+__all__ = [
+    "CLIENTS",
+    "GOOGLE",
+    "GOOGLE_SYNC_INCOMPATIBLE",
+    "MICROSOFT",
+    "FakeAccount",
+    "FakeCalendar",
+    "FakeEvent",
+    "FakeProviders",
+    "RequestRecord",
+    "main",
+]

@@ -1,0 +1,3 @@
+from tests.fakes.providers.cli import main
+
+main()
