@@ -54,14 +54,14 @@ class Plan:
 
 async def record_outcomes(
     session: AsyncSession,
-    groups: Sequence[tuple[Sequence[Claimed], Sequence[datetime]]],
+    groups: Sequence[tuple[Sequence[Claimed], str]],
     *,
     schedule: tuple[float, ...],
     max_retry_after: float,
     disable_after: float,
     now: datetime,
 ) -> Plan:
-    """Write the outcomes of each group (one lease) whose lease, any of its tokens, is still ours; the
+    """Write the outcomes of each group (one lease, by its owner) whose rows that lease still holds; the
     caller commits. Returns what to schedule after commit.
     """
     plan = Plan()
@@ -69,8 +69,8 @@ async def record_outcomes(
     updates: list[dict[str, Any]] = []
     succeeded: set[str] = set()
     failed: set[str] = set()
-    for batch, lease_tokens in groups:
-        owned = await _still_owned(session, [c.id for c in batch], lease_tokens)
+    for batch, lease_owner in groups:
+        owned = await _still_owned(session, [c.id for c in batch], lease_owner)
         for claimed in batch:
             if claimed.id not in owned:
                 continue  # our lease ran out and another worker took over: its record wins
@@ -109,11 +109,11 @@ def _attempt_row(claimed: Claimed, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-async def _still_owned(session: AsyncSession, ids: list[str], lease_tokens: Sequence[datetime]) -> set[str]:
+async def _still_owned(session: AsyncSession, ids: list[str], lease_owner: str) -> set[str]:
     # FOR UPDATE (PostgreSQL) holds the rows until commit; SQLite's BEGIN IMMEDIATE already serialises writers.
     rows = await session.execute(
         sa.select(_deliveries.c.id)
-        .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until.in_(lease_tokens))
+        .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_owner == lease_owner)
         .with_for_update()
     )
     return {r[0] for r in rows}
@@ -128,6 +128,7 @@ def _update_for(
         "attempt_count": claimed.attempt_count,
         "next_attempt_at": None,
         "lease_until": None,
+        "lease_owner": None,
         "last_status_code": claimed.last_status_code,
         "last_error": claimed.last_error,
         "cancel_reason": None,

@@ -29,6 +29,7 @@ from webhooks.attempts import Claimed
 from webhooks.engine import RUNTIME_EXTRA, Body, Runtime, deliver_leased, schedule_deliveries, write_lock
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT, disabled_cancel_reason
 from webhooks.models import Delivery
+from webhooks.recorder import Lease
 
 __all__ = ["dispatch_events"]
 
@@ -50,7 +51,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
         return 0
     now = utcnow()
     runtime: Runtime | None = app.extras.get(RUNTIME_EXTRA)
-    lease_token = now + timedelta(seconds=app.settings.delivery_lease_seconds)
+    lease = Lease(now + timedelta(seconds=app.settings.delivery_lease_seconds), [])
     inline_limit = app.settings.delivery_batch_size if runtime is not None else 0
     clock = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -105,7 +106,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
                     and not runtime.is_slow(subscription.id, clock)
                 ):
                     # Sent by this job right after commit: leased at insert, no claim needed.
-                    row["lease_until"] = lease_token
+                    row["lease_until"], row["lease_owner"] = lease.until, lease.owner
                     inline.append(
                         Claimed(row["id"], workspace_id, event_id, subscription.id, "pending", 0, 0, None, None)
                     )
@@ -120,7 +121,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
     logger.debug("dispatched %d events into %d deliveries (%d sent inline)", claimed, len(rows), len(inline))
     if inline and runtime is not None:
         try:
-            await deliver_leased(app, runtime, inline, bodies, held, lease_token=lease_token, now=now)
+            await deliver_leased(app, runtime, inline, bodies, held, lease=lease, now=now)
         except Exception as exc:
             # The events are dispatched and the rows stored: their lease runs out and the sweeper re-enqueues them.
             logger.warning(
@@ -141,6 +142,7 @@ def _delivery_row(event_id: str, workspace_id: str, event_type: str, subscriptio
         "attempt_count": 0,
         "next_attempt_at": now if enabled else None,
         "lease_until": None,
+        "lease_owner": None,
         "last_status_code": None,
         "last_error": None,
         "cancel_reason": None if enabled else disabled_cancel_reason(subscription.disabled_reason),

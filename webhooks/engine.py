@@ -170,6 +170,7 @@ async def reset_for_replay(
                 attempt_count=0,
                 next_attempt_at=now,
                 lease_until=None,
+                lease_owner=None,
                 cancel_reason=None,
                 completed_at=None,
                 replays=_deliveries.c.replays + 1,
@@ -188,9 +189,9 @@ async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]
     """Attempt every due delivery among ``delivery_ids``; returns how many were attempted."""
     settings = app.settings
     now = utcnow()
-    lease = Lease([now + timedelta(seconds=settings.delivery_lease_seconds)], [])
+    lease = Lease(now + timedelta(seconds=settings.delivery_lease_seconds), [])
     async with write_lock(app), app.db.session() as session:
-        batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease_until=lease.current)
+        batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease=lease)
         if not batch:
             return 0
         lease.ids = [c.id for c in batch]
@@ -207,17 +208,17 @@ async def deliver_leased(
     events: dict[str, Body],
     subscriptions: dict[str, Subscription],
     *,
-    lease_token: datetime,
+    lease: Lease,
     now: datetime,
 ) -> int:
-    """Send deliveries the caller inserted already leased to ``lease_token`` (the fan-out's first batch).
+    """Send deliveries the caller inserted already held by ``lease`` (the fan-out's first batch).
 
     No claim transaction and no reload: the caller holds the bodies and subscriptions. Fresh rows only
     (first attempt, no replay).
     """
     for claimed in batch:
         claimed.number = claimed.attempt_count + 1
-    lease = Lease([lease_token], [c.id for c in batch])
+    lease.ids = [c.id for c in batch]
     return await _run(app, runtime, sorted(batch, key=lambda c: c.id), events, subscriptions, lease, now=now)
 
 
@@ -234,7 +235,7 @@ async def _run(
     recorder = runtime.recorder_for(app)
     written: list[asyncio.Future[None]] = []
     stop = asyncio.Event()
-    heartbeat = asyncio.create_task(_renew(app, recorder, lease, stop))
+    heartbeat = asyncio.create_task(_renew(app, lease, stop))
 
     async def send_and_record(claimed: Claimed) -> None:
         # A send that raised is not recorded: its lease runs out and it is tried again, no attempt used.
@@ -263,7 +264,7 @@ async def _run(
     return sum(1 for c in batch if c.outcome is not None)
 
 
-async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease_until: datetime) -> list[Claimed]:
+async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease: Lease) -> list[Claimed]:
     result = await session.execute(
         sa.update(_deliveries)
         .where(
@@ -272,7 +273,7 @@ async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease_
             sa.or_(_deliveries.c.next_attempt_at.is_(None), _deliveries.c.next_attempt_at <= now),
             sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
         )
-        .values(lease_until=lease_until)
+        .values(lease_until=lease.until, lease_owner=lease.owner)
         .returning(
             _deliveries.c.id,
             _deliveries.c.workspace_id,
@@ -525,18 +526,28 @@ def _attempt_kind(outcome: sender.Outcome) -> str:
     return "failed" if outcome.status_code is not None else "error"
 
 
-async def _renew(app: AppContext, recorder: Recorder, lease: Lease, stop: asyncio.Event) -> None:
-    """Keep the lease on the deliveries not yet recorded (a slow endpoint can outlast one lease period)."""
+async def _renew(app: AppContext, lease: Lease, stop: asyncio.Event) -> None:
+    """Keep the lease on the deliveries not yet recorded (a slow endpoint, or a recorder waiting for the
+    database, can outlast one lease period). Its own transactions: never queued behind the recorder."""
     seconds = app.settings.delivery_lease_seconds
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds / 3)
             return
-        if lease.unrecorded():
-            try:
-                await recorder.renew(lease)
-            except Exception as exc:
-                logger.warning("could not renew a delivery lease: %s", type(exc).__name__)
+        ids = lease.unrecorded()
+        if not ids:
+            continue
+        until = utcnow() + timedelta(seconds=seconds)
+        try:
+            async with write_lock(app), app.db.session() as session:
+                await session.execute(
+                    sa.update(_deliveries)
+                    .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_owner == lease.owner)
+                    .values(lease_until=until)
+                )
+            lease.until = until
+        except Exception as exc:
+            logger.warning("could not renew a delivery lease: %s", type(exc).__name__)
 
 
 async def _after_commit(app: AppContext, plan: Plan) -> None:

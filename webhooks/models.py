@@ -36,6 +36,8 @@ class Delivery(SQLModel, table=True):
     attempt_count: int = Field(default=0)  # attempts in the current retry sequence
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    # Which claim holds the lease: a record checks this, so a renewal (which moves lease_until) never races it.
+    lease_owner: str | None = Field(default=None, max_length=32)
     last_status_code: int | None = Field(default=None)
     last_error: str | None = Field(default=None, max_length=1000)
     cancel_reason: str | None = Field(default=None, max_length=500)

@@ -5,9 +5,6 @@ delivery again: the fewer outcomes held only in memory, the fewer duplicates. On
 process takes whatever outcomes have come in from all its batches and writes them in one transaction
 (group commit), so a busy worker still writes few transactions; while the database is unreachable it
 keeps retrying, and the outcomes land once it is back, unless another worker took the rows over.
-
-The recorder also renews the leases of its worker's batches, in the same transactions: a lease's
-token changes only inside this one task, so a record can never race a renewal of its own rows.
 """
 
 from __future__ import annotations
@@ -15,26 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
 from webhooks.attempts import Claimed, Plan, record_outcomes
-from webhooks.models import Delivery
 from webhooks.sqlite_lock import write_lock
 
 __all__ = ["Lease", "Recorder"]
 
 logger = logging.getLogger(__name__)
 
-_deliveries = Delivery.__table__  # type: ignore[attr-defined]
 # Outcomes that finish within this long of each other share a transaction.
 GATHER_FOR = 0.005
 # Short: once the database is back, the outcome should land before anyone else takes the row over.
@@ -43,15 +38,15 @@ _RETRY_FIRST, _RETRY_MAX = 0.05, 0.25
 
 @dataclass(eq=False)
 class Lease:
-    """One claim on some deliveries: a row is ours while its ``lease_until`` is one of our ``tokens``."""
+    """One claim on some deliveries: a row is ours while its ``lease_owner`` is our ``owner``.
 
-    tokens: list[datetime]
+    Renewals move ``lease_until`` and never the owner, so a record never races a renewal.
+    """
+
+    until: datetime
     ids: list[str]
+    owner: str = field(default_factory=lambda: secrets.token_hex(16))
     recorded: set[str] = field(default_factory=set)
-
-    @property
-    def current(self) -> datetime:
-        return self.tokens[-1]
 
     def unrecorded(self) -> list[str]:
         return [i for i in self.ids if i not in self.recorded]
@@ -60,7 +55,6 @@ class Lease:
 @dataclass
 class _Pending:
     outcomes: dict[Lease, list[Claimed]] = field(default_factory=dict)
-    renewals: set[Lease] = field(default_factory=set)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def count(self) -> int:
@@ -68,8 +62,8 @@ class _Pending:
 
 
 class Recorder:
-    """Writes outcomes and renews leases for every batch of one worker; each call's future is set once
-    its write committed (or failed for good)."""
+    """Writes outcomes for every batch of one worker; ``submit`` returns a future set once they are
+    committed (or failed for good)."""
 
     def __init__(self, app: AppContext, after_commit: Callable[[Plan], Awaitable[None]]) -> None:
         self._app = app
@@ -82,11 +76,6 @@ class Recorder:
         if claimed:
             self._pending.outcomes.setdefault(lease, []).extend(claimed)
         return self._waiter(needed=bool(claimed))
-
-    def renew(self, lease: Lease) -> asyncio.Future[None]:
-        """Extend the lease on its deliveries not yet recorded, by ``delivery_lease_seconds`` from now."""
-        self._pending.renewals.add(lease)
-        return self._waiter(needed=True)
 
     async def close(self) -> None:
         """Finish writing what was handed in, then stop."""
@@ -142,7 +131,6 @@ class Recorder:
             try:
                 async with write_lock(self._app), self._app.db.session() as session:
                     plan = await self._record(session, pending)
-                    await self._renew(session, pending)
                 for lease, claimed in pending.outcomes.items():
                     lease.recorded.update(c.id for c in claimed)
                 return plan
@@ -163,24 +151,9 @@ class Recorder:
         settings = self._app.settings
         return await record_outcomes(
             session,
-            [(claimed, lease.tokens) for lease, claimed in pending.outcomes.items()],
+            [(claimed, lease.owner) for lease, claimed in pending.outcomes.items()],
             schedule=tuple(settings.retry_schedule),
             max_retry_after=settings.max_retry_after,
             disable_after=settings.disable_after,
             now=utcnow(),
         )
-
-    async def _renew(self, session: AsyncSession, pending: _Pending) -> None:
-        for lease in pending.renewals:
-            recording = {c.id for c in pending.outcomes.get(lease, ())}
-            ids = [i for i in lease.unrecorded() if i not in recording]
-            if not ids:
-                continue
-            owned = list(lease.tokens)
-            # Added before the write commits: if it does not, the token is one the rows never held.
-            lease.tokens.append(utcnow() + timedelta(seconds=self._app.settings.delivery_lease_seconds))
-            await session.execute(
-                sa.update(_deliveries)
-                .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_until.in_(owned))
-                .values(lease_until=lease.current)
-            )

@@ -68,6 +68,20 @@ class ChaosReceiver:
             seen.add((path, webhook_id))
         return dict(sorted(buckets.items()))
 
+    def duplicated_first_successes(self) -> list[float]:
+        """For each delivery answered 2xx more than once, when it was first answered 2xx."""
+        first: dict[tuple[str, str], float] = {}
+        repeated: set[tuple[str, str]] = set()
+        for (path, webhook_id, outcome), at in zip(self.outcomes, self.times, strict=True):
+            if outcome != "200":
+                continue
+            key = (path, webhook_id)
+            if key in first:
+                repeated.add(key)
+            else:
+                first[key] = at
+        return [first[key] for key in repeated]
+
     def set(self, path: str, mode: str) -> None:
         assert mode in {"ok", "slow", "hang", "reset", "5xx"}, mode
         self.modes[path] = mode
