@@ -69,10 +69,10 @@ async def record_outcomes(
     updates: list[dict[str, Any]] = []
     succeeded: set[str] = set()
     failed: set[str] = set()
+    owners = await _lease_owners(session, [c.id for batch, _ in groups for c in batch])
     for batch, lease_owner in groups:
-        owned = await _still_owned(session, [c.id for c in batch], lease_owner)
         for claimed in batch:
-            if claimed.id not in owned:
+            if owners.get(claimed.id) != lease_owner:
                 continue  # our lease ran out and another worker took over: its record wins
             update = _update_for(claimed, schedule, max_retry_after, now, plan)
             updates.append(update)
@@ -109,14 +109,17 @@ def _attempt_row(claimed: Claimed, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-async def _still_owned(session: AsyncSession, ids: list[str], lease_owner: str) -> set[str]:
-    # FOR UPDATE (PostgreSQL) holds the rows until commit; SQLite's BEGIN IMMEDIATE already serialises writers.
+async def _lease_owners(session: AsyncSession, ids: list[str]) -> dict[str, str | None]:
+    """Who holds each row's lease now; one query for every lease in the flush.
+
+    FOR UPDATE (PostgreSQL) holds the rows until commit; SQLite's BEGIN IMMEDIATE already serialises writers.
+    """
     rows = await session.execute(
-        sa.select(_deliveries.c.id)
-        .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_owner == lease_owner)
+        sa.select(_deliveries.c.id, _deliveries.c.lease_owner)
+        .where(_deliveries.c.id.in_(sorted(ids)))
         .with_for_update()
     )
-    return {r[0] for r in rows}
+    return {r[0]: r[1] for r in rows}
 
 
 def _update_for(
