@@ -116,11 +116,12 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         except REDIS_LOST as exc:
             logger.warning("worker lost Redis (%s); starting again in %.0f s", type(exc).__name__, REDIS_RETRY_DELAY)
         finally:
-            await _close(worker)
+            await close_worker(worker)
         await asyncio.sleep(REDIS_RETRY_DELAY)
 
 
-async def _close(worker: Worker) -> None:
+async def close_worker(worker: Worker) -> None:
+    """Stop a worker whose main loop has ended (or was cancelled), whatever its jobs and Redis are doing."""
     # In-flight jobs finish first (their outcomes go to the database) even where their Redis bookkeeping fails.
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     # close() would gather them again and re-raise a job's error, or its cancellation: arq's SIGTERM handler

@@ -25,7 +25,7 @@ from synchook.crypto import generate_master_key
 from synchook.models import metadata
 from synchook.queue import EmbeddedRedis, connect
 from synchook.settings import Settings
-from synchook.worker import build_worker
+from synchook.worker import build_worker, close_worker
 from tests.support.postgres import create_database, drop_database, postgres_url, unique_name
 
 BACKENDS = ["sqlite", "postgres"]
@@ -201,7 +201,8 @@ async def make_worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[Work
 
     yield factory
     for worker in made:
-        await worker.close()
+        # Not worker.close(): a job cancelled with the worker's main task would re-raise its cancellation.
+        await close_worker(worker)
 
 
 @pytest.fixture

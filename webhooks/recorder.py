@@ -73,9 +73,16 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, lease: Lease, claimed: Sequence[Claimed]) -> asyncio.Future[None]:
-        if claimed:
-            self._pending.outcomes.setdefault(lease, []).extend(claimed)
-        return self._waiter(needed=bool(claimed))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not claimed:
+            done.set_result(None)
+            return done
+        self._pending.outcomes.setdefault(lease, []).extend(claimed)
+        self._pending.waiters.append(done)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="webhooks.recorder")
+        return done
 
     async def close(self) -> None:
         """Finish writing what was handed in, then stop."""
@@ -84,17 +91,6 @@ class Recorder:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    def _waiter(self, *, needed: bool) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not needed:
-            done.set_result(None)
-            return done
-        self._pending.waiters.append(done)
-        self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="webhooks.recorder")
-        return done
 
     async def _run(self) -> None:
         while True:

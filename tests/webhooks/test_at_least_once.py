@@ -68,6 +68,9 @@ async def test_sigkill_mid_batch_then_another_worker_delivers_everything(
     process = worker_process(
         settings,
         SYNCHOOK_DELIVERY_BATCH_SIZE="10",
+        # At most 5 held requests at a time, so the kill lands mid-run even when this loaded machine is slow to
+        # deliver it (with the default 16, a kill a few seconds late found all 30 sent).
+        SYNCHOOK_PER_SUBSCRIPTION_CONCURRENCY="5",
         SYNCHOOK_DELIVERY_LEASE_SECONDS="5",
         SYNCHOOK_DELIVERY_TIMEOUT="10",
         SYNCHOOK_RELAY_GRACE_SECONDS="0",

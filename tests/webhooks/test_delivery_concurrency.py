@@ -1,0 +1,60 @@
+"""At most ``per_subscription_concurrency`` requests in flight to one endpoint from a worker, counting the
+fan-out's inline batch and the deliver jobs together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from arq.worker import Worker
+
+from synchook.context import AppContext
+from tests.factories import make_tenant
+from tests.support.receiver import Receiver
+from tests.support.webhook_factories import deliveries, make_events, make_subscription
+
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+
+LIMIT = 3
+HOLD = 1.0
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"per_subscription_concurrency": LIMIT, "delivery_batch_size": 4}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as server:
+        yield server
+
+
+async def test_one_endpoint_never_has_more_than_its_concurrency_in_flight(
+    app_ctx: AppContext, receiver: Receiver, make_worker: Callable[..., Worker]
+) -> None:
+    receiver.program("/hold", statuses=[200], delay=HOLD)
+    tenant = await make_tenant(app_ctx)
+    await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hold"))
+    events = await make_events(app_ctx, tenant.workspace_id, count=12)  # 1 inline batch + 2 deliver jobs
+
+    run = asyncio.create_task(make_worker(burst=True).main())
+    try:
+        await receiver.wait_for(1, path="/hold", timeout=10)
+        await asyncio.sleep(HOLD / 2)
+        assert receiver.count("/hold") == LIMIT  # the rest wait for a slot
+        await asyncio.wait_for(run, timeout=30)
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+    arrivals = sorted(r.at for r in receiver.requests("/hold"))
+    assert len(arrivals) == len(events)
+    # Any HOLD-long window holds at most LIMIT arrivals (a little slack for the clock).
+    for i, start in enumerate(arrivals):
+        assert sum(1 for t in arrivals[i:] if t < start + HOLD * 0.9) <= LIMIT
+    assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
