@@ -90,9 +90,9 @@ def record_attempt(outcome: str, seconds: float) -> None:
     ATTEMPT_SECONDS.labels(outcome=_closed(outcome, ATTEMPT_OUTCOMES)).observe(max(0.0, seconds))
 
 
-def record_delivery_outcome(outcome: str) -> None:
-    """A delivery changed state: succeeded | failed (another attempt is scheduled) | dead | cancelled."""
-    DELIVERIES.labels(outcome=_closed(outcome, DELIVERY_OUTCOMES)).inc()
+def record_delivery_outcome(outcome: str, count: int = 1) -> None:
+    """``count`` deliveries changed state: succeeded | failed (another attempt is scheduled) | dead | cancelled."""
+    DELIVERIES.labels(outcome=_closed(outcome, DELIVERY_OUTCOMES)).inc(count)
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:

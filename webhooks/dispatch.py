@@ -26,10 +26,11 @@ from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from webhooks.attempts import Claimed
-from webhooks.engine import RUNTIME_EXTRA, Body, Runtime, deliver_leased, schedule_deliveries, write_lock
+from webhooks.engine import RUNTIME_EXTRA, Body, Runtime, deliver_leased, schedule_deliveries
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT, disabled_cancel_reason
 from webhooks.models import Delivery
 from webhooks.recorder import Lease
+from webhooks.sqlite_lock import write_lock
 
 __all__ = ["dispatch_events"]
 

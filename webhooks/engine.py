@@ -47,7 +47,6 @@ __all__ = [
     "deliver_leased",
     "reset_for_replay",
     "schedule_deliveries",
-    "write_lock",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class Runtime:
 
     def observe(self, subscription_id: str, outcome: sender.Outcome) -> None:
         if outcome.timed_out or outcome.duration_ms >= self.settings.delivery_timeout * 500:
-            self.slow[subscription_id] = time.monotonic() + SLOW_FOR
+            self.mark_slow(subscription_id)
         elif subscription_id in self.slow:
             del self.slow[subscription_id]
 
@@ -562,5 +561,4 @@ async def _after_commit(app: AppContext, plan: Plan) -> None:
         for due, ids in sorted(buckets.items()):
             await schedule_deliveries(app, ids, defer_by=due + 0.01)
     for outcome, count in plan.outcomes.items():
-        for _ in range(count):
-            _metrics.record_delivery_outcome(outcome)
+        _metrics.record_delivery_outcome(outcome, count)

@@ -142,8 +142,6 @@ class Recorder:
                 delay = min(delay * 2, _RETRY_MAX)
 
     async def _record(self, session: AsyncSession, pending: _Pending) -> Plan:
-        if not pending.outcomes:
-            return Plan()
         settings = self._app.settings
         return await record_outcomes(
             session,

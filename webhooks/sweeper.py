@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from synchook.context import AppContext
 from synchook.queue import waiting_due_jobs
 from synchook.timeutil import utcnow
-from webhooks.engine import schedule_deliveries, write_lock
+from webhooks.engine import schedule_deliveries
 from webhooks.models import OPEN_STATUSES, Delivery
+from webhooks.sqlite_lock import write_lock
 
 __all__ = ["sweep_deliveries"]
 

@@ -181,6 +181,7 @@ async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient
     metrics.record_attempt("made-up", 1.0)
     metrics.record_delivery_outcome("dead")
     metrics.record_delivery_outcome("made-up")
+    metrics.record_delivery_outcome("succeeded", 3)  # a recorder flush counts its outcomes at once
     after = await scrape(client)
 
     def delta(name: str, **labels: str) -> float:
@@ -191,6 +192,7 @@ async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient
     assert delta("synchook_delivery_attempt_duration_seconds_count", outcome="other") == 1
     assert delta("synchook_deliveries_total", outcome="dead") == 1
     assert delta("synchook_deliveries_total", outcome="other") == 1
+    assert delta("synchook_deliveries_total", outcome="succeeded") == 3
 
 
 async def test_scrape_answers_when_redis_is_unreachable(app_ctx: AppContext) -> None:
