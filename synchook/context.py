@@ -26,8 +26,16 @@ class AppContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, settings: Settings, *, redis: ArqRedis | None = None, connect_redis: bool = True) -> AppContext:
-        db = Database(settings.database_url)
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        redis: ArqRedis | None = None,
+        connect_redis: bool = True,
+        inline_sqlite: bool = False,
+    ) -> AppContext:
+        """``inline_sqlite``: run SQLite on the loop's thread (see :mod:`synchook.sqlite_inline`); workers do."""
+        db = Database(settings.database_url, inline_sqlite=inline_sqlite)
         box = SecretBox(settings.secret_keys())
         if redis is None and connect_redis and settings.redis_url:
             redis = await connect(settings.redis_url, lazy=True)

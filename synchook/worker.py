@@ -50,7 +50,7 @@ def build_worker(
     liveness = Liveness(new_worker_id())
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        app = await AppContext.open(settings, redis=ctx["redis"])
+        app = await AppContext.open(settings, redis=ctx["redis"], inline_sqlite=True)
         ctx["app"] = app
         ctx["worker_id"] = liveness.worker_id
         for hook in STARTUP:

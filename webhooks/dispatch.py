@@ -30,7 +30,6 @@ from webhooks.engine import RUNTIME_EXTRA, Body, Runtime, deliver_leased, schedu
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT, disabled_cancel_reason
 from webhooks.models import Delivery
 from webhooks.recorder import Lease
-from webhooks.sqlite_lock import write_lock
 
 __all__ = ["dispatch_events"]
 
@@ -60,7 +59,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
     bodies: dict[str, Body] = {}
     held: dict[str, Subscription] = {}
     claimed = 0
-    async with write_lock(app), app.db.session() as session:
+    async with app.db.session() as session:
         events: list[Any] = []
         for start in range(0, len(ids), _CLAIM_CHUNK):
             result = await session.execute(

@@ -37,7 +37,6 @@ from webhooks.health import disabled_cancel_reason
 from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
 from webhooks.recorder import Lease, Recorder
 from webhooks.signing import Signer, build_headers, signer_for
-from webhooks.sqlite_lock import write_lock
 
 __all__ = [
     "RUNTIME_EXTRA",
@@ -189,7 +188,7 @@ async def deliver(app: AppContext, runtime: Runtime, delivery_ids: Sequence[str]
     settings = app.settings
     now = utcnow()
     lease = Lease(now + timedelta(seconds=settings.delivery_lease_seconds), [])
-    async with write_lock(app), app.db.session() as session:
+    async with app.db.session() as session:
         batch = await _claim(session, list(dict.fromkeys(delivery_ids)), now=now, lease=lease)
         if not batch:
             return 0
@@ -538,7 +537,7 @@ async def _renew(app: AppContext, lease: Lease, stop: asyncio.Event) -> None:
             continue
         until = utcnow() + timedelta(seconds=seconds)
         try:
-            async with write_lock(app), app.db.session() as session:
+            async with app.db.session() as session:
                 await session.execute(
                     sa.update(_deliveries)
                     .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_owner == lease.owner)

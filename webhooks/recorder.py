@@ -24,7 +24,6 @@ from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
 from webhooks.attempts import Claimed, Plan, record_outcomes
-from webhooks.sqlite_lock import write_lock
 
 __all__ = ["Lease", "Recorder"]
 
@@ -125,7 +124,7 @@ class Recorder:
         waited = False
         while True:
             try:
-                async with write_lock(self._app), self._app.db.session() as session:
+                async with self._app.db.session() as session:
                     plan = await self._record(session, pending)
                 for lease, claimed in pending.outcomes.items():
                     lease.recorded.update(c.id for c in claimed)

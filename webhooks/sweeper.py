@@ -17,7 +17,6 @@ from synchook.queue import waiting_due_jobs
 from synchook.timeutil import utcnow
 from webhooks.engine import schedule_deliveries
 from webhooks.models import OPEN_STATUSES, Delivery
-from webhooks.sqlite_lock import write_lock
 
 __all__ = ["sweep_deliveries"]
 
@@ -40,7 +39,7 @@ async def sweep_deliveries(app: AppContext) -> int:
     cutoff = now - timedelta(seconds=app.settings.relay_grace_seconds)
     limit = app.settings.delivery_batch_size * MAX_BATCHES_PER_SWEEP
     found: list[tuple[datetime, str]] = []
-    async with write_lock(app), app.db.session() as session:
+    async with app.db.session() as session:
         # One query per status, each walking ix_deliveries_due in order: `status IN (…) ORDER BY`
         # would sort every overdue row (the whole backlog) on each sweep.
         for status in OPEN_STATUSES:

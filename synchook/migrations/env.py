@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from synchook.db import sqlite_write_lock
 from synchook.models import metadata
 
 config = context.config
@@ -25,10 +27,15 @@ def _run(connection: Connection) -> None:
 
 async def _run_async(url: str) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
-    async with engine.connect() as connection:
-        await connection.run_sync(_run)
-        await connection.commit()
-    await engine.dispose()
+    lock = sqlite_write_lock(url)  # a migration queues with the running processes' writes
+    try:
+        async with lock or contextlib.nullcontext(), engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+        if lock is not None:
+            lock.close()
 
 
 def run_migrations_online() -> None:
