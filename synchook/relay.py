@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import update
 
 from synchook.context import AppContext
+from synchook.db import unindexed
 from synchook.outbox import Event, undispatched_event_ids
 from synchook.timeutil import utcnow
 
@@ -21,7 +22,7 @@ async def mark_dispatched(app: AppContext, event_ids: Sequence[str]) -> int:
     async with app.db.session() as session:
         result = await session.execute(
             update(Event)
-            .where(Event.id.in_(list(event_ids)), Event.dispatched_at.is_(None))  # type: ignore[attr-defined,union-attr]
+            .where(Event.id.in_(list(event_ids)), unindexed(Event.dispatched_at).is_(None))  # type: ignore[attr-defined,arg-type]
             .values(dispatched_at=utcnow())
         )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

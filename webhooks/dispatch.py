@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from subscriptions.models import Subscription
 from synchook.context import AppContext
+from synchook.db import unindexed
 from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
@@ -64,7 +65,9 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
         for start in range(0, len(ids), _CLAIM_CHUNK):
             result = await session.execute(
                 sa.update(_events)
-                .where(_events.c.id.in_(ids[start : start + _CLAIM_CHUNK]), _events.c.dispatched_at.is_(None))
+                .where(
+                    _events.c.id.in_(ids[start : start + _CLAIM_CHUNK]), unindexed(_events.c.dispatched_at).is_(None)
+                )
                 .values(dispatched_at=now)
                 .returning(
                     _events.c.id,

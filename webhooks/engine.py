@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from subscriptions.models import Subscription
 from synchook import metrics as _metrics
 from synchook.context import AppContext
+from synchook.db import unindexed
 from synchook.outbox import Event, hand_off
 from synchook.settings import Settings
 from synchook.timeutil import isoformat, utcnow
@@ -267,7 +268,7 @@ async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease:
         sa.update(_deliveries)
         .where(
             _deliveries.c.id.in_(ids),
-            _deliveries.c.status.in_(OPEN_STATUSES),
+            unindexed(_deliveries.c.status).in_(OPEN_STATUSES),  # the ids pick the rows: by primary key
             sa.or_(_deliveries.c.next_attempt_at.is_(None), _deliveries.c.next_attempt_at <= now),
             sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
         )

@@ -1,0 +1,63 @@
+"""The engine's claims find their rows by primary key on SQLite, whatever else is waiting.
+
+Without statistics SQLite preferred the status index (``status IN ('pending', 'failed')``) and the
+outbox index (``dispatched_at IS NULL``) once a claim named more than a few ids, so every claim
+scanned all open deliveries or all undispatched events: the cost of a batch grew with the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from arq.worker import Worker
+from sqlalchemy.engine import Engine
+
+from synchook.context import AppContext
+from tests.factories import make_tenant
+from tests.support.receiver import Receiver
+from tests.support.webhook_factories import deliveries, make_events, make_subscription
+
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+
+CLAIMS = ("UPDATE deliveries SET lease_until", "UPDATE events SET dispatched_at")
+
+
+@pytest.fixture
+def claims() -> Iterator[list[tuple[str, Any]]]:
+    """Every claim statement any engine in this process runs (the worker opens its own), with its parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.startswith(CLAIMS):
+            seen.append((statement, parameters))
+
+    sa.event.listen(Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(Engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_batch_size": 20}])
+async def test_claims_of_many_ids_plan_on_the_primary_key(
+    app_ctx: AppContext, make_worker: Callable[..., Worker], claims: list[tuple[str, Any]]
+) -> None:
+    if not app_ctx.settings.is_sqlite:
+        pytest.skip("PostgreSQL plans with statistics")
+    async with Receiver() as receiver:
+        tenant = await make_tenant(app_ctx)
+        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/ok"))
+        await make_events(app_ctx, tenant.workspace_id, count=60)  # 20 sent inline, 40 through claims of 20
+        await asyncio.wait_for(make_worker().main(), timeout=30)
+        assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
+
+    big = [(sql, params) for sql, params in claims if len(params) >= 12]
+    assert {sql.split(" SET")[0] for sql, _ in big} == {"UPDATE deliveries", "UPDATE events"}
+    async with app_ctx.db.session() as session:
+        connection = await session.connection()
+        for sql, params in big:
+            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)).all()
+            detail = " / ".join(str(row[-1]) for row in plan)
+            assert "sqlite_autoindex_" in detail and "ix_" not in detail, detail
