@@ -1,0 +1,49 @@
+"""A send queued for one of its endpoint's slots gets the next free one, or gives up the moment the
+endpoint turns slow (its delivery is handed back without an attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from synchook.settings import Settings
+from webhooks.engine import Runtime, _acquire_unless_slow
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[Runtime]:
+    opened = Runtime.open(Settings(per_subscription_concurrency=1))
+    yield opened
+    await opened.close()
+
+
+async def test_a_queued_send_takes_the_slot_when_it_is_released(runtime: Runtime) -> None:
+    slots = runtime.subscription_slots("sub_a")
+    assert await _acquire_unless_slow(runtime, "sub_a", slots)
+    waiting = asyncio.create_task(_acquire_unless_slow(runtime, "sub_a", slots))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    slots.release()
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert slots.locked()  # the waiter holds it now
+
+
+async def test_queued_sends_give_up_when_the_endpoint_turns_slow_and_leave_the_slot_count_whole(
+    runtime: Runtime,
+) -> None:
+    slots = runtime.subscription_slots("sub_a")
+    assert await _acquire_unless_slow(runtime, "sub_a", slots)
+    waiting = [asyncio.create_task(_acquire_unless_slow(runtime, "sub_a", slots)) for _ in range(50)]
+    other = asyncio.create_task(_acquire_unless_slow(runtime, "sub_b", runtime.subscription_slots("sub_b")))
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in waiting)
+    runtime.mark_slow("sub_a")
+    assert await asyncio.wait_for(asyncio.gather(*waiting), 1) == [False] * 50
+    assert await other is True  # another endpoint is not affected
+    slots.release()
+    assert not slots.locked()  # none of the 50 kept a slot
+    # Already slow, slots busy: gives up at once instead of queueing.
+    assert await _acquire_unless_slow(runtime, "sub_a", slots)
+    assert await asyncio.wait_for(_acquire_unless_slow(runtime, "sub_a", slots), 1) is False
