@@ -161,7 +161,7 @@ class Snapshot:
 
 
 async def _read_database(ctx: AppContext, snapshot: Snapshot) -> None:
-    async with ctx.db.sessions() as session:
+    async with ctx.db.session() as session:
         # Each query is served by an index: ix_events_undispatched, ix_deliveries_due, ix_sync_jobs_status_queued.
         undispatched = col(Event.dispatched_at).is_(None)
         count, oldest = (

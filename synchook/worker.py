@@ -44,13 +44,19 @@ def build_worker(
     handle_signals: bool = True,
     max_jobs: int = 20,
     with_cron: bool = True,
+    inline_sqlite: bool = False,
 ) -> Worker:
-    """A worker for `settings`; tests pass `burst=True` and their own Redis pool."""
+    """A worker for `settings`; tests pass `burst=True` and their own Redis pool.
+
+    ``inline_sqlite`` (a worker process of its own, :func:`run_worker`): SQLite on the loop's thread,
+    see :mod:`synchook.sqlite_inline`. Not where the worker shares its loop with the API (``synchook
+    dev``, tests): a transaction of the API's left open there would stall the whole loop in BEGIN.
+    """
     # Every job (cron jobs too) is recorded as this worker's while it beats; a dead worker's are freed by the janitor.
     liveness = Liveness(new_worker_id())
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        app = await AppContext.open(settings, redis=ctx["redis"], inline_sqlite=True)
+        app = await AppContext.open(settings, redis=ctx["redis"], inline_sqlite=inline_sqlite)
         ctx["app"] = app
         ctx["worker_id"] = liveness.worker_id
         for hook in STARTUP:
@@ -108,7 +114,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """
     while True:
         # arq binds the worker to the running loop: build it inside the loop that runs it.
-        worker = build_worker(settings, burst=burst)
+        worker = build_worker(settings, burst=burst, inline_sqlite=True)
         try:
             with contextlib.suppress(asyncio.CancelledError):  # SIGTERM cancels the main task: a normal stop
                 await worker.async_run()
