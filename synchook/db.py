@@ -135,6 +135,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, inline_sqlite: bool = False) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, inline_sqlite=inline_sqlite)
+        # The bare factory: no SQLite write lock. Product code opens units of work with session().
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         # Every SQLite session is a write transaction (BEGIN IMMEDIATE): they queue on this lock.
         self._sqlite_lock = sqlite_write_lock(url)
