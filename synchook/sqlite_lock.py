@@ -6,8 +6,8 @@ lock released now is taken a long sleep later, and polling is unfair (some waite
 again, others wait past busy_timeout). This lock queues the waiters instead: FIFO within a process
 (an asyncio lock), and between processes a kernel file lock (flock) on ``<database>-lock``, which
 wakes its next waiter the moment it is released and is dropped by the kernel if its holder dies.
-SQLite's own lock still guards the data; a process that does not take this lock (a migration, a
-tool) falls back to SQLite's polling and loses nothing.
+SQLite's own lock still guards the data; a process that does not take this lock (an outside tool)
+falls back to SQLite's polling and loses nothing.
 """
 
 from __future__ import annotations

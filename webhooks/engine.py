@@ -90,6 +90,7 @@ class Runtime:
             if len(self.per_subscription) > 10_000:  # forget idle endpoints, keep the busy ones
                 for key in [k for k, s in self.per_subscription.items() if not s.locked()]:
                     del self.per_subscription[key]
+                    self.turned_slow.pop(key, None)  # no send queues for its slots: nobody awaits it
             semaphore = self.per_subscription[subscription_id] = asyncio.Semaphore(
                 self.settings.per_subscription_concurrency
             )

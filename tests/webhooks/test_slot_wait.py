@@ -47,3 +47,19 @@ async def test_queued_sends_give_up_when_the_endpoint_turns_slow_and_leave_the_s
     # Already slow, slots busy: gives up at once instead of queueing.
     assert await _acquire_unless_slow(runtime, "sub_a", slots)
     assert await asyncio.wait_for(_acquire_unless_slow(runtime, "sub_a", slots), 1) is False
+
+
+async def test_forgetting_idle_endpoints_forgets_their_slow_signals_too(runtime: Runtime) -> None:
+    idle = runtime.subscription_slots("sub_idle")
+    runtime.slow_signal("sub_idle")
+    busy = runtime.subscription_slots("sub_busy")
+    assert await _acquire_unless_slow(runtime, "sub_busy", busy)
+    waiting = asyncio.create_task(_acquire_unless_slow(runtime, "sub_busy", busy))
+    await asyncio.sleep(0.01)
+    for n in range(10_001):  # past the limit: the next new endpoint prunes the idle ones
+        runtime.subscription_slots(f"sub_{n}")
+    assert "sub_idle" not in runtime.per_subscription and "sub_idle" not in runtime.turned_slow
+    assert runtime.per_subscription["sub_busy"] is busy and "sub_busy" in runtime.turned_slow
+    assert not idle.locked()
+    runtime.mark_slow("sub_busy")  # the queued send still hears it
+    assert await asyncio.wait_for(waiting, 1) is False
