@@ -45,3 +45,25 @@ async def test_stored_text_matches_sqlalchemys_and_reads_back_as_utc(tmp_path: P
             assert (await session.execute(sa.select(sa.func.count()).where(_stamps.c.ours < later))).scalar() == 1
     finally:
         await db.close()
+
+
+async def test_rows_sharing_one_datetime_and_rows_alternating_each_store_their_own(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'stamps.db'}")
+    shared = datetime(2026, 11, 24, 9, 0, 0, 1, tzinfo=UTC)
+    # One object in several rows, other values between, and an equal value as another object.
+    moments = [shared, shared, MOMENTS[1], shared, datetime(2026, 11, 24, 9, 0, 0, 1, tzinfo=UTC), MOMENTS[2], shared]
+    try:
+        async with db.session() as session:
+            await session.run_sync(lambda s: _metadata.create_all(s.connection()))
+            await session.execute(
+                sa.insert(_stamps),
+                [
+                    {"id": i, "ours": m, "reference": m.astimezone(UTC).replace(tzinfo=None)}
+                    for i, m in enumerate(moments)
+                ],
+            )
+            rows = (await session.execute(sa.text("SELECT ours, reference FROM stamps ORDER BY id"))).all()
+            assert [ours for ours, _ in rows] == [reference for _, reference in rows]
+            assert len({ours for ours, _ in rows}) == 3
+    finally:
+        await db.close()
