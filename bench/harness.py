@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=400, help="(a): events, each to 100 subscriptions")
     parser.add_argument("--loads", type=lambda s: [int(x) for x in s.split(",")], default=[100, 250, 500, 1000, 2000])
     parser.add_argument("--latency-seconds", type=float, default=5.0)
-    parser.add_argument("--backlog", type=int, default=200_000, help="(c): pending deliveries of the large backlog")
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="(c): pending deliveries of the large backlog")
     parser.add_argument("--isolation-events", type=int, default=1000)
     parser.add_argument("--isolation-rounds", type=int, default=2, help="(d): alternating pairs of runs")
     parser.add_argument("--api-seconds", type=float, default=8.0)
