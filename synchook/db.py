@@ -110,8 +110,8 @@ def ensure_sqlite_dir(url: str) -> None:
 def create_engine(url: str, *, pool_size: int = 10, inline_sqlite: bool = False) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
-        path = make_url(url).database
-        if inline_sqlite and path and path != ":memory:":
+        path = _sqlite_file(url)
+        if inline_sqlite and path:
             engine = create_async_engine(url, async_creator=inline_connector(path, timeout=SQLITE_LOCK_TIMEOUT))
         else:
             engine = create_async_engine(url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT})
@@ -181,10 +181,16 @@ class Database:
 
 def sqlite_write_lock(url: str) -> SQLiteWriteLock | None:
     """The lock every writer of this SQLite file queues on (None for PostgreSQL and in-memory SQLite)."""
+    path = _sqlite_file(url)
+    return SQLiteWriteLock(path, timeout=SQLITE_LOCK_TIMEOUT) if path else None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The database file's path, for SQLite on a file (not PostgreSQL, not in-memory)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
-    return SQLiteWriteLock(parsed.database, timeout=SQLITE_LOCK_TIMEOUT)
+    return parsed.database
 
 
 # SQLSTATE classes meaning "the server is not there for you right now": 08 connection exceptions,
