@@ -1,5 +1,5 @@
 """What sends did, written back in one unit of work: attempt rows (one bulk insert), delivery rows
-(one executemany), endpoint health. Plain dicts and Core statements: no ORM object per delivery.
+(one bulk update), endpoint health. Plain dicts and bulk statements: no ORM object per delivery.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from synchook.bulk import insert_rows, update_rows
 from webhooks.health import update_health
 from webhooks.models import Delivery, DeliveryAttempt
 from webhooks.retry import next_attempt_delay
@@ -82,13 +83,8 @@ async def record_outcomes(
                 continue
             attempts.append(_attempt_row(claimed, outcome))
             (succeeded if outcome.ok else failed).add(claimed.subscription_id)
-    if attempts:
-        await session.execute(sa.insert(_attempts), attempts)
-    if updates:
-        await session.execute(
-            sa.update(_deliveries).where(_deliveries.c.id == sa.bindparam("b_id")),
-            updates,
-        )
+    await insert_rows(session, _attempts, attempts)
+    await update_rows(session, _deliveries, updates)
     if succeeded or failed:
         plan.events = await update_health(
             session, succeeded=succeeded, failed=failed, now=now, disable_after=disable_after
@@ -126,7 +122,7 @@ def _update_for(
     claimed: Claimed, schedule: tuple[float, ...], max_retry_after: float, now: datetime, plan: Plan
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "b_id": claimed.id,
+        "id": claimed.id,
         "status": claimed.status,
         "attempt_count": claimed.attempt_count,
         "next_attempt_at": None,

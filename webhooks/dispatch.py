@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from subscriptions.models import Subscription
+from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.db import unindexed
 from synchook.ids import new_id
@@ -116,8 +117,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
                     held[subscription.id] = subscription
                     if event_id not in bodies:
                         bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
-        if rows:
-            await session.execute(sa.insert(_deliveries), rows)
+        await insert_rows(session, _deliveries, rows)
     pending = [row["id"] for row in rows if row["status"] == "pending" and row["lease_until"] is None]
     if pending:
         await schedule_deliveries(app, pending)
