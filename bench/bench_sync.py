@@ -62,7 +62,7 @@ def _rss_mib() -> float:
 
 
 async def _bench(url: str, endpoints: dict[str, str], accounts: dict[str, dict[str, Any]], events: int) -> None:
-    settings = Settings(database_url=url, secret_key=generate_master_key(), **endpoints)
+    settings = Settings.model_validate({"database_url": url, "secret_key": generate_master_key(), **endpoints})
     ctx = await AppContext.open(settings, connect_redis=False)
     try:
         async with ctx.db.session() as session:

@@ -83,7 +83,7 @@ class ReceiverClient:
 
     async def rows(self) -> list[tuple[str, str, float]]:
         async with self.http.get(self.base + "/dump") as response:
-            return [tuple(r) for r in (await response.json())["rows"]]  # type: ignore[misc]
+            return [tuple(r) for r in (await response.json())["rows"]]
 
     async def sample(self) -> list[dict[str, Any]]:
         async with self.http.get(self.base + "/sample") as response:

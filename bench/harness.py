@@ -322,7 +322,7 @@ async def _insert_backlog(ctx: AppContext, tenant: Tenant, count: int) -> list[s
             }
             for _ in range(n_events)
         ]
-        rows = []
+        rows: list[dict[str, Any]] = []
         for event in event_rows:
             for sub_id in subs:
                 if made + len(rows) >= count:

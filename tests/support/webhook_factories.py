@@ -123,7 +123,7 @@ async def make_events(
 
 async def deliveries(ctx: AppContext, **where: Any) -> list[Delivery]:
     async with ctx.db.session() as session:
-        query = sa.select(Delivery).order_by(Delivery.id)  # type: ignore[arg-type]
+        query = sa.select(Delivery).order_by(Delivery.id)
         for name, value in where.items():
             query = query.where(getattr(Delivery, name) == value)
         return list((await session.execute(query)).scalars())
