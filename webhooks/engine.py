@@ -279,13 +279,14 @@ async def _run(
 
 
 async def _claim(session: AsyncSession, ids: list[str], *, now: datetime, lease: Lease) -> list[Claimed]:
+    # The ids pick the rows, by primary key: the due index would read every open row.
+    due = unindexed(_deliveries.c.next_attempt_at)
     result = await session.execute(
         sa.update(_deliveries)
         .where(
             _deliveries.c.id.in_(ids),
-            # The ids pick the rows, by primary key: the due index would read every open row.
             unindexed(_deliveries.c.status).in_(OPEN_STATUSES),
-            sa.or_(unindexed(_deliveries.c.next_attempt_at).is_(None), unindexed(_deliveries.c.next_attempt_at) <= now),
+            sa.or_(due.is_(None), due <= now),
             sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
         )
         .values(lease_until=lease.until, lease_owner=lease.owner)
