@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from synchook.db import UTCDateTime
+from synchook.providers import Provider
 
-PROVIDERS: tuple[str, ...] = ("google", "microsoft")
-JOB_STATUSES: tuple[str, ...] = ("queued", "running", "completed", "failed")
-ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
+PROVIDERS: tuple[str, ...] = tuple(Provider)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class SyncMode(StrEnum):
+    INCREMENTAL = "incremental"
+    FULL = "full"
+
+
+JOB_STATUSES: tuple[str, ...] = tuple(JobStatus)
+ACTIVE_STATUSES: tuple[str, ...] = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Connection(SQLModel, table=True):

@@ -1,20 +1,17 @@
-"""HTTP endpoints of the calendar sync API: authorize → read the body → call the service → answer."""
+"""HTTP endpoints of the calendar sync API (CONTRACT §4.1), each declared once: scope, models, errors."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from pydantic import BaseModel
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from sync_trigger import connections, service
 from sync_trigger.calendar_index import routes as calendar_index_routes
 from sync_trigger.errors import SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.schemas import ConnectionCreateBody, TriggerSyncBody
-from synchook.http.bodies import read_model
-from synchook.http.guard import app_context, authorize
-from synchook.http.pagination import next_cursor, page_request
+from sync_trigger.schemas import ConnectionCreateBody, ConnectionView, SyncAccepted, SyncJobView, TriggerSyncBody
+from synchook.http.endpoint import Call, Endpoint, Page, Reply
+from synchook.http.pagination import PageQuery, next_cursor
 from synchook.http.ratelimit import RateLimitState
-from synchook.http.responses import ok, page
 from synchook.idempotency import parse_key
 
 
@@ -22,82 +19,141 @@ def _cap_state(quota: SyncQuota) -> RateLimitState:
     return RateLimitState(limit=quota.limit, remaining=quota.remaining, reset_at=quota.frees_at.timestamp())
 
 
-async def trigger_sync(request: Request) -> Response:
-    principal = await authorize(request, "write:calendar")
-    ctx = app_context(request)
-    key = parse_key(request.headers.get("idempotency-key"))
-    body = await read_model(request, TriggerSyncBody, max_bytes=ctx.settings.max_body_bytes, allow_empty=True)
+async def trigger_sync(call: Call[None, TriggerSyncBody]) -> Reply:
+    key = parse_key(call.request.headers.get("idempotency-key"))
     try:
         result = await service.trigger_sync(
-            ctx.db,
-            workspace_id=principal.workspace_id,
-            body=body,
-            cap=ctx.settings.on_demand_syncs_per_hour,
+            call.ctx.db,
+            workspace_id=call.workspace_id,
+            body=call.body,
+            cap=call.ctx.settings.on_demand_syncs_per_hour,
             idempotency_key=key,
-            enqueue=ctx.enqueue if ctx.redis is not None else None,
+            enqueue=call.ctx.enqueue if call.ctx.redis is not None else None,
         )
     except (SyncInProgress, SyncCapReached) as exc:
         # On this endpoint the X-RateLimit-* headers describe the on-demand cap, refusals included.
-        request.state.rate_limit = _cap_state(exc.quota)
+        call.request.state.rate_limit = _cap_state(exc.quota)
         raise
-    request.state.rate_limit = _cap_state(result.quota)
+    call.request.state.rate_limit = _cap_state(result.quota)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return ok(result.data, status=result.status_code, headers=headers)
+    return Reply(SyncAccepted.model_validate(result.data), status=result.status_code, headers=headers)
 
 
-async def get_sync_job(request: Request) -> Response:
-    principal = await authorize(request, "read:calendar")
-    async with app_context(request).db.session() as session:
-        job = await service.get_job(session, workspace_id=principal.workspace_id, job_id=request.path_params["job_id"])
-    return ok(service.job_view(job))
+async def get_sync_job(call: Call[None, None]) -> SyncJobView:
+    async with call.ctx.db.session() as session:
+        job = await service.get_job(session, workspace_id=call.workspace_id, job_id=call.path["job_id"])
+    return SyncJobView.of(job)
 
 
-async def create_connection(request: Request) -> Response:
-    principal = await authorize(request, "write:calendar")
-    ctx = app_context(request)
-    body = await read_model(request, ConnectionCreateBody, max_bytes=ctx.settings.max_body_bytes)
-    async with ctx.db.session() as session:
+async def create_connection(call: Call[None, ConnectionCreateBody]) -> ConnectionView:
+    async with call.ctx.db.session() as session:
         connection = await connections.create_connection(
-            session, box=ctx.box, workspace_id=principal.workspace_id, body=body
+            session, box=call.ctx.box, workspace_id=call.workspace_id, body=call.body
         )
-    return ok(connections.connection_view(connection), status=201)
+    return ConnectionView.of(connection)
 
 
-async def list_connections(request: Request) -> Response:
-    principal = await authorize(request, "read:calendar")
-    wanted = page_request(request)
-    async with app_context(request).db.session() as session:
+async def list_connections(call: Call[PageQuery, None]) -> Page:
+    async with call.ctx.db.session() as session:
         rows = await connections.list_connections(
-            session, workspace_id=principal.workspace_id, limit=wanted.limit, after_id=wanted.after_id
+            session, workspace_id=call.workspace_id, limit=call.query.limit, after_id=call.query.after_id
         )
-    items = [connections.connection_view(c) for c in rows[: wanted.limit]]
-    return page(items, next_cursor([c.id for c in rows], wanted.limit))
+    items: list[BaseModel] = [ConnectionView.of(c) for c in rows[: call.query.limit]]
+    return Page(items, next_cursor([c.id for c in rows], call.query.limit))
 
 
-async def get_connection(request: Request) -> Response:
-    principal = await authorize(request, "read:calendar")
-    async with app_context(request).db.session() as session:
+async def get_connection(call: Call[None, None]) -> ConnectionView:
+    async with call.ctx.db.session() as session:
         connection = await connections.get_connection(
-            session, workspace_id=principal.workspace_id, connection_id=request.path_params["connection_id"]
+            session, workspace_id=call.workspace_id, connection_id=call.path["connection_id"]
         )
-    return ok(connections.connection_view(connection))
+    return ConnectionView.of(connection)
 
 
-async def delete_connection(request: Request) -> Response:
-    principal = await authorize(request, "write:calendar")
-    async with app_context(request).db.session() as session:
+async def delete_connection(call: Call[None, None]) -> Response:
+    async with call.ctx.db.session() as session:
         await connections.delete_connection(
-            session, workspace_id=principal.workspace_id, connection_id=request.path_params["connection_id"]
+            session, workspace_id=call.workspace_id, connection_id=call.path["connection_id"]
         )
     return Response(status_code=204)
 
 
-ROUTES: list[BaseRoute] = [
-    Route("/calendar/sync", trigger_sync, methods=["POST"]),
-    Route("/calendar/sync/{job_id}", get_sync_job, methods=["GET"]),
-    Route("/calendar/connections", create_connection, methods=["POST"]),
-    Route("/calendar/connections", list_connections, methods=["GET"]),
-    Route("/calendar/connections/{connection_id}", get_connection, methods=["GET"]),
-    Route("/calendar/connections/{connection_id}", delete_connection, methods=["DELETE"]),
-    *calendar_index_routes.ROUTES,
+_CONNECTION = "/v1/calendar/connections/{connection_id}"
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        method="POST",
+        path="/v1/calendar/sync",
+        handler=trigger_sync,
+        summary="Trigger a calendar sync",
+        tag="calendar",
+        scope="write:calendar",
+        body=TriggerSyncBody,
+        body_required=False,
+        response=SyncAccepted,
+        status=202,
+        errors=(409, 422, 429),
+        idempotent_key_header=True,
+        description="An empty body means an incremental sync of every connected calendar. 403 "
+        "`insufficient_permissions` also when the workspace (or provider) has no connected calendar; 409 "
+        "`sync_in_progress`, `idempotency_in_progress`; 422 `idempotency_key_reused`; 429 `rate_limited` past the "
+        "hourly on-demand cap (the X-RateLimit-* headers describe that cap here).",
+        extra_response_headers=("Idempotent-Replayed",),
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/calendar/sync/{job_id}",
+        handler=get_sync_job,
+        summary="Get a sync job",
+        tag="calendar",
+        scope="read:calendar",
+        response=SyncJobView,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/calendar/connections",
+        handler=create_connection,
+        summary="Connect a calendar account",
+        tag="calendar",
+        scope="write:calendar",
+        body=ConnectionCreateBody,
+        response=ConnectionView,
+        status=201,
+        errors=(409,),
+        description="Tokens are stored encrypted and never returned; 409 `connection_exists` for an account "
+        "already connected.",
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/calendar/connections",
+        handler=list_connections,
+        summary="List connections",
+        tag="calendar",
+        scope="read:calendar",
+        query=PageQuery,
+        response=ConnectionView,
+        many=True,
+    ),
+    Endpoint(
+        method="GET",
+        path=_CONNECTION,
+        handler=get_connection,
+        summary="Get a connection",
+        tag="calendar",
+        scope="read:calendar",
+        response=ConnectionView,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="DELETE",
+        path=_CONNECTION,
+        handler=delete_connection,
+        summary="Delete a connection",
+        tag="calendar",
+        scope="write:calendar",
+        status=204,
+        errors=(404,),
+    ),
+    *calendar_index_routes.ENDPOINTS,
 ]

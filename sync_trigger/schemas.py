@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode
 from synchook.http.fields import IsoDateTime
-
-Provider = Literal["google", "microsoft"]
+from synchook.http.wire import Timestamp, Wire
+from synchook.providers import Provider
 
 
 class TriggerSyncBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["incremental", "full"] = "incremental"
+    mode: SyncMode = SyncMode.INCREMENTAL
     provider: Provider | None = None
     from_date: IsoDateTime | None = None
     to_date: IsoDateTime | None = None
@@ -28,3 +27,79 @@ class ConnectionCreateBody(BaseModel):
     access_token: StrictStr = Field(min_length=1, max_length=4096)
     refresh_token: StrictStr = Field(min_length=1, max_length=4096)
     expires_at: IsoDateTime | None = None
+
+
+# --- Response shapes ---------------------------------------------------------------------------------
+
+
+class SyncAccepted(Wire):
+    """The 202 body's `data`: exactly the seed's four fields."""
+
+    job_id: str = Field(pattern=r"^cal_sync_[0-9A-HJKMNP-TV-Z]{26}$")
+    status: JobStatus
+    mode: SyncMode
+    queued_at: Timestamp
+
+
+class SyncStats(Wire):
+    calendars: int
+    events_created: int
+    events_updated: int
+    events_deleted: int
+
+
+class JobError(Wire):
+    code: str
+    message: str
+
+
+class SyncJobView(Wire):
+    """GET /v1/calendar/sync/{job_id}."""
+
+    job_id: str
+    status: JobStatus
+    mode: SyncMode
+    provider: Provider | None
+    from_date: Timestamp | None
+    to_date: Timestamp | None
+    queued_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    stats: SyncStats | None
+    error: JobError | None
+
+    @classmethod
+    def of(cls, job: SyncJob) -> SyncJobView:
+        return cls(
+            job_id=job.id,
+            status=JobStatus(job.status),
+            mode=SyncMode(job.mode),
+            provider=Provider(job.provider) if job.provider is not None else None,
+            from_date=job.from_date,
+            to_date=job.to_date,
+            queued_at=job.queued_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            stats=SyncStats.model_validate(job.stats) if job.stats is not None else None,
+            error=JobError.model_validate(job.error) if job.error is not None else None,
+        )
+
+
+class ConnectionView(Wire):
+    id: str = Field(pattern="^conn_")
+    provider: Provider
+    account: str
+    status: str
+    created_at: Timestamp
+    last_synced_at: Timestamp | None
+
+    @classmethod
+    def of(cls, connection: Connection) -> ConnectionView:
+        return cls(
+            id=connection.id,
+            provider=Provider(connection.provider),
+            account=connection.account,
+            status=connection.status,
+            created_at=connection.created_at,
+            last_synced_at=connection.last_synced_at,
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,16 +19,28 @@ import webhooks.routes
 from synchook import health
 from synchook.context import AppContext
 from synchook.errors import DomainError
+from synchook.http.endpoint import Endpoint, routes
 from synchook.http.middleware import RequestContextMiddleware, request_id_of
 from synchook.http.responses import error_response
 from synchook.metrics import MetricsMiddleware
+from synchook.openapi import build_spec
 from synchook.settings import Settings
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
 
 
+def api_endpoints() -> list[Endpoint]:
+    """Every declared /v1 endpoint: what the app routes and what /openapi.json documents."""
+    return [*sync_trigger.routes.ENDPOINTS]
+
+
+def openapi_document(*, root_path: str = "") -> dict[str, Any]:
+    """`/openapi.json`: generated from the declarations of every endpoint."""
+    return build_spec(api_endpoints(), root_path=root_path)
+
+
 def api_routes() -> list[BaseRoute]:
-    return [*sync_trigger.routes.ROUTES, *subscriptions.routes.ROUTES, *webhooks.routes.ROUTES]
+    return [*routes(api_endpoints(), mount="/v1"), *subscriptions.routes.ROUTES, *webhooks.routes.ROUTES]
 
 
 def all_routes() -> list[BaseRoute]:
@@ -72,6 +85,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Star
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.openapi = openapi_document(root_path=settings.root_path)
     if context is not None:
         app.state.ctx = context
     return app

@@ -8,21 +8,23 @@ a response never breaks a client. ``tests/kernel/test_openapi.py`` checks the pa
 from __future__ import annotations
 
 import copy
-import functools
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from synchook.auth.models import ALL_SCOPES
-from synchook.settings import Settings
+from synchook.http.endpoint import Endpoint
 
 Schema = dict[str, Any]
 
 _ULID = "[0-9A-HJKMNP-TV-Z]{26}"
 _PROVIDERS = ["google", "microsoft"]
-_JOB_STATUSES = ["queued", "running", "completed", "failed"]
 _DELIVERY_STATUSES = ["pending", "succeeded", "failed", "dead", "cancelled"]
 
 
@@ -76,73 +78,6 @@ SCHEMAS: dict[str, Schema] = {
             )
         },
         required=["error"],
-    ),
-    "TriggerSync": _obj(
-        {
-            "mode": {"type": "string", "enum": ["incremental", "full"], "default": "incremental"},
-            "provider": _nullable({"type": "string", "enum": _PROVIDERS}),
-            "from_date": _nullable({**_TIME_INPUT, "description": "only with mode=full; default now−90 days"}),
-            "to_date": _nullable({**_TIME_INPUT, "description": "only with mode=full; default now+180 days"}),
-        },
-        closed=True,
-    ),
-    "SyncAccepted": _obj(
-        {
-            "job_id": {"type": "string", "pattern": f"^cal_sync_{_ULID}$"},
-            "status": {"type": "string", "enum": _JOB_STATUSES},
-            "mode": {"type": "string", "enum": ["incremental", "full"]},
-            "queued_at": _TIME,
-        },
-        required=["job_id", "status", "mode", "queued_at"],
-    ),
-    "SyncJob": _obj(
-        {
-            "job_id": {"type": "string"},
-            "status": {"type": "string", "enum": _JOB_STATUSES},
-            "mode": {"type": "string", "enum": ["incremental", "full"]},
-            "provider": _nullable({"type": "string", "enum": _PROVIDERS}),
-            "from_date": _TIME_OR_NULL,
-            "to_date": _TIME_OR_NULL,
-            "queued_at": _TIME,
-            "started_at": _TIME_OR_NULL,
-            "completed_at": _TIME_OR_NULL,
-            "stats": _nullable(
-                _obj(
-                    {
-                        k: {"type": "integer"}
-                        for k in ("calendars", "events_created", "events_updated", "events_deleted")
-                    }
-                )
-            ),
-            "error": _nullable(_obj({"code": {"type": "string"}, "message": {"type": "string"}})),
-        },
-        required=["job_id", "status", "mode", "queued_at"],
-    ),
-    "ConnectionCreate": _obj(
-        {
-            "provider": {"type": "string", "enum": _PROVIDERS},
-            "account": {"type": "string", "minLength": 1, "maxLength": 320},
-            "access_token": {"type": "string", "minLength": 1, "maxLength": 4096},
-            "refresh_token": {"type": "string", "minLength": 1, "maxLength": 4096},
-            "expires_at": _nullable(_TIME_INPUT),
-        },
-        required=["provider", "account", "access_token", "refresh_token"],
-        closed=True,
-    ),
-    "Connection": _obj(
-        {
-            "id": {"type": "string", "pattern": "^conn_"},
-            "provider": {"type": "string", "enum": _PROVIDERS},
-            "account": {"type": "string"},
-            "status": {"type": "string"},
-            "created_at": _TIME,
-            "last_synced_at": _TIME_OR_NULL,
-        },
-        required=["id", "provider", "account", "status", "created_at"],
-    ),
-    "CalendarEvent": _obj(
-        {"id": {"type": "string"}, "calendar_id": {"type": "string"}},
-        required=["id"],
     ),
     "SubscriptionCreate": _obj(
         {
@@ -282,6 +217,10 @@ HEADERS: dict[str, Schema] = {
     "X-RateLimit-Remaining": {"description": "Requests left in the current window", "schema": {"type": "integer"}},
     "X-RateLimit-Reset": {"description": "When the window resets, Unix seconds", "schema": {"type": "integer"}},
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response of an earlier request with this Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
 }
 
 # Every error status an endpoint may answer, with the codes it carries.
@@ -398,8 +337,6 @@ _PAGING = [_param("limit"), _param("cursor")]
 
 
 def _paths() -> dict[str, dict[str, Schema]]:
-    job_id = _path("job_id", "A sync job id (cal_sync_…)")
-    conn_id = _path("connection_id", "A connection id (conn_…)")
     sub_id = _path("id", "A subscription id (sub_…)")
     delivery_id = _path("id", "A delivery id")
     replay_id = _path("id", "A bulk replay id (rpl_…)")
@@ -474,99 +411,6 @@ def _paths() -> dict[str, dict[str, Schema]]:
                     "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
                 },
             }
-        },
-        "/v1/calendar/sync": {
-            "post": _op(
-                "Trigger Calendar Sync",
-                tag="calendar",
-                scope="write:calendar",
-                ok_status=202,
-                ok_schema=_envelope(_ref("SyncAccepted")),
-                errors=(409,),
-                parameters=[_param("Idempotency-Key")],
-                body="TriggerSync",
-                body_required=False,
-                description="An empty body means incremental. On this endpoint the X-RateLimit-* headers describe "
-                "the cap of 6 accepted on-demand syncs per rolling hour per workspace (429 `rate_limited` beyond). "
-                "403 `insufficient_permissions` also when the workspace (or provider) has no connected calendar. "
-                "409 `sync_in_progress` while an overlapping full sync is queued or running; "
-                "409 `idempotency_in_progress` while the first request with this Idempotency-Key is in flight; "
-                "422 `idempotency_key_reused` for the same key with another body.",
-                ok_headers={
-                    "Idempotent-Replayed": {
-                        "description": "`true` when this is the stored response of an earlier request with this key",
-                        "schema": {"type": "string", "enum": ["true"]},
-                    }
-                },
-            )
-        },
-        "/v1/calendar/sync/{job_id}": {
-            "get": _op(
-                "Get a sync job",
-                tag="calendar",
-                scope="read:calendar",
-                ok_status=200,
-                ok_schema=_envelope(_ref("SyncJob")),
-                errors=(404,),
-                parameters=[job_id],
-            )
-        },
-        "/v1/calendar/connections": {
-            "post": _op(
-                "Connect a calendar account",
-                tag="calendar",
-                scope="write:calendar",
-                ok_status=201,
-                ok_schema=_envelope(_ref("Connection")),
-                errors=(409,),
-                body="ConnectionCreate",
-                description="Tokens are stored encrypted and never returned. 409 `connection_exists` when this "
-                "account is already connected.",
-            ),
-            "get": _op(
-                "List connections",
-                tag="calendar",
-                scope="read:calendar",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("Connection")),
-                parameters=_PAGING,
-            ),
-        },
-        "/v1/calendar/connections/{connection_id}": {
-            "get": _op(
-                "Get a connection",
-                tag="calendar",
-                scope="read:calendar",
-                ok_status=200,
-                ok_schema=_envelope(_ref("Connection")),
-                errors=(404,),
-                parameters=[conn_id],
-            ),
-            "delete": _op(
-                "Disconnect a calendar account",
-                tag="calendar",
-                scope="write:calendar",
-                ok_status=204,
-                ok_schema=None,
-                errors=(404,),
-                parameters=[conn_id],
-            ),
-        },
-        "/v1/calendar/events": {
-            "get": _op(
-                "List synced calendar events",
-                tag="calendar",
-                scope="read:calendar",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("CalendarEvent")),
-                parameters=[
-                    *_PAGING,
-                    _query("calendar_id", {"type": "string"}, "Only events of this calendar"),
-                    _param("since"),
-                    _param("until"),
-                ],
-                errors=(422,),
-            )
         },
         "/v1/webhooks/event-types": {
             "get": _op(
@@ -772,6 +616,110 @@ def _paths() -> dict[str, dict[str, Schema]]:
     }
 
 
+# --- Operations generated from the route declarations ----------------------------------------------------
+
+_ModelKey = tuple[type[BaseModel], JsonSchemaMode]
+
+
+def _model_keys(endpoints: Sequence[Endpoint]) -> list[_ModelKey]:
+    keys: dict[_ModelKey, None] = {}
+    for endpoint in endpoints:
+        if endpoint.query is not None:
+            keys[(endpoint.query, "validation")] = None
+        if endpoint.body is not None:
+            keys[(endpoint.body, "validation")] = None
+        if endpoint.response is not None:
+            keys[(endpoint.response, "serialization")] = None
+    return list(keys)
+
+
+def _ref_name(ref: Schema) -> str:
+    return str(ref["$ref"]).rsplit("/", 1)[-1]
+
+
+def _path_parameters(path: str) -> list[Schema]:
+    return [_path(name, f"The {name.replace('_', ' ')}") for name in re.findall(r"\{(\w+)(?::\w+)?\}", path)]
+
+
+def _without_null(schema: Schema) -> Schema:
+    # A query parameter is absent or a string, never JSON null: `X | None = None` documents as X.
+    if schema.get("default", ...) is None:
+        del schema["default"]
+    options = schema.get("anyOf")
+    if options is not None:
+        kept = [option for option in options if option != {"type": "null"}]
+        if len(kept) == 1:
+            del schema["anyOf"]
+            schema.update({key: value for key, value in kept[0].items() if key not in schema})
+    return schema
+
+
+def _query_parameters(component: Schema) -> list[Schema]:
+    required = set(component.get("required", ()))
+    parameters: list[Schema] = []
+    for name, schema in component.get("properties", {}).items():
+        schema = _without_null(dict(schema))
+        description = schema.pop("description", schema.get("title", name))
+        schema.pop("title", None)
+        if name in ("limit", "cursor"):
+            parameters.append(_param(name))
+            continue
+        parameter: Schema = {"name": name, "in": "query", "description": description, "schema": schema}
+        if name in required:
+            parameter["required"] = True
+        if schema.get("type") == "array" or any(s.get("type") == "array" for s in schema.get("anyOf", ())):
+            parameter["explode"] = True
+        parameters.append(parameter)
+    return parameters
+
+
+def _declared_operation(endpoint: Endpoint, refs: Mapping[Any, Schema], defs: dict[str, Schema]) -> Schema:
+    parameters = _path_parameters(endpoint.path)
+    if endpoint.query is not None:
+        parameters += _query_parameters(defs[_ref_name(refs[(endpoint.query, "validation")])])
+    if endpoint.idempotent_key_header:
+        parameters.append(_param("Idempotency-Key"))
+    ok_schema: Schema | None = None
+    if endpoint.response is not None:
+        item = refs[(endpoint.response, "serialization")]
+        ok_schema = _list_envelope(item) if endpoint.many else _envelope(item)
+    elif endpoint.media_type != "application/json":
+        ok_schema = None
+    op = _op(
+        endpoint.summary,
+        tag=endpoint.tag,
+        scope=endpoint.scope,
+        ok_status=endpoint.status,
+        ok_schema=ok_schema,
+        errors=endpoint.errors,
+        parameters=parameters or None,
+        body=_ref_name(refs[(endpoint.body, "validation")]) if endpoint.body is not None else None,
+        body_required=endpoint.body_required,
+        description=endpoint.description,
+        ok_headers={name: {"$ref": f"#/components/headers/{name}"} for name in endpoint.extra_response_headers},
+    )
+    if endpoint.query is not None:
+        op["responses"].setdefault("422", _error_response(422, _ERRORS[422], authenticated=endpoint.scope is not None))
+    if endpoint.media_type != "application/json" and endpoint.response is None:
+        op["responses"][str(endpoint.status)]["content"] = {endpoint.media_type: {"schema": {"type": "string"}}}
+    return op
+
+
+def declared_paths(endpoints: Sequence[Endpoint]) -> tuple[dict[str, dict[str, Schema]], dict[str, Schema]]:
+    """The path items and component schemas of `endpoints`, from their models' JSON Schemas."""
+    keys = _model_keys(endpoints)
+    refs, top = models_json_schema(keys, ref_template="#/components/schemas/{model}")
+    defs: dict[str, Schema] = dict(top.get("$defs", {}))
+    paths: dict[str, dict[str, Schema]] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _declared_operation(endpoint, refs, defs)
+    # A query model is documented as its parameters, not as a schema of its own.
+    for endpoint in endpoints:
+        if endpoint.query is not None:
+            defs.pop(_ref_name(refs[(endpoint.query, "validation")]), None)
+    return paths, defs
+
+
 def _with_operation_ids(paths: dict[str, dict[str, Schema]]) -> dict[str, dict[str, Schema]]:
     for path, operations in paths.items():
         for method, op in operations.items():
@@ -780,10 +728,18 @@ def _with_operation_ids(paths: dict[str, dict[str, Schema]]) -> dict[str, dict[s
     return paths
 
 
-@functools.cache
-def _document() -> Schema:
+def _merged(hand_written: dict[str, dict[str, Schema]], declared: dict[str, dict[str, Schema]]) -> dict[str, Any]:
+    paths = {path: dict(ops) for path, ops in hand_written.items()}
+    for path, ops in declared.items():
+        paths.setdefault(path, {}).update(ops)
+    return paths
+
+
+def build_spec(endpoints: Sequence[Endpoint] = (), *, root_path: str = "") -> Schema:
+    """The document of `endpoints` (mounted under /v1 when their path says so), `servers` at SYNCHOOK_ROOT_PATH."""
     from synchook import __version__
 
+    declared, schemas = declared_paths(endpoints)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -793,7 +749,7 @@ def _document() -> Schema:
             "All /v1 endpoints take `Authorization: Bearer wbk_…`; each operation names the scope it needs "
             f"({', '.join(ALL_SCOPES)}). Lists are paginated with `limit` (1–100, default 20) and `cursor`.",
         },
-        "servers": [{"url": "/"}],
+        "servers": [{"url": root_path or "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [
             {"name": "calendar", "description": "Calendar sync (CONTRACT §4.1)"},
@@ -801,7 +757,7 @@ def _document() -> Schema:
             {"name": "admin", "description": "The web console"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
         ],
-        "paths": _with_operation_ids(_paths()),
+        "paths": _with_operation_ids(_merged(_paths(), declared)),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -811,23 +767,16 @@ def _document() -> Schema:
                     "description": "An API key from `synchook keys create`; scopes: " + ", ".join(ALL_SCOPES),
                 }
             },
-            "schemas": SCHEMAS,
+            "schemas": {**copy.deepcopy(SCHEMAS), **schemas},
             "parameters": PARAMETERS,
             "headers": HEADERS,
         },
     }
 
 
-def build_spec(*, root_path: str = "") -> Schema:
-    """The document, with `servers` pointing at SYNCHOOK_ROOT_PATH when set."""
-    spec = copy.deepcopy(_document())
-    spec["servers"] = [{"url": root_path or "/"}]
-    return spec
-
-
 async def openapi_json(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    return JSONResponse(build_spec(root_path=settings.root_path))
+    # Built once per app from the declarations the composition root registered (synchook/app.py).
+    return JSONResponse(request.app.state.openapi)
 
 
 ROUTES = [Route("/openapi.json", openapi_json, methods=["GET"])]

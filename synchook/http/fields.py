@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from synchook.errors import ValidationFailed
 from synchook.timeutil import parse_datetime
@@ -24,7 +24,11 @@ def parse_iso8601(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 date or date-time") from None
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(parse_iso8601)]
+IsoDateTime = Annotated[
+    datetime,
+    BeforeValidator(parse_iso8601),
+    WithJsonSchema({"type": "string", "maxLength": _MAX_LENGTH, "description": "ISO 8601 date or date-time"}),
+]
 
 
 def datetime_param(params: Mapping[str, str], name: str) -> datetime | None:

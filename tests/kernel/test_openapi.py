@@ -10,13 +10,12 @@ import pytest
 from pydantic import BaseModel
 from starlette.routing import BaseRoute, Mount, Route
 
-from synchook.app import all_routes, create_app
+from synchook.app import all_routes, create_app, openapi_document
 from synchook.crypto import generate_master_key
-from synchook.openapi import build_spec
 from synchook.settings import Settings
 
 METHODS = {"get", "post", "put", "patch", "delete"}
-SPEC = build_spec()
+SPEC = openapi_document()
 
 
 def normalise(path: str) -> str:
@@ -143,7 +142,9 @@ def test_body_schema_matches_the_model(schema_name: str, module: str, model_name
     except (ImportError, AttributeError):
         pytest.skip(f"{module}.{model_name} has not landed yet")
     assert issubclass(model, BaseModel)
-    schema = SPEC["components"]["schemas"][schema_name]
+    # Declared endpoints document their body under the model's own name; hand-written entries under theirs.
+    schemas = SPEC["components"]["schemas"]
+    schema = schemas[schema_name] if schema_name in schemas else schemas[model_name]
     assert set(schema["properties"]) == set(model.model_fields)
     required = {name for name, field in model.model_fields.items() if field.is_required()}
     assert set(schema.get("required", [])) == required

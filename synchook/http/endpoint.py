@@ -1,0 +1,154 @@
+"""One declaration per route: method, path, scope, query/body/response models and error statuses.
+
+An `Endpoint` is the single source every other concern reads: `as_route()` authorizes, parses the query
+and body into their models, calls the handler and serialises what it returns through the response model;
+`synchook.openapi` builds `/openapi.json` from the same declarations. Nothing about a route is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from synchook.auth.models import Principal
+from synchook.context import AppContext
+from synchook.http.bodies import read_model, validation_failed
+from synchook.http.guard import app_context, authorize
+
+QueryT = TypeVar("QueryT", bound=BaseModel | None)
+BodyT = TypeVar("BodyT", bound=BaseModel | None)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[QueryT, BodyT]):
+    """What a handler gets: the request, already authorized and parsed."""
+
+    request: Request
+    ctx: AppContext
+    principal: Principal
+    path: Mapping[str, str]
+    query: QueryT
+    body: BodyT
+
+    @property
+    def workspace_id(self) -> str:
+        return self.principal.workspace_id
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A list answer: `{"data": [...], "next_cursor": ...}`."""
+
+    items: Sequence[BaseModel]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer whose status or headers are decided at run time (202 vs 200, idempotent replays…)."""
+
+    data: BaseModel
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+
+
+Handler = Callable[[Call[Any, Any]], Awaitable[BaseModel | Page | Reply | Response | None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """A route and everything the API promises about it.
+
+    `response` is the model of `data` (of each item when `many`); None means no body (204) unless the
+    handler answers with its own `Response` (`media_type` then documents what it sends).
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    scope: str | None
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    response: type[BaseModel] | None = None
+    many: bool = False
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    media_type: str = "application/json"
+    paginated: bool = False
+    idempotent_key_header: bool = False
+    extra_response_headers: tuple[str, ...] = field(default=())
+
+    def as_route(self, *, mount: str = "") -> Route:
+        """The starlette route; `mount` is the prefix of the `Mount` it will sit in (the path names it too)."""
+        if not self.path.startswith(mount + "/"):
+            raise ValueError(f"{self.path} is not below {mount}")
+        return Route(self.path.removeprefix(mount), self._serve, methods=[self.method])
+
+    async def _serve(self, request: Request) -> Response:
+        principal = await authorize(request, self.scope) if self.scope is not None else None
+        ctx = app_context(request)
+        query = parse_query(self.query, request) if self.query is not None else None
+        body = None
+        if self.body is not None:
+            body = await read_model(
+                request, self.body, max_bytes=ctx.settings.max_body_bytes, allow_empty=not self.body_required
+            )
+        call = Call(request, ctx, principal, request.path_params, query, body)  # type: ignore[arg-type]
+        return self._answer(await self.handler(call))
+
+    def _answer(self, result: BaseModel | Page | Reply | Response | None) -> Response:
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return Response(status_code=self.status if self.status != 200 else 204)
+        if isinstance(result, Page):
+            items = [self._dump(item) for item in result.items]
+            return JSONResponse({"data": items, "next_cursor": result.next_cursor}, status_code=self.status)
+        if isinstance(result, Reply):
+            return JSONResponse(
+                {"data": self._dump(result.data)},
+                status_code=result.status or self.status,
+                headers=dict(result.headers) if result.headers else None,
+            )
+        return JSONResponse({"data": self._dump(result)}, status_code=self.status)
+
+    def _dump(self, value: BaseModel) -> Any:
+        # A handler answering with another model than declared would document one shape and send another.
+        if self.response is not None and not isinstance(value, self.response):
+            raise TypeError(f"{self.method} {self.path} answered {type(value).__name__}, not {self.response.__name__}")
+        return value.model_dump(mode="json")
+
+
+def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
+    """The query string as `model`: list fields take every repeat of their name, others the first."""
+    params = request.query_params
+    raw: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key not in params:
+            continue
+        raw[name] = params.getlist(key) if _is_list(info.annotation) else params[key]
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) in (list, tuple, set):
+        return True
+    return any(_is_list(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def routes(endpoints: Sequence[Endpoint], *, mount: str = "") -> list[Route]:
+    return [endpoint.as_route(mount=mount) for endpoint in endpoints]
