@@ -1,9 +1,10 @@
-"""Redis and arq: one queue name, the connection settings, a look at the queue head, and the embedded
-redis-server for dev/tests."""
+"""Redis and arq: one queue name, the job codec, the connection settings, a look at the queue head, and the
+embedded redis-server for dev/tests."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix
@@ -26,6 +28,43 @@ KEY_PREFIX = "synchook:"
 REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
 
 
+# --- The job codec: JSON, never pickle --------------------------------------------------------------
+# arq's default codec is pickle, so whoever could write `arq:job:*` ran code on every worker (and read
+# SYNCHOOK_SECRET_KEY). Jobs carry ids and plain values only; every pool and worker of ours is built with
+# this pair, so a job written by anyone else is at worst a job that fails to deserialize.
+
+
+class QueueDataError(ValueError):
+    """Bytes read from Redis that are not one of our jobs (arq reports the job as failed to deserialize)."""
+
+
+def encode_job(data: dict[str, Any]) -> bytes:
+    """arq's job (and result) dict as compact JSON; anything but plain data is refused, not pickled."""
+    return json.dumps(data, default=_plain, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_job(raw: bytes) -> dict[str, Any]:
+    """A job (or result) dict from JSON; anything else (a pickle, say) raises and is never executed."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise QueueDataError("queue entry is not a JSON job") from exc
+    if not isinstance(data, dict):
+        raise QueueDataError("queue entry is not a JSON object")
+    return data
+
+
+def _plain(value: object) -> object:
+    # arq stores a failed job's exception as its result: keep its type only (a message could carry data).
+    if isinstance(value, BaseException):
+        return {"error": type(value).__name__}
+    raise TypeError(f"{type(value).__name__} is not queue data")
+
+
+def _no_constant(name: str) -> object:
+    raise QueueDataError(f"queue entry holds {name}")
+
+
 def redis_settings(url: str) -> RedisSettings:
     settings = RedisSettings.from_dsn(url)
     settings.conn_timeout = 2
@@ -37,8 +76,12 @@ async def connect(url: str, *, lazy: bool = False) -> ArqRedis:
     """A pool for enqueueing; `lazy` skips the start-up ping so an API can start (not ready) while Redis is down."""
     if lazy:
         pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        return ArqRedis(connection_pool=pool, default_queue_name=QUEUE_NAME)
-    return await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
+        return ArqRedis(
+            connection_pool=pool, job_serializer=encode_job, job_deserializer=decode_job, default_queue_name=QUEUE_NAME
+        )
+    return await create_pool(
+        redis_settings(url), job_serializer=encode_job, job_deserializer=decode_job, default_queue_name=QUEUE_NAME
+    )
 
 
 async def due_job_ids(redis: ArqRedis, *, limit: int) -> list[str]:
