@@ -25,6 +25,7 @@ from synchook.db import Database
 from synchook.errors import NotFound, ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Enqueue, hand_off, record_event
+from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -366,12 +367,7 @@ async def _job_connections(session: AsyncSession, job: SyncJob) -> list[Connecti
 # --- Secrets ---------------------------------------------------------------------------------------
 
 
-async def reseal_connection_tokens(session: AsyncSession, box: SecretBox) -> int:
-    """Re-encrypt every connection's tokens under the newest master key; returns how many changed."""
-    count = 0
-    for connection in (await session.execute(select(Connection))).scalars():
-        if box.needs_reseal(connection.access_token_sealed) or box.needs_reseal(connection.refresh_token_sealed):
-            connection.access_token_sealed = box.reseal(connection.access_token_sealed, context=connection.id)
-            connection.refresh_token_sealed = box.reseal(connection.refresh_token_sealed, context=connection.id)
-            count += 1
-    return count
+async def reseal_connection_tokens(db: Database, box: SecretBox) -> ResealCount:
+    """Re-encrypt every connection's tokens under the newest master key, never over a refresh made meanwhile."""
+    table = Connection.__table__  # type: ignore[attr-defined]
+    return await reseal_columns(db, box, table, ("access_token_sealed", "refresh_token_sealed"))

@@ -208,7 +208,9 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> None:
     settings = load_settings()
     counts = asyncio.run(reseal_everything(settings))
     for name, count in counts.items():
-        print(f"{name}: re-encrypted {count}")
+        # Skipped rows were being written while we tried (a token refresh, a rotation): run the command again.
+        skipped = f", skipped {count.skipped} written meanwhile (run again)" if count.skipped else ""
+        print(f"{name}: re-encrypted {count.changed}{skipped}")
 
 
 def build_parser() -> argparse.ArgumentParser:

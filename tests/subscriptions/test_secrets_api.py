@@ -16,6 +16,7 @@ from subscriptions.models import Subscription
 from subscriptions.service import reseal_subscription_secrets
 from synchook.context import AppContext
 from synchook.crypto import DecryptionError, SecretBox, generate_master_key
+from synchook.reseal import ResealCount
 from synchook.settings import parse_secret_keys
 from synchook.timeutil import parse_datetime, utcnow
 from tests.factories import Tenant, make_tenant
@@ -195,10 +196,8 @@ async def test_reseal_moves_every_secret_to_the_newest_key(
     rotated = await rotate(client, tenant, created[0]["id"])
     old_key = app_ctx.settings.secret_keys()[0]
     newer = SecretBox([parse_secret_keys(generate_master_key())[0], old_key])
-    async with app_ctx.db.session() as session:
-        assert await reseal_subscription_secrets(session, newer) == 3
-    async with app_ctx.db.session() as session:
-        assert await reseal_subscription_secrets(session, newer) == 0
+    assert await reseal_subscription_secrets(app_ctx.db, newer) == ResealCount(changed=3)
+    assert await reseal_subscription_secrets(app_ctx.db, newer) == ResealCount()
     only_new = SecretBox([parse_secret_keys(generate_master_key())[0]])
     for item in created:
         subscription = await load(app_ctx, item["id"])
