@@ -108,13 +108,10 @@ async def trigger_sync(
 ) -> Accepted:
     """Queue an on-demand sync (or replay the response stored under the idempotency key)."""
     from_date, to_date = resolve_window(body, now=utcnow())
+    request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
         replay = await idempotency.claim(
-            db,
-            workspace_id=workspace_id,
-            scope=IDEMPOTENCY_SCOPE,
-            key=idempotency_key,
-            request_hash=idempotency.fingerprint(body.model_dump(mode="json")),
+            db, workspace_id=workspace_id, scope=IDEMPOTENCY_SCOPE, key=idempotency_key, request_hash=request_hash
         )
         if replay is not None:
             async with db.session() as session:
@@ -158,6 +155,7 @@ async def trigger_sync(
                     workspace_id=workspace_id,
                     scope=IDEMPOTENCY_SCOPE,
                     key=idempotency_key,
+                    request_hash=request_hash,
                     status_code=202,
                     response=data,
                 )
