@@ -66,9 +66,12 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from synchook.dev import dev_settings, run_dev
+    from synchook.dev import PortUnavailable, dev_settings, run_dev
 
-    settings = dev_settings(host=args.host, port=args.port)
+    try:
+        settings = dev_settings(host=args.host, port=args.port)
+    except PortUnavailable as exc:
+        raise CliError(str(exc)) from None
     logs.configure(settings.log_format)
     _run_loop(run_dev(settings))
 
