@@ -31,6 +31,7 @@ class Dev:
     port: int
     workdir: Path
     log_path: Path
+    tree: dict[int, str | None]  # pid -> start time of every process below dev, recorded once healthy
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -41,6 +42,7 @@ class Dev:
             assert self.popen.poll() is None, f"dev exited {self.popen.returncode}:\n{self.log()[-3000:]}"
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    self.tree.update({pid: started_at(pid) for pid in descendants(self.popen.pid)})
                     return
             time.sleep(0.05)
         pytest.fail(f"dev not healthy within {START_BOUND}s:\n{self.log()[-3000:]}")
@@ -70,17 +72,28 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return state != "Z"
+        return None
+
+
+def started_at(pid: int) -> str | None:
+    """The process's start time in clock ticks: with the pid, it names one process (pids are reused)."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 @pytest.fixture
 def start_dev(tmp_path: Path) -> Iterator[object]:
     started: list[subprocess.Popen[bytes]] = []
+    trees: list[dict[int, str | None]] = []  # each dev's children once healthy: they may outlive it
 
     def run(*args: str, port: int | None = None) -> Dev:
         port = port or free_port()
@@ -96,24 +109,28 @@ def start_dev(tmp_path: Path) -> Iterator[object]:
                 start_new_session=True,  # a process group of its own, as a terminal's foreground job has
             )
         started.append(popen)
-        return Dev(popen, port, tmp_path, log_path)
+        tree: dict[int, str | None] = {}
+        trees.append(tree)
+        return Dev(popen, port, tmp_path, log_path, tree)
 
     yield run
-    # Whatever a failed test left: the processes it started and their children, by pid.
+    # Whatever a failed test left: the processes it started and their children, by pid (and start time).
     for popen in started:
-        for pid in descendants(popen.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         if popen.poll() is None:
             popen.kill()
         popen.wait(timeout=10)
+    for tree in trees:
+        for pid, start in tree.items():
+            if alive(pid) and started_at(pid) == start:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_dev_stops_cleanly_and_leaves_no_process_behind(start_dev: object, how: str) -> None:
     dev: Dev = start_dev()  # type: ignore[operator]
     dev.wait_healthy()
-    tree = descendants(dev.popen.pid)
+    tree = set(dev.tree)
     assert tree, "the embedded redis-server should be a child of dev"
     if how == "sigterm":
         dev.popen.send_signal(signal.SIGTERM)  # a supervisor, `kill PID`
