@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from arq.worker import Worker
 
 from synchook import migrate
 from synchook.auth.models import ALL_SCOPES
@@ -22,6 +24,8 @@ from synchook.db import Database
 from synchook.errors import NotFound
 from synchook.queue import EmbeddedRedis
 from synchook.settings import DEFAULT_DATA_DIR, Settings
+
+logger = logging.getLogger(__name__)
 
 DEV_WORKSPACE = "dev"
 # Where a running `synchook dev` says which embedded Redis it runs, so the CLI beside it can enqueue there.
@@ -138,17 +142,20 @@ class _Server(uvicorn.Server):
 
 
 class _Stop:
-    """SIGINT/SIGTERM: stop the API, then the worker, then Redis, and return (exit 0). A second one hurries
-    the API's shutdown (open connections are not waited for)."""
+    """SIGINT/SIGTERM: stop the API, then the worker, then Redis, and return (exit 0). A second one hurries:
+    the API stops waiting for open connections, the worker cancels its running jobs."""
 
     def __init__(self) -> None:
         self.requested = False
         self.server: uvicorn.Server | None = None
+        self.worker: Worker | None = None
 
     def __call__(self) -> None:
         if self.server is not None:
             self.server.force_exit = self.server.should_exit
             self.server.should_exit = True
+        if self.requested and self.worker is not None:
+            self.worker.handle_sig(signal.SIGINT)
         self.requested = True
 
     @contextlib.contextmanager
@@ -180,7 +187,7 @@ async def run_dev(settings: Settings, data_dir: Path = DEFAULT_DATA_DIR) -> None
 
 async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
     from synchook.app import create_app
-    from synchook.worker import build_worker, close_worker
+    from synchook.worker import build_worker
 
     await asyncio.to_thread(migrate.upgrade, settings.database_url)
     workspace_id, raw_key = await bootstrap_dev_workspace(settings, data_dir)
@@ -196,12 +203,23 @@ async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     server = stop.server = _Server(config)
-    worker = build_worker(settings, handle_signals=False)
+    worker = stop.worker = build_worker(settings, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     try:
         await server.serve()
     finally:
-        worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await worker_task
-        await close_worker(worker)  # its running jobs finish first; Redis is still up until run_dev stops it
+        await _stop_worker(worker, worker_task)
+
+
+async def _stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
+    """As `synchook worker` on SIGTERM: take no new job, give running ones job_completion_wait, then cancel."""
+    from synchook.worker import close_worker
+
+    running = sum(not t.done() for t in worker.tasks.values())
+    if running and not task.done():
+        logger.info("waiting for %d running job(s) to finish; Ctrl-C again cancels them", running)
+    if not task.done():
+        worker.handle_sig_wait_for_completion(signal.SIGTERM)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    await close_worker(worker)  # Redis is still up: run_dev stops it after this

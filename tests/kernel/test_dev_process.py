@@ -95,14 +95,14 @@ def start_dev(tmp_path: Path) -> Iterator[object]:
     started: list[subprocess.Popen[bytes]] = []
     trees: list[dict[int, str | None]] = []  # each dev's children once healthy: they may outlive it
 
-    def run(*args: str, port: int | None = None) -> Dev:
+    def run(*args: str, port: int | None = None, **env: str) -> Dev:
         port = port or free_port()
         log_path = tmp_path / f"dev-{len(started)}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "synchook.cli", "dev", "--port", str(port), *args],
                 cwd=tmp_path,  # its ./.synchook is the test's own
-                env=base_env(),
+                env=base_env(**env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,6 +146,34 @@ def test_dev_stops_cleanly_and_leaves_no_process_behind(start_dev: object, how: 
         time.sleep(0.05)
     assert not left, f"still running after dev exited: {left}"
     assert not (dev.workdir / ".synchook" / DEV_REDIS_FILE).exists()
+
+
+def test_dev_stops_with_a_sync_job_running(start_dev: object) -> None:
+    """A job still retrying an unreachable provider gets the worker's job_completion_wait (delivery timeout
+    + 5 s), then is cancelled: dev does not wait for it to give up (minutes)."""
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: every provider call is refused
+    dev: Dev = start_dev(  # type: ignore[operator]
+        SYNCHOOK_DELIVERY_TIMEOUT="1",
+        SYNCHOOK_GOOGLE_API_URL=nowhere,
+        SYNCHOOK_GOOGLE_TOKEN_URL=f"{nowhere}/token",
+        SYNCHOOK_BACKGROUND_SYNC_INTERVAL="0",
+    )
+    dev.wait_healthy()
+    key = [line for line in dev.log().splitlines() if line.startswith("wbk_")][-1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}/v1", headers={"Authorization": f"Bearer {key}"}) as api:
+        connection = {"provider": "google", "account": "a@example.com", "access_token": "a", "refresh_token": "r"}
+        assert api.post("/calendar/connections", json=connection).status_code == 201
+        job_id = api.post("/calendar/sync", json={}).json()["data"]["job_id"]
+        deadline = time.monotonic() + START_BOUND
+        while api.get(f"/calendar/sync/{job_id}").json()["data"]["status"] != "running":
+            assert time.monotonic() < deadline, dev.log()[-3000:]
+            time.sleep(0.05)
+    dev.popen.send_signal(signal.SIGTERM)
+    code = dev.wait_exit()
+    output = dev.log()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output and "Unclosed" not in output, output[-3000:]
+    assert not [pid for pid in dev.tree if alive(pid)]
 
 
 def test_dev_tells_the_cli_where_its_redis_runs_while_it_runs(start_dev: object) -> None:
