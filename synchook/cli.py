@@ -41,7 +41,8 @@ def load_settings(*, dev_redis: bool = False) -> Settings:
     if dev_redis and "SYNCHOOK_REDIS_URL" not in os.environ:
         from synchook.dev import running_dev_redis_url
 
-        overrides["redis_url"] = running_dev_redis_url(DEFAULT_DATA_DIR)
+        if dev_url := running_dev_redis_url(DEFAULT_DATA_DIR):
+            overrides["redis_url"] = dev_url
     try:
         return Settings(**overrides)
     except ValidationError as exc:
