@@ -50,9 +50,9 @@ def dev_settings(data_dir: Path = DEFAULT_DATA_DIR, **overrides: object) -> Sett
     defaults.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**defaults)  # type: ignore[arg-type]
     check_port(settings.host, settings.port)
+    data_dir.mkdir(parents=True, exist_ok=True)
     if "SYNCHOOK_SECRET_KEY" in os.environ:
         return settings
-    data_dir.mkdir(parents=True, exist_ok=True)
     return Settings(**defaults, secret_key=_dev_secret(data_dir / "secret.key"))  # type: ignore[arg-type]
 
 
