@@ -4,9 +4,11 @@ embedded redis-server for dev/tests."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -133,10 +135,26 @@ def redis_server_binary() -> str:
     return found
 
 
-class EmbeddedRedis:
-    """A private redis-server on a free loopback port; no fixed port, so instances run side by side."""
+# prctl(2) option: the signal the kernel sends a child when the thread that started it dies.
+_PR_SET_PDEATHSIG = 1
 
-    def __init__(self, directory: Path | None = None) -> None:
+
+def _die_with_parent() -> None:
+    """In the forked child, before exec: have Linux SIGTERM it when its parent dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):  # not Linux: the owner's stop() is then the only way it ends
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedRedis:
+    """A private redis-server on a free loopback port; no fixed port, so instances run side by side.
+
+    ``tied`` (`synchook dev`): the server runs in a session of its own, so a terminal's Ctrl-C reaches
+    only its owner, which stops it last (before, Ctrl-C stopped Redis under the still-running worker:
+    a ConnectionRefusedError traceback); and it dies with its owner should the owner be killed.
+    """
+
+    def __init__(self, directory: Path | None = None, *, tied: bool = False) -> None:
+        self._tied = tied
         self._owned_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="synchook-redis-"))
         self.port = 0
@@ -169,6 +187,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=self._tied,
+            # The kernel watches the thread that forks: `synchook dev` starts Redis from its main thread.
+            preexec_fn=_die_with_parent if self._tied else None,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

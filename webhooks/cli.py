@@ -1,8 +1,9 @@
 """`synchook deliveries list …` and `synchook replay …`: the admin side from a terminal, straight on the database.
 
 Replays started here are audited with requested_by "cli". A bulk replay runs on the workers (enqueued on
-SYNCHOOK_REDIS_URL); `--wait` (the default) follows its progress until it finishes. Without a Redis URL the
-CLI runs the replay itself, in this process.
+SYNCHOOK_REDIS_URL, or on the embedded Redis of a `synchook dev` running in this directory); `--wait` (the
+default) follows its progress until it finishes. Without a Redis the CLI runs the replay itself, in this
+process, or with `--no-wait` leaves it queued for a worker's resume cron.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from synchook.timeutil import isoformat
 
 CLI_REQUESTER = "cli"
 _BAR_WIDTH = 30
+# A bulk replay left queued is enqueued again by the resume cron (each minute, at second 30) once untouched
+# for 60 s (replays.resume_stalled_replays): within two minutes.
+RESUME_WITHIN = "2 minutes"
+_NO_REDIS = "no Redis to hand it to (SYNCHOOK_REDIS_URL is unset and no `synchook dev` runs in this directory)"
 
 
-def _settings() -> Settings:
-    from synchook.cli import load_settings  # the composition root's loader (dev secret file, error wording)
+def _settings(*, dev_redis: bool = False) -> Settings:
+    from synchook.cli import load_settings  # the composition root's loader (dev secret file, dev Redis, wording)
 
-    return load_settings()
+    return load_settings(dev_redis=dev_redis)
 
 
 def _run(work: Callable[[AppContext], Awaitable[None]], *, redis: bool = False) -> None:
-    settings = _settings()
+    settings = _settings(dev_redis=redis)
 
     async def main() -> None:
         app = await AppContext.open(settings, connect_redis=redis)
@@ -131,6 +136,7 @@ async def _replay_one(app: AppContext, delivery_id: str) -> None:
     from synchook.errors import NotFound
     from webhooks.admin import replays
     from webhooks.models import Delivery
+    from webhooks.tasks import SWEEP_EVERY_S
 
     async with app.db.session() as session:
         workspace_id = await session.scalar(
@@ -143,7 +149,7 @@ async def _replay_one(app: AppContext, delivery_id: str) -> None:
     )
     print(f"replaying {delivery.id} (event {delivery.event_id}, same webhook-id): {delivery.status}; audit {replay.id}")
     if app.redis is None:
-        print("no SYNCHOOK_REDIS_URL: a worker's sweeper will pick it up", file=sys.stderr)
+        print(f"queued; a running worker picks it up within {SWEEP_EVERY_S} s ({_NO_REDIS})")
 
 
 async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
@@ -173,8 +179,11 @@ async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
         print(f"{match.total} would be sent ({detail}); nothing was changed")
         return
     print(f"{replay.id}: {match.total} matched ({detail})")
+    if app.redis is None and not args.wait:
+        print(f"queued; a running worker starts it within {RESUME_WITHIN} ({_NO_REDIS})")
+        return
     if app.redis is None:
-        print("no SYNCHOOK_REDIS_URL: running the replay in this process", file=sys.stderr)
+        print(f"running the replay in this process: {_NO_REDIS}")
         task = asyncio.create_task(replays.run_bulk_replay(app, replay.id))
         await _follow(app, replay.id, done=task)
         return
