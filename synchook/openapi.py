@@ -449,13 +449,18 @@ def _paths() -> dict[str, dict[str, Schema]]:
                     scope=None,
                     ok_status=200,
                     ok_schema=None,
-                    description=health + "Prometheus text format. Expose it to your scraper only, never publicly.",
+                    description=health + "Prometheus text format. Expose it to your scraper only, never publicly. "
+                    "When SYNCHOOK_METRICS_TOKEN is set it needs `Authorization: Bearer <token>` (else 401 "
+                    "`invalid_key`). Figures read from the database are cached for a few seconds per process.",
                 ),
                 "responses": {
                     "200": {
                         "description": "Prometheus exposition",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "401": _error_response(
+                        401, "`invalid_key`: SYNCHOOK_METRICS_TOKEN is set and was not given", authenticated=False
+                    ),
                 },
             }
         },
