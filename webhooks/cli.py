@@ -165,13 +165,25 @@ async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
             "subscription_id": args.subscription,
             "event_types": args.event_type or None,
             "status": args.status or None,
+            "confirm_count": args.confirm_count,
         },
     )
     workspace_id = await _workspace_id(app, args.workspace)
-    async with app.db.session() as session:
-        replay, match = await replays.create_bulk_replay(
-            session, workspace_id=workspace_id, body=body, requested_by=CLI_REQUESTER, dry_run=args.dry_run
-        )
+    try:
+        async with app.db.session() as session:
+            replay, match = await replays.create_bulk_replay(
+                session,
+                workspace_id=workspace_id,
+                body=body,
+                requested_by=CLI_REQUESTER,
+                replay_max=app.settings.replay_max,
+                dry_run=args.dry_run,
+            )
+    except replays.ReplayTooLarge as exc:
+        raise ValidationFailed(
+            f"{exc.count} deliveries match, more than SYNCHOOK_REPLAY_MAX ({exc.limit}); "
+            f"run it again with --confirm-count {exc.count} to replay them all"
+        ) from None
     detail = f"{match.deliveries} deliveries to replay"
     if body.subscription_id:
         detail += f", {match.undelivered_events} past events never sent to {body.subscription_id}"
@@ -264,6 +276,13 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--event-type", action="append", default=None, help="repeatable; wildcards allowed")
     replay.add_argument("--status", action="append", choices=["failed", "dead"], default=None, help="repeatable")
     replay.add_argument("--dry-run", action="store_true", help="only count what would be sent")
+    replay.add_argument(
+        "--confirm-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the match count, to confirm a replay of more than SYNCHOOK_REPLAY_MAX deliveries",
+    )
     replay.add_argument(
         "--wait", action=argparse.BooleanOptionalAction, default=True, help="follow progress until done (default)"
     )

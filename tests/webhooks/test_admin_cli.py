@@ -237,3 +237,20 @@ async def test_bulk_replay_no_wait_without_any_redis_returns_and_leaves_it_queue
     async with app_ctx.db.session() as session:
         rows = list((await session.execute(Replay.__table__.select())).all())  # type: ignore[attr-defined]
     assert [(r.kind, r.status) for r in rows] == [("bulk", "queued")]
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_bulk_replay_past_replay_max_prints_the_count_and_how_to_confirm(
+    app_ctx: AppContext, tenant: Tenant, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNCHOOK_REPLAY_MAX", "1")
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+    for _ in range(2):
+        await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    since = isoformat(utcnow() - timedelta(days=1))
+    assert since is not None
+    assert await synchook("replay", "--workspace", tenant.workspace_id, "--since", since, "--no-wait") == 2
+    assert "--confirm-count 2" in capsys.readouterr().err
+    confirmed = ("--confirm-count", "2", "--no-wait")
+    assert await synchook("replay", "--workspace", tenant.workspace_id, "--since", since, *confirmed) == 0
+    assert "2 matched" in capsys.readouterr().out
