@@ -1,38 +1,53 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per set of extras, so each target installs only what it needs and `make test` after
+# `make run` still installs the test extras.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test test-fast lint bench chaos migrate clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,fuzz,browser,bench]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,fuzz,browser]'
+	touch $@
+
+# The benchmarks reuse the test fixtures (tests/support, tests/fakes).
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/synchook dev
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/synchook migrate
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check synchook sync_trigger subscriptions webhooks
 	$(BIN)/mypy
 
 # Two processes (the machine's two cores); heavy multi-process tests share one xdist group so they never overlap.
-test: $(STAMP) lint
+test: $(TEST_STAMP) lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -x -q -m "not slow"
 
-chaos: $(STAMP)
+chaos: $(TEST_STAMP)
 	SYNCHOOK_CHAOS_HEAVY=1 $(BIN)/python -m pytest tests/chaos tests/security -m heavy
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from synchook.timeutil import isoformat
 
@@ -180,7 +181,14 @@ def subscription_disabled_data(
     return {
         "workspace_id": workspace_id,
         "subscription_id": subscription_id,
-        "url": url,
+        "url": _shown_url(url),
         "reason": reason,
         "disabled_at": isoformat(disabled_at),
     }
+
+
+def _shown_url(url: str) -> str:
+    """The URL without userinfo, query and fragment: they may carry the receiver's secret, and this event goes to
+    every other subscription of the workspace."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

@@ -23,6 +23,10 @@ READ = "read:webhooks"
 WRITE = "write:webhooks"
 
 
+# A secret in a response must not stay in a browser's or a proxy's cache.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def _secret_out(view: SecretView) -> dict[str, Any]:
     return {
         "secret": view.secret.reveal(),
@@ -49,7 +53,7 @@ async def create_subscription(request: Request) -> JSONResponse:
             body=body,
             allow_private=ctx.settings.allow_private_targets,
         )
-    return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201)
+    return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201, headers=NO_STORE)
 
 
 async def list_subscriptions(request: Request) -> JSONResponse:
@@ -100,13 +104,14 @@ async def delete_subscription(request: Request) -> Response:
 
 
 async def get_secret(request: Request) -> JSONResponse:
-    principal = await authorize(request, READ)
+    # write:webhooks, not read: a read-only key (dashboards, log shippers) never sees a signing secret.
+    principal = await authorize(request, WRITE)
     ctx = app_context(request)
     async with ctx.db.session() as session:
         view = await service.reveal_secret(
             session, box=ctx.box, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"]
         )
-    return ok(_secret_out(view))
+    return ok(_secret_out(view), headers=NO_STORE)
 
 
 async def rotate_secret(request: Request) -> JSONResponse:
@@ -121,7 +126,7 @@ async def rotate_secret(request: Request) -> JSONResponse:
             subscription_id=request.path_params["id"],
             expire_previous_in=body.expire_previous_in,
         )
-    return ok(_secret_out(view))
+    return ok(_secret_out(view), headers=NO_STORE)
 
 
 async def send_test_event(request: Request) -> JSONResponse:

@@ -21,9 +21,10 @@ from subscriptions.models import ANY, Subscription, SubscriptionFilter
 from subscriptions.schemas import CreateSubscription, UpdateSubscription
 from subscriptions.url_safety import UnsafeURL, check_resolves_public
 from synchook.crypto import Revealed, SecretBox
-from synchook.db import UTCDateTime
+from synchook.db import Database, UTCDateTime
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event, record_event
+from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ ID_PREFIX = "sub"
 ED25519 = "ed25519"
 DELETED_REASON = "subscription deleted"
 DISABLED_BY_USER = "disabled via the API"
-_RESEAL_BATCH = 500
 
 # The deliveries table belongs to webhooks/, which this package must not import: name it in Core.
 _deliveries = sa.table(
@@ -256,32 +256,10 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
     return event
 
 
-async def reseal_subscription_secrets(session: AsyncSession, box: SecretBox) -> int:
-    """Re-encrypt every sealed secret not under the newest master key; returns how many rows changed."""
-    changed = 0
-    last_id = ""
+async def reseal_subscription_secrets(db: Database, box: SecretBox) -> ResealCount:
+    """Re-encrypt every sealed secret not under the newest master key, never over a rotation made meanwhile."""
     table = Subscription.__table__  # type: ignore[attr-defined]
-    while True:
-        rows = (
-            await session.execute(
-                sa.select(table.c.id, table.c.secret_sealed, table.c.previous_secret_sealed)
-                .where(table.c.id > last_id)
-                .order_by(table.c.id)
-                .limit(_RESEAL_BATCH)
-            )
-        ).all()
-        if not rows:
-            return changed
-        for row_id, sealed, previous in rows:
-            values: dict[str, str] = {}
-            if box.needs_reseal(sealed):
-                values["secret_sealed"] = box.reseal(sealed, context=row_id)
-            if previous is not None and box.needs_reseal(previous):
-                values["previous_secret_sealed"] = box.reseal(previous, context=row_id)
-            if values:
-                await session.execute(sa.update(table).where(table.c.id == row_id).values(**values))
-                changed += 1
-        last_id = rows[-1][0]
+    return await reseal_columns(db, box, table, ("secret_sealed", "previous_secret_sealed"))
 
 
 async def _write_filters(session: AsyncSession, subscription: Subscription) -> None:

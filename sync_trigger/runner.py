@@ -133,9 +133,12 @@ async def _sync_connection(
             expires_at=connection.token_expires_at,
         )
     except DecryptionError:
-        await _mark_reauth_required(app, connection)
+        # Our key, not the account: this worker's SYNCHOOK_SECRET_KEY lacks the key that sealed the tokens (one
+        # not yet rolled out to it). The tokens are fine, so the connection stays active for a worker that has it.
         raise SyncFailure(
-            "reauth_required", f"The stored {label} tokens cannot be read; reconnect the account"
+            "secret_key_unavailable",
+            f"This worker cannot decrypt the stored {label} tokens (its secret keys lack the one that sealed them); "
+            "the connection is unchanged",
         ) from None
 
     async def save_tokens(fresh: Tokens) -> None:

@@ -25,6 +25,7 @@ from synchook.db import Database
 from synchook.errors import NotFound, ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Enqueue, hand_off, record_event
+from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -107,13 +108,10 @@ async def trigger_sync(
 ) -> Accepted:
     """Queue an on-demand sync (or replay the response stored under the idempotency key)."""
     from_date, to_date = resolve_window(body, now=utcnow())
+    request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
         replay = await idempotency.claim(
-            db,
-            workspace_id=workspace_id,
-            scope=IDEMPOTENCY_SCOPE,
-            key=idempotency_key,
-            request_hash=idempotency.fingerprint(body.model_dump(mode="json")),
+            db, workspace_id=workspace_id, scope=IDEMPOTENCY_SCOPE, key=idempotency_key, request_hash=request_hash
         )
         if replay is not None:
             async with db.session() as session:
@@ -157,6 +155,7 @@ async def trigger_sync(
                     workspace_id=workspace_id,
                     scope=IDEMPOTENCY_SCOPE,
                     key=idempotency_key,
+                    request_hash=request_hash,
                     status_code=202,
                     response=data,
                 )
@@ -366,12 +365,7 @@ async def _job_connections(session: AsyncSession, job: SyncJob) -> list[Connecti
 # --- Secrets ---------------------------------------------------------------------------------------
 
 
-async def reseal_connection_tokens(session: AsyncSession, box: SecretBox) -> int:
-    """Re-encrypt every connection's tokens under the newest master key; returns how many changed."""
-    count = 0
-    for connection in (await session.execute(select(Connection))).scalars():
-        if box.needs_reseal(connection.access_token_sealed) or box.needs_reseal(connection.refresh_token_sealed):
-            connection.access_token_sealed = box.reseal(connection.access_token_sealed, context=connection.id)
-            connection.refresh_token_sealed = box.reseal(connection.refresh_token_sealed, context=connection.id)
-            count += 1
-    return count
+async def reseal_connection_tokens(db: Database, box: SecretBox) -> ResealCount:
+    """Re-encrypt every connection's tokens under the newest master key, never over a refresh made meanwhile."""
+    table = Connection.__table__  # type: ignore[attr-defined]
+    return await reseal_columns(db, box, table, ("access_token_sealed", "refresh_token_sealed"))

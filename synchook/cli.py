@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
@@ -27,12 +28,21 @@ class CliError(Exception):
     pass
 
 
-def load_settings() -> Settings:
-    """Environment settings; outside `dev`, the dev secret file is used only when it exists and nothing is set."""
+def load_settings(*, dev_redis: bool = False) -> Settings:
+    """Environment settings; outside `dev`, the dev secret file is used only when it exists and nothing is set.
+
+    ``dev_redis`` (commands that enqueue): without SYNCHOOK_REDIS_URL, the embedded Redis of a `synchook dev`
+    running in this directory, so its worker gets the job at once.
+    """
     overrides: dict[str, Any] = {}
     dev_secret = DEFAULT_DATA_DIR / "secret.key"
     if "SYNCHOOK_SECRET_KEY" not in os.environ and dev_secret.exists():
         overrides["secret_key"] = dev_secret.read_text().strip()
+    if dev_redis and "SYNCHOOK_REDIS_URL" not in os.environ:
+        from synchook.dev import running_dev_redis_url
+
+        if dev_url := running_dev_redis_url(DEFAULT_DATA_DIR):
+            overrides["redis_url"] = dev_url
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -66,9 +76,12 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from synchook.dev import dev_settings, run_dev
+    from synchook.dev import PortUnavailable, dev_settings, run_dev
 
-    settings = dev_settings(host=args.host, port=args.port)
+    try:
+        settings = dev_settings(host=args.host, port=args.port)
+    except PortUnavailable as exc:
+        raise CliError(str(exc)) from None
     logs.configure(settings.log_format)
     _run_loop(run_dev(settings))
 
@@ -193,7 +206,9 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
     async def work(db: Database) -> None:
         async with db.session() as session:
             key = await auth.revoke_key(session, key_id=args.key_id)
-        print(f"revoked {key.id}")
+            already = not session.is_modified(key)
+        # Revoking is idempotent (exit 0, as `systemctl stop` of a stopped unit): the key ends up revoked either way.
+        print(f"{key.id} was already revoked at {isoformat(key.revoked_at)}" if already else f"revoked {key.id}")
 
     _with_db(load_settings(), work)
 
@@ -208,7 +223,9 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> None:
     settings = load_settings()
     counts = asyncio.run(reseal_everything(settings))
     for name, count in counts.items():
-        print(f"{name}: re-encrypted {count}")
+        # Skipped rows were being written while we tried (a token refresh, a rotation): run the command again.
+        skipped = f", skipped {count.skipped} written meanwhile (run again)" if count.skipped else ""
+        print(f"{name}: re-encrypted {count.changed}{skipped}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so a reader gone away (`| head`) is a BrokenPipeError below, not at exit
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (CliError, DomainError) as exc:
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         print(f"synchook: error: {message}", file=sys.stderr)
@@ -278,6 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _quiet_broken_pipe() -> int:
+    """`synchook deliveries list | head`: the reader has all it wanted. Exit as a SIGPIPE'd tool does, quietly."""
+    # Python flushes stdout again at exit and would print "Exception ignored … BrokenPipeError": point it at null.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE  # 141, as a shell reports for `yes | head`
 
 
 if __name__ == "__main__":

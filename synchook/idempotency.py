@@ -19,6 +19,11 @@ from synchook.errors import Conflict, ValidationFailed
 from synchook.timeutil import utcnow
 
 TTL = timedelta(hours=24)
+# A claim not completed (nor released) this long after it was made has lost its request: the process died
+# between the claim and the commit. Far longer than a request lives (its waits for a pooled connection and
+# for SQLite's write lock are 30 s each), so a retry with the key may claim it again instead of a 409 for 24 h.
+# complete() checks the claim is still unfinished, so a request that did outlive this cannot commit a second job.
+CLAIM_LEASE = timedelta(minutes=5)
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -87,6 +92,9 @@ async def claim(db: Database, *, workspace_id: str, scope: str, key: str, reques
             if record.created_at < now - TTL:
                 await session.delete(record)
                 continue
+            if record.status_code is None and record.created_at < now - CLAIM_LEASE:
+                await _drop_abandoned(session, record)
+                continue
             if record.request_hash != request_hash:
                 raise ValidationFailed(
                     "Idempotency-Key was already used with a different request body",
@@ -99,6 +107,17 @@ async def claim(db: Database, *, workspace_id: str, scope: str, key: str, reques
                 )
             return Replay(record.status_code, record.response)
     raise Conflict("A request with this Idempotency-Key is still in progress", code="idempotency_in_progress")
+
+
+async def _drop_abandoned(session: AsyncSession, record: IdempotencyRecord) -> None:
+    # That very claim, still unfinished: two retries may find it at once, and both then race to insert anew.
+    await session.execute(
+        delete(IdempotencyRecord).where(
+            IdempotencyRecord.id == record.id,  # type: ignore[arg-type]
+            IdempotencyRecord.created_at == record.created_at,  # type: ignore[arg-type]
+            IdempotencyRecord.status_code.is_(None),  # type: ignore[union-attr]
+        )
+    )
 
 
 async def release(db: Database, *, workspace_id: str, scope: str, key: str) -> None:
@@ -115,18 +134,33 @@ async def release(db: Database, *, workspace_id: str, scope: str, key: str) -> N
 
 
 async def complete(
-    session: AsyncSession, *, workspace_id: str, scope: str, key: str, status_code: int, response: dict[str, Any]
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    scope: str,
+    key: str,
+    request_hash: str,
+    status_code: int,
+    response: dict[str, Any],
 ) -> None:
-    """Store the response inside the caller's unit of work, so it commits with the work it describes."""
-    await session.execute(
+    """Store the response inside the caller's unit of work, so it commits with the work it describes.
+
+    Raises (and so rolls the work back) if the claim is no longer an unfinished one for this request: a
+    request that outlived CLAIM_LEASE and saw a retry take its key over.
+    """
+    result = await session.execute(
         update(IdempotencyRecord)
         .where(
             IdempotencyRecord.workspace_id == workspace_id,  # type: ignore[arg-type]
             IdempotencyRecord.scope == scope,  # type: ignore[arg-type]
             IdempotencyRecord.key == key,  # type: ignore[arg-type]
+            IdempotencyRecord.request_hash == request_hash,  # type: ignore[arg-type]
+            IdempotencyRecord.status_code.is_(None),  # type: ignore[union-attr]
         )
         .values(status_code=status_code, response=response)
     )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise Conflict("A request with this Idempotency-Key is still in progress", code="idempotency_in_progress")
 
 
 async def purge_expired(db: Database) -> int:

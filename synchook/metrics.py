@@ -6,14 +6,19 @@ scrape time (queue depth, outbox lag, open deliveries, sync jobs by status) read
 Redis, so every API instance reports the same cluster-wide truth: take ``max`` across instances, not ``sum``.
 
 ``GET /metrics`` needs no API key, like ``/healthz``: serve it on an internal network only, never publicly.
+With ``SYNCHOOK_METRICS_TOKEN`` set it needs ``Authorization: Bearer <token>``. The database figures are read
+at most once per ``metrics_cache_seconds`` per process, and concurrent scrapes share one read in flight:
+however often (and by however many) it is scraped, /metrics costs the database three indexed queries per
+few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -30,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync_trigger.models import JOB_STATUSES, SyncJob
 from synchook.context import AppContext
+from synchook.errors import InvalidKey
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
 from synchook.timeutil import as_utc, utcnow
@@ -191,15 +197,75 @@ async def _read_redis(ctx: AppContext, snapshot: Snapshot) -> None:
     snapshot.queue_depth = int(await ctx.redis.zcard(QUEUE_NAME))
 
 
-async def take_snapshot(ctx: AppContext) -> Snapshot:
+Reader = Callable[[AppContext, Snapshot], Awaitable[None]]
+
+
+async def _read_source(ctx: AppContext, snapshot: Snapshot, name: str, reader: Reader) -> None:
+    try:
+        await asyncio.wait_for(reader(ctx, snapshot), timeout=_SCRAPE_TIMEOUT)
+        snapshot.sources[name] = True
+    except Exception as exc:  # a scrape must still answer (with up=0) when a backing service is down
+        logger.warning("metrics: %s unavailable: %s", name, type(exc).__name__)
+        snapshot.sources[name] = False
+
+
+async def read_database_figures(ctx: AppContext) -> Snapshot:
+    """The database-backed figures alone (the expensive part of a scrape)."""
     snapshot = Snapshot()
-    for name, reader in (("database", _read_database), ("redis", _read_redis)):
+    await _read_source(ctx, snapshot, "database", _read_database)
+    return snapshot
+
+
+class DatabaseFiguresCache:
+    """The database figures of this process, read at most once per ``ttl`` seconds.
+
+    Scrapes arriving while a read is in flight await that same read instead of starting their own, so N
+    concurrent scrapes cost one set of queries, not N. A failed read (database down) is cached like any
+    other: it reports up=0 until the next read.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        read: Callable[[AppContext], Awaitable[Snapshot]] = read_database_figures,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._read = read
+        self._clock = clock
+        self._figures: Snapshot | None = None
+        self._read_at = 0.0
+        self._in_flight: asyncio.Future[Snapshot] | None = None
+
+    async def get(self, ctx: AppContext) -> Snapshot:
+        if self._figures is not None and self._clock() - self._read_at < self._ttl:
+            return self._figures
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._refresh(ctx))
+        # Shielded: a scraper that hangs up must not cancel the read the others are waiting for.
+        return await asyncio.shield(self._in_flight)
+
+    async def _refresh(self, ctx: AppContext) -> Snapshot:
         try:
-            await asyncio.wait_for(reader(ctx, snapshot), timeout=_SCRAPE_TIMEOUT)
-            snapshot.sources[name] = True
-        except Exception as exc:  # a scrape must still answer (with up=0) when a backing service is down
-            logger.warning("metrics: %s unavailable: %s", name, type(exc).__name__)
-            snapshot.sources[name] = False
+            figures = await self._read(ctx)
+            self._figures, self._read_at = figures, self._clock()
+            return figures
+        finally:
+            self._in_flight = None
+
+
+async def take_snapshot(ctx: AppContext, *, cache: DatabaseFiguresCache | None = None) -> Snapshot:
+    """Database figures (through ``cache`` when given) and the queue depth (one O(1) Redis call, always live)."""
+    figures = await cache.get(ctx) if cache is not None else await read_database_figures(ctx)
+    snapshot = Snapshot(
+        outbox_undispatched=figures.outbox_undispatched,
+        outbox_lag_seconds=figures.outbox_lag_seconds,
+        deliveries=figures.deliveries,
+        sync_jobs=figures.sync_jobs,
+        sources=dict(figures.sources),
+    )
+    await _read_source(ctx, snapshot, "redis", _read_redis)
     return snapshot
 
 
@@ -259,9 +325,31 @@ def render(snapshot: Snapshot | None = None) -> bytes:
     return body
 
 
+def _check_token(request: Request, ctx: AppContext) -> None:
+    expected = ctx.settings.metrics_token
+    if expected is None:
+        return
+    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+    # compare_digest on bytes: constant time in the token's content (and never a TypeError on non-ASCII).
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        supplied.strip().encode(), expected.get_secret_value().encode()
+    ):
+        raise InvalidKey("/metrics needs Authorization: Bearer <SYNCHOOK_METRICS_TOKEN>")
+
+
+def _cache(request: Request, ctx: AppContext) -> DatabaseFiguresCache:
+    # One per app (so per process), made on the first scrape; no await between the look-up and the set.
+    cache: DatabaseFiguresCache | None = getattr(request.app.state, "metrics_cache", None)
+    if cache is None:
+        cache = DatabaseFiguresCache(ttl=ctx.settings.metrics_cache_seconds)
+        request.app.state.metrics_cache = cache
+    return cache
+
+
 async def metrics(request: Request) -> Response:
     ctx = cast(AppContext, request.app.state.ctx)
-    snapshot = await take_snapshot(ctx)
+    _check_token(request, ctx)
+    snapshot = await take_snapshot(ctx, cache=_cache(request, ctx))
     return Response(render(snapshot), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -177,11 +177,19 @@ SCHEMAS: dict[str, Schema] = {
     "ReplayCreate": _obj(
         {
             "since": _TIME_INPUT,
-            "until": _nullable(_TIME_INPUT),
+            "until": _nullable({**_TIME_INPUT, "description": "must be after since (422 naming until); default now"}),
             "subscription_id": _nullable({"type": "string"}),
             "event_types": _nullable({"type": "array", "items": {"type": "string"}, "minItems": 1}),
             "status": _nullable(
                 {"type": "array", "items": {"type": "string", "enum": ["failed", "dead"]}, "minItems": 1}
+            ),
+            "confirm_count": _nullable(
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "the match count (from a dry run, or the replay_too_large message): needed, "
+                    "and must equal the count, when more than SYNCHOOK_REPLAY_MAX deliveries match",
+                }
             ),
         },
         required=["since"],
@@ -207,6 +215,7 @@ _RATE_HEADERS: dict[str, Schema] = {
     "X-RateLimit-Reset": {"$ref": "#/components/headers/X-RateLimit-Reset"},
 }
 _REQUEST_ID_HEADER: dict[str, Schema] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+_NO_STORE_HEADER: dict[str, Schema] = {"Cache-Control": {"$ref": "#/components/headers/Cache-Control"}}
 
 HEADERS: dict[str, Schema] = {
     "X-Request-ID": {
@@ -221,6 +230,7 @@ HEADERS: dict[str, Schema] = {
         "description": "`true` when this is the stored response of an earlier request with this Idempotency-Key",
         "schema": {"type": "string", "enum": ["true"]},
     },
+    "Cache-Control": {"description": "no-store: the response holds a secret", "schema": {"type": "string"}},
 }
 
 # Every error status an endpoint may answer, with the codes it carries.
@@ -228,9 +238,9 @@ _ERRORS: dict[int, str] = {
     401: "`invalid_key`: the Authorization header is missing, malformed, or the key is unknown, revoked or expired",
     403: "`insufficient_permissions`: the key lacks the scope this operation needs",
     404: "`not_found`: no such object in this workspace (objects of other workspaces are not found, never 403)",
-    409: "a conflict; the code says which",
+    409: "a conflict; the code says which (e.g. `sync_in_progress`, `replay_in_progress`, `replay_finished`)",
     413: "`payload_too_large`: the body exceeds the size limit",
-    422: "`validation_error` (or a more precise code) naming the offending field",
+    422: "`validation_error` (or a more precise code, e.g. `replay_too_large`) naming the offending field",
     429: "`rate_limited`: too many requests; see Retry-After",
     503: "`unavailable`: a backing service (database) is unavailable; retry after Retry-After",
 }
@@ -376,13 +386,18 @@ def _paths() -> dict[str, dict[str, Schema]]:
                     scope=None,
                     ok_status=200,
                     ok_schema=None,
-                    description=health + "Prometheus text format. Expose it to your scraper only, never publicly.",
+                    description=health + "Prometheus text format. Expose it to your scraper only, never publicly. "
+                    "When SYNCHOOK_METRICS_TOKEN is set it needs `Authorization: Bearer <token>` (else 401 "
+                    "`invalid_key`). Figures read from the database are cached for a few seconds per process.",
                 ),
                 "responses": {
                     "200": {
                         "description": "Prometheus exposition",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "401": _error_response(
+                        401, "`invalid_key`: SYNCHOOK_METRICS_TOKEN is set and was not given", authenticated=False
+                    ),
                 },
             }
         },
@@ -429,6 +444,7 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 scope="write:webhooks",
                 ok_status=201,
                 ok_schema=_envelope({"allOf": [_ref("Subscription"), _ref("SubscriptionSecret")]}),
+                ok_headers=_NO_STORE_HEADER,
                 body="SubscriptionCreate",
                 description="The secret appears only here and at the secret endpoint. 422 `invalid_url` for an "
                 "invalid URL, or (unless allowed) one that is not https or resolves to a private address.",
@@ -477,11 +493,14 @@ def _paths() -> dict[str, dict[str, Schema]]:
             "get": _op(
                 "Get the signing secret",
                 tag="webhooks",
-                scope="read:webhooks",
+                scope="write:webhooks",
                 ok_status=200,
                 ok_schema=_envelope(_ref("SubscriptionSecret")),
+                ok_headers=_NO_STORE_HEADER,
                 errors=(404,),
                 parameters=[sub_id],
+                description="Needs write:webhooks: a read-only key never sees a secret. Answered with "
+                "Cache-Control: no-store.",
             )
         },
         "/v1/webhooks/subscriptions/{id}/secret/rotate": {
@@ -491,11 +510,13 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 scope="write:webhooks",
                 ok_status=200,
                 ok_schema=_envelope(_ref("SubscriptionSecret")),
+                ok_headers=_NO_STORE_HEADER,
                 errors=(404,),
                 parameters=[sub_id],
                 body="RotateSecret",
                 body_required=False,
-                description="Until expire_previous_in seconds have passed, every delivery carries both signatures.",
+                description="Until expire_previous_in seconds have passed, every delivery carries both signatures. "
+                "Answered with Cache-Control: no-store.",
             )
         },
         "/v1/webhooks/subscriptions/{id}/test": {
@@ -575,9 +596,13 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 ok_status=202,
                 ok_schema=_envelope(_ref("Replay")),
                 body="ReplayCreate",
+                errors=(404, 409),
                 parameters=[_query("dry_run", {"type": "boolean"}, "Only count what would be sent (200, no replay)")],
                 description="Replays every matching delivery (default statuses failed and dead); with "
-                "`subscription_id`, events of the range that never had a delivery to it are sent too; audited.",
+                "`subscription_id`, events of the range that never had a delivery to it are sent too; audited. "
+                "More than SYNCHOOK_REPLAY_MAX matches: 422 `replay_too_large` (its message gives the count) "
+                "unless `confirm_count` equals the count. While a bulk replay of the workspace is queued or "
+                "running: 409 `replay_in_progress`.",
             ),
             "get": _op(
                 "List replays (the audit trail)",

@@ -1,16 +1,20 @@
-"""Redis and arq: one queue name, the connection settings, a look at the queue head, and the embedded
-redis-server for dev/tests."""
+"""Redis and arq: one queue name, the job codec, the connection settings, a look at the queue head, and the
+embedded redis-server for dev/tests."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix
@@ -26,6 +30,43 @@ KEY_PREFIX = "synchook:"
 REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
 
 
+# --- The job codec: JSON, never pickle --------------------------------------------------------------
+# arq's default codec is pickle, so whoever could write `arq:job:*` ran code on every worker (and read
+# SYNCHOOK_SECRET_KEY). Jobs carry ids and plain values only; every pool and worker of ours is built with
+# this pair, so a job written by anyone else is at worst a job that fails to deserialize.
+
+
+class QueueDataError(ValueError):
+    """Bytes read from Redis that are not one of our jobs (arq reports the job as failed to deserialize)."""
+
+
+def encode_job(data: dict[str, Any]) -> bytes:
+    """arq's job (and result) dict as compact JSON; anything but plain data is refused, not pickled."""
+    return json.dumps(data, default=_plain, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_job(raw: bytes) -> dict[str, Any]:
+    """A job (or result) dict from JSON; anything else (a pickle, say) raises and is never executed."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise QueueDataError("queue entry is not a JSON job") from exc
+    if not isinstance(data, dict):
+        raise QueueDataError("queue entry is not a JSON object")
+    return data
+
+
+def _plain(value: object) -> object:
+    # arq stores a failed job's exception as its result: keep its type only (a message could carry data).
+    if isinstance(value, BaseException):
+        return {"error": type(value).__name__}
+    raise TypeError(f"{type(value).__name__} is not queue data")
+
+
+def _no_constant(name: str) -> object:
+    raise QueueDataError(f"queue entry holds {name}")
+
+
 def redis_settings(url: str) -> RedisSettings:
     settings = RedisSettings.from_dsn(url)
     settings.conn_timeout = 2
@@ -37,8 +78,12 @@ async def connect(url: str, *, lazy: bool = False) -> ArqRedis:
     """A pool for enqueueing; `lazy` skips the start-up ping so an API can start (not ready) while Redis is down."""
     if lazy:
         pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        return ArqRedis(connection_pool=pool, default_queue_name=QUEUE_NAME)
-    return await create_pool(redis_settings(url), default_queue_name=QUEUE_NAME)
+        return ArqRedis(
+            connection_pool=pool, job_serializer=encode_job, job_deserializer=decode_job, default_queue_name=QUEUE_NAME
+        )
+    return await create_pool(
+        redis_settings(url), job_serializer=encode_job, job_deserializer=decode_job, default_queue_name=QUEUE_NAME
+    )
 
 
 async def due_job_ids(redis: ArqRedis, *, limit: int) -> list[str]:
@@ -90,10 +135,26 @@ def redis_server_binary() -> str:
     return found
 
 
-class EmbeddedRedis:
-    """A private redis-server on a free loopback port; no fixed port, so instances run side by side."""
+# prctl(2) option: the signal the kernel sends a child when the thread that started it dies.
+_PR_SET_PDEATHSIG = 1
 
-    def __init__(self, directory: Path | None = None) -> None:
+
+def _die_with_parent() -> None:
+    """In the forked child, before exec: have Linux SIGTERM it when its parent dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):  # not Linux: the owner's stop() is then the only way it ends
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedRedis:
+    """A private redis-server on a free loopback port; no fixed port, so instances run side by side.
+
+    ``tied`` (`synchook dev`): the server runs in a session of its own, so a terminal's Ctrl-C reaches
+    only its owner, which stops it last (before, Ctrl-C stopped Redis under the still-running worker:
+    a ConnectionRefusedError traceback); and it dies with its owner should the owner be killed.
+    """
+
+    def __init__(self, directory: Path | None = None, *, tied: bool = False) -> None:
+        self._tied = tied
         self._owned_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="synchook-redis-"))
         self.port = 0
@@ -126,6 +187,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=self._tied,
+            # The kernel watches the thread that forks: `synchook dev` starts Redis from its main thread.
+            preexec_fn=_die_with_parent if self._tied else None,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

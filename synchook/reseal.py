@@ -1,16 +1,37 @@
-"""`synchook secrets rotate`: re-encrypt every sealed column under the newest master key."""
+"""`synchook secrets rotate`: re-encrypt every sealed column under the newest master key.
+
+It runs while the API and the workers keep writing: a token refresh or a secret rotation may land between
+reading a row and writing it back. So every write is a compare-and-swap on the sealed values as read; a row
+that changed meanwhile is read again and resealed from its new value (a few times), never overwritten.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import sqlalchemy as sa
 
 from synchook.crypto import SecretBox
 from synchook.db import Database
 from synchook.settings import Settings
 
-Resealer = Callable[[AsyncSession, SecretBox], Awaitable[int]]
+RESEAL_BATCH = 500
+# A row that changes under every try is being written right now: it is counted as skipped (already sealed
+# by its writer under its first key, or resealed by the next run), not fought over.
+RESEAL_TRIES = 3
+
+SealedRow = Mapping[str, Any]  # "id" and the sealed columns, as read
+
+
+@dataclass
+class ResealCount:
+    changed: int = 0
+    skipped: int = 0  # rows written by someone else on every try
+
+
+Resealer = Callable[[Database, SecretBox], Awaitable[ResealCount]]
 
 
 def resealers() -> dict[str, Resealer]:
@@ -20,14 +41,80 @@ def resealers() -> dict[str, Resealer]:
     return {"connection tokens": reseal_connection_tokens, "webhook secrets": reseal_subscription_secrets}
 
 
-async def reseal_everything(settings: Settings) -> dict[str, int]:
+async def reseal_everything(settings: Settings) -> dict[str, ResealCount]:
     box = SecretBox(settings.secret_keys())
     db = Database(settings.database_url)
-    counts: dict[str, int] = {}
     try:
-        for name, reseal in resealers().items():
-            async with db.session() as session:
-                counts[name] = await reseal(session, box)
+        return {name: await reseal(db, box) for name, reseal in resealers().items()}
     finally:
         await db.close()
-    return counts
+
+
+async def reseal_columns(db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str]) -> ResealCount:
+    """Reseal ``columns`` (nullable or not) of every row of ``table`` not yet under the newest key."""
+    count = ResealCount()
+    last_id = ""
+    while rows := await read_sealed(db, table, columns, after=last_id):
+        last_id = rows[-1]["id"]
+        batch = await reseal_rows(db, box, table, columns, rows)
+        count.changed += batch.changed
+        count.skipped += batch.skipped
+    return count
+
+
+async def read_sealed(
+    db: Database, table: sa.Table, columns: Sequence[str], *, after: str = "", ids: Sequence[str] | None = None
+) -> list[SealedRow]:
+    """The next batch of rows after ``after`` in id order, or exactly the rows ``ids``."""
+    which = table.c.id.in_(ids) if ids is not None else table.c.id > after
+    query = sa.select(table.c.id, *(table.c[name] for name in columns)).where(which)
+    async with db.session() as session:
+        result = await session.execute(query.order_by(table.c.id).limit(RESEAL_BATCH))
+        return [dict(row._mapping) for row in result]
+
+
+async def reseal_rows(
+    db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str], rows: Sequence[SealedRow]
+) -> ResealCount:
+    """Write these rows (as read earlier) back resealed; a row changed since is read again and retried."""
+    count = ResealCount()
+    pending = list(rows)
+    for _ in range(RESEAL_TRIES):
+        changed, lost = await _swap(db, box, table, columns, pending)
+        count.changed += changed
+        if not lost:
+            return count
+        # Deleted rows drop out here; the others are resealed from what their writer stored.
+        pending = await read_sealed(db, table, columns, ids=[row["id"] for row in lost])
+    count.skipped += len(pending)
+    return count
+
+
+async def _swap(
+    db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str], rows: Sequence[SealedRow]
+) -> tuple[int, list[SealedRow]]:
+    """Compare-and-swap each row that needs it; returns how many were written and the rows that had changed."""
+    changed = 0
+    lost: list[SealedRow] = []
+    async with db.session() as session:
+        for row in rows:
+            values = {
+                name: box.reseal(row[name], context=row["id"])
+                for name in columns
+                if row[name] is not None and box.needs_reseal(row[name])
+            }
+            if not values:
+                continue
+            result = await session.execute(
+                sa.update(table).where(table.c.id == row["id"], *_unchanged(table, columns, row)).values(**values)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                changed += 1
+            else:
+                lost.append(row)
+    return changed, lost
+
+
+def _unchanged(table: sa.Table, columns: Sequence[str], row: SealedRow) -> list[sa.ColumnElement[bool]]:
+    """Every sealed column still holds what was read (NULL included): nobody wrote the row meanwhile."""
+    return [table.c[name].is_(None) if row[name] is None else table.c[name] == row[name] for name in columns]

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     background_sync_interval: int = Field(default=300, ge=0)
     disable_after: int = Field(default=432_000, ge=0)
     retention_days: int = Field(default=30, ge=1)
+    replay_max: int = Field(default=100_000, ge=1)
+    metrics_token: SecretStr | None = None
     log_format: Literal["json", "text"] = "json"
 
     # Beyond the contract's table: operational knobs with safe defaults.
@@ -53,6 +55,7 @@ class Settings(BaseSettings):
     max_retry_after: float = Field(default=3600.0, ge=0)
     relay_grace_seconds: float = Field(default=5.0, ge=0)
     worker_poll_delay: float = Field(default=0.005, gt=0)
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)  # /metrics reads the database at most this often
     dev: bool = False
 
     @field_validator("retry_schedule", mode="before")
@@ -71,6 +74,12 @@ class Settings(BaseSettings):
         if not value or any(v < 0 for v in value):
             raise ValueError("retry_schedule entries must be >= 0 seconds, at least one")
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # SYNCHOOK_METRICS_TOKEN= (as in .env.example) must leave /metrics open, not demand an empty token.
+        return value if value is not None and value.get_secret_value() else None
 
     @field_validator("root_path")
     @classmethod

@@ -16,7 +16,7 @@ import webhooks.tasks
 from synchook import idempotency, relay
 from synchook.context import AppContext
 from synchook.janitor import Liveness, new_worker_id
-from synchook.queue import QUEUE_NAME, REDIS_LOST, redis_settings
+from synchook.queue import QUEUE_NAME, REDIS_LOST, decode_job, encode_job, redis_settings
 from synchook.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -74,12 +74,17 @@ def build_worker(
 
     if settings.redis_url is None and redis is None:
         raise RuntimeError("SYNCHOOK_REDIS_URL is required for a worker")
+    if redis is not None and redis.job_deserializer is not decode_job:
+        # The worker enqueues (crons, retries) through this pool: a pickling pool would undo the codec.
+        raise ValueError("the worker's Redis pool must come from synchook.queue.connect (JSON jobs)")
     worker = Worker(
         functions=[liveness.owned(func(f)) for f in FUNCTIONS],
         cron_jobs=[liveness.owned(c) for c in cron_jobs(settings)] if with_cron else [],
         queue_name=QUEUE_NAME,
         redis_settings=redis_settings(settings.redis_url) if redis is None and settings.redis_url else None,
         redis_pool=redis,
+        job_serializer=encode_job,
+        job_deserializer=decode_job,
         burst=burst,
         handle_signals=handle_signals,
         on_startup=on_startup,

@@ -1,8 +1,9 @@
 """`synchook deliveries list …` and `synchook replay …`: the admin side from a terminal, straight on the database.
 
 Replays started here are audited with requested_by "cli". A bulk replay runs on the workers (enqueued on
-SYNCHOOK_REDIS_URL); `--wait` (the default) follows its progress until it finishes. Without a Redis URL the
-CLI runs the replay itself, in this process.
+SYNCHOOK_REDIS_URL, or on the embedded Redis of a `synchook dev` running in this directory); `--wait` (the
+default) follows its progress until it finishes. Without a Redis the CLI runs the replay itself, in this
+process, or with `--no-wait` leaves it queued for a worker's resume cron.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from synchook.timeutil import isoformat
 
 CLI_REQUESTER = "cli"
 _BAR_WIDTH = 30
+# A bulk replay left queued is enqueued again by the resume cron (each minute, at second 30) once untouched
+# for 60 s (replays.resume_stalled_replays): within two minutes.
+RESUME_WITHIN = "2 minutes"
+_NO_REDIS = "no Redis to hand it to (SYNCHOOK_REDIS_URL is unset and no `synchook dev` runs in this directory)"
 
 
-def _settings() -> Settings:
-    from synchook.cli import load_settings  # the composition root's loader (dev secret file, error wording)
+def _settings(*, dev_redis: bool = False) -> Settings:
+    from synchook.cli import load_settings  # the composition root's loader (dev secret file, dev Redis, wording)
 
-    return load_settings()
+    return load_settings(dev_redis=dev_redis)
 
 
 def _run(work: Callable[[AppContext], Awaitable[None]], *, redis: bool = False) -> None:
-    settings = _settings()
+    settings = _settings(dev_redis=redis)
 
     async def main() -> None:
         app = await AppContext.open(settings, connect_redis=redis)
@@ -131,6 +136,7 @@ async def _replay_one(app: AppContext, delivery_id: str) -> None:
     from synchook.errors import NotFound
     from webhooks.admin import replays
     from webhooks.models import Delivery
+    from webhooks.tasks import SWEEP_EVERY_S
 
     async with app.db.session() as session:
         workspace_id = await session.scalar(
@@ -143,7 +149,7 @@ async def _replay_one(app: AppContext, delivery_id: str) -> None:
     )
     print(f"replaying {delivery.id} (event {delivery.event_id}, same webhook-id): {delivery.status}; audit {replay.id}")
     if app.redis is None:
-        print("no SYNCHOOK_REDIS_URL: a worker's sweeper will pick it up", file=sys.stderr)
+        print(f"queued; a running worker picks it up within {SWEEP_EVERY_S} s ({_NO_REDIS})")
 
 
 async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
@@ -159,13 +165,25 @@ async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
             "subscription_id": args.subscription,
             "event_types": args.event_type or None,
             "status": args.status or None,
+            "confirm_count": args.confirm_count,
         },
     )
     workspace_id = await _workspace_id(app, args.workspace)
-    async with app.db.session() as session:
-        replay, match = await replays.create_bulk_replay(
-            session, workspace_id=workspace_id, body=body, requested_by=CLI_REQUESTER, dry_run=args.dry_run
-        )
+    try:
+        async with app.db.session() as session:
+            replay, match = await replays.create_bulk_replay(
+                session,
+                workspace_id=workspace_id,
+                body=body,
+                requested_by=CLI_REQUESTER,
+                replay_max=app.settings.replay_max,
+                dry_run=args.dry_run,
+            )
+    except replays.ReplayTooLarge as exc:
+        raise ValidationFailed(
+            f"{exc.count} deliveries match, more than SYNCHOOK_REPLAY_MAX ({exc.limit}); "
+            f"run it again with --confirm-count {exc.count} to replay them all"
+        ) from None
     detail = f"{match.deliveries} deliveries to replay"
     if body.subscription_id:
         detail += f", {match.undelivered_events} past events never sent to {body.subscription_id}"
@@ -173,8 +191,11 @@ async def _replay_bulk(app: AppContext, args: argparse.Namespace) -> None:
         print(f"{match.total} would be sent ({detail}); nothing was changed")
         return
     print(f"{replay.id}: {match.total} matched ({detail})")
+    if app.redis is None and not args.wait:
+        print(f"queued; a running worker starts it within {RESUME_WITHIN} ({_NO_REDIS})")
+        return
     if app.redis is None:
-        print("no SYNCHOOK_REDIS_URL: running the replay in this process", file=sys.stderr)
+        print(f"running the replay in this process: {_NO_REDIS}")
         task = asyncio.create_task(replays.run_bulk_replay(app, replay.id))
         await _follow(app, replay.id, done=task)
         return
@@ -255,6 +276,13 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--event-type", action="append", default=None, help="repeatable; wildcards allowed")
     replay.add_argument("--status", action="append", choices=["failed", "dead"], default=None, help="repeatable")
     replay.add_argument("--dry-run", action="store_true", help="only count what would be sent")
+    replay.add_argument(
+        "--confirm-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the match count, to confirm a replay of more than SYNCHOOK_REPLAY_MAX deliveries",
+    )
     replay.add_argument(
         "--wait", action=argparse.BooleanOptionalAction, default=True, help="follow progress until done (default)"
     )

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,7 @@ from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
 from webhooks.attempts import Claimed, Plan, record_outcomes
 
-__all__ = ["Lease", "Recorder"]
+__all__ = ["UNSTORABLE_ERROR", "Lease", "Recorder"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 GATHER_FOR = 0.005
 # Short: once the database is back, the outcome should land before anyone else takes the row over.
 _RETRY_FIRST, _RETRY_MAX = 0.05, 0.25
+# An attempt's error when what the receiver sent could not be stored even made storable (see _write).
+UNSTORABLE_ERROR = "the receiver's response could not be stored"
 
 
 @dataclass(eq=False)
@@ -118,35 +120,88 @@ class Recorder:
                 waiter.set_result(None)
 
     async def _write(self, pending: _Pending) -> Plan:
+        """One transaction for the whole flush; if the database refuses it (not unreachable: a value it cannot
+        store), one per outcome, so a bad row fails only itself and never another tenant's outcomes."""
+        groups = list(pending.outcomes.items())
+        try:
+            return await self._write_groups(groups)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            # Any other error: drivers do not agree on a class for "this value cannot be stored" (asyncpg gives a
+            # bare DBAPIError with SQLSTATE 22xxx, sqlite3 a UnicodeEncodeError), and a rare error costs one
+            # transaction per outcome, once.
+            logger.warning("recording %d outcomes failed (%s): one at a time", pending.count(), type(exc).__name__)
+        return await self._write_one_by_one(groups)
+
+    async def _write_one_by_one(self, groups: list[tuple[Lease, list[Claimed]]]) -> Plan:
+        plan = Plan()
+        for lease, claimed in groups:
+            for one in claimed:
+                try:
+                    part = await self._write_groups([(lease, [one])])
+                except Exception as exc:
+                    if is_connection_error(exc):
+                        raise
+                    part = await self._write_without_receiver_text(lease, one, exc)
+                _merge(plan, part)
+        return plan
+
+    async def _write_without_receiver_text(self, lease: Lease, claimed: Claimed, exc: Exception) -> Plan:
+        """The attempt, recorded without what the receiver sent: it counts (retries, dead letter, health), so a
+        receiver whose answers cannot be stored is not sent the same delivery forever."""
+        logger.error("delivery %s: its outcome could not be stored (%s)", claimed.id, type(exc).__name__)
+        if claimed.outcome is not None:
+            claimed.outcome = replace(
+                claimed.outcome,
+                response_body=None,
+                error=None if claimed.outcome.ok else UNSTORABLE_ERROR,
+            )
+        try:
+            return await self._write_groups([(lease, [claimed])])
+        except Exception as again:
+            if is_connection_error(again):
+                raise
+            # Nothing of the receiver's is left in the row: not this row's data. Left to its lease, as before.
+            logger.exception("delivery %s: could not record its outcome", claimed.id)
+            return Plan()
+
+    async def _write_groups(self, groups: list[tuple[Lease, list[Claimed]]]) -> Plan:
         """One transaction, retried while the database is unreachable for as long as a lease lasts (twice)."""
+        count = sum(len(claimed) for _, claimed in groups)
         patience = time.monotonic() + 2 * self._app.settings.delivery_lease_seconds
         delay = _RETRY_FIRST
         waited = False
         while True:
             try:
                 async with self._app.db.session() as session:
-                    plan = await self._record(session, pending)
-                for lease, claimed in pending.outcomes.items():
+                    plan = await self._record(session, groups)
+                for lease, claimed in groups:
                     lease.recorded.update(c.id for c in claimed)
                 return plan
             except Exception as exc:
                 if not is_connection_error(exc) or time.monotonic() + delay > patience:
                     raise
                 if not waited:
-                    logger.warning(
-                        "recording %d outcomes waits for the database: %s", pending.count(), type(exc).__name__
-                    )
+                    logger.warning("recording %d outcomes waits for the database: %s", count, type(exc).__name__)
                     waited = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
-    async def _record(self, session: AsyncSession, pending: _Pending) -> Plan:
+    async def _record(self, session: AsyncSession, groups: list[tuple[Lease, list[Claimed]]]) -> Plan:
         settings = self._app.settings
         return await record_outcomes(
             session,
-            [(claimed, lease.owner) for lease, claimed in pending.outcomes.items()],
+            [(claimed, lease.owner) for lease, claimed in groups],
             schedule=tuple(settings.retry_schedule),
             max_retry_after=settings.max_retry_after,
             disable_after=settings.disable_after,
             now=utcnow(),
         )
+
+
+def _merge(plan: Plan, part: Plan) -> None:
+    plan.retries.update(part.retries)
+    plan.events.extend(part.events)
+    for outcome, count in part.outcomes.items():
+        plan.outcomes[outcome] = plan.outcomes.get(outcome, 0) + count

@@ -18,6 +18,7 @@ from yarl import URL
 
 from synchook import __version__
 from synchook.settings import Settings
+from synchook.storable import storable
 from synchook.timeutil import utcnow
 from webhooks.constants import RESPONSE_BODY_LIMIT
 from webhooks.retry import parse_retry_after
@@ -98,6 +99,10 @@ async def post(
     except Exception as exc:
         outcome.error = describe_error(exc)
     outcome.duration_ms = max(0, round((time.perf_counter() - start) * 1000))
+    # The receiver wrote the body, the Location header and some exception texts: one NUL or stray byte in
+    # them must not fail the recorder's transaction, which holds other tenants' outcomes too.
+    outcome.response_body = storable(outcome.response_body)
+    outcome.error = storable(outcome.error)
     return outcome
 
 

@@ -58,8 +58,12 @@ STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = [startup]
 SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = [shutdown]
 
 
+# Seconds between two sweeps: the longest a due delivery nobody enqueued (no Redis at hand) waits for a worker.
+SWEEP_EVERY_S = 5
+
+
 def cron_jobs(settings: Settings) -> list[Any]:
     return [
-        cron(sweep_deliveries, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120),
+        cron(sweep_deliveries, second=set(range(0, 60, SWEEP_EVERY_S)), run_at_startup=True, unique=True, timeout=120),
         *admin_tasks.cron_jobs(settings),
     ]

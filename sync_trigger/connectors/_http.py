@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,11 +15,14 @@ import aiohttp
 
 from sync_trigger.connectors.base import ConnectorError, ProviderError, ProviderRateLimited, ReauthRequired
 from sync_trigger.connectors.throttle import Backoff, Sleep, parse_retry_after
+from synchook.storable import storable_json
 
 logger = logging.getLogger(__name__)
 
 # Transient server trouble: retried like throttling, but reported as provider_error when it never clears.
 SERVER_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# A \u escape of NUL or of a surrogate (a valid pair among them: walking the payload for nothing is harmless).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class Authenticator(Protocol):
@@ -160,9 +164,13 @@ def _decode(body: bytes) -> Any:
     if not body:
         return None
     try:
-        return json.loads(body)
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        payload = json.loads(text)
     except ValueError:
         return None
+    # Everything a provider sends (event titles, calendar names, ids, error messages) enters here. Strict JSON
+    # refuses raw control characters, so a NUL or a lone surrogate can only come as a \u escape: only then walk.
+    return storable_json(payload) if _UNSTORABLE_ESCAPE.search(text) else payload
 
 
 def error_message(payload: Any) -> str:

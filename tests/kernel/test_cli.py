@@ -174,3 +174,31 @@ def test_a_malformed_secret_key_is_refused_without_echoing_it(cli: Cli) -> None:
     assert result.returncode != 0
     assert "SYNCHOOK_SECRET_KEY" in result.stderr
     assert "hunter2" not in result.stderr
+
+
+def test_keys_revoke_of_a_revoked_key_says_it_already_was(cli: Cli) -> None:
+    cli.run("workspaces", "create", "acme-revoke")
+    key_id = cli.run("keys", "create", "--workspace", "acme-revoke", "--scopes", "read:calendar").stdout.split()[0]
+    assert cli.run("keys", "revoke", key_id).stdout.strip() == f"revoked {key_id}"
+    again = cli.run("keys", "revoke", key_id)  # idempotent: exit 0, the key is revoked either way
+    assert again.stdout.startswith(f"{key_id} was already revoked at 20"), again.stdout
+    assert again.stderr == ""
+
+
+def test_output_into_a_closed_pipe_ends_quietly(cli: Cli) -> None:
+    """`synchook deliveries list | head`: the reader is gone before the CLI writes."""
+    cli.run("workspaces", "create", "acme-pipe")
+    process = subprocess.Popen(
+        [str(SYNCHOOK), "deliveries", "list", "--workspace", "acme-pipe"],
+        cwd=cli.directory,
+        env=cli.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the CLI has even imported: its first write meets a closed pipe
+    err = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141, err  # 128 + SIGPIPE, as `yes | head` ends
+    assert err == ""

@@ -72,7 +72,7 @@ async def sending_jobs(redis: ArqRedis) -> list[str]:
     """The relay or deliver jobs in progress (not the crons a worker also runs)."""
     found = []
     for job_id in await due_job_ids(redis, limit=100):
-        info = await Job(job_id, redis, _queue_name=QUEUE_NAME).info()
+        info = await Job(job_id, redis, _queue_name=QUEUE_NAME, _deserializer=redis.job_deserializer).info()
         if info is not None and info.function in SENDING and await redis.exists(in_progress_key_prefix + job_id):
             found.append(job_id)
     return found

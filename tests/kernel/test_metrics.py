@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
+import pytest
+import sqlalchemy as sa
 from arq.connections import ArqRedis
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -18,9 +23,16 @@ from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
+from synchook.settings import Settings
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from webhooks.models import Delivery
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    # These tests change the database between scrapes and expect to see it: no caching unless a test asks.
+    return {"metrics_cache_seconds": 0}
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -203,3 +215,96 @@ async def test_scrape_answers_when_redis_is_unreachable(app_ctx: AppContext) -> 
     assert value(text, "synchook_metrics_source_up", source="redis") == 0
     assert value(text, "synchook_queue_depth") is None
     assert value(text, "synchook_open_deliveries", status="pending") == 0
+
+
+# --- the database is read at most once per metrics_cache_seconds; the token --------------------------
+
+
+@pytest.fixture
+def figure_reads(app_ctx: AppContext) -> Iterator[list[str]]:
+    """Every statement the real engine runs that reads sync_jobs: one per computation of the figures."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "sync_jobs" in statement:
+            seen.append(statement)
+
+    engine = app_ctx.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(engine, "before_cursor_execute", record)
+
+
+class TestCachedDatabaseFigures:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"metrics_cache_seconds": 3600}
+
+    async def test_scrapes_in_a_row_read_the_database_once(
+        self, client: httpx.AsyncClient, redis: ArqRedis, figure_reads: list[str]
+    ) -> None:
+        for _ in range(5):
+            await scrape(client)
+        assert len(figure_reads) == 1
+        # The queue depth (one O(1) Redis call) stays live.
+        await redis.enqueue_job("relay_events", ["evt_x"], _queue_name=QUEUE_NAME)
+        assert value(await scrape(client), "synchook_queue_depth") == 1
+        assert len(figure_reads) == 1
+
+    async def test_concurrent_scrapes_share_one_read(self, client: httpx.AsyncClient, figure_reads: list[str]) -> None:
+        texts = await asyncio.gather(*(scrape(client) for _ in range(8)))
+        assert len(figure_reads) == 1
+        assert all(value(text, "synchook_metrics_source_up", source="database") == 1 for text in texts)
+
+
+async def test_figures_are_read_again_once_they_are_older_than_the_ttl(app_ctx: AppContext) -> None:
+    reads: list[metrics.Snapshot] = []
+    now = [1000.0]
+
+    async def counted(ctx: AppContext) -> metrics.Snapshot:
+        figures = await metrics.read_database_figures(ctx)  # the real reader, counted
+        reads.append(figures)
+        return figures
+
+    cache = metrics.DatabaseFiguresCache(ttl=5.0, read=counted, clock=lambda: now[0])
+    first = await cache.get(app_ctx)
+    now[0] += 4.9
+    assert await cache.get(app_ctx) is first
+    now[0] += 0.2
+    assert await cache.get(app_ctx) is not first
+    assert len(reads) == 2
+
+
+class TestMetricsToken:
+    TOKEN = "metrics-scrape-token-7f3a"
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"metrics_token": self.TOKEN}
+
+    @pytest.mark.parametrize(
+        "authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x", b"Bearer \xe9"]
+    )
+    async def test_without_the_token_it_is_401(
+        self, client: httpx.AsyncClient, authorization: str | bytes | None
+    ) -> None:
+        headers = {"Authorization": authorization} if authorization else {}
+        response = await client.get("/metrics", headers=headers)
+        assert response.status_code == 401
+        error = response.json()["error"]
+        assert error["code"] == "invalid_key"
+        assert self.TOKEN not in response.text
+        assert "synchook_" not in response.text
+
+    async def test_with_the_token_it_answers(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/metrics", headers={"Authorization": f"Bearer {self.TOKEN}"})
+        assert response.status_code == 200
+        assert "synchook_open_deliveries" in response.text
+
+    async def test_the_token_is_a_secret(self, settings: Settings) -> None:
+        assert self.TOKEN not in repr(settings)
+        assert self.TOKEN not in str(settings.model_dump())
+
+
+def test_an_empty_token_leaves_metrics_open() -> None:
+    assert Settings(metrics_token="").metrics_token is None

@@ -16,9 +16,10 @@ from subscriptions.models import Subscription
 from subscriptions.service import reseal_subscription_secrets
 from synchook.context import AppContext
 from synchook.crypto import DecryptionError, SecretBox, generate_master_key
+from synchook.reseal import ResealCount
 from synchook.settings import parse_secret_keys
 from synchook.timeutil import parse_datetime, utcnow
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, add_key, make_tenant
 
 BASE = "/v1/webhooks/subscriptions"
 
@@ -60,6 +61,33 @@ async def test_secret_endpoint_shows_the_creation_secret(client: httpx.AsyncClie
         "previous_secret_expires_at": None,
         "previous_public_key": None,
     }
+
+
+async def test_a_read_only_key_never_sees_a_secret(
+    client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+) -> None:
+    created = await create(client, tenant)
+    reader = await add_key(app_ctx, tenant, scopes=["read:webhooks"])
+    response = await client.get(f"{BASE}/{created['id']}/secret", headers=reader.headers)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_permissions"
+    assert created["secret"] not in response.text
+    writer = await add_key(app_ctx, tenant, scopes=["write:webhooks"])
+    allowed = await client.get(f"{BASE}/{created['id']}/secret", headers=writer.headers)
+    assert allowed.json()["data"]["secret"] == created["secret"]
+
+
+async def test_responses_holding_a_secret_are_never_cached(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    body = {"url": "https://receiver.example.com/hooks", "event_types": ["*"]}
+    created = await client.post(BASE, json=body, headers=tenant.headers)
+    sub_id = created.json()["data"]["id"]
+    shown = await client.get(f"{BASE}/{sub_id}/secret", headers=tenant.headers)
+    rotated = await client.post(f"{BASE}/{sub_id}/secret/rotate", json={}, headers=tenant.headers)
+    for response in (created, shown, rotated):
+        assert response.status_code in (200, 201), response.text
+        assert response.headers["cache-control"] == "no-store"
+    listed = await client.get(f"{BASE}/{sub_id}", headers=tenant.headers)
+    assert "secret" not in listed.json()["data"]
 
 
 async def test_secret_endpoint_gives_the_public_key_for_ed25519(client: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -195,10 +223,8 @@ async def test_reseal_moves_every_secret_to_the_newest_key(
     rotated = await rotate(client, tenant, created[0]["id"])
     old_key = app_ctx.settings.secret_keys()[0]
     newer = SecretBox([parse_secret_keys(generate_master_key())[0], old_key])
-    async with app_ctx.db.session() as session:
-        assert await reseal_subscription_secrets(session, newer) == 3
-    async with app_ctx.db.session() as session:
-        assert await reseal_subscription_secrets(session, newer) == 0
+    assert await reseal_subscription_secrets(app_ctx.db, newer) == ResealCount(changed=3)
+    assert await reseal_subscription_secrets(app_ctx.db, newer) == ResealCount()
     only_new = SecretBox([parse_secret_keys(generate_master_key())[0]])
     for item in created:
         subscription = await load(app_ctx, item["id"])

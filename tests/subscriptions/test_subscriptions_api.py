@@ -386,7 +386,8 @@ ONE_ROUTES = [
     ("POST", "/secret/rotate"),
     ("POST", "/test"),
 ]
-WRITE_ROUTES = [("PATCH", ""), ("DELETE", ""), ("POST", "/secret/rotate"), ("POST", "/test")]
+# GET /secret too: a read-only key never sees a signing secret.
+WRITE_ROUTES = [("PATCH", ""), ("DELETE", ""), ("GET", "/secret"), ("POST", "/secret/rotate"), ("POST", "/test")]
 
 
 def _json_for(method: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from sync_trigger.models import Connection
 from sync_trigger.service import reseal_connection_tokens
 from synchook.context import AppContext
 from synchook.crypto import SecretBox, generate_master_key
+from synchook.reseal import ResealCount
 from synchook.settings import parse_secret_keys
 from tests.factories import Tenant, add_key, make_tenant
 
@@ -171,10 +172,8 @@ async def test_reseal_moves_tokens_to_the_newest_key(
     ]
     new_key = parse_secret_keys(generate_master_key())[0]
     rotated = SecretBox([new_key, *app_ctx.settings.secret_keys()])
-    async with app_ctx.db.session() as session:
-        assert await reseal_connection_tokens(session, rotated) == 1
-    async with app_ctx.db.session() as session:
-        assert await reseal_connection_tokens(session, rotated) == 0
+    assert await reseal_connection_tokens(app_ctx.db, rotated) == ResealCount(changed=1)
+    assert await reseal_connection_tokens(app_ctx.db, rotated) == ResealCount()
     row = await stored(app_ctx, connection_id)
     new_only = SecretBox([new_key])
     assert new_only.open(row.access_token_sealed, context=connection_id) == ACCESS

@@ -222,3 +222,15 @@ async def test_post_sync_runs_on_the_worker_and_completed_event_carries_the_stat
     assert stored is not None and stored.trigger == "on_demand"
     listed = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()
     assert [e["summary"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
+
+
+async def test_nul_from_the_provider_is_stored_as_u_fffd(h: SyncHarness) -> None:
+    # Anyone who can invite the account to a meeting writes its title; PostgreSQL text cannot hold NUL.
+    h.fake.add_calendar(G, ALICE, "team", name="Team\x00room")
+    [event_id] = h.fake.add_events(G, ALICE, ALICE, 1, first=soon())
+    h.fake.put_event(G, ALICE, ALICE, event_id, summary="Stand\x00up")
+    await h.connect(G)
+    assert await h.run() == stats(calendars=2, created=1)
+    event = (await h.events())[event_id]
+    assert event.summary == event.raw["summary"] == "Stand\ufffdup"
+    assert (await h.calendars())["team"].name == "Team\ufffdroom"

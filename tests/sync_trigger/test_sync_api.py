@@ -18,6 +18,7 @@ from sync_trigger.schemas import TriggerSyncBody
 from sync_trigger.service import IDEMPOTENCY_SCOPE
 from synchook import idempotency
 from synchook.context import AppContext
+from synchook.errors import Conflict
 from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
 from synchook.timeutil import parse_datetime, utcnow
@@ -400,6 +401,45 @@ async def test_key_in_flight_is_409_idempotency_in_progress(
     assert await count(app_ctx, SyncJob) == 0
     await idempotency.release(app_ctx.db, **claim)
     assert (await client.post("/v1/calendar/sync", headers=headers)).status_code == 202
+
+
+async def test_a_claim_left_by_a_crash_expires_with_its_request(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    key = str(uuid.uuid4())
+    # The API process died between the claim and the job's commit: the claim is never completed nor released.
+    fingerprint = idempotency.fingerprint(TriggerSyncBody().model_dump(mode="json"))
+    claim = {"workspace_id": tenant.workspace_id, "scope": IDEMPOTENCY_SCOPE, "key": key}
+    assert await idempotency.claim(app_ctx.db, request_hash=fingerprint, **claim) is None
+    headers = {**tenant.headers, "Idempotency-Key": key}
+    assert (await client.post("/v1/calendar/sync", headers=headers)).status_code == 409
+    async with app_ctx.db.session() as session:
+        await session.execute(
+            update(IdempotencyRecord).values(created_at=utcnow() - idempotency.CLAIM_LEASE - timedelta(seconds=1))
+        )
+    retried = await client.post("/v1/calendar/sync", headers=headers)
+    assert retried.status_code == 202, retried.text
+    replayed = await client.post("/v1/calendar/sync", headers=headers)
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == retried.json()
+    assert await count(app_ctx, SyncJob) == 1
+
+
+async def test_a_request_that_outlived_its_claim_cannot_commit_a_second_job(app_ctx: AppContext) -> None:
+    claim = {"workspace_id": "ws", "scope": IDEMPOTENCY_SCOPE, "key": str(uuid.uuid4()), "request_hash": "h"}
+    assert await idempotency.claim(app_ctx.db, **claim) is None  # the slow request
+    async with app_ctx.db.session() as session:
+        await session.execute(
+            update(IdempotencyRecord).values(created_at=utcnow() - idempotency.CLAIM_LEASE - timedelta(seconds=1))
+        )
+    assert await idempotency.claim(app_ctx.db, **claim) is None  # a retry takes the key over
+    async with app_ctx.db.session() as session:
+        await idempotency.complete(session, status_code=202, response={"job": "retry"}, **claim)
+    with pytest.raises(Conflict):
+        async with app_ctx.db.session() as session:
+            await idempotency.complete(session, status_code=202, response={"job": "slow"}, **claim)
+    replay = await idempotency.claim(app_ctx.db, **claim)
+    assert replay is not None and replay.response == {"job": "retry"}
 
 
 async def test_a_refused_request_releases_its_key(

@@ -19,7 +19,7 @@ from sync_trigger.models import Connection, SyncJob
 from synchook.app import create_app
 from synchook.context import AppContext
 from synchook.outbox import Event
-from synchook.queue import free_port
+from synchook.queue import decode_job, encode_job, free_port
 from synchook.relay import sweep_outbox
 from synchook.settings import Settings
 from synchook.timeutil import parse_datetime, utcnow
@@ -241,7 +241,13 @@ async def test_a_job_interrupted_too_often_fails_instead_of_looping(
 async def test_redis_down_at_commit_the_sweeper_and_recovery_repair_it(
     app_ctx: AppContext, settings: Settings, redis: ArqRedis, tenant: Tenant, run_worker: RunWorker
 ) -> None:
-    dead = ArqRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    dead = ArqRedis(
+        host="127.0.0.1",
+        port=free_port(),
+        socket_connect_timeout=0.5,
+        job_serializer=encode_job,
+        job_deserializer=decode_job,
+    )
     down = AppContext(settings=settings, db=app_ctx.db, box=app_ctx.box, redis=dead)
     transport = httpx.ASGITransport(app=create_app(settings, context=down))
     try:

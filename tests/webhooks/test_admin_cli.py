@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.connections import ArqRedis
 
 from synchook import cli
 from synchook.context import AppContext
+from synchook.dev import DEV_REDIS_FILE
+from synchook.queue import QUEUE_NAME
 from synchook.settings import Settings
 from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, make_tenant
 from tests.support.admin_factories import delivery, seed_delivery
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import make_subscription
+from webhooks.cli import RESUME_WITHIN
 from webhooks.models import Replay
+from webhooks.tasks import SWEEP_EVERY_S
 
 Run = Callable[..., Awaitable[Any]]
 
@@ -155,3 +164,93 @@ async def test_bulk_replay_dry_run_and_no_wait(
 async def test_bulk_replay_needs_since(tenant: Tenant, capsys: pytest.CaptureFixture[str]) -> None:
     assert await synchook("replay", "--workspace", tenant.workspace_id) == 2
     assert "--since" in capsys.readouterr().err
+
+
+@pytest.fixture
+def beside_dev(cli_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A shell in a directory of its own with no SYNCHOOK_REDIS_URL, as beside `make run`; returns ./.synchook."""
+    monkeypatch.delenv("SYNCHOOK_REDIS_URL")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / ".synchook"
+
+
+def announce_dev_redis(data_dir: Path, url: str) -> None:
+    """What a running `synchook dev` writes (synchook.dev): its pid and its embedded Redis."""
+    data_dir.mkdir()
+    (data_dir / DEV_REDIS_FILE).write_text(json.dumps({"pid": os.getpid(), "url": url}))
+
+
+async def test_replay_beside_a_running_dev_enqueues_on_its_redis(
+    app_ctx: AppContext,
+    tenant: Tenant,
+    beside_dev: Path,
+    redis: ArqRedis,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert settings.redis_url is not None
+    announce_dev_redis(beside_dev, settings.redis_url)
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+    seeded = await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    assert await synchook("replay", seeded.delivery_id) == 0
+    captured = capsys.readouterr()
+    assert f"replaying {seeded.delivery_id}" in captured.out
+    assert "queued;" not in captured.out and "Redis" not in captured.out + captured.err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert await redis.zcard(QUEUE_NAME) == 1  # handed to dev's worker, not left for a sweep
+
+
+async def test_replay_without_any_redis_says_a_worker_picks_it_up(
+    app_ctx: AppContext,
+    tenant: Tenant,
+    beside_dev: Path,
+    receiver: Receiver,
+    run_worker: Run,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/swept"))
+    seeded = await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    assert await synchook("replay", seeded.delivery_id) == 0
+    captured = capsys.readouterr()
+    assert f"queued; a running worker picks it up within {SWEEP_EVERY_S} s" in captured.out
+    assert "SYNCHOOK_REDIS_URL is unset" in captured.out
+    assert captured.err == ""
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text  # no "could not enqueue"
+    await run_worker(with_cron=True)  # the sweeper (run at start-up) is what picks it up
+    assert [r.headers["webhook-id"] for r in receiver.requests("/swept")] == [seeded.event_id]
+
+
+async def test_bulk_replay_no_wait_without_any_redis_returns_and_leaves_it_queued(
+    app_ctx: AppContext, tenant: Tenant, beside_dev: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+    seeded = await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    since = isoformat(utcnow() - timedelta(days=1))
+    assert since is not None
+    assert await synchook("replay", "--workspace", tenant.workspace_id, "--since", since, "--no-wait") == 0
+    out = capsys.readouterr().out
+    assert f"queued; a running worker starts it within {RESUME_WITHIN}" in out
+    assert "#" not in out  # no progress bar: --no-wait does not follow, nor run it here
+    assert (await delivery(app_ctx, seeded.delivery_id)).status == "dead"
+    async with app_ctx.db.session() as session:
+        rows = list((await session.execute(Replay.__table__.select())).all())  # type: ignore[attr-defined]
+    assert [(r.kind, r.status) for r in rows] == [("bulk", "queued")]
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_bulk_replay_past_replay_max_prints_the_count_and_how_to_confirm(
+    app_ctx: AppContext, tenant: Tenant, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNCHOOK_REPLAY_MAX", "1")
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+    for _ in range(2):
+        await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    since = isoformat(utcnow() - timedelta(days=1))
+    assert since is not None
+    assert await synchook("replay", "--workspace", tenant.workspace_id, "--since", since, "--no-wait") == 2
+    assert "--confirm-count 2" in capsys.readouterr().err
+    confirmed = ("--confirm-count", "2", "--no-wait")
+    assert await synchook("replay", "--workspace", tenant.workspace_id, "--since", since, *confirmed) == 0
+    assert "2 matched" in capsys.readouterr().out

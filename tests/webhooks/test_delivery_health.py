@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from subscriptions.models import Subscription
 from synchook.context import AppContext
+from synchook.outbox import Event
+from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import deliveries, make_events, make_subscription, subscription
+from webhooks.health import update_health
 
 Run = Callable[..., Awaitable[Any]]
 
@@ -108,3 +114,20 @@ async def test_deliveries_for_a_subscription_disabled_meanwhile_are_cancelled(
     assert receiver.count("/paused") == 2
     cancelled = await deliveries(app_ctx, status="cancelled")
     assert [d.cancel_reason for d in cancelled] == ["subscription disabled: paused by the integrator"]
+
+
+async def test_the_disabled_event_shows_the_url_without_userinfo_query_or_fragment(app_ctx: AppContext) -> None:
+    tenant = await make_tenant(app_ctx)
+    url = "https://hook-user:pa55word@hooks.example.com:8443/in/path?token=s3cret&x=1#frag"
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url=url)
+    now = utcnow()
+    async with app_ctx.db.session() as session:
+        await session.execute(
+            sa.update(Subscription).where(Subscription.id == sub.id).values(failing_since=now - timedelta(hours=2))
+        )
+        [event_id] = await update_health(session, succeeded=(), failed=[sub.id], now=now, disable_after=3600)
+    async with app_ctx.db.session() as session:
+        event = await session.get(Event, event_id)
+    assert event is not None and event.type == "webhook.subscription.disabled"
+    assert event.data["url"] == "https://hooks.example.com:8443/in/path"
+    assert "s3cret" not in json.dumps(event.data) and "pa55word" not in json.dumps(event.data)

@@ -3,6 +3,7 @@ subscription, no duplicate in-flight deliveries, progress, cancellation, audit, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -152,6 +153,7 @@ async def test_runs_in_batches_recording_progress(app_ctx: AppContext, tenant: T
             workspace_id=tenant.workspace_id,
             body=BulkReplayBody.model_validate({"since": ago(hours=1)}),
             requested_by=tenant.key_id,
+            replay_max=100_000,
         )
     # One batch per transaction: stop after the first by cancelling from inside the schedule hook.
     seen: list[tuple[str | None, int]] = []
@@ -267,6 +269,7 @@ async def test_cancel_between_batches_keeps_what_was_done(app_ctx: AppContext, t
             workspace_id=tenant.workspace_id,
             body=BulkReplayBody.model_validate({"since": ago(hours=1)}),
             requested_by="test",
+            replay_max=100_000,
         )
     original = replays.schedule_deliveries
 
@@ -291,6 +294,7 @@ async def test_audit_trail_lists_who_when_and_what(
     await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
     other_admin = await add_key(app_ctx, tenant, scopes=["admin:webhooks"])
     first = await start(client, tenant, since=ago(days=1), status=["dead"])
+    await client.post(f"/v1/webhooks/replays/{first['id']}/cancel", headers=tenant.headers)  # one active at a time
     second = await start(client, other_admin, since=ago(days=2), subscription_id=sub.id)
     trail = (await client.get("/v1/webhooks/replays", headers=tenant.headers)).json()
     assert [r["id"] for r in trail["data"]] == [second["id"], first["id"]]
@@ -314,7 +318,10 @@ async def test_audit_trail_lists_who_when_and_what(
     [
         ({}, "since"),
         ({"since": "not a date"}, "since"),
-        ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "body"),
+        ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
+        ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-02T00:00:00Z"}, "until"),
+        ({"since": "2026-01-01T00:00:00Z", "confirm_count": "3"}, "confirm_count"),
+        ({"since": "2026-01-01T00:00:00Z", "confirm_count": -1}, "confirm_count"),
         ({"since": "2026-01-01T00:00:00Z", "status": ["succeeded"]}, "status.0"),
         ({"since": "2026-01-01T00:00:00Z", "status": []}, "status"),
         ({"since": "2026-01-01T00:00:00Z", "event_types": []}, "event_types"),
@@ -405,3 +412,121 @@ async def test_stalled_replays_are_enqueued_again(
     await run_worker()
     assert (await replay_row(app_ctx, data["id"])).status == "completed"
     assert (await delivery(app_ctx, seeded.delivery_id)).replays == 1
+
+
+# --- bounds: SYNCHOOK_REPLAY_MAX, one active bulk replay per workspace -----------------------------
+
+
+class TestReplayMax:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"replay_max": 2}
+
+    async def test_more_matches_than_replay_max_is_422_with_the_count(
+        self, client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+    ) -> None:
+        sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+        for _ in range(3):
+            await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+        for body in ({"since": ago(days=1)}, {"since": ago(days=1), "confirm_count": 2}):
+            response = await client.post("/v1/webhooks/replays", json=body, headers=tenant.headers)
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error["code"] == "replay_too_large"
+            assert "3" in error["message"] and "confirm_count" in error["message"]
+        assert await count_rows(app_ctx, Replay) == 0
+        # A dry run still tells the count, so a caller can confirm it.
+        preview = await client.post(
+            "/v1/webhooks/replays", params={"dry_run": "true"}, json={"since": ago(days=1)}, headers=tenant.headers
+        )
+        assert (preview.status_code, preview.json()["data"]["matched"]) == (200, 3)
+
+    async def test_confirm_count_equal_to_the_count_is_accepted(
+        self, client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+    ) -> None:
+        sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+        for _ in range(3):
+            await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+        data = await start(client, tenant, since=ago(days=1), confirm_count=3)
+        assert (data["matched"], data["status"]) == (3, "queued")
+
+    async def test_at_most_replay_max_needs_no_confirmation(
+        self, client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+    ) -> None:
+        sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+        for _ in range(2):
+            await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+        assert (await start(client, tenant, since=ago(days=1)))["matched"] == 2
+
+
+async def test_a_second_bulk_replay_while_one_is_active_is_409(
+    client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+    await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    first = await start(client, tenant, since=ago(days=1))
+    again = await client.post("/v1/webhooks/replays", json={"since": ago(days=2)}, headers=tenant.headers)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "replay_in_progress"
+    assert first["id"] in again.json()["error"]["message"]
+    # Another workspace is not held up, and once the first is over the workspace may start another.
+    other = await make_tenant(app_ctx)
+    await start(client, other, since=ago(days=1))
+    await client.post(f"/v1/webhooks/replays/{first['id']}/cancel", headers=tenant.headers)
+    await start(client, tenant, since=ago(days=2))
+
+
+async def test_concurrent_bulk_replays_accept_exactly_one(
+    client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/a")
+    await seed_delivery(app_ctx, tenant.workspace_id, sub.id, status="dead")
+    responses = await asyncio.gather(
+        *(client.post("/v1/webhooks/replays", json={"since": ago(days=1)}, headers=tenant.headers) for _ in range(6))
+    )
+    assert sorted(r.status_code for r in responses) == [202] + [409] * 5
+    assert await count_rows(app_ctx, Replay) == 1
+
+
+async def test_a_concurrent_create_waits_for_the_first_and_is_refused(app_ctx: AppContext, tenant: Tenant) -> None:
+    """The check and the insert are one step: a second request cannot pass the check before the first commits."""
+    from webhooks.admin.schemas import BulkReplayBody
+
+    body = BulkReplayBody.model_validate({"since": ago(days=1)})
+
+    async def create() -> Replay:
+        async with app_ctx.db.session() as session:
+            replay, _ = await replays.create_bulk_replay(
+                session, workspace_id=tenant.workspace_id, body=body, requested_by="test", replay_max=100_000
+            )
+        return replay
+
+    async with app_ctx.db.session() as first:
+        await replays.create_bulk_replay(
+            first, workspace_id=tenant.workspace_id, body=body, requested_by="test", replay_max=100_000
+        )
+        second = asyncio.create_task(create())
+        if not app_ctx.settings.is_sqlite:
+            await _blocked_on_a_lock(app_ctx)
+        else:
+            await asyncio.sleep(0)  # SQLite: the second session waits for the write lock before it begins
+        assert not second.done()
+    with pytest.raises(replays.ReplayInProgress):
+        await second
+    assert await count_rows(app_ctx, Replay) == 1
+
+
+async def _blocked_on_a_lock(app_ctx: AppContext) -> None:
+    """Wait (bounded) until another backend of this database waits for a row lock: the second create."""
+    import sqlalchemy as sa
+
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    for _ in range(500):
+        async with app_ctx.db.engine.connect() as conn:
+            if await conn.scalar(query):
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the second create never waited for the workspace lock")

@@ -27,8 +27,9 @@ from sqlmodel import col
 
 from subscriptions.catalogue import CATALOGUE, patterns_for
 from subscriptions.models import Subscription
+from synchook.auth.models import Workspace
 from synchook.context import AppContext
-from synchook.errors import Conflict, NotFound
+from synchook.errors import Conflict, DomainError, NotFound
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event
 from synchook.timeutil import isoformat, parse_datetime, utcnow
@@ -42,6 +43,8 @@ __all__ = [
     "ACTIVE_STATUSES",
     "BATCH_SIZE",
     "BulkMatch",
+    "ReplayInProgress",
+    "ReplayTooLarge",
     "cancel_replay",
     "count_bulk_matches",
     "create_bulk_replay",
@@ -270,17 +273,42 @@ async def count_bulk_matches(session: AsyncSession, criteria: Criteria) -> BulkM
     return BulkMatch(deliveries=int(deliveries or 0), undelivered_events=int(undelivered))
 
 
+class ReplayTooLarge(DomainError):
+    code = "replay_too_large"
+    status = 422
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            f"The replay matches {count} deliveries, more than the limit of {limit} (SYNCHOOK_REPLAY_MAX); "
+            f"send confirm_count: {count} to replay them all"
+        )
+        self.count = count
+        self.limit = limit
+
+
+class ReplayInProgress(Conflict):
+    code = "replay_in_progress"
+
+    def __init__(self, replay_id: str) -> None:
+        super().__init__(
+            f"Bulk replay {replay_id} of this workspace is still queued or running; wait for it or cancel it"
+        )
+        self.replay_id = replay_id
+
+
 async def create_bulk_replay(
     session: AsyncSession,
     *,
     workspace_id: str,
     body: BulkReplayBody,
     requested_by: str,
+    replay_max: int,
     dry_run: bool = False,
 ) -> tuple[Replay, BulkMatch]:
     """Record a bulk replay (status ``queued``) with its match count; with ``dry_run`` only count.
 
-    The caller commits, then calls :func:`enqueue_bulk_replay`.
+    More than ``replay_max`` matches needs ``body.confirm_count`` equal to the count; one bulk replay of a
+    workspace is queued or running at a time. The caller commits, then calls :func:`enqueue_bulk_replay`.
     """
     now = utcnow()
     if body.subscription_id is not None:
@@ -297,11 +325,36 @@ async def create_bulk_replay(
     )
     match = await count_bulk_matches(session, Criteria.of(replay))
     replay.matched = match.total
-    if not dry_run:
-        session.add(replay)
-        await session.flush()
-        logger.info("bulk replay %s by %s: %d matched", replay.id, requested_by, replay.matched)
+    if dry_run:
+        return replay, match
+    if match.total > replay_max and body.confirm_count != match.total:
+        raise ReplayTooLarge(match.total, replay_max)
+    # Counted before the lock: the count can be slow and needs none; the check and the insert below need it.
+    await _lock_workspace(session, workspace_id)
+    active = await _active_bulk_replay(session, workspace_id)
+    if active is not None:
+        raise ReplayInProgress(active)
+    session.add(replay)
+    await session.flush()
+    logger.info("bulk replay %s by %s: %d matched", replay.id, requested_by, replay.matched)
     return replay, match
+
+
+async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
+    # PostgreSQL: the workspace row lock makes "no active bulk replay, then insert" atomic against a
+    # concurrent request, which waits here and then sees this one's row. SQLite renders no FOR UPDATE, but
+    # every session there is BEGIN IMMEDIATE, so writers run one at a time already.
+    await session.execute(sa.select(col(Workspace.id)).where(col(Workspace.id) == workspace_id).with_for_update())
+
+
+async def _active_bulk_replay(session: AsyncSession, workspace_id: str) -> str | None:
+    r = _replays.c
+    return await session.scalar(
+        sa.select(r.id)
+        .where(r.workspace_id == workspace_id, r.kind == "bulk", r.status.in_(ACTIVE_STATUSES))
+        .order_by(r.id)
+        .limit(1)
+    )
 
 
 async def enqueue_bulk_replay(app: AppContext, replay_id: str) -> bool:

@@ -96,7 +96,12 @@ async def create_replay(request: Request) -> JSONResponse:
     body = await read_model(request, BulkReplayBody, max_bytes=ctx.settings.max_body_bytes)
     async with ctx.db.session() as session:
         replay, match = await replays.create_bulk_replay(
-            session, workspace_id=principal.workspace_id, body=body, requested_by=principal.key_id, dry_run=dry_run
+            session,
+            workspace_id=principal.workspace_id,
+            body=body,
+            requested_by=principal.key_id,
+            replay_max=ctx.settings.replay_max,
+            dry_run=dry_run,
         )
     counts = {"deliveries": match.deliveries, "undelivered_events": match.undelivered_events}
     if dry_run:

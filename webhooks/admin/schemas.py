@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from synchook.errors import ValidationFailed
 from synchook.http.fields import IsoDateTime, parse_iso8601
@@ -33,12 +34,16 @@ class BulkReplayBody(BaseModel):
     subscription_id: StrictStr | None = Field(default=None, max_length=40)
     event_types: list[EventTypeName] | None = Field(default=None, min_length=1, max_length=50)
     status: list[Literal["failed", "dead"]] | None = Field(default=None, min_length=1)
+    # Past SYNCHOOK_REPLAY_MAX matches, the caller repeats the count it was told to show it means it.
+    confirm_count: StrictInt | None = Field(default=None, ge=0)
 
-    @model_validator(mode="after")
-    def _range(self) -> BulkReplayBody:
-        if self.until is not None and self.until <= self.since:
-            raise ValueError("until must be after since")
-        return self
+    @field_validator("until")
+    @classmethod
+    def _range(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if until is not None and since is not None and until <= since:
+            raise PydanticCustomError("range", "must be after since")
+        return until
 
     def criteria(self) -> dict[str, Any]:
         """The JSON stored on the Replay row (the audit trail's "what")."""

@@ -219,7 +219,9 @@
     try { preview = (await api("POST", "/webhooks/replays?dry_run=true", body)).data; } catch (error) {
       showError($("bulk-error"), error); return;
     }
-    state.pendingBulk = body;
+    // The count the admin confirms goes with the request: past SYNCHOOK_REPLAY_MAX the server needs it
+    // (422 replay_too_large otherwise), and if the matches changed since, it refuses rather than send more.
+    state.pendingBulk = Object.assign({}, body, { confirm_count: preview.matched });
     const extra = preview.undelivered_events ? " (" + preview.deliveries + " deliveries replayed, " +
       preview.undelivered_events + " past events sent to the subscription for the first time)" : "";
     $("bulk-confirm-text").textContent = preview.matched === 1 ? "1 delivery will be sent" + extra + ". Go ahead?" :
@@ -235,6 +237,9 @@
     $("bulk-confirm-box").hidden = true;
     let replay;
     try { replay = (await api("POST", "/webhooks/replays", body)).data; } catch (error) {
+      if (error.code === "replay_too_large") {
+        error.message += " The matches changed since the preview: preview again to confirm the new count.";
+      }
       showError($("bulk-error"), error); return;
     }
     showProgress(replay);

@@ -1,0 +1,208 @@
+"""`synchook dev` as a real OS process: it stops cleanly and completely on SIGTERM and Ctrl-C, refuses a busy
+port before creating anything, and tells the CLI beside it where its embedded Redis runs while it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from synchook.dev import DEV_REDIS_FILE, running_dev_redis_url
+from synchook.queue import free_port
+from tests.support.cluster import base_env
+
+START_BOUND = 60.0
+STOP_BOUND = 30.0
+
+
+@dataclass
+class Dev:
+    popen: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    log_path: Path
+    tree: dict[int, str | None]  # pid -> start time of every process below dev, recorded once healthy
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_BOUND
+        while time.monotonic() < deadline:
+            assert self.popen.poll() is None, f"dev exited {self.popen.returncode}:\n{self.log()[-3000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    self.tree.update({pid: started_at(pid) for pid in descendants(self.popen.pid)})
+                    return
+            time.sleep(0.05)
+        pytest.fail(f"dev not healthy within {START_BOUND}s:\n{self.log()[-3000:]}")
+
+    def wait_exit(self) -> int:
+        try:
+            return self.popen.wait(timeout=STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dev still running {STOP_BOUND}s after the signal:\n{self.log()[-3000:]}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from /proc (children, their children, …)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # The command name (field 2) is in parentheses and may hold spaces: split after its last ")".
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def started_at(pid: int) -> str | None:
+    """The process's start time in clock ticks: with the pid, it names one process (pids are reused)."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[object]:
+    started: list[subprocess.Popen[bytes]] = []
+    trees: list[dict[int, str | None]] = []  # each dev's children once healthy: they may outlive it
+
+    def run(*args: str, port: int | None = None, **env: str) -> Dev:
+        port = port or free_port()
+        log_path = tmp_path / f"dev-{len(started)}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "synchook.cli", "dev", "--port", str(port), *args],
+                cwd=tmp_path,  # its ./.synchook is the test's own
+                env=base_env(**env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a process group of its own, as a terminal's foreground job has
+            )
+        started.append(popen)
+        tree: dict[int, str | None] = {}
+        trees.append(tree)
+        return Dev(popen, port, tmp_path, log_path, tree)
+
+    yield run
+    # Whatever a failed test left: the processes it started and their children, by pid (and start time).
+    for popen in started:
+        if popen.poll() is None:
+            popen.kill()
+        popen.wait(timeout=10)
+    for tree in trees:
+        for pid, start in tree.items():
+            if alive(pid) and started_at(pid) == start:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_dev_stops_cleanly_and_leaves_no_process_behind(start_dev: object, how: str) -> None:
+    dev: Dev = start_dev()  # type: ignore[operator]
+    dev.wait_healthy()
+    tree = set(dev.tree)
+    assert tree, "the embedded redis-server should be a child of dev"
+    if how == "sigterm":
+        dev.popen.send_signal(signal.SIGTERM)  # a supervisor, `kill PID`
+    else:
+        os.killpg(dev.popen.pid, signal.SIGINT)  # a terminal's Ctrl-C: SIGINT to the whole foreground group
+    code = dev.wait_exit()
+    output = dev.log()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "Unclosed" not in output, output[-3000:]
+    deadline = time.monotonic() + STOP_BOUND  # a child reparented to init is reaped by it, not at once
+    while (left := [pid for pid in tree if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"still running after dev exited: {left}"
+    assert not (dev.workdir / ".synchook" / DEV_REDIS_FILE).exists()
+
+
+def test_dev_stops_with_a_sync_job_running(start_dev: object) -> None:
+    """A job still retrying an unreachable provider gets the worker's job_completion_wait (delivery timeout
+    + 5 s), then is cancelled: dev does not wait for it to give up (minutes)."""
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: every provider call is refused
+    dev: Dev = start_dev(  # type: ignore[operator]
+        SYNCHOOK_DELIVERY_TIMEOUT="1",
+        SYNCHOOK_GOOGLE_API_URL=nowhere,
+        SYNCHOOK_GOOGLE_TOKEN_URL=f"{nowhere}/token",
+        SYNCHOOK_BACKGROUND_SYNC_INTERVAL="0",
+    )
+    dev.wait_healthy()
+    key = [line for line in dev.log().splitlines() if line.startswith("wbk_")][-1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}/v1", headers={"Authorization": f"Bearer {key}"}) as api:
+        connection = {"provider": "google", "account": "a@example.com", "access_token": "a", "refresh_token": "r"}
+        assert api.post("/calendar/connections", json=connection).status_code == 201
+        job_id = api.post("/calendar/sync", json={}).json()["data"]["job_id"]
+        deadline = time.monotonic() + START_BOUND
+        while api.get(f"/calendar/sync/{job_id}").json()["data"]["status"] != "running":
+            assert time.monotonic() < deadline, dev.log()[-3000:]
+            time.sleep(0.05)
+    dev.popen.send_signal(signal.SIGTERM)
+    code = dev.wait_exit()
+    output = dev.log()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output and "Unclosed" not in output, output[-3000:]
+    assert not [pid for pid in dev.tree if alive(pid)]
+
+
+def test_dev_tells_the_cli_where_its_redis_runs_while_it_runs(start_dev: object) -> None:
+    dev: Dev = start_dev()  # type: ignore[operator]
+    dev.wait_healthy()
+    data_dir = dev.workdir / ".synchook"
+    url = running_dev_redis_url(data_dir)
+    assert url is not None and url.startswith("redis://127.0.0.1:")
+    assert f"Redis (embedded): {url}" in dev.log()
+    dev.popen.send_signal(signal.SIGTERM)
+    assert dev.wait_exit() == 0
+    assert running_dev_redis_url(data_dir) is None
+
+
+def test_dev_on_a_busy_port_says_so_in_one_line_and_creates_nothing(start_dev: object, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        dev: Dev = start_dev(port=port)  # type: ignore[operator]
+        code = dev.wait_exit()
+    output = dev.log()
+    assert code != 0, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith("synchook: error: port "), output
+    # The suggestion is a port that was free when dev looked (usually port + 1).
+    suggested = int(lines[0].rsplit(" ", 1)[1])
+    assert lines[0] == f"synchook: error: port {port} is in use; try --port {suggested}"
+    assert suggested > port
+    assert "running" not in output and "wbk_" not in output
+    assert not (tmp_path / ".synchook").exists()
