@@ -25,7 +25,6 @@ Schema = dict[str, Any]
 
 _ULID = "[0-9A-HJKMNP-TV-Z]{26}"
 _PROVIDERS = ["google", "microsoft"]
-_DELIVERY_STATUSES = ["pending", "succeeded", "failed", "dead", "cancelled"]
 
 
 def _ref(name: str) -> Schema:
@@ -136,72 +135,6 @@ SCHEMAS: dict[str, Schema] = {
     "EventType": _obj(
         {"name": {"type": "string"}, "description": {"type": "string"}, "schema": {"type": "object"}},
         required=["name", "schema"],
-    ),
-    "Event": _obj(
-        {
-            "id": {"type": "string", "pattern": "^evt_"},
-            "type": {"type": "string"},
-            "timestamp": _TIME,
-            "data": {"type": "object"},
-        },
-        required=["id", "type"],
-    ),
-    "Attempt": _obj(
-        {
-            "number": {"type": "integer", "minimum": 1},
-            "started_at": _TIME,
-            "duration_ms": {"type": "integer", "minimum": 0},
-            "status_code": {"type": ["integer", "null"]},
-            "error": {"type": ["string", "null"]},
-            "response_body": {"type": ["string", "null"], "description": "truncated to 4 KiB"},
-        },
-        required=["number", "started_at", "duration_ms"],
-    ),
-    "Delivery": _obj(
-        {
-            "id": {"type": "string"},
-            "event_id": {"type": "string"},
-            "event_type": {"type": "string"},
-            "subscription_id": {"type": "string"},
-            "status": {"type": "string", "enum": _DELIVERY_STATUSES},
-            "created_at": _TIME,
-        },
-        required=["id", "status"],
-    ),
-    "DeliveryDetail": {
-        "allOf": [
-            _ref("Delivery"),
-            _obj({"attempts": {"type": "array", "items": _ref("Attempt")}}, required=["attempts"]),
-        ]
-    },
-    "ReplayCreate": _obj(
-        {
-            "since": _TIME_INPUT,
-            "until": _nullable({**_TIME_INPUT, "description": "must be after since (422 naming until); default now"}),
-            "subscription_id": _nullable({"type": "string"}),
-            "event_types": _nullable({"type": "array", "items": {"type": "string"}, "minItems": 1}),
-            "status": _nullable(
-                {"type": "array", "items": {"type": "string", "enum": ["failed", "dead"]}, "minItems": 1}
-            ),
-            "confirm_count": _nullable(
-                {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "the match count (from a dry run, or the replay_too_large message): needed, "
-                    "and must equal the count, when more than SYNCHOOK_REPLAY_MAX deliveries match",
-                }
-            ),
-        },
-        required=["since"],
-        closed=True,
-    ),
-    "Replay": _obj(
-        {
-            "id": {"type": "string", "pattern": "^rpl_"},
-            "matched": {"type": "integer", "minimum": 0},
-            "status": {"type": "string"},
-        },
-        required=["id", "status"],
     ),
     "Health": _obj(
         {"status": {"type": "string"}, "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
@@ -348,8 +281,6 @@ _PAGING = [_param("limit"), _param("cursor")]
 
 def _paths() -> dict[str, dict[str, Schema]]:
     sub_id = _path("id", "A subscription id (sub_…)")
-    delivery_id = _path("id", "A delivery id")
-    replay_id = _path("id", "A bulk replay id (rpl_…)")
     health = "Operational endpoint, no API key; "
     return {
         "/healthz": {
@@ -531,113 +462,6 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 description="Sends a `webhook.test` event to this subscription alone.",
             )
         },
-        "/v1/webhooks/events": {
-            "get": _op(
-                "List events",
-                tag="webhooks",
-                scope="read:webhooks",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("Event")),
-                parameters=[
-                    *_PAGING,
-                    _query("type", {"type": "string"}, "Only events of this type"),
-                    _param("since"),
-                    _param("until"),
-                ],
-                errors=(422,),
-            )
-        },
-        "/v1/webhooks/deliveries": {
-            "get": _op(
-                "List deliveries",
-                tag="webhooks",
-                scope="read:webhooks",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("Delivery")),
-                parameters=[
-                    *_PAGING,
-                    _query("status", {"type": "string", "enum": _DELIVERY_STATUSES}, "Only deliveries in this status"),
-                    _query("subscription_id", {"type": "string"}, "Only deliveries to this subscription"),
-                    _query("event_type", {"type": "string"}, "Only deliveries of this event type"),
-                    _param("since"),
-                    _param("until"),
-                ],
-                errors=(422,),
-            )
-        },
-        "/v1/webhooks/deliveries/{id}": {
-            "get": _op(
-                "Get a delivery with its attempts",
-                tag="webhooks",
-                scope="read:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("DeliveryDetail")),
-                errors=(404,),
-                parameters=[delivery_id],
-            )
-        },
-        "/v1/webhooks/deliveries/{id}/replay": {
-            "post": _op(
-                "Replay a delivery",
-                tag="webhooks",
-                scope="admin:webhooks",
-                ok_status=202,
-                ok_schema=_envelope({"type": "object"}),
-                errors=(404, 409),
-                parameters=[delivery_id],
-                description="Starts a fresh retry sequence; audited.",
-            )
-        },
-        "/v1/webhooks/replays": {
-            "post": _op(
-                "Bulk replay",
-                tag="webhooks",
-                scope="admin:webhooks",
-                ok_status=202,
-                ok_schema=_envelope(_ref("Replay")),
-                body="ReplayCreate",
-                errors=(404, 409),
-                parameters=[_query("dry_run", {"type": "boolean"}, "Only count what would be sent (200, no replay)")],
-                description="Replays every matching delivery (default statuses failed and dead); with "
-                "`subscription_id`, events of the range that never had a delivery to it are sent too; audited. "
-                "More than SYNCHOOK_REPLAY_MAX matches: 422 `replay_too_large` (its message gives the count) "
-                "unless `confirm_count` equals the count. While a bulk replay of the workspace is queued or "
-                "running: 409 `replay_in_progress`.",
-            ),
-            "get": _op(
-                "List replays (the audit trail)",
-                tag="webhooks",
-                scope="admin:webhooks",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("Replay")),
-                parameters=[*_PAGING, _query("kind", {"type": "string", "enum": ["single", "bulk"]}, "Only this kind")],
-                errors=(422,),
-            ),
-        },
-        "/v1/webhooks/replays/{id}": {
-            "get": _op(
-                "Get a bulk replay's progress",
-                tag="webhooks",
-                scope="admin:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("Replay")),
-                errors=(404,),
-                parameters=[replay_id],
-            )
-        },
-        "/v1/webhooks/replays/{id}/cancel": {
-            "post": _op(
-                "Cancel a bulk replay",
-                tag="webhooks",
-                scope="admin:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("Replay")),
-                errors=(404, 409),
-                parameters=[replay_id],
-                description="Stops a queued or running bulk replay after its current batch; 409 `replay_finished` "
-                "once it has ended.",
-            )
-        },
     }
 
 
@@ -655,6 +479,8 @@ def _model_keys(endpoints: Sequence[Endpoint]) -> list[_ModelKey]:
             keys[(endpoint.body, "validation")] = None
         if endpoint.response is not None:
             keys[(endpoint.response, "serialization")] = None
+        for _, model in endpoint.alternatives:
+            keys[(model, "serialization")] = None
     return list(keys)
 
 
@@ -723,6 +549,11 @@ def _declared_operation(endpoint: Endpoint, refs: Mapping[Any, Schema], defs: di
         description=endpoint.description,
         ok_headers={name: {"$ref": f"#/components/headers/{name}"} for name in endpoint.extra_response_headers},
     )
+    for status, model in endpoint.alternatives:
+        op["responses"][str(status)] = {
+            **op["responses"][str(endpoint.status)],
+            "content": {"application/json": {"schema": _envelope(refs[(model, "serialization")])}},
+        }
     if endpoint.query is not None:
         op["responses"].setdefault("422", _error_response(422, _ERRORS[422], authenticated=endpoint.scope is not None))
     if endpoint.media_type != "application/json" and endpoint.response is None:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from synchook.context import AppContext
@@ -46,15 +47,6 @@ def _run(work: Callable[[AppContext], Awaitable[None]], *, redis: bool = False) 
     asyncio.run(main())
 
 
-def _parse_time(value: str | None, name: str) -> Any:
-    if value is None:
-        return None
-    from webhooks.admin.schemas import time_range
-
-    window = time_range({name: value})
-    return window.since if name == "since" else window.until
-
-
 async def _workspace_id(app: AppContext, name_or_id: str) -> str:
     from synchook.auth import service as auth
 
@@ -67,18 +59,21 @@ async def _workspace_id(app: AppContext, name_or_id: str) -> str:
 
 
 def cmd_deliveries_list(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from synchook.http.bodies import validation_failed
     from webhooks.admin import queries
-    from webhooks.admin.schemas import DeliveryFilters, TimeRange, delivery_filters
+    from webhooks.admin.schemas import DeliveriesQuery
 
     if not 1 <= args.limit <= 1000:
         raise ValidationFailed("--limit must be from 1 to 1000")
-    checked = delivery_filters({"status": args.status or "", "event_type": args.event_type or ""})
-    filters = DeliveryFilters(
-        status=checked.status,
-        subscription_id=args.subscription,
-        event_type=checked.event_type,
-        range=TimeRange(since=_parse_time(args.since, "since"), until=_parse_time(args.until, "until")),
-    )
+    given = {"status": args.status, "event_type": args.event_type, "since": args.since, "until": args.until}
+    try:
+        # The API's own query model: the CLI's filters are checked exactly as `GET /v1/webhooks/deliveries`'s.
+        query = DeliveriesQuery.model_validate({name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+    filters = replace(query.filters(), subscription_id=args.subscription)
 
     async def work(app: AppContext) -> None:
         workspace_id = await _workspace_id(app, args.workspace)

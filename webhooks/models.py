@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text
@@ -10,9 +11,18 @@ from sqlmodel import Field, SQLModel
 
 from synchook.db import UTCDateTime
 
+
 # pending: not yet attempted, or in flight; failed: last attempt failed, another is scheduled;
 # succeeded; dead: the schedule is exhausted (waits for a replay); cancelled: will not be sent.
-DELIVERY_STATUSES: tuple[str, ...] = ("pending", "succeeded", "failed", "dead", "cancelled")
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+DELIVERY_STATUSES: tuple[str, ...] = tuple(DeliveryStatus)
 OPEN_STATUSES: tuple[str, ...] = ("pending", "failed")
 
 

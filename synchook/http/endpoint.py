@@ -87,6 +87,8 @@ class Endpoint:
     paginated: bool = False
     idempotent_key_header: bool = False
     extra_response_headers: tuple[str, ...] = field(default=())
+    # Other successful answers, as (status, model): a dry run's 200 beside the 202 of the real thing.
+    alternatives: tuple[tuple[int, type[BaseModel]], ...] = ()
 
     def as_route(self, *, mount: str = "") -> Route:
         """The starlette route; `mount` is the prefix of the `Mount` it will sit in (the path names it too)."""
@@ -124,8 +126,9 @@ class Endpoint:
 
     def _dump(self, value: BaseModel) -> Any:
         # A handler answering with another model than declared would document one shape and send another.
-        if self.response is not None and not isinstance(value, self.response):
-            raise TypeError(f"{self.method} {self.path} answered {type(value).__name__}, not {self.response.__name__}")
+        declared = tuple(model for _, model in self.alternatives) + ((self.response,) if self.response else ())
+        if declared and not isinstance(value, declared):
+            raise TypeError(f"{self.method} {self.path} answered {type(value).__name__}, which it does not declare")
         return value.model_dump(mode="json")
 
 

@@ -1,162 +1,228 @@
-"""HTTP endpoints of CONTRACT §4.3 (events, deliveries, replays) and the /admin console page: thin wrappers."""
+"""HTTP endpoints of CONTRACT §4.3 (events, deliveries, replays), each declared once, and the /admin console page."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from synchook.errors import ValidationFailed
-from synchook.http.bodies import read_model
-from synchook.http.guard import app_context, authorize
-from synchook.http.pagination import next_cursor, page_request
-from synchook.http.responses import ok, page
+from synchook.http.endpoint import Call, Endpoint, Page, Reply
+from synchook.http.pagination import next_cursor
 from webhooks.admin import queries, replays
 from webhooks.admin.console import console_response
 from webhooks.admin.schemas import (
     BulkReplayBody,
-    attempt_out,
-    delivery_filters,
-    delivery_out,
-    event_out,
-    event_type_filter,
-    flag,
-    replay_out,
-    time_range,
+    CreateReplayQuery,
+    DeliveriesQuery,
+    DeliveryDetailView,
+    DeliveryReplayed,
+    DeliveryView,
+    EventsQuery,
+    EventView,
+    ReplayCreated,
+    ReplayPreview,
+    ReplaysQuery,
+    ReplayView,
 )
 
 READ = "read:webhooks"
 ADMIN = "admin:webhooks"
 
 
-async def list_events(request: Request) -> JSONResponse:
-    principal = await authorize(request, READ)
-    ctx = app_context(request)
-    paging = page_request(request)
-    event_type, window = event_type_filter(request.query_params), time_range(request.query_params)
-    async with ctx.db.session() as session:
+async def list_events(call: Call[EventsQuery, None]) -> Page:
+    query = call.query
+    async with call.ctx.db.session() as session:
         rows = await queries.list_events(
             session,
-            workspace_id=principal.workspace_id,
-            event_type=event_type,
-            window=window,
-            limit=paging.limit + 1,
-            before_id=paging.after_id,
+            workspace_id=call.workspace_id,
+            event_type=query.type,
+            window=query.range,
+            limit=query.limit + 1,
+            before_id=query.after_id,
         )
-    return page([event_out(row) for row in rows[: paging.limit]], next_cursor([r.id for r in rows], paging.limit))
+    items: list[BaseModel] = [EventView.of(row) for row in rows[: query.limit]]
+    return Page(items, next_cursor([r.id for r in rows], query.limit))
 
 
-async def list_deliveries(request: Request) -> JSONResponse:
-    principal = await authorize(request, READ)
-    ctx = app_context(request)
-    paging = page_request(request)
-    filters = delivery_filters(request.query_params)
-    async with ctx.db.session() as session:
+async def list_deliveries(call: Call[DeliveriesQuery, None]) -> Page:
+    query = call.query
+    async with call.ctx.db.session() as session:
         rows = await queries.list_deliveries(
             session,
-            workspace_id=principal.workspace_id,
-            filters=filters,
-            limit=paging.limit + 1,
-            before_id=paging.after_id,
+            workspace_id=call.workspace_id,
+            filters=query.filters(),
+            limit=query.limit + 1,
+            before_id=query.after_id,
         )
-    return page([delivery_out(row) for row in rows[: paging.limit]], next_cursor([r.id for r in rows], paging.limit))
+    items: list[BaseModel] = [DeliveryView.of(row) for row in rows[: query.limit]]
+    return Page(items, next_cursor([r.id for r in rows], query.limit))
 
 
-async def get_delivery(request: Request) -> JSONResponse:
-    principal = await authorize(request, READ)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
-        detail = await queries.get_delivery(
-            session, workspace_id=principal.workspace_id, delivery_id=request.path_params["id"]
-        )
-    return ok(
-        {
-            **delivery_out(detail.delivery),
-            "attempts": [attempt_out(attempt) for attempt in detail.attempts],
-            "event": event_out(detail.event) if detail.event is not None else None,
-        }
-    )
+async def get_delivery(call: Call[None, None]) -> DeliveryDetailView:
+    async with call.ctx.db.session() as session:
+        detail = await queries.get_delivery(session, workspace_id=call.workspace_id, delivery_id=call.path["id"])
+    return DeliveryDetailView.of_detail(detail.delivery, detail.attempts, detail.event)
 
 
-async def replay_delivery(request: Request) -> JSONResponse:
-    principal = await authorize(request, ADMIN)
+async def replay_delivery(call: Call[None, None]) -> DeliveryReplayed:
     replay, delivery = await replays.replay_delivery(
-        app_context(request),
-        workspace_id=principal.workspace_id,
-        delivery_id=request.path_params["id"],
-        requested_by=principal.key_id,
+        call.ctx, workspace_id=call.workspace_id, delivery_id=call.path["id"], requested_by=call.principal.key_id
     )
-    return ok({**delivery_out(delivery), "replay_id": replay.id}, status=202)
+    return DeliveryReplayed(**DeliveryView.fields_of(delivery), replay_id=replay.id)
 
 
-async def create_replay(request: Request) -> JSONResponse:
-    principal = await authorize(request, ADMIN)
-    ctx = app_context(request)
-    dry_run = flag(request.query_params, "dry_run")
-    body = await read_model(request, BulkReplayBody, max_bytes=ctx.settings.max_body_bytes)
-    async with ctx.db.session() as session:
+async def create_replay(call: Call[CreateReplayQuery, BulkReplayBody]) -> Reply:
+    dry_run = call.query.dry_run
+    async with call.ctx.db.session() as session:
         replay, match = await replays.create_bulk_replay(
             session,
-            workspace_id=principal.workspace_id,
-            body=body,
-            requested_by=principal.key_id,
-            replay_max=ctx.settings.replay_max,
+            workspace_id=call.workspace_id,
+            body=call.body,
+            requested_by=call.principal.key_id,
+            replay_max=call.ctx.settings.replay_max,
             dry_run=dry_run,
         )
-    counts = {"deliveries": match.deliveries, "undelivered_events": match.undelivered_events}
     if dry_run:
-        return ok({"id": None, "status": "dry_run", "matched": match.total, "criteria": replay.criteria, **counts})
-    await replays.enqueue_bulk_replay(ctx, replay.id)
-    return ok({**replay_out(replay), **counts}, status=202)
+        preview = ReplayPreview(
+            id=None,
+            status="dry_run",
+            matched=match.total,
+            criteria=replay.criteria,
+            deliveries=match.deliveries,
+            undelivered_events=match.undelivered_events,
+        )
+        return Reply(preview, status=200)
+    await replays.enqueue_bulk_replay(call.ctx, replay.id)
+    created = ReplayCreated(
+        **ReplayView.fields_of(replay), deliveries=match.deliveries, undelivered_events=match.undelivered_events
+    )
+    return Reply(created)
 
 
-async def list_replays(request: Request) -> JSONResponse:
-    principal = await authorize(request, ADMIN)
-    ctx = app_context(request)
-    paging = page_request(request)
-    kind = request.query_params.get("kind") or None
-    if kind not in (None, "single", "bulk"):
-        raise ValidationFailed("kind: must be single or bulk", field="kind")
-    async with ctx.db.session() as session:
+async def list_replays(call: Call[ReplaysQuery, None]) -> Page:
+    query = call.query
+    async with call.ctx.db.session() as session:
         rows = await replays.list_replays(
-            session, workspace_id=principal.workspace_id, limit=paging.limit + 1, before_id=paging.after_id, kind=kind
+            session, workspace_id=call.workspace_id, limit=query.limit + 1, before_id=query.after_id, kind=query.kind
         )
-    return page([replay_out(row) for row in rows[: paging.limit]], next_cursor([r.id for r in rows], paging.limit))
+    items: list[BaseModel] = [ReplayView.of(row) for row in rows[: query.limit]]
+    return Page(items, next_cursor([r.id for r in rows], query.limit))
 
 
-async def get_replay(request: Request) -> JSONResponse:
-    principal = await authorize(request, ADMIN)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
-        replay = await replays.get_replay(
-            session, workspace_id=principal.workspace_id, replay_id=request.path_params["id"]
-        )
-    return ok(replay_out(replay))
+async def get_replay(call: Call[None, None]) -> ReplayView:
+    async with call.ctx.db.session() as session:
+        replay = await replays.get_replay(session, workspace_id=call.workspace_id, replay_id=call.path["id"])
+    return ReplayView.of(replay)
 
 
-async def cancel_replay(request: Request) -> JSONResponse:
-    principal = await authorize(request, ADMIN)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
-        replay = await replays.cancel_replay(
-            session, workspace_id=principal.workspace_id, replay_id=request.path_params["id"]
-        )
-    return ok(replay_out(replay))
+async def cancel_replay(call: Call[None, None]) -> ReplayView:
+    async with call.ctx.db.session() as session:
+        replay = await replays.cancel_replay(session, workspace_id=call.workspace_id, replay_id=call.path["id"])
+    return ReplayView.of(replay)
 
 
 async def console(request: Request) -> Response:
     return console_response()
 
 
-ROUTES: list[BaseRoute] = [
-    Route("/webhooks/events", list_events, methods=["GET"]),
-    Route("/webhooks/deliveries", list_deliveries, methods=["GET"]),
-    Route("/webhooks/deliveries/{id}", get_delivery, methods=["GET"]),
-    Route("/webhooks/deliveries/{id}/replay", replay_delivery, methods=["POST"]),
-    Route("/webhooks/replays", create_replay, methods=["POST"]),
-    Route("/webhooks/replays", list_replays, methods=["GET"]),
-    Route("/webhooks/replays/{id}", get_replay, methods=["GET"]),
-    Route("/webhooks/replays/{id}/cancel", cancel_replay, methods=["POST"]),
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/events",
+        handler=list_events,
+        summary="List events",
+        tag="webhooks",
+        scope=READ,
+        query=EventsQuery,
+        response=EventView,
+        many=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/deliveries",
+        handler=list_deliveries,
+        summary="List deliveries",
+        tag="webhooks",
+        scope=READ,
+        query=DeliveriesQuery,
+        response=DeliveryView,
+        many=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/deliveries/{id}",
+        handler=get_delivery,
+        summary="Get a delivery with its attempts",
+        tag="webhooks",
+        scope=READ,
+        response=DeliveryDetailView,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/webhooks/deliveries/{id}/replay",
+        handler=replay_delivery,
+        summary="Replay a delivery",
+        tag="webhooks",
+        scope=ADMIN,
+        response=DeliveryReplayed,
+        status=202,
+        errors=(404, 409),
+        description="Starts a fresh retry sequence; audited.",
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/webhooks/replays",
+        handler=create_replay,
+        summary="Bulk replay",
+        tag="webhooks",
+        scope=ADMIN,
+        query=CreateReplayQuery,
+        body=BulkReplayBody,
+        response=ReplayCreated,
+        alternatives=((200, ReplayPreview),),
+        status=202,
+        errors=(404, 409),
+        description="Replays every matching delivery (default statuses failed and dead); with "
+        "`subscription_id`, events of the range that never had a delivery to it are sent too; audited. "
+        "More than SYNCHOOK_REPLAY_MAX matches: 422 `replay_too_large` (its message gives the count) "
+        "unless `confirm_count` equals the count. While a bulk replay of the workspace is queued or "
+        "running: 409 `replay_in_progress`. `?dry_run=true` only counts (200).",
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/replays",
+        handler=list_replays,
+        summary="List replays (the audit trail)",
+        tag="webhooks",
+        scope=ADMIN,
+        query=ReplaysQuery,
+        response=ReplayView,
+        many=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/replays/{id}",
+        handler=get_replay,
+        summary="Get a bulk replay's progress",
+        tag="webhooks",
+        scope=ADMIN,
+        response=ReplayView,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/webhooks/replays/{id}/cancel",
+        handler=cancel_replay,
+        summary="Cancel a bulk replay",
+        tag="webhooks",
+        scope=ADMIN,
+        response=ReplayView,
+        errors=(404, 409),
+        description="Stops a queued or running bulk replay after its current batch; 409 `replay_finished` "
+        "once it has ended.",
+    ),
 ]
 
 PAGES: list[BaseRoute] = [Route("/admin", console, methods=["GET"])]

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from synchook.errors import ValidationFailed
-from synchook.http.fields import IsoDateTime, parse_iso8601
+from synchook.http.fields import IsoDateTime
+from synchook.http.pagination import PageQuery
+from synchook.http.wire import Timestamp, Wire
 from synchook.outbox import Event
 from synchook.timeutil import isoformat
-from webhooks.models import DELIVERY_STATUSES, Delivery, DeliveryAttempt, Replay
+from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, Replay
 
 REPLAYABLE_STATUSES: tuple[str, ...] = ("failed", "dead")
 _MAX_FILTER_LENGTH = 100
@@ -70,102 +79,199 @@ class DeliveryFilters:
     range: TimeRange = TimeRange()
 
 
-def _param(params: Mapping[str, str], name: str) -> str | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    if len(value) > _MAX_FILTER_LENGTH:
-        raise ValidationFailed(f"{name}: too long", field=name)
-    return value
+def _blank_is_absent(value: object) -> object:
+    # `?status=` from a form with nothing chosen means no filter, as leaving the parameter out does.
+    return None if value == "" else value
 
 
-def _time_param(params: Mapping[str, str], name: str) -> datetime | None:
-    value = _param(params, name)
-    if value is None:
-        return None
-    try:
-        return parse_iso8601(value)
-    except ValueError as exc:
-        raise ValidationFailed(f"{name}: {exc}", field=name) from None
+FilterText = Annotated[StrictStr | None, BeforeValidator(_blank_is_absent), Field(max_length=_MAX_FILTER_LENGTH)]
+QueryTime = Annotated[IsoDateTime | None, BeforeValidator(_blank_is_absent)]
 
 
-def time_range(params: Mapping[str, str]) -> TimeRange:
-    since, until = _time_param(params, "since"), _time_param(params, "until")
-    if since is not None and until is not None and until <= since:
-        raise ValidationFailed("until: must be after since", field="until")
-    return TimeRange(since=since, until=until)
+class TimeRangeQuery(PageQuery):
+    since: QueryTime = Field(default=None, description="Only items at or after")
+    until: QueryTime = Field(default=None, description="Only items before")
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if until is not None and since is not None and until <= since:
+            raise PydanticCustomError("range", "must be after since")
+        return until
+
+    @property
+    def range(self) -> TimeRange:
+        return TimeRange(since=self.since, until=self.until)
 
 
-def event_type_filter(params: Mapping[str, str]) -> str | None:
-    return _param(params, "type")
+class EventsQuery(TimeRangeQuery):
+    type: FilterText = Field(default=None, description="Only events of this type")
 
 
-def delivery_filters(params: Mapping[str, str]) -> DeliveryFilters:
-    status = _param(params, "status")
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise ValidationFailed(f"status: must be one of {', '.join(DELIVERY_STATUSES)}", field="status")
-    return DeliveryFilters(
-        status=status,
-        subscription_id=_param(params, "subscription_id"),
-        event_type=_param(params, "event_type"),
-        range=time_range(params),
+class DeliveriesQuery(TimeRangeQuery):
+    status: Annotated[DeliveryStatus | None, BeforeValidator(_blank_is_absent)] = Field(
+        default=None, description="Only deliveries in this status"
+    )
+    subscription_id: FilterText = Field(default=None, description="Only deliveries to this subscription")
+    event_type: FilterText = Field(default=None, description="Only deliveries of this event type")
+
+    def filters(self) -> DeliveryFilters:
+        return DeliveryFilters(
+            status=self.status, subscription_id=self.subscription_id, event_type=self.event_type, range=self.range
+        )
+
+
+class ReplaysQuery(PageQuery):
+    kind: Annotated[Literal["single", "bulk"] | None, BeforeValidator(_blank_is_absent)] = Field(
+        default=None, description="Only replays of this kind"
     )
 
 
-def flag(params: Mapping[str, str], name: str) -> bool:
-    value = (params.get(name) or "").lower()
-    if value in ("", "0", "false", "no"):
-        return False
-    if value in ("1", "true", "yes"):
-        return True
-    raise ValidationFailed(f"{name}: must be true or false", field=name)
+class CreateReplayQuery(BaseModel):
+    dry_run: bool = Field(default=False, description="Only count what would be sent (200, no replay)")
 
 
-def event_out(event: Event) -> dict[str, Any]:
-    return event.body()
+# --- Response shapes ---------------------------------------------------------------------------------
 
 
-def delivery_out(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "subscription_id": delivery.subscription_id,
-        "status": delivery.status,
-        "attempt_count": delivery.attempt_count,
-        "replays": delivery.replays,
-        "next_attempt_at": isoformat(delivery.next_attempt_at),
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "cancel_reason": delivery.cancel_reason,
-        "created_at": isoformat(delivery.created_at),
-        "updated_at": isoformat(delivery.updated_at),
-        "completed_at": isoformat(delivery.completed_at),
-    }
+class EventView(Wire):
+    """The webhook body of CONTRACT §5, as delivered."""
+
+    id: str = Field(pattern="^evt_")
+    type: str
+    timestamp: Timestamp
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> EventView:
+        return cls(id=event.id, type=event.type, timestamp=event.created_at, data=event.data)
 
 
-def attempt_out(attempt: DeliveryAttempt) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "started_at": isoformat(attempt.started_at),
-        "duration_ms": attempt.duration_ms,
-        "status_code": attempt.status_code,
-        "error": attempt.error,
-        "response_body": attempt.response_body,
-    }
+class DeliveryView(Wire):
+    id: str
+    event_id: str
+    event_type: str
+    subscription_id: str
+    status: DeliveryStatus
+    attempt_count: int
+    replays: int
+    next_attempt_at: Timestamp | None
+    last_status_code: int | None
+    last_error: str | None
+    cancel_reason: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    completed_at: Timestamp | None
+
+    @classmethod
+    def fields_of(cls, delivery: Delivery) -> dict[str, Any]:
+        return {
+            "id": delivery.id,
+            "event_id": delivery.event_id,
+            "event_type": delivery.event_type,
+            "subscription_id": delivery.subscription_id,
+            "status": DeliveryStatus(delivery.status),
+            "attempt_count": delivery.attempt_count,
+            "replays": delivery.replays,
+            "next_attempt_at": delivery.next_attempt_at,
+            "last_status_code": delivery.last_status_code,
+            "last_error": delivery.last_error,
+            "cancel_reason": delivery.cancel_reason,
+            "created_at": delivery.created_at,
+            "updated_at": delivery.updated_at,
+            "completed_at": delivery.completed_at,
+        }
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryView:
+        return cls(**cls.fields_of(delivery))
 
 
-def replay_out(replay: Replay) -> dict[str, Any]:
-    return {
-        "id": replay.id,
-        "kind": replay.kind,
-        "status": replay.status,
-        "requested_by": replay.requested_by,
-        "criteria": replay.criteria,
-        "matched": replay.matched,
-        "replayed": replay.replayed,
-        "skipped": replay.skipped,
-        "created_at": isoformat(replay.created_at),
-        "updated_at": isoformat(replay.updated_at),
-        "completed_at": isoformat(replay.completed_at),
-    }
+class AttemptView(Wire):
+    number: int = Field(ge=1)
+    started_at: Timestamp
+    duration_ms: int = Field(ge=0)
+    status_code: int | None
+    error: str | None
+    response_body: str | None = Field(description="truncated to 4 KiB")
+
+    @classmethod
+    def of(cls, attempt: DeliveryAttempt) -> AttemptView:
+        return cls(
+            number=attempt.number,
+            started_at=attempt.started_at,
+            duration_ms=attempt.duration_ms,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            response_body=attempt.response_body,
+        )
+
+
+class DeliveryDetailView(DeliveryView):
+    attempts: list[AttemptView]
+    event: EventView | None
+
+    @classmethod
+    def of_detail(cls, delivery: Delivery, attempts: list[DeliveryAttempt], event: Event | None) -> DeliveryDetailView:
+        return cls(
+            **cls.fields_of(delivery),
+            attempts=[AttemptView.of(attempt) for attempt in attempts],
+            event=EventView.of(event) if event is not None else None,
+        )
+
+
+class DeliveryReplayed(DeliveryView):
+    replay_id: str = Field(pattern="^rpl_")
+
+
+class ReplayView(Wire):
+    id: str = Field(pattern="^rpl_")
+    kind: Literal["single", "bulk"]
+    status: str
+    requested_by: str
+    criteria: dict[str, Any]
+    matched: int = Field(ge=0)
+    replayed: int = Field(ge=0)
+    skipped: int = Field(ge=0)
+    created_at: Timestamp
+    updated_at: Timestamp
+    completed_at: Timestamp | None
+
+    @classmethod
+    def fields_of(cls, replay: Replay) -> dict[str, Any]:
+        return {
+            "id": replay.id,
+            "kind": replay.kind,
+            "status": replay.status,
+            "requested_by": replay.requested_by,
+            "criteria": replay.criteria,
+            "matched": replay.matched,
+            "replayed": replay.replayed,
+            "skipped": replay.skipped,
+            "created_at": replay.created_at,
+            "updated_at": replay.updated_at,
+            "completed_at": replay.completed_at,
+        }
+
+    @classmethod
+    def of(cls, replay: Replay) -> ReplayView:
+        return cls(**cls.fields_of(replay))
+
+
+class ReplayCreated(ReplayView):
+    """202: the queued replay, with what its criteria matched."""
+
+    deliveries: int = Field(ge=0, description="deliveries of the range that match")
+    undelivered_events: int = Field(ge=0, description="events never delivered to `subscription_id`, sent too")
+
+
+class ReplayPreview(Wire):
+    """200 for `?dry_run=true`: what a replay would send, nothing queued."""
+
+    id: None
+    status: Literal["dry_run"]
+    matched: int = Field(ge=0)
+    criteria: dict[str, Any]
+    deliveries: int = Field(ge=0)
+    undelivered_events: int = Field(ge=0)
