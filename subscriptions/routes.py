@@ -1,155 +1,220 @@
-"""HTTP endpoints of the subscriptions API (CONTRACT §4.2): authorize, read the body, call the service, answer."""
+"""HTTP endpoints of the subscriptions API (CONTRACT §4.2), each declared once: scope, models, errors."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from pydantic import BaseModel
+from starlette.responses import Response
 
 from subscriptions import service
 from subscriptions.catalogue import CATALOGUE
-from subscriptions.schemas import CreateSubscription, RotateSecret, UpdateSubscription, subscription_out
-from subscriptions.service import SecretView
-from synchook.http.bodies import read_model
-from synchook.http.guard import app_context, authorize
-from synchook.http.pagination import next_cursor, page_request
-from synchook.http.responses import ok, page
+from subscriptions.schemas import (
+    CreateSubscription,
+    EventTypeView,
+    RotateSecret,
+    SecretView,
+    SubscriptionCreated,
+    SubscriptionView,
+    TestEventSent,
+    UpdateSubscription,
+)
+from synchook.http.endpoint import Call, Endpoint, Page, Reply
+from synchook.http.pagination import PageQuery, next_cursor
 from synchook.outbox import hand_off
-from synchook.timeutil import isoformat
 
 READ = "read:webhooks"
 WRITE = "write:webhooks"
-
 
 # A secret in a response must not stay in a browser's or a proxy's cache.
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _secret_out(view: SecretView) -> dict[str, Any]:
-    return {
-        "secret": view.secret.reveal(),
-        "public_key": view.public_key,
-        "previous_secret_expires_at": isoformat(view.previous_secret_expires_at),
-        "previous_public_key": view.previous_public_key,
-    }
+async def list_event_types(call: Call[None, None]) -> Page:
+    return Page([EventTypeView.model_validate(event_type.as_dict()) for event_type in CATALOGUE], None)
 
 
-async def list_event_types(request: Request) -> JSONResponse:
-    await authorize(request, READ)
-    return page([event_type.as_dict() for event_type in CATALOGUE], None)
-
-
-async def create_subscription(request: Request) -> JSONResponse:
-    principal = await authorize(request, WRITE)
-    ctx = app_context(request)
-    body = await read_model(request, CreateSubscription, max_bytes=ctx.settings.max_body_bytes)
-    async with ctx.db.session() as session:
+async def create_subscription(call: Call[None, CreateSubscription]) -> Reply:
+    async with call.ctx.db.session() as session:
         subscription, secret = await service.create_subscription(
             session,
-            box=ctx.box,
-            workspace_id=principal.workspace_id,
-            body=body,
-            allow_private=ctx.settings.allow_private_targets,
+            box=call.ctx.box,
+            workspace_id=call.workspace_id,
+            body=call.body,
+            allow_private=call.ctx.settings.allow_private_targets,
         )
-    return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201, headers=NO_STORE)
+    return Reply(SubscriptionCreated.of_new(subscription, secret), headers=NO_STORE)
 
 
-async def list_subscriptions(request: Request) -> JSONResponse:
-    principal = await authorize(request, READ)
-    ctx = app_context(request)
-    paging = page_request(request)
-    async with ctx.db.session() as session:
+async def list_subscriptions(call: Call[PageQuery, None]) -> Page:
+    query = call.query
+    async with call.ctx.db.session() as session:
         rows = await service.list_subscriptions(
-            session, workspace_id=principal.workspace_id, limit=paging.limit + 1, before_id=paging.after_id
+            session, workspace_id=call.workspace_id, limit=query.limit + 1, before_id=query.after_id
         )
-    cursor = next_cursor([row.id for row in rows], paging.limit)
-    return page([subscription_out(row) for row in rows[: paging.limit]], cursor)
+    items: list[BaseModel] = [SubscriptionView.of(row) for row in rows[: query.limit]]
+    return Page(items, next_cursor([row.id for row in rows], query.limit))
 
 
-async def get_subscription(request: Request) -> JSONResponse:
-    principal = await authorize(request, READ)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
+async def get_subscription(call: Call[None, None]) -> SubscriptionView:
+    async with call.ctx.db.session() as session:
         subscription = await service.get_subscription(
-            session, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"]
+            session, workspace_id=call.workspace_id, subscription_id=call.path["id"]
         )
-    return ok(subscription_out(subscription))
+    return SubscriptionView.of(subscription)
 
 
-async def update_subscription(request: Request) -> JSONResponse:
-    principal = await authorize(request, WRITE)
-    ctx = app_context(request)
-    body = await read_model(request, UpdateSubscription, max_bytes=ctx.settings.max_body_bytes)
-    async with ctx.db.session() as session:
+async def update_subscription(call: Call[None, UpdateSubscription]) -> SubscriptionView:
+    async with call.ctx.db.session() as session:
         subscription = await service.update_subscription(
             session,
-            workspace_id=principal.workspace_id,
-            subscription_id=request.path_params["id"],
-            body=body,
-            allow_private=ctx.settings.allow_private_targets,
+            workspace_id=call.workspace_id,
+            subscription_id=call.path["id"],
+            body=call.body,
+            allow_private=call.ctx.settings.allow_private_targets,
         )
-    return ok(subscription_out(subscription))
+    return SubscriptionView.of(subscription)
 
 
-async def delete_subscription(request: Request) -> Response:
-    principal = await authorize(request, WRITE)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
-        await service.delete_subscription(
-            session, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"]
-        )
+async def delete_subscription(call: Call[None, None]) -> Response:
+    async with call.ctx.db.session() as session:
+        await service.delete_subscription(session, workspace_id=call.workspace_id, subscription_id=call.path["id"])
     return Response(status_code=204)
 
 
-async def get_secret(request: Request) -> JSONResponse:
-    # write:webhooks, not read: a read-only key (dashboards, log shippers) never sees a signing secret.
-    principal = await authorize(request, WRITE)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
+async def get_secret(call: Call[None, None]) -> Reply:
+    async with call.ctx.db.session() as session:
         view = await service.reveal_secret(
-            session, box=ctx.box, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"]
+            session, box=call.ctx.box, workspace_id=call.workspace_id, subscription_id=call.path["id"]
         )
-    return ok(_secret_out(view), headers=NO_STORE)
+    return Reply(SecretView.of(view), headers=NO_STORE)
 
 
-async def rotate_secret(request: Request) -> JSONResponse:
-    principal = await authorize(request, WRITE)
-    ctx = app_context(request)
-    body = await read_model(request, RotateSecret, max_bytes=ctx.settings.max_body_bytes, allow_empty=True)
-    async with ctx.db.session() as session:
+async def rotate_secret(call: Call[None, RotateSecret]) -> Reply:
+    async with call.ctx.db.session() as session:
         view = await service.rotate_secret(
             session,
-            box=ctx.box,
-            workspace_id=principal.workspace_id,
-            subscription_id=request.path_params["id"],
-            expire_previous_in=body.expire_previous_in,
+            box=call.ctx.box,
+            workspace_id=call.workspace_id,
+            subscription_id=call.path["id"],
+            expire_previous_in=call.body.expire_previous_in,
         )
-    return ok(_secret_out(view), headers=NO_STORE)
+    return Reply(SecretView.of(view), headers=NO_STORE)
 
 
-async def send_test_event(request: Request) -> JSONResponse:
-    principal = await authorize(request, WRITE)
-    ctx = app_context(request)
-    async with ctx.db.session() as session:
-        event = await service.send_test_event(
-            session, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"]
-        )
-    await hand_off(ctx.enqueue, [event.id])
-    return ok({"event_id": event.id}, status=202)
+async def send_test_event(call: Call[None, None]) -> TestEventSent:
+    async with call.ctx.db.session() as session:
+        event = await service.send_test_event(session, workspace_id=call.workspace_id, subscription_id=call.path["id"])
+    await hand_off(call.ctx.enqueue, [event.id])
+    return TestEventSent(event_id=event.id)
 
 
-_ONE = "/webhooks/subscriptions/{id}"
+_ONE = "/v1/webhooks/subscriptions/{id}"
 
-ROUTES: list[BaseRoute] = [
-    Route("/webhooks/event-types", list_event_types, methods=["GET"]),
-    Route("/webhooks/subscriptions", create_subscription, methods=["POST"]),
-    Route("/webhooks/subscriptions", list_subscriptions, methods=["GET"]),
-    Route(_ONE, get_subscription, methods=["GET"]),
-    Route(_ONE, update_subscription, methods=["PATCH"]),
-    Route(_ONE, delete_subscription, methods=["DELETE"]),
-    Route(_ONE + "/secret", get_secret, methods=["GET"]),
-    Route(_ONE + "/secret/rotate", rotate_secret, methods=["POST"]),
-    Route(_ONE + "/test", send_test_event, methods=["POST"]),
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/event-types",
+        handler=list_event_types,
+        summary="List the event-type catalogue",
+        tag="webhooks",
+        scope=READ,
+        response=EventTypeView,
+        many=True,
+        description="Each type with the JSON Schema of its webhook body.",
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/webhooks/subscriptions",
+        handler=create_subscription,
+        summary="Create a subscription",
+        tag="webhooks",
+        scope=WRITE,
+        body=CreateSubscription,
+        response=SubscriptionCreated,
+        status=201,
+        extra_response_headers=("Cache-Control",),
+        description="The secret appears only here and at the secret endpoint. 422 `invalid_url` for an "
+        "invalid URL, or (unless allowed) one that is not https or resolves to a private address.",
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/webhooks/subscriptions",
+        handler=list_subscriptions,
+        summary="List subscriptions",
+        tag="webhooks",
+        scope=READ,
+        query=PageQuery,
+        response=SubscriptionView,
+        many=True,
+    ),
+    Endpoint(
+        method="GET",
+        path=_ONE,
+        handler=get_subscription,
+        summary="Get a subscription",
+        tag="webhooks",
+        scope=READ,
+        response=SubscriptionView,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="PATCH",
+        path=_ONE,
+        handler=update_subscription,
+        summary="Update a subscription",
+        tag="webhooks",
+        scope=WRITE,
+        body=UpdateSubscription,
+        response=SubscriptionView,
+        errors=(404,),
+    ),
+    Endpoint(
+        method="DELETE",
+        path=_ONE,
+        handler=delete_subscription,
+        summary="Delete a subscription",
+        tag="webhooks",
+        scope=WRITE,
+        status=204,
+        errors=(404,),
+        description="Pending deliveries are cancelled.",
+    ),
+    Endpoint(
+        method="GET",
+        path=_ONE + "/secret",
+        handler=get_secret,
+        summary="Get the signing secret",
+        tag="webhooks",
+        scope=WRITE,
+        response=SecretView,
+        errors=(404,),
+        extra_response_headers=("Cache-Control",),
+        description="Needs write:webhooks: a read-only key never sees a secret. Answered with Cache-Control: no-store.",
+    ),
+    Endpoint(
+        method="POST",
+        path=_ONE + "/secret/rotate",
+        handler=rotate_secret,
+        summary="Rotate the signing secret",
+        tag="webhooks",
+        scope=WRITE,
+        body=RotateSecret,
+        body_required=False,
+        response=SecretView,
+        errors=(404,),
+        extra_response_headers=("Cache-Control",),
+        description="Until expire_previous_in seconds have passed, every delivery carries both signatures. "
+        "Answered with Cache-Control: no-store.",
+    ),
+    Endpoint(
+        method="POST",
+        path=_ONE + "/test",
+        handler=send_test_event,
+        summary="Send a test event",
+        tag="webhooks",
+        scope=WRITE,
+        response=TestEventSent,
+        status=202,
+        errors=(404,),
+        description="Sends a `webhook.test` event to this subscription alone.",
+    ),
 ]

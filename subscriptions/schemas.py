@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from subscriptions.catalogue import PROVIDERS, is_known_pattern
 from subscriptions.models import Subscription
-from synchook.timeutil import isoformat
+from synchook.http.wire import Timestamp, Wire
+from synchook.providers import Provider, ProviderName
 
-Provider = Literal["google", "microsoft"]
+if TYPE_CHECKING:  # the service imports the bodies above; the views only read its result's attributes
+    from subscriptions.service import RevealedSecret
+
 SignatureType = Literal["hmac-sha256", "ed25519"]
-Status = Literal["enabled", "disabled"]
+SubscriptionStatus = Literal["enabled", "disabled"]
 
 MAX_DESCRIPTION = 1000
 MAX_EVENT_TYPES = 50
@@ -51,7 +54,7 @@ class CreateSubscription(_Body):
     url: str
     event_types: list[str] = Field(min_length=1, max_length=MAX_EVENT_TYPES)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
-    providers: list[Provider] | None = Field(default=None, min_length=1)
+    providers: list[ProviderName] | None = Field(default=None, min_length=1)
     rate_limit_per_second: int | None = Field(default=None, gt=0, le=MAX_RATE_LIMIT)
     signature_type: SignatureType = "hmac-sha256"
 
@@ -66,9 +69,9 @@ class UpdateSubscription(_Body):
     url: str | None = None
     event_types: list[str] | None = Field(default=None, min_length=1, max_length=MAX_EVENT_TYPES)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
-    providers: list[Provider] | None = Field(default=None, min_length=1)
+    providers: list[ProviderName] | None = Field(default=None, min_length=1)
     rate_limit_per_second: int | None = Field(default=None, gt=0, le=MAX_RATE_LIMIT)
-    status: Status | None = None
+    status: SubscriptionStatus | None = None
 
     _check_description = field_validator("description")(_description)
     _check_providers = field_validator("providers")(_providers)
@@ -94,19 +97,86 @@ class RotateSecret(_Body):
     expire_previous_in: int = Field(default=DEFAULT_OVERLAP, ge=0, le=MAX_OVERLAP)
 
 
-def subscription_out(subscription: Subscription) -> dict[str, Any]:
+# --- Response shapes ---------------------------------------------------------------------------------
+
+
+class SubscriptionView(Wire):
     """The public view of a subscription: never a secret."""
-    return {
-        "id": subscription.id,
-        "url": subscription.url,
-        "event_types": subscription.event_types,
-        "providers": subscription.providers,
-        "description": subscription.description,
-        "status": subscription.status,
-        "disabled_reason": subscription.disabled_reason,
-        "signature_type": subscription.signature_type,
-        "public_key": subscription.public_key,
-        "rate_limit_per_second": subscription.rate_limit_per_second,
-        "created_at": isoformat(subscription.created_at),
-        "updated_at": isoformat(subscription.updated_at),
-    }
+
+    id: str = Field(pattern=r"^sub_[0-9A-HJKMNP-TV-Z]{26}$")
+    url: str
+    event_types: list[str]
+    providers: list[Provider] | None
+    description: str | None
+    status: SubscriptionStatus
+    disabled_reason: str | None
+    signature_type: SignatureType
+    public_key: str | None = Field(description="whpk_… for ed25519 subscriptions")
+    rate_limit_per_second: int | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def fields_of(cls, subscription: Subscription) -> dict[str, Any]:
+        return {
+            "id": subscription.id,
+            "url": subscription.url,
+            "event_types": subscription.event_types,
+            "providers": subscription.providers,
+            "description": subscription.description,
+            "status": subscription.status,
+            "disabled_reason": subscription.disabled_reason,
+            "signature_type": subscription.signature_type,
+            "public_key": subscription.public_key,
+            "rate_limit_per_second": subscription.rate_limit_per_second,
+            "created_at": subscription.created_at,
+            "updated_at": subscription.updated_at,
+        }
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> SubscriptionView:
+        return cls.model_validate(cls.fields_of(subscription))
+
+
+class SecretView(Wire):
+    """The signing secret (whsec_…, or whsk_… for ed25519) and, during a rotation, the previous one's end."""
+
+    secret: str = Field(pattern="^(whsec|whsk)_")
+    public_key: str | None
+    previous_secret_expires_at: Timestamp | None
+    previous_public_key: str | None
+
+    @classmethod
+    def fields_of(cls, view: RevealedSecret) -> dict[str, Any]:
+        return {
+            "secret": view.secret.reveal(),
+            "public_key": view.public_key,
+            "previous_secret_expires_at": view.previous_secret_expires_at,
+            "previous_public_key": view.previous_public_key,
+        }
+
+    @classmethod
+    def of(cls, view: RevealedSecret) -> SecretView:
+        return cls.model_validate(cls.fields_of(view))
+
+
+class SubscriptionCreated(SubscriptionView):
+    """201: the subscription with its secret, shown here and at the secret endpoint only."""
+
+    secret: str = Field(pattern="^(whsec|whsk)_")
+    previous_secret_expires_at: Timestamp | None
+    previous_public_key: str | None
+
+    @classmethod
+    def of_new(cls, subscription: Subscription, secret: RevealedSecret) -> SubscriptionCreated:
+        return cls.model_validate({**SubscriptionView.fields_of(subscription), **SecretView.fields_of(secret)})
+
+
+class EventTypeView(Wire):
+    name: str
+    description: str
+    json_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of the webhook body")
+
+
+class TestEventSent(Wire):
+    event_id: str = Field(pattern="^evt_")

@@ -47,7 +47,7 @@ _OPEN_DELIVERY_STATUSES = ("pending", "failed")
 
 
 @dataclass(frozen=True, slots=True)
-class SecretView:
+class RevealedSecret:
     """What the secret endpoints show: the current secret (whsec_, or whsk_ for ed25519) and overlap details."""
 
     secret: Revealed
@@ -71,7 +71,7 @@ async def create_subscription(
     workspace_id: str,
     body: CreateSubscription,
     allow_private: bool,
-) -> tuple[Subscription, SecretView]:
+) -> tuple[Subscription, RevealedSecret]:
     """Create a subscription with a fresh secret (or Ed25519 key pair) and its filter rows."""
     url = await safe_url(body.url, allow_private=allow_private)
     subscription_id = new_id(ID_PREFIX)
@@ -100,7 +100,7 @@ async def create_subscription(
     await session.flush()
     await _write_filters(session, subscription)
     logger.info("subscription %s created in workspace %s", subscription_id, workspace_id)
-    return subscription, SecretView(Revealed(secret), public_key, None, None)
+    return subscription, RevealedSecret(Revealed(secret), public_key, None, None)
 
 
 async def list_subscriptions(
@@ -189,7 +189,7 @@ async def delete_subscription(session: AsyncSession, *, workspace_id: str, subsc
 
 async def reveal_secret(
     session: AsyncSession, *, box: SecretBox, workspace_id: str, subscription_id: str
-) -> SecretView:
+) -> RevealedSecret:
     """The subscription's current secret, and when the previous one stops being used (if it still is)."""
     subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
     return _secret_view(subscription, box, now=utcnow())
@@ -202,7 +202,7 @@ async def rotate_secret(
     workspace_id: str,
     subscription_id: str,
     expire_previous_in: int,
-) -> SecretView:
+) -> RevealedSecret:
     """Replace the secret; the old one keeps signing for ``expire_previous_in`` seconds (0: not at all)."""
     subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
     now = utcnow()
@@ -225,7 +225,7 @@ async def rotate_secret(
     return _secret_view(subscription, box, now=now)
 
 
-def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -> SecretView:
+def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -> RevealedSecret:
     secret = box.open(subscription.secret_sealed, context=subscription.id)
     expires = subscription.previous_secret_expires_at
     previous_active = subscription.previous_secret_sealed is not None and expires is not None and expires > now
@@ -233,7 +233,7 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
     if previous_active and subscription.signature_type == ED25519 and subscription.previous_secret_sealed:
         previous = box.open(subscription.previous_secret_sealed, context=subscription.id)
         previous_public_key = public_key_for(previous)
-    return SecretView(
+    return RevealedSecret(
         secret=Revealed(secret),
         public_key=subscription.public_key,
         previous_secret_expires_at=expires if previous_active else None,

@@ -31,7 +31,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 
 
 def api_endpoints() -> list[Endpoint]:
     """Every declared /v1 endpoint: what the app routes and what /openapi.json documents."""
-    return [*sync_trigger.routes.ENDPOINTS, *webhooks.routes.ENDPOINTS]
+    return [*sync_trigger.routes.ENDPOINTS, *subscriptions.routes.ENDPOINTS, *webhooks.routes.ENDPOINTS]
 
 
 def openapi_document(*, root_path: str = "") -> dict[str, Any]:
@@ -40,7 +40,7 @@ def openapi_document(*, root_path: str = "") -> dict[str, Any]:
 
 
 def api_routes() -> list[BaseRoute]:
-    return [*routes(api_endpoints(), mount="/v1"), *subscriptions.routes.ROUTES]
+    return routes(api_endpoints(), mount="/v1")
 
 
 def all_routes() -> list[BaseRoute]:

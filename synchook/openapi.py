@@ -78,64 +78,6 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["error"],
     ),
-    "SubscriptionCreate": _obj(
-        {
-            "url": {"type": "string", "description": "https (plain http and private addresses only when allowed)"},
-            "event_types": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 50},
-            "description": _nullable({"type": "string", "maxLength": 1000}),
-            "providers": _nullable({"type": "array", "items": {"type": "string", "enum": _PROVIDERS}, "minItems": 1}),
-            "rate_limit_per_second": _nullable({"type": "integer", "minimum": 1, "maximum": 100_000}),
-            "signature_type": {"type": "string", "enum": ["hmac-sha256", "ed25519"], "default": "hmac-sha256"},
-        },
-        required=["url", "event_types"],
-        closed=True,
-    ),
-    "SubscriptionUpdate": _obj(
-        {
-            "url": {"type": "string"},
-            "event_types": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 50},
-            "description": _nullable({"type": "string", "maxLength": 1000}),
-            "providers": _nullable({"type": "array", "items": {"type": "string", "enum": _PROVIDERS}, "minItems": 1}),
-            "rate_limit_per_second": _nullable({"type": "integer", "minimum": 1, "maximum": 100_000}),
-            "status": {"type": "string", "enum": ["enabled", "disabled"]},
-        },
-        closed=True,
-    ),
-    "Subscription": _obj(
-        {
-            "id": {"type": "string", "pattern": f"^sub_{_ULID}$"},
-            "url": {"type": "string"},
-            "event_types": {"type": "array", "items": {"type": "string"}},
-            "providers": _nullable({"type": "array", "items": {"type": "string", "enum": _PROVIDERS}}),
-            "description": {"type": ["string", "null"]},
-            "status": {"type": "string", "enum": ["enabled", "disabled"]},
-            "disabled_reason": {"type": ["string", "null"]},
-            "signature_type": {"type": "string", "enum": ["hmac-sha256", "ed25519"]},
-            "public_key": {"type": ["string", "null"], "description": "whpk_… for ed25519 subscriptions"},
-            "rate_limit_per_second": {"type": ["integer", "null"]},
-            "created_at": _TIME,
-            "updated_at": _TIME,
-        },
-        required=["id", "url", "event_types", "providers", "status", "created_at"],
-    ),
-    "SubscriptionSecret": _obj(
-        {
-            "secret": {"type": "string", "pattern": "^(whsec|whsk)_", "description": "whsec_… (HMAC) or whsk_…"},
-            "public_key": {"type": ["string", "null"]},
-            "previous_secret_expires_at": _TIME_OR_NULL,
-            "previous_public_key": {"type": ["string", "null"]},
-        },
-        required=["secret"],
-    ),
-    "RotateSecret": _obj(
-        {"expire_previous_in": {"type": "integer", "minimum": 0, "maximum": 30 * 86_400, "default": 86_400}},
-        closed=True,
-    ),
-    "TestEventSent": _obj({"event_id": {"type": "string", "pattern": "^evt_"}}, required=["event_id"]),
-    "EventType": _obj(
-        {"name": {"type": "string"}, "description": {"type": "string"}, "schema": {"type": "object"}},
-        required=["name", "schema"],
-    ),
     "Health": _obj(
         {"status": {"type": "string"}, "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
         required=["status"],
@@ -280,7 +222,6 @@ _PAGING = [_param("limit"), _param("cursor")]
 
 
 def _paths() -> dict[str, dict[str, Schema]]:
-    sub_id = _path("id", "A subscription id (sub_…)")
     health = "Operational endpoint, no API key; "
     return {
         "/healthz": {
@@ -357,110 +298,6 @@ def _paths() -> dict[str, dict[str, Schema]]:
                     "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
                 },
             }
-        },
-        "/v1/webhooks/event-types": {
-            "get": _op(
-                "List the event-type catalogue",
-                tag="webhooks",
-                scope="read:webhooks",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("EventType")),
-                description="Each type with the JSON Schema of its webhook body.",
-            )
-        },
-        "/v1/webhooks/subscriptions": {
-            "post": _op(
-                "Create a subscription",
-                tag="webhooks",
-                scope="write:webhooks",
-                ok_status=201,
-                ok_schema=_envelope({"allOf": [_ref("Subscription"), _ref("SubscriptionSecret")]}),
-                ok_headers=_NO_STORE_HEADER,
-                body="SubscriptionCreate",
-                description="The secret appears only here and at the secret endpoint. 422 `invalid_url` for an "
-                "invalid URL, or (unless allowed) one that is not https or resolves to a private address.",
-            ),
-            "get": _op(
-                "List subscriptions",
-                tag="webhooks",
-                scope="read:webhooks",
-                ok_status=200,
-                ok_schema=_list_envelope(_ref("Subscription")),
-                parameters=_PAGING,
-            ),
-        },
-        "/v1/webhooks/subscriptions/{id}": {
-            "get": _op(
-                "Get a subscription",
-                tag="webhooks",
-                scope="read:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("Subscription")),
-                errors=(404,),
-                parameters=[sub_id],
-            ),
-            "patch": _op(
-                "Update a subscription",
-                tag="webhooks",
-                scope="write:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("Subscription")),
-                errors=(404,),
-                parameters=[sub_id],
-                body="SubscriptionUpdate",
-            ),
-            "delete": _op(
-                "Delete a subscription",
-                tag="webhooks",
-                scope="write:webhooks",
-                ok_status=204,
-                ok_schema=None,
-                errors=(404,),
-                parameters=[sub_id],
-                description="Pending deliveries are cancelled.",
-            ),
-        },
-        "/v1/webhooks/subscriptions/{id}/secret": {
-            "get": _op(
-                "Get the signing secret",
-                tag="webhooks",
-                scope="write:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("SubscriptionSecret")),
-                ok_headers=_NO_STORE_HEADER,
-                errors=(404,),
-                parameters=[sub_id],
-                description="Needs write:webhooks: a read-only key never sees a secret. Answered with "
-                "Cache-Control: no-store.",
-            )
-        },
-        "/v1/webhooks/subscriptions/{id}/secret/rotate": {
-            "post": _op(
-                "Rotate the signing secret",
-                tag="webhooks",
-                scope="write:webhooks",
-                ok_status=200,
-                ok_schema=_envelope(_ref("SubscriptionSecret")),
-                ok_headers=_NO_STORE_HEADER,
-                errors=(404,),
-                parameters=[sub_id],
-                body="RotateSecret",
-                body_required=False,
-                description="Until expire_previous_in seconds have passed, every delivery carries both signatures. "
-                "Answered with Cache-Control: no-store.",
-            )
-        },
-        "/v1/webhooks/subscriptions/{id}/test": {
-            "post": _op(
-                "Send a test event",
-                tag="webhooks",
-                scope="write:webhooks",
-                ok_status=202,
-                ok_schema=_envelope(_ref("TestEventSent")),
-                errors=(404,),
-                parameters=[sub_id],
-                description="Sends a `webhook.test` event to this subscription alone.",
-            )
         },
     }
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Strict
 
 
 class Provider(StrEnum):
     GOOGLE = "google"
     MICROSOFT = "microsoft"
+
+
+# In strict bodies too, a provider arrives as its name: the enum is what the code holds, the name what JSON carries.
+ProviderName = Annotated[Provider, Strict(False)]

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from synchook.auth.models import Principal
 from synchook.context import AppContext
@@ -129,7 +129,7 @@ class Endpoint:
         declared = tuple(model for _, model in self.alternatives) + ((self.response,) if self.response else ())
         if declared and not isinstance(value, declared):
             raise TypeError(f"{self.method} {self.path} answered {type(value).__name__}, which it does not declare")
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
 
 
 def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
@@ -153,5 +153,5 @@ def _is_list(annotation: Any) -> bool:
     return any(_is_list(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
-def routes(endpoints: Sequence[Endpoint], *, mount: str = "") -> list[Route]:
+def routes(endpoints: Sequence[Endpoint], *, mount: str = "") -> list[BaseRoute]:
     return [endpoint.as_route(mount=mount) for endpoint in endpoints]
