@@ -17,10 +17,15 @@ from synchook.http.guard import app_context, authorize
 from synchook.http.pagination import next_cursor, page_request
 from synchook.http.responses import ok, page
 from synchook.outbox import hand_off
+from synchook.settings import Settings
 from synchook.timeutil import isoformat
 
 READ = "read:webhooks"
 WRITE = "write:webhooks"
+
+
+def _dns(settings: Settings) -> service.DNSConfig:
+    return service.DNSConfig(nameservers=settings.dns_nameservers, timeout=settings.dns_timeout)
 
 
 def _secret_out(view: SecretView) -> dict[str, Any]:
@@ -41,6 +46,8 @@ async def create_subscription(request: Request) -> JSONResponse:
     principal = await authorize(request, WRITE)
     ctx = app_context(request)
     body = await read_model(request, CreateSubscription, max_bytes=ctx.settings.max_body_bytes)
+    # Resolved before the unit of work: on SQLite it holds the write lock every other request waits for.
+    url = await service.safe_url(body.url, allow_private=ctx.settings.allow_private_targets, dns=_dns(ctx.settings))
     async with ctx.db.session() as session:
         subscription, secret = await service.create_subscription(
             session,
@@ -48,6 +55,7 @@ async def create_subscription(request: Request) -> JSONResponse:
             workspace_id=principal.workspace_id,
             body=body,
             allow_private=ctx.settings.allow_private_targets,
+            checked_url=url,
         )
     return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201)
 
@@ -78,6 +86,11 @@ async def update_subscription(request: Request) -> JSONResponse:
     principal = await authorize(request, WRITE)
     ctx = app_context(request)
     body = await read_model(request, UpdateSubscription, max_bytes=ctx.settings.max_body_bytes)
+    url: str | None = None
+    if "url" in body.model_fields_set:  # resolved before the unit of work, as in create_subscription
+        url = await service.safe_url(
+            body.url or "", allow_private=ctx.settings.allow_private_targets, dns=_dns(ctx.settings)
+        )
     async with ctx.db.session() as session:
         subscription = await service.update_subscription(
             session,
@@ -85,6 +98,7 @@ async def update_subscription(request: Request) -> JSONResponse:
             subscription_id=request.path_params["id"],
             body=body,
             allow_private=ctx.settings.allow_private_targets,
+            checked_url=url,
         )
     return ok(subscription_out(subscription))
 

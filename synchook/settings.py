@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     max_retry_after: float = Field(default=3600.0, ge=0)
     relay_grace_seconds: float = Field(default=5.0, ge=0)
     worker_poll_delay: float = Field(default=0.005, gt=0)
+    # DNS for webhook targets, at subscription create and at delivery: "ip" or "ip:port" entries, comma-separated
+    # in the environment; empty means the system's resolv.conf. dns_timeout bounds one name's whole resolution.
+    dns_nameservers: Annotated[tuple[str, ...], NoDecode] = ()
+    dns_timeout: float = Field(default=5.0, gt=0)
     dev: bool = False
 
     @field_validator("retry_schedule", mode="before")
@@ -63,6 +67,13 @@ class Settings(BaseSettings):
             if not parts:
                 raise ValueError("retry_schedule needs at least one entry")
             return tuple(float(p) for p in parts)
+        return value
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _parse_nameservers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
 
     @field_validator("retry_schedule")
