@@ -110,6 +110,10 @@ _V6_RANGES: tuple[tuple[IPv6Network, str], ...] = tuple(
         ("2001:db8::/32", "a documentation address"),
         ("64:ff9b:1::/48", "a local-use NAT64 address"),
         ("2001::/32", "a Teredo address"),
+        ("3fff::/20", "a documentation address"),  # RFC 9637; Python's tables predate it
+        # RFC 2765 SIIT: an IPv4-translated address names an IPv4 host behind a translator, never a public
+        # IPv6 one; refused whole rather than trusting whatever translator sits on the path.
+        ("::ffff:0:0:0/96", "an IPv4-translated (SIIT) address"),
     )
 )
 _IPV4_COMPATIBLE = IPv6Network("::/96")
@@ -122,6 +126,8 @@ _FORBIDDEN_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".ho
 _HOST_CHARS = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 _DIGITS = re.compile(r"[0-9]+")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]*")
+# RFC 3986 IP-literal = "[" ( IPv6address / IPvFuture ) "]"; IPvFuture = "v" 1*HEXDIG "." 1*(...)
+_IPVFUTURE = re.compile(r"[vV][0-9a-fA-F]+\..+")
 
 
 def is_forbidden_address(ip: str | IPAddress) -> str | None:
@@ -174,6 +180,8 @@ def parse_ip_host(host: str) -> IPAddress | None:
     """
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if _IPVFUTURE.fullmatch(host):
+            raise UnsafeURL("URL host is an IPvFuture literal (RFC 3986), which no delivery can reach")
     if ":" in host:
         try:
             return IPv6Address(host)
