@@ -273,7 +273,11 @@ def validate_webhook_url(url: str, *, allow_private: bool) -> str:
 
     default_port = 443 if scheme == "https" else 80
     netloc = host if port is None or port == default_port else f"{host}:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    normalized = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    # Checked again on what is stored and called: IDNA turns a few unicode characters into many.
+    if len(normalized) > MAX_URL_LENGTH:
+        raise UnsafeURL(f"URL is longer than {MAX_URL_LENGTH} characters once its host is IDNA-encoded")
+    return normalized
 
 
 def dns_options(nameservers: Sequence[str], timeout: float) -> dict[str, Any]:
