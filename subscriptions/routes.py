@@ -17,6 +17,7 @@ from synchook.http.guard import app_context, authorize
 from synchook.http.pagination import next_cursor, page_request
 from synchook.http.responses import ok, page
 from synchook.outbox import hand_off
+from synchook.settings import Settings
 from synchook.timeutil import isoformat
 
 READ = "read:webhooks"
@@ -25,6 +26,10 @@ WRITE = "write:webhooks"
 
 # A secret in a response must not stay in a browser's or a proxy's cache.
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _dns(settings: Settings) -> service.DNSConfig:
+    return service.DNSConfig(nameservers=settings.dns_nameservers, timeout=settings.dns_timeout)
 
 
 def _secret_out(view: SecretView) -> dict[str, Any]:
@@ -45,6 +50,8 @@ async def create_subscription(request: Request) -> JSONResponse:
     principal = await authorize(request, WRITE)
     ctx = app_context(request)
     body = await read_model(request, CreateSubscription, max_bytes=ctx.settings.max_body_bytes)
+    # Resolved before the unit of work: on SQLite it holds the write lock every other request waits for.
+    url = await service.safe_url(body.url, allow_private=ctx.settings.allow_private_targets, dns=_dns(ctx.settings))
     async with ctx.db.session() as session:
         subscription, secret = await service.create_subscription(
             session,
@@ -52,6 +59,7 @@ async def create_subscription(request: Request) -> JSONResponse:
             workspace_id=principal.workspace_id,
             body=body,
             allow_private=ctx.settings.allow_private_targets,
+            checked_url=url,
         )
     return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201, headers=NO_STORE)
 
@@ -82,6 +90,11 @@ async def update_subscription(request: Request) -> JSONResponse:
     principal = await authorize(request, WRITE)
     ctx = app_context(request)
     body = await read_model(request, UpdateSubscription, max_bytes=ctx.settings.max_body_bytes)
+    url: str | None = None
+    if "url" in body.model_fields_set:  # resolved before the unit of work, as in create_subscription
+        url = await service.safe_url(
+            body.url or "", allow_private=ctx.settings.allow_private_targets, dns=_dns(ctx.settings)
+        )
     async with ctx.db.session() as session:
         subscription = await service.update_subscription(
             session,
@@ -89,6 +102,7 @@ async def update_subscription(request: Request) -> JSONResponse:
             subscription_id=request.path_params["id"],
             body=body,
             allow_private=ctx.settings.allow_private_targets,
+            checked_url=url,
         )
     return ok(subscription_out(subscription))
 
