@@ -205,3 +205,23 @@ async def test_console_refuses_a_bad_key(api_url: str, page: Any) -> None:
     await page.wait_for_selector("#signin-error:not([hidden])")
     assert await page.is_hidden("#app")
     assert await page.evaluate("sessionStorage.getItem('synchook.apiKey')") is None
+
+
+async def test_console_shows_the_session_bar_only_when_signed_in(api_url: str, app_ctx: AppContext, page: Any) -> None:
+    # A CSS display rule once beat the hidden attribute: "Signed in with key" and "Sign out" showed on the sign-in page.
+    tenant = await make_tenant(app_ctx, name="acme")
+    await page.goto(api_url + "/admin")
+    await page.wait_for_selector("#sign-in")
+    assert await page.is_hidden("#session")
+    assert await page.is_hidden("#sign-out")
+
+    await page.fill("#api-key", tenant.key)
+    await page.click("#sign-in")
+    await page.wait_for_selector("#app:not([hidden])")
+    assert await page.is_visible("#session")
+    assert await page.is_visible("#sign-out")
+    assert await page.is_hidden("#signin")
+
+    await page.click("#sign-out")
+    await page.wait_for_selector("#signin:not([hidden])")
+    assert await page.is_hidden("#session")
