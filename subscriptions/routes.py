@@ -49,7 +49,11 @@ async def create_subscription(request: Request) -> JSONResponse:
             body=body,
             allow_private=ctx.settings.allow_private_targets,
         )
-    return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201)
+    created = {**subscription_out(subscription), **_secret_out(secret)}
+    if subscription.signature_type == "ed25519":
+        # A receiver verifies v1a with the public key alone; the whsk_ signing key stays behind the secret endpoint.
+        del created["secret"]
+    return ok(created, status=201)
 
 
 async def list_subscriptions(request: Request) -> JSONResponse:

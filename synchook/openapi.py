@@ -193,6 +193,22 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["secret"],
     ),
+    "SubscriptionCreated": {
+        "allOf": [
+            _ref("Subscription"),
+            _obj(
+                {
+                    "secret": {
+                        "type": "string",
+                        "pattern": "^whsec_",
+                        "description": "hmac-sha256 subscriptions only; ed25519 ones give public_key alone",
+                    },
+                    "previous_secret_expires_at": _TIME_OR_NULL,
+                    "previous_public_key": {"type": ["string", "null"]},
+                }
+            ),
+        ]
+    },
     "RotateSecret": _obj(
         {"expire_previous_in": {"type": "integer", "minimum": 0, "maximum": 30 * 86_400, "default": 86_400}},
         closed=True,
@@ -584,10 +600,12 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 tag="webhooks",
                 scope="write:webhooks",
                 ok_status=201,
-                ok_schema=_envelope({"allOf": [_ref("Subscription"), _ref("SubscriptionSecret")]}),
+                ok_schema=_envelope(_ref("SubscriptionCreated")),
                 body="SubscriptionCreate",
-                description="The secret appears only here and at the secret endpoint. 422 `invalid_url` for an "
-                "invalid URL, or (unless allowed) one that is not https or resolves to a private address.",
+                description="An HMAC subscription's `whsec_` secret appears only here and at the secret endpoint; an "
+                "ed25519 subscription answers with its `public_key` alone (the `whsk_` signing key is only at the "
+                "secret endpoint). 422 `invalid_url` for an invalid URL, or (unless allowed) one that is not https "
+                "or resolves to a private address.",
             ),
             "get": _op(
                 "List subscriptions",
