@@ -56,8 +56,12 @@ def _list_envelope(item: Schema) -> Schema:
 
 _TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds and Z"}
 _TIME_OR_NULL: Schema = _nullable(_TIME)
-# What the API accepts as a date-time input: ISO 8601 dates or date-times, naive ones taken as UTC.
-_TIME_INPUT: Schema = {"type": "string", "maxLength": 64, "description": "ISO 8601 date or date-time (UTC if naive)"}
+# What the API accepts as a date-time input: ISO 8601 dates, or date-times with a time zone (naive ones are 422).
+_TIME_INPUT: Schema = {
+    "type": "string",
+    "maxLength": 64,
+    "description": "ISO 8601 date (00:00 UTC) or date-time with Z or an offset",
+}
 
 
 # --- Components ----------------------------------------------------------------------------------------
