@@ -479,6 +479,21 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 description="The OpenAPI 3.1 description of this API; no API key.",
             )
         },
+        "/docs": {
+            "get": {
+                **_op(
+                    "API reference",
+                    tag="operations",
+                    scope=None,
+                    ok_status=200,
+                    ok_schema=None,
+                    description="This document rendered as an HTML page (self-contained, works offline); no API key.",
+                ),
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
         "/admin": {
             "get": {
                 **_op(

@@ -225,3 +225,22 @@ async def test_console_shows_the_session_bar_only_when_signed_in(api_url: str, a
     await page.click("#sign-out")
     await page.wait_for_selector("#signin:not([hidden])")
     assert await page.is_hidden("#session")
+
+
+async def test_docs_page_lists_the_operations_under_its_own_csp(api_url: str, tmp_path: Path) -> None:
+    # /docs renders /openapi.json with its inlined script; unlike the `page` fixture, the CSP is enforced here.
+    async_api = pytest.importorskip("playwright.async_api")
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            refused: list[str] = []
+            page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
+            await page.goto(api_url + "/docs")
+            await page.wait_for_selector("#ops details")
+            summaries = await page.eval_on_selector_all("#ops summary", "nodes => nodes.map(n => n.textContent)")
+            assert any("post/v1/calendar/sync" in text.replace(" ", "") for text in summaries), summaries
+            assert any("/v1/webhooks/replays" in text for text in summaries)
+            assert refused == []
+        finally:
+            await browser.close()
