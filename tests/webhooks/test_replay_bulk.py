@@ -348,7 +348,8 @@ async def test_a_time_without_a_time_zone_is_422_naming_it(
 async def test_until_before_since_says_so_without_pydantics_prefix(client: httpx.AsyncClient, tenant: Tenant) -> None:
     body = {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
     response = await client.post("/v1/webhooks/replays", json=body, headers=tenant.headers)
-    assert response.json()["error"]["message"] == "body: until must be after since"
+    message = response.json()["error"]["message"]
+    assert message.endswith("must be after since") and "Value error" not in message
 
 
 async def test_another_workspaces_subscription_is_404(
