@@ -61,7 +61,11 @@ async def create_subscription(request: Request) -> JSONResponse:
             allow_private=ctx.settings.allow_private_targets,
             checked_url=url,
         )
-    return ok({**subscription_out(subscription), **_secret_out(secret)}, status=201, headers=NO_STORE)
+    created = {**subscription_out(subscription), **_secret_out(secret)}
+    if subscription.signature_type == "ed25519":
+        # A receiver verifies v1a with the public key alone; the whsk_ signing key stays behind the secret endpoint.
+        del created["secret"]
+    return ok(created, status=201, headers=NO_STORE)
 
 
 async def list_subscriptions(request: Request) -> JSONResponse:

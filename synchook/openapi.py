@@ -56,8 +56,12 @@ def _list_envelope(item: Schema) -> Schema:
 
 _TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds and Z"}
 _TIME_OR_NULL: Schema = _nullable(_TIME)
-# What the API accepts as a date-time input: ISO 8601 dates or date-times, naive ones taken as UTC.
-_TIME_INPUT: Schema = {"type": "string", "maxLength": 64, "description": "ISO 8601 date or date-time (UTC if naive)"}
+# What the API accepts as a date-time input: ISO 8601 dates, or date-times with a time zone (naive ones are 422).
+_TIME_INPUT: Schema = {
+    "type": "string",
+    "maxLength": 64,
+    "description": "ISO 8601 date (00:00 UTC) or date-time with Z or an offset",
+}
 
 
 # --- Components ----------------------------------------------------------------------------------------
@@ -193,6 +197,22 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["secret"],
     ),
+    "SubscriptionCreated": {
+        "allOf": [
+            _ref("Subscription"),
+            _obj(
+                {
+                    "secret": {
+                        "type": "string",
+                        "pattern": "^whsec_",
+                        "description": "hmac-sha256 subscriptions only; ed25519 ones give public_key alone",
+                    },
+                    "previous_secret_expires_at": _TIME_OR_NULL,
+                    "previous_public_key": {"type": ["string", "null"]},
+                }
+            ),
+        ]
+    },
     "RotateSecret": _obj(
         {"expire_previous_in": {"type": "integer", "minimum": 0, "maximum": 30 * 86_400, "default": 86_400}},
         closed=True,
@@ -474,6 +494,21 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 description="The OpenAPI 3.1 description of this API; no API key.",
             )
         },
+        "/docs": {
+            "get": {
+                **_op(
+                    "API reference",
+                    tag="operations",
+                    scope=None,
+                    ok_status=200,
+                    ok_schema=None,
+                    description="This document rendered as an HTML page (self-contained, works offline); no API key.",
+                ),
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
         "/admin": {
             "get": {
                 **_op(
@@ -599,11 +634,13 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 tag="webhooks",
                 scope="write:webhooks",
                 ok_status=201,
-                ok_schema=_envelope({"allOf": [_ref("Subscription"), _ref("SubscriptionSecret")]}),
+                ok_schema=_envelope(_ref("SubscriptionCreated")),
                 ok_headers=_NO_STORE_HEADER,
                 body="SubscriptionCreate",
-                description="The secret appears only here and at the secret endpoint. 422 `invalid_url` for an "
-                "invalid URL, or (unless allowed) one that is not https or resolves to a private address.",
+                description="An HMAC subscription's `whsec_` secret appears only here and at the secret endpoint; an "
+                "ed25519 subscription answers with its `public_key` alone (the `whsk_` signing key is only at the "
+                "secret endpoint). 422 `invalid_url` for an invalid URL, or (unless allowed) one that is not https "
+                "or resolves to a private address.",
             ),
             "get": _op(
                 "List subscriptions",
