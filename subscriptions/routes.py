@@ -20,6 +20,7 @@ from subscriptions.schemas import (
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
 from synchook.outbox import hand_off
+from synchook.settings import Settings
 
 READ = "read:webhooks"
 WRITE = "write:webhooks"
@@ -28,18 +29,26 @@ WRITE = "write:webhooks"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+def _dns(settings: Settings) -> service.DNSConfig:
+    return service.DNSConfig(nameservers=settings.dns_nameservers, timeout=settings.dns_timeout)
+
+
 async def list_event_types(call: Call[None, None]) -> Page:
     return Page([EventTypeView.model_validate(event_type.as_dict()) for event_type in CATALOGUE], None)
 
 
 async def create_subscription(call: Call[None, CreateSubscription]) -> Reply:
+    settings = call.ctx.settings
+    # Resolved before the unit of work: on SQLite it holds the write lock every other request waits for.
+    url = await service.safe_url(call.body.url, allow_private=settings.allow_private_targets, dns=_dns(settings))
     async with call.ctx.db.session() as session:
         subscription, secret = await service.create_subscription(
             session,
             box=call.ctx.box,
             workspace_id=call.workspace_id,
             body=call.body,
-            allow_private=call.ctx.settings.allow_private_targets,
+            allow_private=settings.allow_private_targets,
+            checked_url=url,
         )
     return Reply(SubscriptionCreated.of_new(subscription, secret), headers=NO_STORE)
 
@@ -63,13 +72,20 @@ async def get_subscription(call: Call[None, None]) -> SubscriptionView:
 
 
 async def update_subscription(call: Call[None, UpdateSubscription]) -> SubscriptionView:
+    settings = call.ctx.settings
+    url: str | None = None
+    if "url" in call.body.model_fields_set:  # resolved before the unit of work, as in create_subscription
+        url = await service.safe_url(
+            call.body.url or "", allow_private=settings.allow_private_targets, dns=_dns(settings)
+        )
     async with call.ctx.db.session() as session:
         subscription = await service.update_subscription(
             session,
             workspace_id=call.workspace_id,
             subscription_id=call.path["id"],
             body=call.body,
-            allow_private=call.ctx.settings.allow_private_targets,
+            allow_private=settings.allow_private_targets,
+            checked_url=url,
         )
     return SubscriptionView.of(subscription)
 
@@ -132,8 +148,10 @@ ENDPOINTS: list[Endpoint] = [
         response=SubscriptionCreated,
         status=201,
         extra_response_headers=("Cache-Control",),
-        description="The secret appears only here and at the secret endpoint. 422 `invalid_url` for an "
-        "invalid URL, or (unless allowed) one that is not https or resolves to a private address.",
+        description="An HMAC subscription's `whsec_` secret appears only here and at the secret endpoint; an "
+        "ed25519 subscription answers with its `public_key` alone (the `whsk_` signing key is only at the "
+        "secret endpoint). 422 `invalid_url` for an invalid URL, or (unless allowed) one that is not https "
+        "or resolves to a private address.",
     ),
     Endpoint(
         method="GET",

@@ -161,15 +161,22 @@ class SecretView(Wire):
 
 
 class SubscriptionCreated(SubscriptionView):
-    """201: the subscription with its secret, shown here and at the secret endpoint only."""
+    """201: the subscription with its `whsec_` secret, shown here and at the secret endpoint only.
 
-    secret: str = Field(pattern="^(whsec|whsk)_")
+    An ed25519 subscription has no `secret` here: a receiver verifies `v1a` with `public_key` alone, and the
+    `whsk_` signing key stays behind the secret endpoint.
+    """
+
+    secret: str | None = Field(default=None, pattern="^whsec_", exclude_if=lambda value: value is None)
     previous_secret_expires_at: Timestamp | None
     previous_public_key: str | None
 
     @classmethod
     def of_new(cls, subscription: Subscription, secret: RevealedSecret) -> SubscriptionCreated:
-        return cls.model_validate({**SubscriptionView.fields_of(subscription), **SecretView.fields_of(secret)})
+        fields = {**SubscriptionView.fields_of(subscription), **SecretView.fields_of(secret)}
+        if subscription.signature_type == "ed25519":
+            fields["secret"] = None
+        return cls.model_validate(fields)
 
 
 class EventTypeView(Wire):

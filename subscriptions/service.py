@@ -47,6 +47,17 @@ _OPEN_DELIVERY_STATUSES = ("pending", "failed")
 
 
 @dataclass(frozen=True, slots=True)
+class DNSConfig:
+    """Which nameservers (empty: the system's) resolve webhook hosts, and how long one name may take."""
+
+    nameservers: tuple[str, ...] = ()
+    timeout: float = 5.0
+
+
+_SYSTEM_DNS = DNSConfig()
+
+
+@dataclass(frozen=True, slots=True)
 class RevealedSecret:
     """What the secret endpoints show: the current secret (whsec_, or whsk_ for ed25519) and overlap details."""
 
@@ -56,10 +67,12 @@ class RevealedSecret:
     previous_public_key: str | None
 
 
-async def safe_url(url: str, *, allow_private: bool) -> str:
+async def safe_url(url: str, *, allow_private: bool, dns: DNSConfig = _SYSTEM_DNS) -> str:
     """The normalized URL if Synchook may call it; InvalidURL (422 invalid_url) saying why otherwise."""
     try:
-        return await check_resolves_public(url, allow_private=allow_private)
+        return await check_resolves_public(
+            url, allow_private=allow_private, nameservers=dns.nameservers, timeout=dns.timeout
+        )
     except UnsafeURL as exc:
         raise InvalidURL(exc.reason) from None
 
@@ -71,9 +84,15 @@ async def create_subscription(
     workspace_id: str,
     body: CreateSubscription,
     allow_private: bool,
+    dns: DNSConfig = _SYSTEM_DNS,
+    checked_url: str | None = None,
 ) -> tuple[Subscription, RevealedSecret]:
-    """Create a subscription with a fresh secret (or Ed25519 key pair) and its filter rows."""
-    url = await safe_url(body.url, allow_private=allow_private)
+    """Create a subscription with a fresh secret (or Ed25519 key pair) and its filter rows.
+
+    ``checked_url``: ``body.url`` as :func:`safe_url` returned it, for callers that resolve it before opening
+    ``session`` (a SQLite unit of work holds the write lock: no DNS lookup may wait inside one).
+    """
+    url = checked_url or await safe_url(body.url, allow_private=allow_private, dns=dns)
     subscription_id = new_id(ID_PREFIX)
     public_key: str | None = None
     if body.signature_type == ED25519:
@@ -140,12 +159,17 @@ async def update_subscription(
     subscription_id: str,
     body: UpdateSubscription,
     allow_private: bool,
+    dns: DNSConfig = _SYSTEM_DNS,
+    checked_url: str | None = None,
 ) -> Subscription:
-    """Apply the fields the caller sent; a new URL is checked again and new filters replace the old."""
+    """Apply the fields the caller sent; a new URL is checked again and new filters replace the old.
+
+    ``checked_url`` as in :func:`create_subscription`.
+    """
     changes = body.changes()
     if "url" in changes:
         # Before the first query: a DNS lookup must not hold a write transaction open.
-        changes["url"] = await safe_url(changes["url"], allow_private=allow_private)
+        changes["url"] = checked_url or await safe_url(changes["url"], allow_private=allow_private, dns=dns)
     subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
     status = changes.pop("status", None)
     if status == "enabled" and subscription.status != "enabled":

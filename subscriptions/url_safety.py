@@ -6,6 +6,10 @@ Two checks, both refusing unless private targets are allowed (``SYNCHOOK_ALLOW_P
   no control characters, https only, and no host that is, or is spelled as, a non-public address.
 - :func:`check_resolves_public`: the host's current DNS answers, every one of them public.
 
+Names are resolved with c-ares (``aiodns``), asynchronously and with a per-query timeout: a name whose
+nameserver never answers costs one pending query, not a thread of the loop's small default executor, so a
+burst of such names starves no other request. ``/etc/hosts`` is read first, as getaddrinfo would.
+
 Names are re-checked at connection time by ``webhooks.safe_resolver`` (DNS rebinding); this module
 decides what "public" means for both.
 
@@ -20,9 +24,14 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import aiodns
+import pycares
 
 __all__ = [
     "ALLOW_PRIVATE_HINT",
@@ -30,6 +39,7 @@ __all__ = [
     "Resolver",
     "UnsafeURL",
     "check_resolves_public",
+    "dns_options",
     "is_forbidden_address",
     "parse_ip_host",
     "validate_webhook_url",
@@ -38,6 +48,8 @@ __all__ = [
 MAX_URL_LENGTH = 2048
 ALLOW_PRIVATE_HINT = "set SYNCHOOK_ALLOW_PRIVATE_TARGETS=true to allow private targets"
 _ALLOW_HTTP_HINT = "set SYNCHOOK_ALLOW_PRIVATE_TARGETS=true to allow plain http"
+
+_TOO_SLOW = "URL host did not resolve in time (its DNS servers did not answer)"
 
 IPAddress = IPv4Address | IPv6Address
 Resolver = Callable[[str, int], Awaitable[Iterable[str]]]
@@ -98,6 +110,10 @@ _V6_RANGES: tuple[tuple[IPv6Network, str], ...] = tuple(
         ("2001:db8::/32", "a documentation address"),
         ("64:ff9b:1::/48", "a local-use NAT64 address"),
         ("2001::/32", "a Teredo address"),
+        ("3fff::/20", "a documentation address"),  # RFC 9637; Python's tables predate it
+        # RFC 2765 SIIT: an IPv4-translated address names an IPv4 host behind a translator, never a public
+        # IPv6 one; refused whole rather than trusting whatever translator sits on the path.
+        ("::ffff:0:0:0/96", "an IPv4-translated (SIIT) address"),
     )
 )
 _IPV4_COMPATIBLE = IPv6Network("::/96")
@@ -110,6 +126,8 @@ _FORBIDDEN_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".ho
 _HOST_CHARS = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 _DIGITS = re.compile(r"[0-9]+")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]*")
+# RFC 3986 IP-literal = "[" ( IPv6address / IPvFuture ) "]"; IPvFuture = "v" 1*HEXDIG "." 1*(...)
+_IPVFUTURE = re.compile(r"[vV][0-9a-fA-F]+\..+")
 
 
 def is_forbidden_address(ip: str | IPAddress) -> str | None:
@@ -162,6 +180,8 @@ def parse_ip_host(host: str) -> IPAddress | None:
     """
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if _IPVFUTURE.fullmatch(host):
+            raise UnsafeURL("URL host is an IPvFuture literal (RFC 3986), which no delivery can reach")
     if ":" in host:
         try:
             return IPv6Address(host)
@@ -253,12 +273,44 @@ def validate_webhook_url(url: str, *, allow_private: bool) -> str:
 
     default_port = 443 if scheme == "https" else 80
     netloc = host if port is None or port == default_port else f"{host}:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    normalized = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    # Checked again on what is stored and called: IDNA turns a few unicode characters into many.
+    if len(normalized) > MAX_URL_LENGTH:
+        raise UnsafeURL(f"URL is longer than {MAX_URL_LENGTH} characters once its host is IDNA-encoded")
+    return normalized
+
+
+def dns_options(nameservers: Sequence[str], timeout: float) -> dict[str, Any]:
+    """aiodns.DNSResolver arguments: two tries fit within ``timeout`` (c-ares doubles the second try's wait)."""
+    return {"nameservers": list(nameservers) or None, "timeout": timeout / 3, "tries": 2}
+
+
+# One c-ares channel per (loop, nameservers, timeout): any number of queries share it, none holds a thread.
+_resolvers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[tuple[str, ...], float], aiodns.DNSResolver]
+]
+_resolvers = weakref.WeakKeyDictionary()
+
+
+def _shared_resolver(nameservers: Sequence[str], timeout: float) -> aiodns.DNSResolver:
+    loop = asyncio.get_running_loop()
+    per_loop = _resolvers.setdefault(loop, {})
+    key = (tuple(nameservers), timeout)
+    resolver = per_loop.get(key)
+    if resolver is None:
+        resolver = per_loop[key] = aiodns.DNSResolver(loop=loop, **dns_options(nameservers, timeout))
+    return resolver
+
+
+async def _resolve(host: str, port: int, *, nameservers: Sequence[str] = (), timeout: float = 5.0) -> list[str]:
+    result = await _shared_resolver(nameservers, timeout).getaddrinfo(
+        host, port=port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM
+    )
+    return [node.addr[0].decode("ascii") for node in result.nodes]
 
 
 async def _getaddrinfo(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    return await _resolve(host, port)
 
 
 async def check_resolves_public(
@@ -267,8 +319,12 @@ async def check_resolves_public(
     allow_private: bool,
     resolver: Resolver | None = None,
     timeout: float = 5.0,
+    nameservers: Sequence[str] = (),
 ) -> str:
-    """Validate ``url`` and refuse it if its host resolves to any non-public address; returns it normalized."""
+    """Validate ``url`` and refuse it if its host resolves to any non-public address; returns it normalized.
+
+    ``nameservers`` (``ip`` or ``ip:port``; empty: the system's) and ``timeout`` configure the default resolver.
+    """
     normalized = validate_webhook_url(url, allow_private=allow_private)
     if allow_private:
         return normalized
@@ -277,10 +333,18 @@ async def check_resolves_public(
     if parse_ip_host(host) is not None:
         return normalized  # a literal address, already judged by validate_webhook_url
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    if resolver is None:
+        # The system's servers through _getaddrinfo, the one name tests replace to control DNS.
+        resolver = _configured(nameservers, timeout) if nameservers else _getaddrinfo
     try:
         async with asyncio.timeout(timeout):
-            addresses = list(await (resolver or _getaddrinfo)(host, port))
-    except (OSError, TimeoutError, UnicodeError):
+            addresses = list(await resolver(host, port))
+    except TimeoutError:
+        raise UnsafeURL(_TOO_SLOW) from None
+    except aiodns.error.DNSError as exc:
+        timed_out = bool(exc.args) and exc.args[0] == pycares.errno.ARES_ETIMEOUT
+        raise UnsafeURL(_TOO_SLOW if timed_out else "URL host could not be resolved") from None
+    except (OSError, UnicodeError):
         raise UnsafeURL("URL host could not be resolved") from None
     if not addresses:
         raise UnsafeURL("URL host could not be resolved")
@@ -289,3 +353,10 @@ async def check_resolves_public(
         if reason is not None:
             raise UnsafeURL(f"URL host resolves to {reason}", private_target=True)
     return normalized
+
+
+def _configured(nameservers: Sequence[str], timeout: float) -> Resolver:
+    async def resolve(host: str, port: int) -> list[str]:
+        return await _resolve(host, port, nameservers=nameservers, timeout=timeout)
+
+    return resolve

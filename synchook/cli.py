@@ -20,6 +20,7 @@ from synchook.auth import service as auth
 from synchook.crypto import generate_master_key
 from synchook.db import Database
 from synchook.errors import DomainError
+from synchook.http.bodies import error_message
 from synchook.settings import DEFAULT_DATA_DIR, Settings
 from synchook.timeutil import isoformat
 
@@ -48,7 +49,7 @@ def load_settings(*, dev_redis: bool = False) -> Settings:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = "SYNCHOOK_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise CliError(f"invalid setting {name}: {first['msg']}") from None
+        raise CliError(f"invalid setting {name}: {error_message(first)}") from None
 
 
 def require_production(settings: Settings) -> None:

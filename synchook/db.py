@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,17 +113,32 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+# Bound parameters are webhook URLs, sealed secrets, provider tokens, payloads: SQLAlchemy must never put them
+# in an exception's text (which error handlers log) or in its own log lines.
+HIDE_PARAMETERS = True
+# aiosqlite logs every call with its arguments (the statement's parameters) at DEBUG: never let it.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
 def create_engine(url: str, *, pool_size: int = 10, inline_sqlite: bool = False) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
         path = _sqlite_file(url)
         if inline_sqlite and path:
-            engine = create_async_engine(url, async_creator=inline_connector(path, timeout=SQLITE_LOCK_TIMEOUT))
+            engine = create_async_engine(
+                url,
+                async_creator=inline_connector(path, timeout=SQLITE_LOCK_TIMEOUT),
+                hide_parameters=HIDE_PARAMETERS,
+            )
         else:
-            engine = create_async_engine(url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT})
+            engine = create_async_engine(
+                url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT}, hide_parameters=HIDE_PARAMETERS
+            )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=HIDE_PARAMETERS
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -1,4 +1,4 @@
-"""Operational endpoints, no API key: /healthz (process up), /readyz (database and Redis), /metrics, /openapi.json."""
+"""Operational endpoints, no API key: /healthz, /readyz (database and Redis), /metrics, /openapi.json, /docs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from synchook import metrics, openapi
+from synchook import docs_page, metrics, openapi
 from synchook.http.guard import app_context
 
 
@@ -40,4 +40,5 @@ ROUTES = [
     Route("/readyz", readyz, methods=["GET"]),
     *metrics.ROUTES,
     *openapi.ROUTES,
+    *docs_page.ROUTES,
 ]

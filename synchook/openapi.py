@@ -57,8 +57,12 @@ def _list_envelope(item: Schema) -> Schema:
 
 _TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds and Z"}
 _TIME_OR_NULL: Schema = _nullable(_TIME)
-# What the API accepts as a date-time input: ISO 8601 dates or date-times, naive ones taken as UTC.
-_TIME_INPUT: Schema = {"type": "string", "maxLength": 64, "description": "ISO 8601 date or date-time (UTC if naive)"}
+# What the API accepts as a date-time input: ISO 8601 dates, or date-times with a time zone (naive ones are 422).
+_TIME_INPUT: Schema = {
+    "type": "string",
+    "maxLength": 64,
+    "description": "ISO 8601 date (00:00 UTC) or date-time with Z or an offset",
+}
 
 
 # --- Components ----------------------------------------------------------------------------------------
@@ -282,6 +286,21 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 ok_schema={"type": "object"},
                 description="The OpenAPI 3.1 description of this API; no API key.",
             )
+        },
+        "/docs": {
+            "get": {
+                **_op(
+                    "API reference",
+                    tag="operations",
+                    scope=None,
+                    ok_status=200,
+                    ok_schema=None,
+                    description="This document rendered as an HTML page (self-contained, works offline); no API key.",
+                ),
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
         },
         "/admin": {
             "get": {

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +59,10 @@ class Settings(BaseSettings):
     relay_grace_seconds: float = Field(default=5.0, ge=0)
     worker_poll_delay: float = Field(default=0.005, gt=0)
     metrics_cache_seconds: float = Field(default=5.0, ge=0)  # /metrics reads the database at most this often
+    # DNS for webhook targets, at subscription create and at delivery: "ip" or "ip:port" entries, comma-separated
+    # in the environment; empty means the system's resolv.conf. dns_timeout bounds one name's whole resolution.
+    dns_nameservers: Annotated[tuple[str, ...], NoDecode] = ()
+    dns_timeout: float = Field(default=5.0, gt=0)
     dev: bool = False
 
     @field_validator("retry_schedule", mode="before")
@@ -66,6 +73,13 @@ class Settings(BaseSettings):
             if not parts:
                 raise ValueError("retry_schedule needs at least one entry")
             return tuple(float(p) for p in parts)
+        return value
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _parse_nameservers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
 
     @field_validator("retry_schedule")
@@ -105,6 +119,30 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() end up in logs and tracebacks: the URLs' passwords never do.
+        for name, value in super().__repr_args__():
+            if name in _URLS_WITH_PASSWORDS and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
+
+_URLS_WITH_PASSWORDS = frozenset({"database_url", "redis_url"})
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo (and any ``password=`` query parameter) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return "***"  # unparseable: print nothing of it
+    if has_password:  # otherwise the URL is printed as given (urlunsplit would drop sqlite:///'s empty host)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def parse_secret_keys(raw: str) -> list[bytes]:

@@ -9,6 +9,11 @@ to is always something that was checked.
 aiohttp never sends IP-literal hosts through the resolver: call :func:`check_literal_target`
 before each request.
 
+The inner resolver is aiohttp's c-ares ``AsyncResolver`` with a per-query timeout: a name whose
+nameserver never answers holds no thread (aiohttp's default, ``ThreadedResolver``, holds one of the
+loop's few executor threads for as long as the system resolver waits), so black-holed names delay no
+other tenant's delivery. ``/etc/hosts`` is read first, as getaddrinfo would.
+
 Use it as ``aiohttp.TCPConnector(resolver=SafeResolver(allow_private=settings.allow_private_targets))``
 and keep ``trust_env`` off on the session: a proxy would resolve names on our behalf, unchecked.
 """
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Sequence
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import AsyncResolver
 from yarl import URL
 
-from subscriptions.url_safety import ALLOW_PRIVATE_HINT, UnsafeURL, is_forbidden_address, parse_ip_host
+from subscriptions.url_safety import ALLOW_PRIVATE_HINT, UnsafeURL, dns_options, is_forbidden_address, parse_ip_host
 
 __all__ = ["ForbiddenTargetError", "SafeResolver", "check_literal_target"]
 
@@ -42,11 +49,18 @@ class ForbiddenTargetError(OSError):
 class SafeResolver(AbstractResolver):
     """Wraps a resolver (aiohttp's default) and refuses names that resolve to any non-public address."""
 
-    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        inner: AbstractResolver | None = None,
+        nameservers: Sequence[str] = (),
+        timeout: float = 5.0,
+    ) -> None:
+        """``nameservers``: ``ip`` or ``ip:port`` entries, empty for the system's; ``timeout`` bounds one name."""
         if inner is None:
-            from aiohttp.resolver import DefaultResolver
-
-            inner = DefaultResolver()  # needs a running loop, as aiohttp's own connector does
+            # Needs a running loop, as aiohttp's own connector does.
+            inner = AsyncResolver(**dns_options(nameservers, timeout))
         self._inner = inner
         self._allow_private = allow_private
 
@@ -56,6 +70,8 @@ class SafeResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        if not self._allow_private:
+            _refuse_odd_literal(host)
         results = await self._inner.resolve(host, port, family)
         if self._allow_private:
             return results
@@ -69,6 +85,18 @@ class SafeResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _refuse_odd_literal(host: str) -> None:
+    # yarl keeps inet_aton spellings such as "0x7f.1" as names; getaddrinfo reads them as addresses, c-ares
+    # asks DNS. Judge them as the address browsers and getaddrinfo see, whatever a nameserver answers.
+    try:
+        address = parse_ip_host(host)
+    except UnsafeURL:
+        return  # no address in any spelling: a name for the nameserver
+    reason = is_forbidden_address(address) if address is not None else None
+    if reason is not None:
+        raise ForbiddenTargetError(host, reason)
 
 
 def check_literal_target(url: str | URL, allow_private: bool) -> None:

@@ -53,7 +53,11 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
         limit_per_host=0,
         keepalive_timeout=30,
         ttl_dns_cache=60,
-        resolver=SafeResolver(allow_private=settings.allow_private_targets),
+        resolver=SafeResolver(
+            allow_private=settings.allow_private_targets,
+            nameservers=settings.dns_nameservers,
+            timeout=settings.dns_timeout,
+        ),
     )
     return aiohttp.ClientSession(
         connector=connector,

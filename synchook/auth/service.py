@@ -111,11 +111,16 @@ async def revoke_key(session: AsyncSession, *, key_id: str) -> ApiKey:
 
 async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
     """Resolve an `Authorization: Bearer wbk_…` header to a principal, or raise 401 invalid_key."""
-    if not authorization or len(authorization) > _MAX_KEY_LENGTH + 10:
+    if not authorization:
+        # The commonest first-hour mistake (a curl without -H): say what is missing, not "invalid".
+        raise InvalidKey(f"missing Authorization header: send Authorization: Bearer {KEY_PREFIX}…")
+    if len(authorization) > _MAX_KEY_LENGTH + 10:
         raise InvalidKey()
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) < 40:
+    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
+        raise InvalidKey(f"malformed Authorization header: send Authorization: Bearer {KEY_PREFIX}…")
+    if len(token) < 40:
         raise InvalidKey()
     key = (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))).scalars().first()  # type: ignore[arg-type]
     now = utcnow()

@@ -7,6 +7,7 @@ import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
 from synchook.errors import PayloadTooLarge, ValidationFailed
@@ -14,6 +15,8 @@ from synchook.errors import PayloadTooLarge, ValidationFailed
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _MAX_DEPTH = 32
+# pydantic prepends these to the text of a ValueError/AssertionError raised in a validator.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
 # JSON may spell characters that are not storable text: NUL (PostgreSQL text refuses it) and unpaired
 # UTF-16 surrogates (no UTF-8 encoding exists). Both only ever arrive as JSON \u escapes.
 _UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
@@ -115,13 +118,21 @@ def validate(model: type[ModelT], payload: Any) -> ModelT:
         raise validation_failed(exc) from None
 
 
+def error_message(error: ErrorDetails) -> str:
+    """One pydantic error as a user reads it: our validators' text without pydantic's "Value error, " prefix."""
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    message = error["msg"]
+    for prefix in _PYDANTIC_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
 def validation_failed(exc: ValidationError) -> ValidationFailed:
     first = exc.errors(include_url=False)[0]
     field = ".".join(str(p) for p in first["loc"]) or "body"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    return ValidationFailed(f"{field}: {message}", field=field)
+    return ValidationFailed(f"{field}: {error_message(first)}", field=field)
 
 
 async def read_model(request: Request, model: type[ModelT], *, max_bytes: int, allow_empty: bool = False) -> ModelT:

@@ -35,8 +35,13 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
+_MAX_CURSOR = 128  # base64 of the longest id decode_cursor accepts (64), with room to spare
+
+
 def decode_cursor(cursor: str) -> str:
     """The id a cursor carries; a cursor this API did not make is a validation error."""
+    if len(cursor) > _MAX_CURSOR:  # refused before decoding: no work for an arbitrarily long value
+        raise PydanticCustomError("cursor", "invalid cursor")
     try:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (ValueError, UnicodeDecodeError):

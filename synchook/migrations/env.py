@@ -26,7 +26,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)  # no bound value in a log
     lock = sqlite_write_lock(url)  # a migration queues with the running processes' writes
     try:
         async with lock or contextlib.nullcontext(), engine.connect() as connection:

@@ -205,3 +205,42 @@ async def test_console_refuses_a_bad_key(api_url: str, page: Any) -> None:
     await page.wait_for_selector("#signin-error:not([hidden])")
     assert await page.is_hidden("#app")
     assert await page.evaluate("sessionStorage.getItem('synchook.apiKey')") is None
+
+
+async def test_console_shows_the_session_bar_only_when_signed_in(api_url: str, app_ctx: AppContext, page: Any) -> None:
+    # A CSS display rule once beat the hidden attribute: "Signed in with key" and "Sign out" showed on the sign-in page.
+    tenant = await make_tenant(app_ctx, name="acme")
+    await page.goto(api_url + "/admin")
+    await page.wait_for_selector("#sign-in")
+    assert await page.is_hidden("#session")
+    assert await page.is_hidden("#sign-out")
+
+    await page.fill("#api-key", tenant.key)
+    await page.click("#sign-in")
+    await page.wait_for_selector("#app:not([hidden])")
+    assert await page.is_visible("#session")
+    assert await page.is_visible("#sign-out")
+    assert await page.is_hidden("#signin")
+
+    await page.click("#sign-out")
+    await page.wait_for_selector("#signin:not([hidden])")
+    assert await page.is_hidden("#session")
+
+
+async def test_docs_page_lists_the_operations_under_its_own_csp(api_url: str, tmp_path: Path) -> None:
+    # /docs renders /openapi.json with its inlined script; unlike the `page` fixture, the CSP is enforced here.
+    async_api = pytest.importorskip("playwright.async_api")
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            refused: list[str] = []
+            page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
+            await page.goto(api_url + "/docs")
+            await page.wait_for_selector("#ops details")
+            summaries = await page.eval_on_selector_all("#ops summary", "nodes => nodes.map(n => n.textContent)")
+            assert any("post/v1/calendar/sync" in text.replace(" ", "") for text in summaries), summaries
+            assert any("/v1/webhooks/replays" in text for text in summaries)
+            assert refused == []
+        finally:
+            await browser.close()

@@ -180,3 +180,19 @@ async def test_real_error_and_health_bodies_match_their_schemas(client: httpx.As
     unauthorised = await client.get("/v1/webhooks/subscriptions", headers={"Authorization": "Bearer wbk_nope"})
     assert unauthorised.status_code in (401, 404)  # 404 until the route lands
     validator("Error").validate(unauthorised.json())
+
+
+async def test_docs_page_renders_openapi_json_without_any_external_resource() -> None:
+    settings = Settings(secret_key=generate_master_key(), root_path="/functions/v1/api-gateway")
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        for url in ("/docs", "/functions/v1/api-gateway/docs"):
+            response = await http.get(url)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/html")
+            # Relative, so under the root path it reads the document of the same mount.
+            assert 'fetch("openapi.json")' in response.text and 'href="openapi.json"' in response.text
+            # Offline: nothing loaded from elsewhere, and the CSP would refuse it anyway.
+            assert "http://" not in response.text and "https://" not in response.text and "//cdn" not in response.text
+            policy = response.headers["content-security-policy"]
+            assert policy.startswith("default-src 'none'") and "script-src 'sha256-" in policy

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import os
 import socket
+import struct
 import time
 import uuid
 from collections import Counter
@@ -17,15 +20,18 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from subscriptions.url_safety import check_resolves_public
 from sync_trigger.models import SyncJob
 from synchook.context import AppContext
+from synchook.crypto import generate_master_key
 from synchook.errors import ValidationFailed
 from synchook.http.bodies import parse_json
 from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
+from synchook.settings import Settings
 from tests.factories import make_tenant
 from tests.security.conftest import World, id_operations, path_param, raw_request
 from tests.support.receiver import Receiver
@@ -618,3 +624,108 @@ async def test_ip_literal_targets_are_refused_at_delivery(target: str) -> None:
         outcome = await post(session, target, b"{}", {}, timeout=2, allow_private=False)
     assert outcome.status_code is None
     assert outcome.error is not None and "refusing to connect" in outcome.error
+
+
+# --- Issue 16 item 7: hostile but valid input never gives a 500 -----------------------------------
+
+
+async def test_a_url_that_grows_past_the_limit_under_idna_is_422(client: httpx.AsyncClient, world: World) -> None:
+    # 2047 characters as sent; the host's 7 unicode characters become 20 of punycode (xn--...), and the URL,
+    # stored in a 2048-character column, would no longer fit (PostgreSQL: a 500 on main).
+    host = "\u00e9" * 7 + ".example.com"
+    prefix = f"https://{host}/"
+    url = prefix + "p" * (2047 - len(prefix))
+    assert len(url) == 2047
+    response = await client.post(
+        "/v1/webhooks/subscriptions", headers=world.tenant.headers, json={"url": url, "event_types": ["*"]}
+    )
+    error = assert_envelope(response, 422, "invalid_url")
+    assert "2048" in error["message"]
+
+
+@pytest.mark.parametrize("field", ["access_token", "refresh_token"])
+async def test_tokens_are_bounded_in_bytes_not_characters(client: httpx.AsyncClient, world: World, field: str) -> None:
+    # 4096 characters is within the character limit, but 16 KiB of UTF-8: sealed, it overflows the column.
+    body = {"provider": "google", "account": "bytes@example.com", "access_token": "a", "refresh_token": "r"}
+    body[field] = "\U0001f600" * 4096
+    response = await client.post("/v1/calendar/connections", headers=world.tenant.headers, json=body)
+    error = assert_envelope(response, 422, "validation_error")
+    assert error["field"] == field and "bytes" in error["message"]
+    body[field] = "x" * 4096  # the limit itself is fine
+    accepted = await client.post("/v1/calendar/connections", headers=world.tenant.headers, json=body)
+    assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize("field", ["access_token", "refresh_token"])
+@pytest.mark.parametrize("token", ["tok\r\nX-Injected: 1", "tok\nen", "tok\ren", "tok\x00en", "tok\x7fen"])
+async def test_crlf_in_provider_tokens_is_422_at_connect(
+    client: httpx.AsyncClient, world: World, field: str, token: str
+) -> None:
+    # Tokens become an Authorization header value on every provider call: refuse them now, not at sync time.
+    body = {"provider": "microsoft", "account": "crlf@example.com", "access_token": "a", "refresh_token": "r"}
+    body[field] = token
+    response = await client.post("/v1/calendar/connections", headers=world.tenant.headers, json=body)
+    error = assert_envelope(response, 422, "validation_error")
+    assert error["field"] == field
+    assert token not in response.text
+
+
+OVERFLOWING_CURSORS = [
+    "9" * 5000,  # a huge integer
+    "-" + "9" * 400,
+    "1e400",
+    base64.urlsafe_b64encode(b"\xff" * 48).decode(),  # decodes to bytes outside ASCII
+    base64.urlsafe_b64encode(("9" * 100).encode()).decode(),  # decodes to a too-long id
+    base64.urlsafe_b64encode(b"sub_\x00\x01").decode(),
+    base64.urlsafe_b64encode(struct.pack(">Q", 2**64 - 1)).decode(),
+    "\U0001f600" * 10,
+    "=" * 10,
+    "A" * 4000,
+]
+
+
+@pytest.mark.parametrize("cursor", OVERFLOWING_CURSORS, ids=range(len(OVERFLOWING_CURSORS)))
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/webhooks/subscriptions",
+        "/v1/webhooks/events",
+        "/v1/webhooks/deliveries",
+        "/v1/webhooks/replays",
+        "/v1/calendar/connections",
+    ],
+)
+async def test_an_overflowing_cursor_is_422_naming_cursor(
+    client: httpx.AsyncClient, world: World, path: str, cursor: str
+) -> None:
+    response = await client.get(f"{path}?cursor={_quote(cursor)}", headers=world.tenant.headers)
+    error = assert_envelope(response, 422, "validation_error")
+    assert error["field"] == "cursor"
+
+
+async def test_no_bound_parameter_reaches_an_error_or_a_log_line(
+    app_ctx: AppContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "tok_" + uuid.uuid4().hex
+    caplog.set_level(logging.DEBUG)
+    assert app_ctx.db.engine.sync_engine.hide_parameters
+    with pytest.raises(DBAPIError) as failed:
+        async with app_ctx.db.session() as session:
+            await session.execute(text("INSERT INTO no_such_table (token) VALUES (:token)"), {"token": secret})
+    assert secret not in str(failed.value)
+    assert secret not in caplog.text
+
+
+def test_settings_repr_redacts_database_and_redis_passwords() -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://synchook:db-hunter2@db.internal:5432/synchook",
+        redis_url="redis://:redis-hunter3@cache.internal:6379/0",
+        secret_key=generate_master_key(),
+    )
+    for text_form in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
+        assert "db-hunter2" not in text_form and "redis-hunter3" not in text_form
+        assert "synchook:***@db.internal:5432/synchook" in text_form
+        assert ":***@cache.internal:6379/0" in text_form
+    # The values themselves are untouched: only their printed forms are redacted.
+    assert settings.database_url.endswith("db-hunter2@db.internal:5432/synchook")
+    assert settings.redis_url == "redis://:redis-hunter3@cache.internal:6379/0"

@@ -83,12 +83,22 @@ async def test_create_with_defaults(client: httpx.AsyncClient, tenant: Tenant) -
     assert data["rate_limit_per_second"] is None
 
 
-async def test_create_ed25519_gives_signing_and_public_key(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    data = await create(client, tenant, signature_type="ed25519")
+async def test_create_ed25519_gives_the_public_key_only(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    # A receiver needs only whpk_ to verify v1a; the private whsk_ key stays behind the secret endpoint.
+    response = await client.post(
+        BASE,
+        json={"url": "https://receiver.example.com/hook", "event_types": ["*"], "signature_type": "ed25519"},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 201
+    data = response.json()["data"]
     assert data["signature_type"] == "ed25519"
-    assert data["secret"].startswith("whsk_")
     assert data["public_key"].startswith("whpk_")
-    assert public_key_for(data["secret"]) == data["public_key"]
+    assert "secret" not in data
+    assert "whsk_" not in response.text
+    revealed = (await client.get(f"{BASE}/{data['id']}/secret", headers=tenant.headers)).json()["data"]
+    assert revealed["secret"].startswith("whsk_")
+    assert public_key_for(revealed["secret"]) == data["public_key"]
 
 
 async def test_create_normalizes_the_url(client: httpx.AsyncClient, tenant: Tenant) -> None:

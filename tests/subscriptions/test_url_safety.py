@@ -16,6 +16,7 @@ from subscriptions.url_safety import (
     parse_ip_host,
     validate_webhook_url,
 )
+from webhooks.safe_resolver import ForbiddenTargetError, check_literal_target
 
 
 def fake_resolver(answers: dict[str, list[str]]) -> Resolver:
@@ -303,3 +304,51 @@ async def test_allow_private_skips_resolution() -> None:
 async def test_public_ip_literal_needs_no_resolution() -> None:
     resolver = fake_resolver({})
     assert await check_resolves_public("https://8.8.8.8/", allow_private=False, resolver=resolver) == "https://8.8.8.8/"
+
+
+# Issue 16 item 9: ranges Python's IANA tables call global, and IPvFuture literals.
+NEWLY_REFUSED = [
+    ("::ffff:0:7f00:1", "IPv4-translated"),  # RFC 2765 SIIT form of 127.0.0.1
+    ("::ffff:0:a00:1", "IPv4-translated"),
+    ("::ffff:0:808:808", "IPv4-translated"),  # even a public IPv4: reached only through some translator
+    ("3fff::1", "documentation"),  # RFC 9637
+    ("3fff:fff:ffff:ffff::1", "documentation"),
+]
+
+
+@pytest.mark.parametrize(("ip", "fragment"), NEWLY_REFUSED)
+def test_siit_and_3fff_addresses_are_refused_at_create_and_at_delivery(ip: str, fragment: str) -> None:
+    reason = is_forbidden_address(ip)
+    assert reason is not None and fragment in reason
+    with pytest.raises(UnsafeURL) as excinfo:
+        validate_webhook_url(f"https://[{ip}]/hook", allow_private=False)
+    assert excinfo.value.private_target and fragment in excinfo.value.reason
+    with pytest.raises(ForbiddenTargetError):
+        check_literal_target(f"https://[{ip}]/hook", allow_private=False)
+
+
+async def test_a_name_resolving_to_a_siit_address_is_refused() -> None:
+    resolver = fake_resolver({"hooks.example.com": ["::ffff:0:a9fe:a9fe"]})
+    with pytest.raises(UnsafeURL, match="IPv4-translated"):
+        await check_resolves_public("https://hooks.example.com/", allow_private=False, resolver=resolver)
+
+
+@pytest.mark.parametrize("ip", ["3fff:1000::1", "::ffff:1:0:0", "::ffff:8.8.8.8"])
+def test_neighbours_of_the_new_ranges_are_not_caught_by_them(ip: str) -> None:
+    reason = is_forbidden_address(ip) or ""
+    assert "documentation" not in reason and "IPv4-translated" not in reason
+
+
+def test_a_name_starting_like_ipvfuture_is_still_a_name() -> None:
+    assert validate_webhook_url("https://v6.example.com/", allow_private=False) == "https://v6.example.com/"
+
+
+@pytest.mark.parametrize("url", ["https://[v1.fe80::a]/", "http://[v1.fe80::a]/", "https://[vF.x:y]/hook"])
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_ipvfuture_hosts_are_refused(url: str, allow_private: bool) -> None:
+    if url.startswith("http:") and not allow_private:
+        return  # refused for plain http before the host is read
+    with pytest.raises(UnsafeURL, match="IPvFuture"):
+        validate_webhook_url(url, allow_private=allow_private)
+    with pytest.raises(ForbiddenTargetError):
+        check_literal_target(url, allow_private=False)

@@ -176,6 +176,8 @@ async def test_list_is_scoped_to_the_workspace(
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-13-01"}, "until"),
         ({"since": "2026-03-02", "until": "2026-03-01"}, "since"),
+        ({"since": "2026-03-01T09:00:00"}, "since"),  # no time zone: not guessed as UTC
+        ({"until": "2026-03-01T09:00"}, "until"),
         ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor"),
         ({"cursor": "%%%"}, "cursor"),
         ({"limit": "0"}, "limit"),

@@ -214,7 +214,7 @@ def test_token_endpoints_refresh_rotate_and_refuse(fake: FakeProviders) -> None:
     )
 
 
-def test_runs_as_a_separate_process() -> None:
+def test_runs_as_a_separate_process_and_prints_lines_a_shell_can_run() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.providers", "--port", "0", "--seed"],
         stdout=subprocess.PIPE,
@@ -222,12 +222,36 @@ def test_runs_as_a_separate_process() -> None:
     )
     try:
         assert process.stdout is not None
-        base_url = process.stdout.readline().strip()
-        lines = [process.stdout.readline().strip() for _ in range(10)]
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("# Serving"):
+            lines.append(process.stdout.readline().rstrip("\n"))
+            assert lines[-1] or process.poll() is None, lines
+        # The README says: paste the output into a shell. Every line must be shell, and export the settings.
+        shell = subprocess.run(
+            ["bash", "-c", "\n".join([*lines, "env"])], capture_output=True, text=True, check=True, env={}
+        )
+        assert shell.stderr == ""
+        exported = dict(line.split("=", 1) for line in shell.stdout.splitlines() if line.startswith("SYNCHOOK_"))
+        base_url = exported["SYNCHOOK_GOOGLE_API_URL"].removesuffix("/google")
         assert base_url.startswith("http://127.0.0.1:")
-        assert f"SYNCHOOK_GOOGLE_API_URL={base_url}/google" in lines
+        assert exported == {
+            "SYNCHOOK_GOOGLE_API_URL": f"{base_url}/google",
+            "SYNCHOOK_GOOGLE_TOKEN_URL": f"{base_url}/google/token",
+            "SYNCHOOK_MICROSOFT_GRAPH_URL": f"{base_url}/graph/v1.0",
+            "SYNCHOOK_MICROSOFT_TOKEN_URL": f"{base_url}/microsoft/token",
+            "SYNCHOOK_GOOGLE_CLIENT_ID": CLIENTS["google"][0],
+            "SYNCHOOK_GOOGLE_CLIENT_SECRET": CLIENTS["google"][1],
+            "SYNCHOOK_MICROSOFT_CLIENT_ID": CLIENTS["microsoft"][0],
+            "SYNCHOOK_MICROSOFT_CLIENT_SECRET": CLIENTS["microsoft"][1],
+        }
+        demo = [json.loads(line.removeprefix("#   ")) for line in lines if line.startswith("#   {")]
+        assert [(body["provider"], body["account"]) for body in demo] == [
+            ("google", "alice@example.com"),
+            ("microsoft", "alice@example.com"),
+        ]
         request = urllib.request.Request(
-            f"{base_url}/google/calendar/v3/users/me/calendarList", headers={"Authorization": "Bearer google-access"}
+            f"{base_url}/google/calendar/v3/users/me/calendarList",
+            headers={"Authorization": f"Bearer {demo[0]['access_token']}"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200

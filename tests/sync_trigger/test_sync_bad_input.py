@@ -187,3 +187,59 @@ async def test_other_methods_are_405(client: httpx.AsyncClient, tenant: Tenant, 
     response = await client.request(method, "/v1/calendar/sync", headers=tenant.headers)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("field", ["from_date", "to_date"])
+@pytest.mark.parametrize("value", ["2026-12-01T09:00:00", "2026-12-01T09:00", "2026-12-01 09:00:00.123"])
+async def test_a_date_time_without_a_time_zone_is_422_not_utc(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, field: str, value: str
+) -> None:
+    # Taking it as UTC silently shifted a caller's window by their own offset.
+    other = {"from_date": "2026-11-01T00:00:00Z", "to_date": "2027-01-01T00:00:00+01:00"}
+    payload = {"mode": "full", **other, field: value}
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json=payload)
+    assert_error(response, 422, "validation_error", field)
+    assert response.json()["error"]["message"].startswith(f"{field}: date-time has no time zone: add Z")
+    await nothing_written(app_ctx)
+
+
+async def test_dates_and_zoned_date_times_are_accepted(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    response = await client.post(
+        "/v1/calendar/sync",
+        headers=tenant.headers,
+        json={"mode": "full", "from_date": "2026-11-01", "to_date": "2026-12-01T09:00:00+01:00"},
+    )
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"mode": "full", "from_date": "yesterday"},
+        {"mode": "full", "from_date": "2027-01-01", "to_date": "2026-01-01"},
+        {"from_date": "2026-01-01"},
+        {"mode": "full", "from_date": "2026-12-01T09:00:00"},
+    ],
+)
+async def test_messages_never_carry_pydantics_prefix(
+    client: httpx.AsyncClient, tenant: Tenant, payload: dict[str, Any]
+) -> None:
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json=payload)
+    assert response.status_code == 422
+    assert "Value error" not in response.json()["error"]["message"]
+
+
+async def test_a_missing_authorization_header_says_so(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/calendar/sync", json={"mode": "full"})
+    assert_error(response, 401, "invalid_key")
+    assert response.json()["error"]["message"] == "missing Authorization header: send Authorization: Bearer wbk_…"
+
+
+@pytest.mark.parametrize("authorization", ["Basic dXNlcjpwYXNz", "wbk_" + "A" * 43, "Bearer sk_live_nope"])
+async def test_a_malformed_authorization_header_says_how_to_send_it(
+    client: httpx.AsyncClient, authorization: str
+) -> None:
+    response = await client.post("/v1/calendar/sync", headers={"Authorization": authorization})
+    assert_error(response, 401, "invalid_key")
+    assert response.json()["error"]["message"] == "malformed Authorization header: send Authorization: Bearer wbk_…"
+    assert authorization not in response.text

@@ -183,6 +183,18 @@ async def test_deliveries_until_before_since_is_422(client: httpx.AsyncClient, t
     assert response.json()["error"]["field"] == "until"
 
 
+@pytest.mark.parametrize("path", ["/v1/webhooks/events", "/v1/webhooks/deliveries"])
+@pytest.mark.parametrize("field", ["since", "until"])
+async def test_a_time_filter_without_a_time_zone_is_422_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant, path: str, field: str
+) -> None:
+    response = await client.get(path, params={field: "2026-01-01T09:00:00"}, headers=tenant.headers)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("validation_error", field)
+    assert error["message"].startswith(f"{field}: date-time has no time zone")
+
+
 async def test_deliveries_pagination_with_a_filter(
     client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant, subs: tuple[str, str]
 ) -> None:

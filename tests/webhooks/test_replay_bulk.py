@@ -335,6 +335,30 @@ async def test_bad_bodies_are_422(client: httpx.AsyncClient, tenant: Tenant, bod
     assert response.json()["error"]["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"since": "2026-01-01T00:00:00"}, "since"),
+        ({"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T09:30"}, "until"),
+    ],
+)
+async def test_a_time_without_a_time_zone_is_422_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/v1/webhooks/replays", json=body, headers=tenant.headers)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("validation_error", field)
+    assert error["message"].startswith(f"{field}: date-time has no time zone")
+
+
+async def test_until_before_since_says_so_without_pydantics_prefix(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    body = {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    response = await client.post("/v1/webhooks/replays", json=body, headers=tenant.headers)
+    message = response.json()["error"]["message"]
+    assert message.endswith("must be after since") and "Value error" not in message
+
+
 async def test_another_workspaces_subscription_is_404(
     client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
 ) -> None:

@@ -89,7 +89,7 @@ async def test_localhost_through_the_default_resolver_is_refused(loopback_port: 
 
 
 async def test_hex_spelled_loopback_through_the_default_resolver_is_refused(loopback_port: int) -> None:
-    # yarl keeps "0x7f.1" as a name, so it reaches the resolver, whose getaddrinfo reads it as 127.0.0.1.
+    # yarl keeps "0x7f.1" as a name, so it reaches the resolver, which judges it as the 127.0.0.1 getaddrinfo reads.
     with pytest.raises(aiohttp.ClientConnectorError) as excinfo:
         await post(f"http://0x7f.1:{loopback_port}/hook", SafeResolver(allow_private=False))
     assert isinstance(excinfo.value.os_error, ForbiddenTargetError)
