@@ -21,7 +21,7 @@ from webhooks.delivery import pipeline
 from webhooks.delivery.runtime import WorkerContext
 from webhooks.dispatch import dispatch_events
 
-__all__ = ["CONTEXT", "FUNCTIONS", "cron_jobs", "worker_context"]
+__all__ = ["CONTEXT", "FUNCTIONS", "SWEEP_EVERY_S", "cron_jobs", "worker_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,14 @@ async def sweep_deliveries(ctx: dict[str, Any]) -> int:
 FUNCTIONS: list[Any] = [relay_events, deliver, *admin_tasks.FUNCTIONS]
 
 
+# Seconds between two sweeps: the longest a due delivery nobody enqueued (no Redis at hand) waits for a worker.
+SWEEP_EVERY_S = 5
+
+
 def cron_jobs(settings: Settings) -> list[Any]:
     every_10s = set(range(0, 60, 10))
     return [
         cron(sweep_outbox, second=every_10s, run_at_startup=True, unique=True, timeout=300),
-        cron(sweep_deliveries, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120),
+        cron(sweep_deliveries, second=set(range(0, 60, SWEEP_EVERY_S)), run_at_startup=True, unique=True, timeout=120),
         *admin_tasks.cron_jobs(settings),
     ]

@@ -29,6 +29,8 @@ _RETRY_BUCKET = 0.05
 
 async def schedule_deliveries(app: AppContext, delivery_ids: Sequence[str], *, defer_by: float = 0.0) -> int:
     """Enqueue DELIVER_TASK jobs for these ids in batches; best effort (the sweeper repairs a failure)."""
+    if app.redis is None:
+        return 0  # the CLI without a Redis: the rows are due, the sweeper enqueues them (no warning to print)
     ids = list(dict.fromkeys(delivery_ids))
     size = app.settings.delivery_batch_size
     jobs = 0
