@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from synchook.context import AppContext
@@ -162,7 +162,7 @@ async def rate_limit(app: AppContext, ready: list[Ready]) -> tuple[list[Ready], 
                 deferred.append(Deferred(one.claimed, utcnow() + timedelta(seconds=wait)))
     gone = {d.claimed.id for d in deferred}
     kept = [
-        replace(one, wait=waits[one.claimed.id]) if one.claimed.id in waits else one
+        one._replace(wait=waits[one.claimed.id]) if one.claimed.id in waits else one
         for one in ready
         if one.claimed.id not in gone
     ]

