@@ -143,7 +143,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
         inline.sort(key=lambda c: c.id)
         lease.ids = [c.id for c in inline]
         try:
-            await run(worker, Batch(lease, inline, bodies, held, now))
+            await run(worker, Batch(lease=lease, claimed=inline, bodies=bodies, subscriptions=held, now=now))
         except Exception as exc:
             # The events are dispatched and the rows stored: their lease runs out and the sweeper re-enqueues them.
             logger.warning(

@@ -47,7 +47,7 @@ async def claim(worker: WorkerContext, delivery_ids: Sequence[str]) -> Batch | N
         subscriptions = await load_subscriptions(
             session, {c.subscription_id for c in claimed}, worker.runtime.subscriptions
         )
-    return Batch(lease, claimed, bodies, subscriptions, now)
+    return Batch(lease=lease, claimed=claimed, bodies=bodies, subscriptions=subscriptions, now=now)
 
 
 async def claim_rows(session: AsyncSession, ids: list[str], *, now: datetime, lease: Lease) -> list[Claimed]:
