@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -11,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 from subscriptions import service
 from subscriptions.catalogue import CATALOGUE
 from subscriptions.schemas import CreateSubscription, RotateSecret, UpdateSubscription, subscription_out
-from subscriptions.service import SecretView
+from subscriptions.service import OnDelete, SecretView
 from synchook.http.bodies import read_model
 from synchook.http.guard import app_context, authorize
 from synchook.http.pagination import next_cursor, page_request
@@ -111,12 +112,12 @@ async def update_subscription(request: Request) -> JSONResponse:
     return ok(subscription_out(subscription))
 
 
-async def delete_subscription(request: Request) -> Response:
+async def delete_subscription(request: Request, *, on_delete: OnDelete) -> Response:
     principal = await authorize(request, WRITE)
     ctx = app_context(request)
     async with ctx.db.session() as session:
         await service.delete_subscription(
-            session, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"]
+            session, workspace_id=principal.workspace_id, subscription_id=request.path_params["id"], on_delete=on_delete
         )
     return Response(status_code=204)
 
@@ -160,14 +161,17 @@ async def send_test_event(request: Request) -> JSONResponse:
 
 _ONE = "/webhooks/subscriptions/{id}"
 
-ROUTES: list[BaseRoute] = [
-    Route("/webhooks/event-types", list_event_types, methods=["GET"]),
-    Route("/webhooks/subscriptions", create_subscription, methods=["POST"]),
-    Route("/webhooks/subscriptions", list_subscriptions, methods=["GET"]),
-    Route(_ONE, get_subscription, methods=["GET"]),
-    Route(_ONE, update_subscription, methods=["PATCH"]),
-    Route(_ONE, delete_subscription, methods=["DELETE"]),
-    Route(_ONE + "/secret", get_secret, methods=["GET"]),
-    Route(_ONE + "/secret/rotate", rotate_secret, methods=["POST"]),
-    Route(_ONE + "/test", send_test_event, methods=["POST"]),
-]
+
+def routes(*, on_delete: OnDelete) -> list[BaseRoute]:
+    """The subscriptions API; ``on_delete`` is what else a deletion does (wired by the composition root)."""
+    return [
+        Route("/webhooks/event-types", list_event_types, methods=["GET"]),
+        Route("/webhooks/subscriptions", create_subscription, methods=["POST"]),
+        Route("/webhooks/subscriptions", list_subscriptions, methods=["GET"]),
+        Route(_ONE, get_subscription, methods=["GET"]),
+        Route(_ONE, update_subscription, methods=["PATCH"]),
+        Route(_ONE, partial(delete_subscription, on_delete=on_delete), methods=["DELETE"]),
+        Route(_ONE + "/secret", get_secret, methods=["GET"]),
+        Route(_ONE + "/secret/rotate", rotate_secret, methods=["POST"]),
+        Route(_ONE + "/test", send_test_event, methods=["POST"]),
+    ]

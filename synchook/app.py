@@ -22,12 +22,15 @@ from synchook.http.middleware import RequestContextMiddleware, request_id_of
 from synchook.http.responses import error_response
 from synchook.metrics import MetricsMiddleware
 from synchook.settings import Settings
+from webhooks.delivery.rows import cancel_open_deliveries
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
 
 
 def api_routes() -> list[BaseRoute]:
-    return [*sync_trigger.routes.ROUTES, *subscriptions.routes.ROUTES, *webhooks.routes.ROUTES]
+    # A deleted subscription's open deliveries are cancelled in the deletion's unit of work.
+    subscription_routes = subscriptions.routes.routes(on_delete=cancel_open_deliveries)
+    return [*sync_trigger.routes.ROUTES, *subscription_routes, *webhooks.routes.ROUTES]
 
 
 def all_routes() -> list[BaseRoute]:

@@ -14,6 +14,7 @@ from synchook.errors import ValidationFailed
 from synchook.http.fields import IsoDateTime, parse_iso8601
 from synchook.outbox import Event
 from synchook.timeutil import isoformat
+from webhooks.delivery.stages import webhook_payload
 from webhooks.models import DELIVERY_STATUSES, Delivery, DeliveryAttempt, Replay
 
 REPLAYABLE_STATUSES: tuple[str, ...] = ("failed", "dead")
@@ -122,7 +123,7 @@ def flag(params: Mapping[str, str], name: str) -> bool:
 
 
 def event_out(event: Event) -> dict[str, Any]:
-    return event.body()
+    return webhook_payload(event.id, event.type, event.created_at, event.data)
 
 
 def delivery_out(delivery: Delivery) -> dict[str, Any]:
