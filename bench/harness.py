@@ -49,7 +49,8 @@ from synchook.outbox import Event
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 from tests.support.webhook_factories import sync_data
-from webhooks.engine import schedule_deliveries
+from webhooks.delivery.rows import new_delivery
+from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.models import Delivery
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -328,24 +329,13 @@ async def _insert_backlog(ctx: AppContext, tenant: Tenant, count: int) -> list[s
                 if made + len(rows) >= count:
                     break
                 rows.append(
-                    {
-                        "id": new_id("dlv"),
-                        "workspace_id": tenant.workspace_id,
-                        "event_id": event["id"],
-                        "event_type": "calendar.sync.completed",
-                        "subscription_id": sub_id,
-                        "status": "pending",
-                        "attempt_count": 0,
-                        "next_attempt_at": now,
-                        "lease_until": None,
-                        "last_status_code": None,
-                        "last_error": None,
-                        "cancel_reason": None,
-                        "replays": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                        "completed_at": None,
-                    }
+                    new_delivery(
+                        workspace_id=tenant.workspace_id,
+                        event_id=str(event["id"]),
+                        event_type="calendar.sync.completed",
+                        subscription_id=sub_id,
+                        now=now,
+                    )
                 )
         async with ctx.db.session() as session:
             await session.execute(sa.insert(events_table), event_rows)

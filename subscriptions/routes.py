@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -17,6 +19,7 @@ from subscriptions.schemas import (
     TestEventSent,
     UpdateSubscription,
 )
+from subscriptions.service import OnDelete
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
 from synchook.outbox import hand_off
@@ -90,9 +93,11 @@ async def update_subscription(call: Call[None, UpdateSubscription]) -> Subscript
     return SubscriptionView.of(subscription)
 
 
-async def delete_subscription(call: Call[None, None]) -> Response:
+async def delete_subscription(call: Call[None, None], *, on_delete: OnDelete) -> Response:
     async with call.ctx.db.session() as session:
-        await service.delete_subscription(session, workspace_id=call.workspace_id, subscription_id=call.path["id"])
+        await service.delete_subscription(
+            session, workspace_id=call.workspace_id, subscription_id=call.path["id"], on_delete=on_delete
+        )
     return Response(status_code=204)
 
 
@@ -125,114 +130,118 @@ async def send_test_event(call: Call[None, None]) -> TestEventSent:
 
 _ONE = "/v1/webhooks/subscriptions/{id}"
 
-ENDPOINTS: list[Endpoint] = [
-    Endpoint(
-        method="GET",
-        path="/v1/webhooks/event-types",
-        handler=list_event_types,
-        summary="List the event-type catalogue",
-        tag="webhooks",
-        scope=READ,
-        response=EventTypeView,
-        many=True,
-        description="Each type with the JSON Schema of its webhook body.",
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/webhooks/subscriptions",
-        handler=create_subscription,
-        summary="Create a subscription",
-        tag="webhooks",
-        scope=WRITE,
-        body=CreateSubscription,
-        response=SubscriptionCreated,
-        status=201,
-        extra_response_headers=("Cache-Control",),
-        description="An HMAC subscription's `whsec_` secret appears only here and at the secret endpoint; an "
-        "ed25519 subscription answers with its `public_key` alone (the `whsk_` signing key is only at the "
-        "secret endpoint). 422 `invalid_url` for an invalid URL, or (unless allowed) one that is not https "
-        "or resolves to a private address.",
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/webhooks/subscriptions",
-        handler=list_subscriptions,
-        summary="List subscriptions",
-        tag="webhooks",
-        scope=READ,
-        query=PageQuery,
-        response=SubscriptionView,
-        many=True,
-    ),
-    Endpoint(
-        method="GET",
-        path=_ONE,
-        handler=get_subscription,
-        summary="Get a subscription",
-        tag="webhooks",
-        scope=READ,
-        response=SubscriptionView,
-        errors=(404,),
-    ),
-    Endpoint(
-        method="PATCH",
-        path=_ONE,
-        handler=update_subscription,
-        summary="Update a subscription",
-        tag="webhooks",
-        scope=WRITE,
-        body=UpdateSubscription,
-        response=SubscriptionView,
-        errors=(404,),
-    ),
-    Endpoint(
-        method="DELETE",
-        path=_ONE,
-        handler=delete_subscription,
-        summary="Delete a subscription",
-        tag="webhooks",
-        scope=WRITE,
-        status=204,
-        errors=(404,),
-        description="Pending deliveries are cancelled.",
-    ),
-    Endpoint(
-        method="GET",
-        path=_ONE + "/secret",
-        handler=get_secret,
-        summary="Get the signing secret",
-        tag="webhooks",
-        scope=WRITE,
-        response=SecretView,
-        errors=(404,),
-        extra_response_headers=("Cache-Control",),
-        description="Needs write:webhooks: a read-only key never sees a secret. Answered with Cache-Control: no-store.",
-    ),
-    Endpoint(
-        method="POST",
-        path=_ONE + "/secret/rotate",
-        handler=rotate_secret,
-        summary="Rotate the signing secret",
-        tag="webhooks",
-        scope=WRITE,
-        body=RotateSecret,
-        body_required=False,
-        response=SecretView,
-        errors=(404,),
-        extra_response_headers=("Cache-Control",),
-        description="Until expire_previous_in seconds have passed, every delivery carries both signatures. "
-        "Answered with Cache-Control: no-store.",
-    ),
-    Endpoint(
-        method="POST",
-        path=_ONE + "/test",
-        handler=send_test_event,
-        summary="Send a test event",
-        tag="webhooks",
-        scope=WRITE,
-        response=TestEventSent,
-        status=202,
-        errors=(404,),
-        description="Sends a `webhook.test` event to this subscription alone.",
-    ),
-]
+
+def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
+    """The subscriptions API; ``on_delete`` is what else a deletion does (wired by the composition root)."""
+    return [
+        Endpoint(
+            method="GET",
+            path="/v1/webhooks/event-types",
+            handler=list_event_types,
+            summary="List the event-type catalogue",
+            tag="webhooks",
+            scope=READ,
+            response=EventTypeView,
+            many=True,
+            description="Each type with the JSON Schema of its webhook body.",
+        ),
+        Endpoint(
+            method="POST",
+            path="/v1/webhooks/subscriptions",
+            handler=create_subscription,
+            summary="Create a subscription",
+            tag="webhooks",
+            scope=WRITE,
+            body=CreateSubscription,
+            response=SubscriptionCreated,
+            status=201,
+            extra_response_headers=("Cache-Control",),
+            description="An HMAC subscription's `whsec_` secret appears only here and at the secret endpoint; an "
+            "ed25519 subscription answers with its `public_key` alone (the `whsk_` signing key is only at the "
+            "secret endpoint). 422 `invalid_url` for an invalid URL, or (unless allowed) one that is not https "
+            "or resolves to a private address.",
+        ),
+        Endpoint(
+            method="GET",
+            path="/v1/webhooks/subscriptions",
+            handler=list_subscriptions,
+            summary="List subscriptions",
+            tag="webhooks",
+            scope=READ,
+            query=PageQuery,
+            response=SubscriptionView,
+            many=True,
+        ),
+        Endpoint(
+            method="GET",
+            path=_ONE,
+            handler=get_subscription,
+            summary="Get a subscription",
+            tag="webhooks",
+            scope=READ,
+            response=SubscriptionView,
+            errors=(404,),
+        ),
+        Endpoint(
+            method="PATCH",
+            path=_ONE,
+            handler=update_subscription,
+            summary="Update a subscription",
+            tag="webhooks",
+            scope=WRITE,
+            body=UpdateSubscription,
+            response=SubscriptionView,
+            errors=(404,),
+        ),
+        Endpoint(
+            method="DELETE",
+            path=_ONE,
+            handler=partial(delete_subscription, on_delete=on_delete),
+            summary="Delete a subscription",
+            tag="webhooks",
+            scope=WRITE,
+            status=204,
+            errors=(404,),
+            description="Pending deliveries are cancelled.",
+        ),
+        Endpoint(
+            method="GET",
+            path=_ONE + "/secret",
+            handler=get_secret,
+            summary="Get the signing secret",
+            tag="webhooks",
+            scope=WRITE,
+            response=SecretView,
+            errors=(404,),
+            extra_response_headers=("Cache-Control",),
+            description="Needs write:webhooks: a read-only key never sees a secret. "
+            "Answered with Cache-Control: no-store.",
+        ),
+        Endpoint(
+            method="POST",
+            path=_ONE + "/secret/rotate",
+            handler=rotate_secret,
+            summary="Rotate the signing secret",
+            tag="webhooks",
+            scope=WRITE,
+            body=RotateSecret,
+            body_required=False,
+            response=SecretView,
+            errors=(404,),
+            extra_response_headers=("Cache-Control",),
+            description="Until expire_previous_in seconds have passed, every delivery carries both signatures. "
+            "Answered with Cache-Control: no-store.",
+        ),
+        Endpoint(
+            method="POST",
+            path=_ONE + "/test",
+            handler=send_test_event,
+            summary="Send a test event",
+            tag="webhooks",
+            scope=WRITE,
+            response=TestEventSent,
+            status=202,
+            errors=(404,),
+            description="Sends a `webhook.test` event to this subscription alone.",
+        ),
+    ]

@@ -7,8 +7,10 @@ context, leave this module only as ``Revealed`` values, and are never logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +23,7 @@ from subscriptions.models import ANY, Subscription, SubscriptionFilter
 from subscriptions.schemas import CreateSubscription, UpdateSubscription
 from subscriptions.url_safety import UnsafeURL, check_resolves_public
 from synchook.crypto import Revealed, SecretBox
-from synchook.db import Database, UTCDateTime
+from synchook.db import Database
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event, record_event
 from synchook.reseal import ResealCount, reseal_columns
@@ -34,16 +36,16 @@ ED25519 = "ed25519"
 DELETED_REASON = "subscription deleted"
 DISABLED_BY_USER = "disabled via the API"
 
-# The deliveries table belongs to webhooks/, which this package must not import: name it in Core.
-_deliveries = sa.table(
-    "deliveries",
-    sa.column("workspace_id", sa.String),
-    sa.column("subscription_id", sa.String),
-    sa.column("status", sa.String),
-    sa.column("cancel_reason", sa.String),
-    sa.column("updated_at", UTCDateTime()),
-)
-_OPEN_DELIVERY_STATUSES = ("pending", "failed")
+_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+
+
+class OnDelete(Protocol):
+    """What else a deletion does, in its unit of work (the composition root passes the delivery side's
+    cancelling of open deliveries: this package does not know deliveries); returns how many it cancelled."""
+
+    async def __call__(
+        self, session: AsyncSession, *, workspace_id: str, subscription_id: str, reason: str, now: datetime
+    ) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +191,9 @@ async def update_subscription(
     return subscription
 
 
-async def delete_subscription(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> int:
+async def delete_subscription(
+    session: AsyncSession, *, workspace_id: str, subscription_id: str, on_delete: OnDelete
+) -> int:
     """Soft-delete: keep the row (deliveries refer to it), drop its filters, cancel its open deliveries."""
     subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
     now = utcnow()
@@ -197,18 +201,47 @@ async def delete_subscription(session: AsyncSession, *, workspace_id: str, subsc
     subscription.updated_at = now
     await session.flush()
     await _delete_filters(session, subscription_id)
-    result = await session.execute(
-        sa.update(_deliveries)
-        .where(
-            _deliveries.c.workspace_id == workspace_id,
-            _deliveries.c.subscription_id == subscription_id,
-            _deliveries.c.status.in_(_OPEN_DELIVERY_STATUSES),
-        )
-        .values(status="cancelled", cancel_reason=DELETED_REASON, updated_at=now)
+    cancelled = await on_delete(
+        session, workspace_id=workspace_id, subscription_id=subscription_id, reason=DELETED_REASON, now=now
     )
-    cancelled = int(getattr(result, "rowcount", 0) or 0)
     logger.info("subscription %s deleted; %d open deliveries cancelled", subscription_id, cancelled)
     return cancelled
+
+
+async def disable_subscription(
+    session: AsyncSession, *, workspace_id: str, subscription_id: str, reason: str, now: datetime
+) -> bool:
+    """Disable an enabled subscription with ``reason``; False if it was not enabled (another worker was first)."""
+    result = await session.execute(
+        sa.update(_subscriptions)
+        .where(
+            _subscriptions.c.workspace_id == workspace_id,
+            _subscriptions.c.id == subscription_id,
+            _subscriptions.c.status == "enabled",
+        )
+        .values(status="disabled", disabled_reason=reason, updated_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def record_endpoint_health(
+    session: AsyncSession, *, succeeded: Collection[str], failed: Collection[str], now: datetime
+) -> None:
+    """A batch's attempts per subscription: any success proves the endpoint alive, failures alone start
+    (or continue) its failing streak. Across workspaces, by subscription id: the delivery side's batches are."""
+    s = _subscriptions.c
+    if succeeded:
+        # The WHERE avoids rewriting healthy rows.
+        await session.execute(
+            sa.update(_subscriptions)
+            .where(s.id.in_(sorted(succeeded)), s.failing_since.is_not(None))
+            .values(failing_since=None)
+        )
+    only_failed = sorted(set(failed) - set(succeeded))
+    if only_failed:
+        await session.execute(
+            sa.update(_subscriptions).where(s.id.in_(only_failed), s.failing_since.is_(None)).values(failing_since=now)
+        )
 
 
 async def reveal_secret(
@@ -282,8 +315,7 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
 
 async def reseal_subscription_secrets(db: Database, box: SecretBox) -> ResealCount:
     """Re-encrypt every sealed secret not under the newest master key, never over a rotation made meanwhile."""
-    table = Subscription.__table__  # type: ignore[attr-defined]
-    return await reseal_columns(db, box, table, ("secret_sealed", "previous_secret_sealed"))
+    return await reseal_columns(db, box, _subscriptions, ("secret_sealed", "previous_secret_sealed"))
 
 
 async def _write_filters(session: AsyncSession, subscription: Subscription) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -85,8 +84,6 @@ async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
 
 
 FUNCTIONS: list[Any] = [run_sync_job]
-STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
-SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 
 
 def cron_jobs(settings: Settings) -> list[Any]:

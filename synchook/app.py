@@ -25,13 +25,16 @@ from synchook.http.responses import error_response
 from synchook.metrics import MetricsMiddleware
 from synchook.openapi import build_spec
 from synchook.settings import Settings
+from webhooks.delivery.rows import cancel_open_deliveries
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
 
 
 def api_endpoints() -> list[Endpoint]:
     """Every declared /v1 endpoint: what the app routes and what /openapi.json documents."""
-    return [*sync_trigger.routes.ENDPOINTS, *subscriptions.routes.ENDPOINTS, *webhooks.routes.ENDPOINTS]
+    # A deleted subscription's open deliveries are cancelled in the deletion's unit of work.
+    subscription_endpoints = subscriptions.routes.endpoints(on_delete=cancel_open_deliveries)
+    return [*sync_trigger.routes.ENDPOINTS, *subscription_endpoints, *webhooks.routes.ENDPOINTS]
 
 
 def openapi_document(*, root_path: str = "") -> dict[str, Any]:

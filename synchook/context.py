@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -23,7 +23,6 @@ class AppContext:
     db: Database
     box: SecretBox
     redis: ArqRedis | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     async def open(

@@ -19,7 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from synchook.db import UTCDateTime
 from synchook.ids import new_id
-from synchook.timeutil import isoformat, utcnow
+from synchook.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ class Event(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     dispatched_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
-
-    def body(self) -> dict[str, Any]:
-        """The webhook body of §5: id, type, timestamp, data."""
-        return {"id": self.id, "type": self.type, "timestamp": isoformat(self.created_at), "data": self.data}
 
 
 def record_event(

@@ -1,43 +1,24 @@
-"""The outbox relay: hands stored events to the delivery side; a cron sweeps up anything Redis lost."""
+"""The outbox relay's sweep: hands events whose hand-off never happened to the delivery side's dispatcher.
+
+The relay task itself (``RELAY_TASK``) and this sweep's cron belong to the delivery side, which passes
+its dispatcher in: the kernel does not know how events become deliveries.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
-
-from sqlalchemy import update
 
 from synchook.context import AppContext
-from synchook.db import unindexed
-from synchook.outbox import Event, undispatched_event_ids
-from synchook.timeutil import utcnow
+from synchook.outbox import Dispatcher, undispatched_event_ids
+
+__all__ = ["sweep_outbox"]
 
 logger = logging.getLogger(__name__)
 
 
-async def mark_dispatched(app: AppContext, event_ids: Sequence[str]) -> int:
-    """The fallback dispatcher (no delivery engine wired): claim each event once, deliver nothing."""
-    async with app.db.session() as session:
-        result = await session.execute(
-            update(Event)
-            .where(Event.id.in_(list(event_ids)), unindexed(Event.dispatched_at).is_(None))  # type: ignore[attr-defined,arg-type]
-            .values(dispatched_at=utcnow())
-        )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def relay_events(ctx: dict[str, Any], event_ids: list[str]) -> int:
-    app: AppContext = ctx["app"]
-    dispatcher = app.extras.get("dispatch_events", mark_dispatched)
-    return int(await dispatcher(app, event_ids))
-
-
-async def sweep_outbox(ctx: dict[str, Any]) -> int:
-    """Dispatch events whose hand-off never happened (Redis down at commit, queue flushed)."""
-    app: AppContext = ctx["app"]
-    dispatcher = app.extras.get("dispatch_events", mark_dispatched)
+async def sweep_outbox(app: AppContext, dispatch: Dispatcher) -> int:
+    """Dispatch events whose hand-off never happened (Redis down at commit, queue flushed); returns how many."""
     total = 0
     while True:
         async with app.db.session() as session:
@@ -46,7 +27,7 @@ async def sweep_outbox(ctx: dict[str, Any]) -> int:
             )
         if not ids:
             return total
-        handed = int(await dispatcher(app, ids))
+        handed = int(await dispatch(ids))
         total += handed
         if handed == 0:
             return total

@@ -13,23 +13,20 @@ from arq.worker import Worker, func
 
 import sync_trigger.tasks
 import webhooks.tasks
-from synchook import idempotency, relay
+from synchook import idempotency
 from synchook.context import AppContext
 from synchook.janitor import Liveness, new_worker_id
 from synchook.queue import QUEUE_NAME, REDIS_LOST, decode_job, encode_job, redis_settings
 from synchook.settings import Settings
+from webhooks.delivery.runtime import WorkerContext
 
 logger = logging.getLogger(__name__)
 
-FUNCTIONS: list[Any] = [relay.relay_events, *sync_trigger.tasks.FUNCTIONS, *webhooks.tasks.FUNCTIONS]
-STARTUP = [*sync_trigger.tasks.STARTUP, *webhooks.tasks.STARTUP]
-SHUTDOWN = [*webhooks.tasks.SHUTDOWN, *sync_trigger.tasks.SHUTDOWN]
+FUNCTIONS: list[Any] = [*sync_trigger.tasks.FUNCTIONS, *webhooks.tasks.FUNCTIONS]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
-    every_10s = set(range(0, 60, 10))
     return [
-        cron(relay.sweep_outbox, second=every_10s, run_at_startup=True, unique=True, timeout=300),
         cron(idempotency.purge_expired_task, minute=17, second=0, unique=True, timeout=300),
         *sync_trigger.tasks.cron_jobs(settings),
         *webhooks.tasks.cron_jobs(settings),
@@ -58,16 +55,18 @@ def build_worker(
     async def on_startup(ctx: dict[str, Any]) -> None:
         app = await AppContext.open(settings, redis=ctx["redis"], inline_sqlite=inline_sqlite)
         ctx["app"] = app
+        # The delivery side's context, made here once: its HTTP session, recorder and endpoint slots.
+        ctx[webhooks.tasks.CONTEXT] = WorkerContext.open(app)
         ctx["worker_id"] = liveness.worker_id
-        for hook in STARTUP:
-            await hook(ctx)
         await liveness.start(ctx["redis"])
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # arq has waited for the running jobs: nothing of this worker's is left to keep alive.
         await liveness.stop(ctx["redis"])
-        for hook in SHUTDOWN:
-            await hook(ctx)
+        # Absent only if start-up failed before it was made.
+        delivery: WorkerContext | None = ctx.pop(webhooks.tasks.CONTEXT, None)
+        if delivery is not None:
+            await delivery.close()  # what was sent is recorded before the database closes
         app: AppContext | None = ctx.get("app")
         if app is not None:
             await app.db.close()

@@ -4,7 +4,7 @@ One transaction claims the events (``dispatched_at`` set only where still NULL, 
 and sweepers hand each event out exactly once) and inserts all their deliveries; only after commit
 are jobs enqueued. A failed enqueue loses nothing: the delivery sweeper finds due rows.
 
-On a worker (its Runtime in ``app.extras``) the first batch skips the queue: those rows are inserted
+On a worker (given its ``WorkerContext``) the first batch skips the queue: those rows are inserted
 already leased, and after commit this job sends them itself with the bodies and subscriptions it
 holds. That saves a queue hop, a claim transaction and a reload per event on the latency path. If
 the job dies, the lease runs out and the sweeper re-enqueues the rows, as for any deliver job.
@@ -24,14 +24,16 @@ from subscriptions.models import Subscription
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.db import unindexed
-from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
-from webhooks.attempts import Claimed
-from webhooks.engine import RUNTIME_EXTRA, Body, Runtime, deliver_leased, schedule_deliveries
-from webhooks.health import SUBSCRIPTION_DISABLED_EVENT, disabled_cancel_reason
+from webhooks.delivery.lease import Lease
+from webhooks.delivery.pipeline import run
+from webhooks.delivery.rows import disabled_cancel_reason, new_delivery
+from webhooks.delivery.runtime import WorkerContext
+from webhooks.delivery.schedule import schedule_deliveries
+from webhooks.delivery.stages import Batch, Body, Claimed
+from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
-from webhooks.recorder import Lease
 
 __all__ = ["dispatch_events"]
 
@@ -44,17 +46,20 @@ _CLAIM_CHUNK = 500
 MatchKey = tuple[str, str, str | None, str | None]
 
 
-async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
-    """Create the deliveries of these events (those not yet dispatched) and enqueue them; returns events claimed."""
+async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: WorkerContext | None) -> int:
+    """Create the deliveries of these events (those not yet dispatched) and enqueue them; returns events claimed.
+
+    With a ``worker`` (on a worker process) the first batch is sent by this call instead; without (no
+    worker at hand: the CLI, tests) every delivery goes to the queue.
+    """
     from subscriptions.matching import match_subscriptions
 
     ids = list(dict.fromkeys(event_ids))
     if not ids:
         return 0
     now = utcnow()
-    runtime: Runtime | None = app.extras.get(RUNTIME_EXTRA)
     lease = Lease(now + timedelta(seconds=app.settings.delivery_lease_seconds), [])
-    inline_limit = app.settings.delivery_batch_size if runtime is not None else 0
+    inline_limit = app.settings.delivery_batch_size if worker is not None else 0
     clock = time.monotonic()
     rows: list[dict[str, Any]] = []
     inline: list[Claimed] = []
@@ -101,18 +106,30 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
             for subscription in subscriptions:
                 if subscription.id == skip or subscription.workspace_id != workspace_id:
                     continue
-                row = _delivery_row(event_id, workspace_id, event_type, subscription, now)
+                row = new_delivery(
+                    workspace_id=workspace_id,
+                    event_id=event_id,
+                    event_type=event_type,
+                    subscription_id=subscription.id,
+                    now=now,
+                    # A disabled subscription still gets its rows, cancelled, for a later replay.
+                    cancel_reason=None
+                    if subscription.status == "enabled"
+                    else disabled_cancel_reason(subscription.disabled_reason),
+                )
                 rows.append(row)
                 if (
                     len(inline) < inline_limit
                     and row["status"] == "pending"
-                    and runtime is not None
-                    and not runtime.is_slow(subscription.id, clock)
+                    and worker is not None
+                    and not worker.runtime.is_slow(subscription.id, clock)
                 ):
                     # Sent by this job right after commit: leased at insert, no claim needed.
                     row["lease_until"], row["lease_owner"] = lease.until, lease.owner
                     inline.append(
-                        Claimed(row["id"], workspace_id, event_id, subscription.id, "pending", 0, 0, None, None)
+                        Claimed.inserted(
+                            row["id"], workspace_id=workspace_id, event_id=event_id, subscription_id=subscription.id
+                        )
                     )
                     held[subscription.id] = subscription
                     if event_id not in bodies:
@@ -122,35 +139,14 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str]) -> int:
     if pending:
         await schedule_deliveries(app, pending)
     logger.debug("dispatched %d events into %d deliveries (%d sent inline)", claimed, len(rows), len(inline))
-    if inline and runtime is not None:
+    if inline and worker is not None:
+        inline.sort(key=lambda c: c.id)
+        lease.ids = [c.id for c in inline]
         try:
-            await deliver_leased(app, runtime, inline, bodies, held, lease=lease, now=now)
+            await run(worker, Batch(lease=lease, claimed=inline, bodies=bodies, subscriptions=held, now=now))
         except Exception as exc:
             # The events are dispatched and the rows stored: their lease runs out and the sweeper re-enqueues them.
             logger.warning(
                 "inline delivery of %d deliveries failed, left to the sweeper: %s", len(inline), type(exc).__name__
             )
     return claimed
-
-
-def _delivery_row(event_id: str, workspace_id: str, event_type: str, subscription: Subscription, now: Any) -> dict:
-    enabled = subscription.status == "enabled"
-    return {
-        "id": new_id("dlv"),
-        "workspace_id": workspace_id,
-        "event_id": event_id,
-        "event_type": event_type,
-        "subscription_id": subscription.id,
-        "status": "pending" if enabled else "cancelled",
-        "attempt_count": 0,
-        "next_attempt_at": now if enabled else None,
-        "lease_until": None,
-        "lease_owner": None,
-        "last_status_code": None,
-        "last_error": None,
-        "cancel_reason": None if enabled else disabled_cancel_reason(subscription.disabled_reason),
-        "replays": 0,
-        "created_at": now,
-        "updated_at": now,
-        "completed_at": None if enabled else now,
-    }

@@ -1,7 +1,8 @@
 """Endpoint health: track how long a subscription has failed, and disable it past ``disable_after``.
 
 Runs inside the unit of work that records a batch's attempts, so the subscription's state, the
-``webhook.subscription.disabled`` event (outbox) and the cancelled deliveries commit together.
+``webhook.subscription.disabled`` event (outbox) and the cancelled deliveries commit together. The
+subscriptions table is written by ``subscriptions.service``, the deliveries by ``webhooks.delivery.rows``.
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.catalogue import subscription_disabled_data
 from subscriptions.models import Subscription
+from subscriptions.service import disable_subscription, record_endpoint_health
 from synchook.outbox import record_event
 from synchook.timeutil import isoformat
-from webhooks.models import OPEN_STATUSES, Delivery
+from webhooks.delivery.rows import cancel_open_deliveries, disabled_cancel_reason
 
-__all__ = ["SUBSCRIPTION_DISABLED_EVENT", "disabled_cancel_reason", "update_health"]
+__all__ = ["SUBSCRIPTION_DISABLED_EVENT", "update_health"]
 
 logger = logging.getLogger(__name__)
 
 SUBSCRIPTION_DISABLED_EVENT = "webhook.subscription.disabled"
 
 _subs = Subscription.__table__  # type: ignore[attr-defined]
-_deliveries = Delivery.__table__  # type: ignore[attr-defined]
-
-
-def disabled_cancel_reason(reason: str | None) -> str:
-    return f"subscription disabled: {reason or 'no reason given'}"[:500]
 
 
 async def update_health(
@@ -42,19 +39,10 @@ async def update_health(
     disable_after: float,
 ) -> list[str]:
     """Record a batch's outcome per subscription; return the ids of the disabled-events it recorded."""
-    if succeeded:
-        # Any success in the batch proves the endpoint alive; the WHERE avoids rewriting healthy rows.
-        await session.execute(
-            sa.update(_subs)
-            .where(_subs.c.id.in_(sorted(succeeded)), _subs.c.failing_since.is_not(None))
-            .values(failing_since=None)
-        )
+    await record_endpoint_health(session, succeeded=succeeded, failed=failed, now=now)
     only_failed = sorted(set(failed) - set(succeeded))
     if not only_failed:
         return []
-    await session.execute(
-        sa.update(_subs).where(_subs.c.id.in_(only_failed), _subs.c.failing_since.is_(None)).values(failing_since=now)
-    )
     cutoff = now - timedelta(seconds=disable_after)
     rows = (
         await session.execute(
@@ -80,29 +68,18 @@ async def _disable(
     session: AsyncSession, *, subscription_id: str, workspace_id: str, url: str, since: datetime, now: datetime
 ) -> str | None:
     reason = f"deliveries failed continuously since {isoformat(since)}"
-    result = await session.execute(
-        sa.update(_subs)
-        .where(_subs.c.id == subscription_id, _subs.c.status == "enabled")
-        .values(status="disabled", disabled_reason=reason, updated_at=now)
-    )
-    if not getattr(result, "rowcount", 0):
+    if not await disable_subscription(
+        session, workspace_id=workspace_id, subscription_id=subscription_id, reason=reason, now=now
+    ):
         return None  # another worker disabled it first, and emitted the event
     # Open deliveries not in flight elsewhere are kept, cancelled with the reason, for a later replay;
     # one in flight on another worker is cancelled at its next claim.
-    await session.execute(
-        sa.update(_deliveries)
-        .where(
-            _deliveries.c.subscription_id == subscription_id,
-            _deliveries.c.status.in_(OPEN_STATUSES),
-            sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
-        )
-        .values(
-            status="cancelled",
-            cancel_reason=disabled_cancel_reason(reason),
-            next_attempt_at=None,
-            updated_at=now,
-            completed_at=now,
-        )
+    await cancel_open_deliveries(
+        session,
+        workspace_id=workspace_id,
+        subscription_id=subscription_id,
+        reason=disabled_cancel_reason(reason),
+        now=now,
     )
     event = record_event(
         session,

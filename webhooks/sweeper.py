@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from synchook.context import AppContext
 from synchook.queue import waiting_due_jobs
 from synchook.timeutil import utcnow
-from webhooks.engine import schedule_deliveries
+from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.models import OPEN_STATUSES, Delivery
 
 __all__ = ["sweep_deliveries"]

@@ -1,30 +1,46 @@
-"""arq functions of the delivery engine: thin wrappers that take ids and call the services."""
+"""arq functions of the delivery side: thin wrappers that take ids and call the services.
+
+Each reads the worker's ``WorkerContext`` (built by :func:`synchook.worker.build_worker` at start-up)
+through :func:`worker_context`; the outbox relay's task and cron are here too: the fan-out is their work.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from arq import Retry, cron
 
-from synchook.context import AppContext
+from synchook import relay
 from synchook.db import is_connection_error
 from synchook.settings import Settings
-from webhooks import engine, sweeper
+from webhooks import sweeper
 from webhooks.admin import tasks as admin_tasks
+from webhooks.delivery import pipeline
+from webhooks.delivery.runtime import WorkerContext
 from webhooks.dispatch import dispatch_events
+
+__all__ = ["CONTEXT", "FUNCTIONS", "SWEEP_EVERY_S", "cron_jobs", "worker_context"]
 
 logger = logging.getLogger(__name__)
 
-RUNTIME_KEY = "webhooks_runtime"
+# The key under which the worker keeps its WorkerContext in arq's ctx.
+CONTEXT = "webhooks"
+
+
+def worker_context(ctx: dict[str, Any]) -> WorkerContext:
+    """The worker's delivery context; a KeyError if the worker was built without one (never a fallback)."""
+    worker = ctx[CONTEXT]
+    if not isinstance(worker, WorkerContext):
+        raise TypeError(f"ctx[{CONTEXT!r}] is a {type(worker).__name__}, not a WorkerContext")
+    return worker
 
 
 async def deliver(ctx: dict[str, Any], delivery_ids: list[str]) -> int:
     """DELIVER_TASK: attempt the due deliveries among these ids."""
-    app: AppContext = ctx["app"]
     try:
-        return await engine.deliver(app, ctx[RUNTIME_KEY], delivery_ids)
+        return await pipeline.deliver(worker_context(ctx), delivery_ids)
     except Exception as exc:
         if is_connection_error(exc):
             # The database blinked before the claim or after the sends: leases expire and the sweeper
@@ -34,28 +50,23 @@ async def deliver(ctx: dict[str, Any], delivery_ids: list[str]) -> int:
         raise
 
 
+async def relay_events(ctx: dict[str, Any], event_ids: list[str]) -> int:
+    """RELAY_TASK: fan these outbox events out into deliveries (the first batch sent by this job)."""
+    worker = worker_context(ctx)
+    return await dispatch_events(worker.app, event_ids, worker=worker)
+
+
+async def sweep_outbox(ctx: dict[str, Any]) -> int:
+    """Dispatch events whose hand-off never happened (Redis down at commit, queue flushed)."""
+    worker = worker_context(ctx)
+    return await relay.sweep_outbox(worker.app, partial(dispatch_events, worker.app, worker=worker))
+
+
 async def sweep_deliveries(ctx: dict[str, Any]) -> int:
-    return await sweeper.sweep_deliveries(ctx["app"])
+    return await sweeper.sweep_deliveries(worker_context(ctx).app)
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    app: AppContext = ctx["app"]
-    ctx[RUNTIME_KEY] = app.extras[engine.RUNTIME_EXTRA] = engine.Runtime.open(app.settings)
-    app.extras["dispatch_events"] = dispatch_events
-
-
-async def shutdown(ctx: dict[str, Any]) -> None:
-    runtime: engine.Runtime | None = ctx.pop(RUNTIME_KEY, None)
-    app: AppContext | None = ctx.get("app")
-    if app is not None:
-        app.extras.pop(engine.RUNTIME_EXTRA, None)
-    if runtime is not None:
-        await runtime.close()
-
-
-FUNCTIONS: list[Any] = [deliver, *admin_tasks.FUNCTIONS]
-STARTUP: list[Callable[[dict[str, Any]], Awaitable[None]]] = [startup]
-SHUTDOWN: list[Callable[[dict[str, Any]], Awaitable[None]]] = [shutdown]
+FUNCTIONS: list[Any] = [relay_events, deliver, *admin_tasks.FUNCTIONS]
 
 
 # Seconds between two sweeps: the longest a due delivery nobody enqueued (no Redis at hand) waits for a worker.
@@ -63,7 +74,9 @@ SWEEP_EVERY_S = 5
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
+    every_10s = set(range(0, 60, 10))
     return [
+        cron(sweep_outbox, second=every_10s, run_at_startup=True, unique=True, timeout=300),
         cron(sweep_deliveries, second=set(range(0, 60, SWEEP_EVERY_S)), run_at_startup=True, unique=True, timeout=120),
         *admin_tasks.cron_jobs(settings),
     ]

@@ -12,6 +12,7 @@ from subscriptions.matching import match_subscriptions
 from subscriptions.schemas import CreateSubscription, UpdateSubscription
 from synchook.context import AppContext
 from tests.factories import Tenant, make_tenant
+from webhooks.delivery.rows import cancel_open_deliveries
 
 SYNC_TYPES = ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed", "calendar.sync.failed"]
 
@@ -114,7 +115,12 @@ async def test_disabled_subscriptions_match_and_deleted_do_not(app_ctx: AppConte
             body=UpdateSubscription(status="disabled"),
             allow_private=True,
         )
-        await service.delete_subscription(session, workspace_id=tenant.workspace_id, subscription_id=deleted)
+        await service.delete_subscription(
+            session,
+            workspace_id=tenant.workspace_id,
+            subscription_id=deleted,
+            on_delete=cancel_open_deliveries,
+        )
     async with app_ctx.db.session() as session:
         found = await match_subscriptions(
             session, workspace_id=tenant.workspace_id, event_type="calendar.sync.completed", provider="google"
@@ -154,7 +160,12 @@ async def test_target_of_another_workspace_or_deleted_matches_nothing(app_ctx: A
     theirs = await subscribe(app_ctx, other, ["*"])
     deleted = await subscribe(app_ctx, tenant, ["*"])
     async with app_ctx.db.session() as session:
-        await service.delete_subscription(session, workspace_id=tenant.workspace_id, subscription_id=deleted)
+        await service.delete_subscription(
+            session,
+            workspace_id=tenant.workspace_id,
+            subscription_id=deleted,
+            on_delete=cancel_open_deliveries,
+        )
     assert await matches(app_ctx, tenant, "webhook.test", None, target=theirs) == []
     assert await matches(app_ctx, tenant, "webhook.test", None, target=deleted) == []
     assert await matches(app_ctx, tenant, "webhook.test", None, target="sub_unknown") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -338,6 +339,39 @@ async def test_delete_soft_deletes_and_cancels_open_deliveries(
     assert by_id[deliveries["failed"]] == ("cancelled", "subscription deleted")
     assert by_id[deliveries["succeeded"]] == ("succeeded", None)
     assert by_id[deliveries["dead"]] == ("dead", None)
+
+
+async def test_delete_cancels_open_deliveries_as_every_cancel_does(
+    client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant
+) -> None:
+    """Completed, nothing due, like a delivery cancelled at its claim or by auto-disable (one function of the
+    delivery side does both); one in flight on a worker is left to its lease, cancelled at its next claim."""
+    created = await create(client, tenant)
+    deliveries = await _add_deliveries(app_ctx, tenant, created["id"])
+    in_flight = deliveries["pending"]
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    async with app_ctx.db.session() as session:
+        await session.execute(
+            sa.update(table).where(table.c.subscription_id == created["id"]).values(next_attempt_at=utcnow())
+        )
+        await session.execute(
+            sa.update(table)
+            .where(table.c.id == in_flight)
+            .values(lease_until=utcnow() + timedelta(minutes=1), lease_owner="worker")
+        )
+    assert (await client.delete(f"{BASE}/{created['id']}", headers=tenant.headers)).status_code == 204
+    async with app_ctx.db.session() as session:
+        rows = (
+            await session.execute(
+                sa.select(table.c.id, table.c.status, table.c.next_attempt_at, table.c.completed_at).where(
+                    table.c.subscription_id == created["id"]
+                )
+            )
+        ).all()
+    by_id = {row[0]: row[1:] for row in rows}
+    status, next_attempt_at, completed_at = by_id[deliveries["failed"]]
+    assert (status, next_attempt_at) == ("cancelled", None) and completed_at is not None
+    assert by_id[in_flight][0] == "pending"
 
 
 async def test_delete_twice_is_404(client: httpx.AsyncClient, tenant: Tenant) -> None:

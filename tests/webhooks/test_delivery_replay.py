@@ -14,8 +14,9 @@ from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
+from webhooks.delivery.rows import reset_for_replay
+from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.dispatch import dispatch_events
-from webhooks.engine import reset_for_replay, schedule_deliveries
 
 Run = Callable[..., Awaitable[Any]]
 
@@ -58,7 +59,7 @@ async def test_pending_deliveries_and_other_workspaces_are_not_reset(app_ctx: Ap
     await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
     async with app_ctx.db.session() as session:
         ids = await undispatched_event_ids(session, older_than=timedelta(0))
-    await dispatch_events(app_ctx, ids)
+    await dispatch_events(app_ctx, ids, worker=None)
     [pending] = await deliveries(app_ctx)
     assert pending.status == "pending"
 

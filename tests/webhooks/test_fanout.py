@@ -90,7 +90,7 @@ async def test_concurrent_dispatchers_claim_each_event_once(app_ctx: AppContext,
     await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/once"))
     ids = await make_events(app_ctx, tenant.workspace_id, count=20, hand_off_now=False)
 
-    claimed = await asyncio.gather(*(dispatch_events(app_ctx, ids) for _ in range(4)))
+    claimed = await asyncio.gather(*(dispatch_events(app_ctx, ids, worker=None) for _ in range(4)))
 
     assert sum(claimed) == 20
     assert len(await deliveries(app_ctx)) == 20

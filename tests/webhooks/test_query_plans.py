@@ -24,9 +24,9 @@ from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import deliveries, make_events, make_subscription
-from webhooks import engine
+from webhooks.delivery.claim import claim_rows
+from webhooks.delivery.lease import Lease
 from webhooks.models import Delivery
-from webhooks.recorder import Lease
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 
@@ -99,7 +99,7 @@ async def test_a_claim_uses_the_primary_key_when_statistics_predate_the_backlog(
         await session.execute(sa.text("ANALYZE deliveries"))
         await session.execute(sa.update(table).values(status="pending", next_attempt_at=now))
         lease = Lease(now, [])
-        claimed = await engine._claim(session, ids[:200], now=now, lease=lease)
+        claimed = await claim_rows(session, ids[:200], now=now, lease=lease)
         assert len(claimed) == 200
         [(sql, params)] = [c for c in claims if c[0].startswith("UPDATE deliveries")]
         connection = await session.connection()

@@ -4,25 +4,23 @@ endpoint turns slow (its delivery is handed back without an attempt)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from synchook.settings import Settings
-from webhooks.engine import Runtime, _acquire_unless_slow
+from webhooks.delivery.runtime import Runtime
+from webhooks.delivery.send import acquire_unless_slow
 
 
 @pytest.fixture
-async def runtime() -> AsyncIterator[Runtime]:
-    opened = Runtime.open(Settings(per_subscription_concurrency=1))
-    yield opened
-    await opened.close()
+def runtime() -> Runtime:
+    return Runtime(Settings(per_subscription_concurrency=1))
 
 
 async def test_a_queued_send_takes_the_slot_when_it_is_released(runtime: Runtime) -> None:
     slots = runtime.subscription_slots("sub_a")
-    assert await _acquire_unless_slow(runtime, "sub_a", slots)
-    waiting = asyncio.create_task(_acquire_unless_slow(runtime, "sub_a", slots))
+    assert await acquire_unless_slow(runtime, "sub_a", slots)
+    waiting = asyncio.create_task(acquire_unless_slow(runtime, "sub_a", slots))
     await asyncio.sleep(0.01)
     assert not waiting.done()
     slots.release()
@@ -34,9 +32,9 @@ async def test_queued_sends_give_up_when_the_endpoint_turns_slow_and_leave_the_s
     runtime: Runtime,
 ) -> None:
     slots = runtime.subscription_slots("sub_a")
-    assert await _acquire_unless_slow(runtime, "sub_a", slots)
-    waiting = [asyncio.create_task(_acquire_unless_slow(runtime, "sub_a", slots)) for _ in range(50)]
-    other = asyncio.create_task(_acquire_unless_slow(runtime, "sub_b", runtime.subscription_slots("sub_b")))
+    assert await acquire_unless_slow(runtime, "sub_a", slots)
+    waiting = [asyncio.create_task(acquire_unless_slow(runtime, "sub_a", slots)) for _ in range(50)]
+    other = asyncio.create_task(acquire_unless_slow(runtime, "sub_b", runtime.subscription_slots("sub_b")))
     await asyncio.sleep(0.01)
     assert not any(task.done() for task in waiting)
     runtime.mark_slow("sub_a")
@@ -45,16 +43,16 @@ async def test_queued_sends_give_up_when_the_endpoint_turns_slow_and_leave_the_s
     slots.release()
     assert not slots.locked()  # none of the 50 kept a slot
     # Already slow, slots busy: gives up at once instead of queueing.
-    assert await _acquire_unless_slow(runtime, "sub_a", slots)
-    assert await asyncio.wait_for(_acquire_unless_slow(runtime, "sub_a", slots), 1) is False
+    assert await acquire_unless_slow(runtime, "sub_a", slots)
+    assert await asyncio.wait_for(acquire_unless_slow(runtime, "sub_a", slots), 1) is False
 
 
 async def test_forgetting_idle_endpoints_forgets_their_slow_signals_too(runtime: Runtime) -> None:
     idle = runtime.subscription_slots("sub_idle")
     runtime.slow_signal("sub_idle")
     busy = runtime.subscription_slots("sub_busy")
-    assert await _acquire_unless_slow(runtime, "sub_busy", busy)
-    waiting = asyncio.create_task(_acquire_unless_slow(runtime, "sub_busy", busy))
+    assert await acquire_unless_slow(runtime, "sub_busy", busy)
+    waiting = asyncio.create_task(acquire_unless_slow(runtime, "sub_busy", busy))
     await asyncio.sleep(0.01)
     for n in range(10_001):  # past the limit: the next new endpoint prunes the idle ones
         runtime.subscription_slots(f"sub_{n}")

@@ -11,7 +11,9 @@ from synchook.context import AppContext
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import deliveries, make_events, make_subscription
-from webhooks import engine
+from webhooks.delivery import pipeline
+from webhooks.delivery.claim import load_subscriptions
+from webhooks.delivery.runtime import WorkerContext
 from webhooks.dispatch import dispatch_events
 
 _subscriptions = Subscription.__table__  # type: ignore[attr-defined]
@@ -19,7 +21,7 @@ _subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 
 async def _load(ctx: AppContext, ids: set[str], known: dict[str, Any]) -> dict[str, Subscription]:
     async with ctx.db.session() as session:
-        return await engine._load_subscriptions(session, ids, known)
+        return await load_subscriptions(session, ids, known)
 
 
 async def test_unchanged_rows_give_the_same_objects(app_ctx: AppContext) -> None:
@@ -50,7 +52,7 @@ async def test_a_change_by_any_path_is_seen_by_the_next_load(app_ctx: AppContext
 
 
 async def test_one_worker_sends_to_the_new_url_after_an_update(app_ctx: AppContext) -> None:
-    runtime = engine.Runtime.open(app_ctx.settings)
+    worker = WorkerContext.open(app_ctx)
     try:
         async with Receiver() as receiver:
             tenant = await make_tenant(app_ctx)
@@ -64,11 +66,11 @@ async def test_one_worker_sends_to_the_new_url_after_an_update(app_ctx: AppConte
                             .values(url=receiver.url("/new"))
                         )
                 events = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
-                await dispatch_events(app_ctx, events)
+                await dispatch_events(app_ctx, events, worker=None)
                 pending = [d.id for d in await deliveries(app_ctx, status="pending")]
-                assert await engine.deliver(app_ctx, runtime, pending) == 1
+                assert await pipeline.deliver(worker, pending) == 1
                 await receiver.wait_for(1, path=path)
             assert [r.path for r in receiver.requests()] == ["/old", "/new"]
-            assert len(runtime.subscriptions) == 1
+            assert len(worker.runtime.subscriptions) == 1
     finally:
-        await runtime.close()
+        await worker.close()

@@ -22,7 +22,7 @@ async def pending_without_jobs(app_ctx: AppContext, redis: ArqRedis, count: int)
     tenant = await make_tenant(app_ctx)
     await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/never")
     events = await make_events(app_ctx, tenant.workspace_id, count=count, hand_off_now=False)
-    assert await dispatch_events(app_ctx, events) == count
+    assert await dispatch_events(app_ctx, events, worker=None) == count
     await redis.flushall()
 
 

@@ -20,9 +20,11 @@ from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
-from webhooks import engine
+from webhooks.delivery.claim import claim_rows
+from webhooks.delivery.lease import Lease
+from webhooks.delivery.recorder import UNSTORABLE_ERROR, Recorder
+from webhooks.delivery.stages import Sent
 from webhooks.dispatch import dispatch_events
-from webhooks.recorder import UNSTORABLE_ERROR, Lease, Recorder
 from webhooks.sender import Outcome
 
 Run = Callable[..., Awaitable[Any]]
@@ -120,26 +122,23 @@ async def test_a_flush_the_database_refuses_is_recorded_one_outcome_at_a_time(ap
         *await make_events(app_ctx, tenant_a.workspace_id, hand_off_now=False),
         *await make_events(app_ctx, tenant_b.workspace_id, hand_off_now=False),
     ]
-    await dispatch_events(app_ctx, events)  # no worker runtime here: the rows are made, none is sent
+    await dispatch_events(app_ctx, events, worker=None)  # no worker runtime here: the rows are made, none is sent
     now = utcnow()
     lease = Lease(now + timedelta(seconds=60), [])
     async with app_ctx.db.session() as session:
-        claimed = await engine._claim(session, [d.id for d in await deliveries(app_ctx)], now=now, lease=lease)
+        claimed = await claim_rows(session, [d.id for d in await deliveries(app_ctx)], now=now, lease=lease)
     lease.ids = [c.id for c in claimed]
     by_workspace = {c.workspace_id: c for c in claimed}
     bad, good = by_workspace[tenant_a.workspace_id], by_workspace[tenant_b.workspace_id]
-    for claimed_one in claimed:
-        claimed_one.number = 1
+    assert bad.number == good.number == 1
     # A lone surrogate: no driver encodes it (on PostgreSQL a NUL fails the same way, at the server).
-    bad.outcome = Outcome(now, 3, status_code=500, error="HTTP 500", response_body="a\ud800b")
-    good.outcome = Outcome(now, 4, status_code=200, response_body="ok")
-    plans: list[Any] = []
+    sent = [
+        Sent(bad, Outcome(now, 3, status_code=500, error="HTTP 500", response_body="a\ud800b")),
+        Sent(good, Outcome(now, 4, status_code=200, response_body="ok")),
+    ]
 
-    async def after_commit(plan: Any) -> None:
-        plans.append(plan)
-
-    recorder = Recorder(app_ctx, after_commit)
-    await asyncio.wait_for(recorder.submit(lease, claimed), timeout=20)
+    recorder = Recorder(app_ctx)
+    plan = await asyncio.wait_for(recorder.submit(lease, sent), timeout=20)
     await recorder.close()
 
     [good_row] = await deliveries(app_ctx, id=good.id)
@@ -151,5 +150,4 @@ async def test_a_flush_the_database_refuses_is_recorded_one_outcome_at_a_time(ap
     [attempt] = await attempts(app_ctx, bad.id)
     assert (attempt.status_code, attempt.error, attempt.response_body) == (500, UNSTORABLE_ERROR, None)
     assert set(lease.recorded) == {good.id, bad.id}
-    [plan] = plans
     assert set(plan.retries) == {bad.id} and plan.outcomes == {"succeeded": 1, "failed": 1}

@@ -4,7 +4,7 @@ A bulk replay runs in two phases, one short transaction per batch, progress (cou
 committed with the batch so a killed job resumes where it stopped:
 
 1. deliveries of the workspace matching the criteria (``failed``/``dead`` by default, to a live,
-   enabled subscription) get a fresh retry sequence (:func:`webhooks.engine.reset_for_replay`);
+   enabled subscription) get a fresh retry sequence (:func:`webhooks.delivery.rows.reset_for_replay`);
 2. with a ``subscription_id``, every event of the range that subscription wants but never had a
    delivery to it (it was created after the event, or did not match it then) gets one now.
 
@@ -36,7 +36,8 @@ from synchook.timeutil import isoformat, parse_datetime, utcnow
 from webhooks.admin.queries import find_delivery, id_bound
 from webhooks.admin.schemas import REPLAYABLE_STATUSES, BulkReplayBody
 from webhooks.constants import BULK_REPLAY_TASK
-from webhooks.engine import reset_for_replay, schedule_deliveries
+from webhooks.delivery.rows import new_delivery, reset_for_replay
+from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.models import Delivery, Replay
 
 __all__ = [
@@ -463,34 +464,23 @@ async def _send_undelivered(
         )
     ).all()
     if rows:
-        inserts = [_new_delivery(event_id, event_type, subscription, now) for event_id, event_type in rows]
+        inserts = [
+            new_delivery(
+                workspace_id=subscription.workspace_id,
+                event_id=event_id,
+                event_type=event_type,
+                subscription_id=subscription.id,
+                now=now,
+                replays=1,
+            )
+            for event_id, event_type in rows
+        ]
         await session.execute(sa.insert(_deliveries), inserts)
         step.scheduled.extend(row["id"] for row in inserts)
         replay.replayed += len(inserts)
         replay.cursor = rows[-1][0]
     if len(rows) < batch_size:
         step.done = True
-
-
-def _new_delivery(event_id: str, event_type: str, subscription: Subscription, now: datetime) -> dict[str, Any]:
-    return {
-        "id": new_id("dlv"),
-        "workspace_id": subscription.workspace_id,
-        "event_id": event_id,
-        "event_type": event_type,
-        "subscription_id": subscription.id,
-        "status": "pending",
-        "attempt_count": 0,
-        "next_attempt_at": now,
-        "lease_until": None,
-        "last_status_code": None,
-        "last_error": None,
-        "cancel_reason": None,
-        "replays": 1,
-        "created_at": now,
-        "updated_at": now,
-        "completed_at": None,
-    }
 
 
 # --- audit trail -----------------------------------------------------------------------------------

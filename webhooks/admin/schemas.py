@@ -23,6 +23,7 @@ from synchook.http.pagination import PageQuery
 from synchook.http.wire import Timestamp, Wire
 from synchook.outbox import Event
 from synchook.timeutil import isoformat
+from webhooks.delivery.stages import webhook_payload
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, Replay
 
 REPLAYABLE_STATUSES: tuple[str, ...] = ("failed", "dead")
@@ -145,7 +146,8 @@ class EventView(Wire):
 
     @classmethod
     def of(cls, event: Event) -> EventView:
-        return cls(id=event.id, type=event.type, timestamp=event.created_at, data=event.data)
+        # The body a receiver gets, built where the sender builds it: one serialisation of §5.
+        return cls.model_validate(webhook_payload(event.id, event.type, event.created_at, event.data))
 
 
 class DeliveryView(Wire):

@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
-from webhooks.attempts import Claimed, Plan, record_outcomes
+from webhooks.delivery.lease import Lease
+from webhooks.delivery.record import record_outcomes
+from webhooks.delivery.schedule import schedule_recorded
+from webhooks.delivery.stages import Recorded, Sent, Settled
 
-__all__ = ["UNSTORABLE_ERROR", "Lease", "Recorder"]
+__all__ = ["UNSTORABLE_ERROR", "Recorder"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,48 +38,31 @@ _RETRY_FIRST, _RETRY_MAX = 0.05, 0.25
 UNSTORABLE_ERROR = "the receiver's response could not be stored"
 
 
-@dataclass(eq=False)
-class Lease:
-    """One claim on some deliveries: a row is ours while its ``lease_owner`` is our ``owner``.
-
-    Renewals move ``lease_until`` and never the owner, so a record never races a renewal.
-    """
-
-    until: datetime
-    ids: list[str]
-    owner: str = field(default_factory=lambda: secrets.token_hex(16))
-    recorded: set[str] = field(default_factory=set)
-
-    def unrecorded(self) -> list[str]:
-        return [i for i in self.ids if i not in self.recorded]
-
-
 @dataclass
 class _Pending:
-    outcomes: dict[Lease, list[Claimed]] = field(default_factory=dict)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    outcomes: dict[Lease, list[Settled]] = field(default_factory=dict)
+    waiters: list[asyncio.Future[Recorded]] = field(default_factory=list)
 
     def count(self) -> int:
         return sum(len(claimed) for claimed in self.outcomes.values())
 
 
 class Recorder:
-    """Writes outcomes for every batch of one worker; ``submit`` returns a future set once they are
-    committed (or failed for good)."""
+    """Writes outcomes for every batch of one worker, then schedules what they leave to do; ``submit``
+    returns a future set (to what its flush recorded) once they are committed, or failed for good."""
 
-    def __init__(self, app: AppContext, after_commit: Callable[[Plan], Awaitable[None]]) -> None:
+    def __init__(self, app: AppContext) -> None:
         self._app = app
-        self._after_commit = after_commit
         self._pending = _Pending()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, lease: Lease, claimed: Sequence[Claimed]) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not claimed:
-            done.set_result(None)
+    def submit(self, lease: Lease, settled: Sequence[Settled]) -> asyncio.Future[Recorded]:
+        done: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        if not settled:
+            done.set_result(Recorded({}, [], {}))
             return done
-        self._pending.outcomes.setdefault(lease, []).extend(claimed)
+        self._pending.outcomes.setdefault(lease, []).extend(settled)
         self._pending.waiters.append(done)
         self._wake.set()
         if self._task is None or self._task.done():
@@ -103,8 +87,8 @@ class Recorder:
 
     async def _flush(self, pending: _Pending) -> None:
         try:
-            plan = await self._write(pending)
-            await self._after_commit(plan)
+            recorded = await self._write(pending)
+            await schedule_recorded(self._app, recorded)
         except Exception as exc:
             # Not written: the leases run out and the deliveries are sent again (a duplicate, never a loss).
             if is_connection_error(exc):
@@ -117,9 +101,9 @@ class Recorder:
             return
         for waiter in pending.waiters:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(recorded)
 
-    async def _write(self, pending: _Pending) -> Plan:
+    async def _write(self, pending: _Pending) -> Recorded:
         """One transaction for the whole flush; if the database refuses it (not unreachable: a value it cannot
         store), one per outcome, so a bad row fails only itself and never another tenant's outcomes."""
         groups = list(pending.outcomes.items())
@@ -134,51 +118,48 @@ class Recorder:
             logger.warning("recording %d outcomes failed (%s): one at a time", pending.count(), type(exc).__name__)
         return await self._write_one_by_one(groups)
 
-    async def _write_one_by_one(self, groups: list[tuple[Lease, list[Claimed]]]) -> Plan:
-        plan = Plan()
-        for lease, claimed in groups:
-            for one in claimed:
+    async def _write_one_by_one(self, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
+        parts: list[Recorded] = []
+        for lease, settled in groups:
+            for one in settled:
                 try:
                     part = await self._write_groups([(lease, [one])])
                 except Exception as exc:
                     if is_connection_error(exc):
                         raise
                     part = await self._write_without_receiver_text(lease, one, exc)
-                _merge(plan, part)
-        return plan
+                parts.append(part)
+        return Recorded.merge(parts)
 
-    async def _write_without_receiver_text(self, lease: Lease, claimed: Claimed, exc: Exception) -> Plan:
+    async def _write_without_receiver_text(self, lease: Lease, settled: Settled, exc: Exception) -> Recorded:
         """The attempt, recorded without what the receiver sent: it counts (retries, dead letter, health), so a
         receiver whose answers cannot be stored is not sent the same delivery forever."""
-        logger.error("delivery %s: its outcome could not be stored (%s)", claimed.id, type(exc).__name__)
-        if claimed.outcome is not None:
-            claimed.outcome = replace(
-                claimed.outcome,
-                response_body=None,
-                error=None if claimed.outcome.ok else UNSTORABLE_ERROR,
-            )
+        logger.error("delivery %s: its outcome could not be stored (%s)", settled.claimed.id, type(exc).__name__)
+        if isinstance(settled, Sent):
+            error = None if settled.outcome.ok else UNSTORABLE_ERROR
+            settled = settled._replace(outcome=replace(settled.outcome, response_body=None, error=error))
         try:
-            return await self._write_groups([(lease, [claimed])])
+            return await self._write_groups([(lease, [settled])])
         except Exception as again:
             if is_connection_error(again):
                 raise
             # Nothing of the receiver's is left in the row: not this row's data. Left to its lease, as before.
-            logger.exception("delivery %s: could not record its outcome", claimed.id)
-            return Plan()
+            logger.exception("delivery %s: could not record its outcome", settled.claimed.id)
+            return Recorded({}, [], {})
 
-    async def _write_groups(self, groups: list[tuple[Lease, list[Claimed]]]) -> Plan:
+    async def _write_groups(self, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
         """One transaction, retried while the database is unreachable for as long as a lease lasts (twice)."""
-        count = sum(len(claimed) for _, claimed in groups)
+        count = sum(len(settled) for _, settled in groups)
         patience = time.monotonic() + 2 * self._app.settings.delivery_lease_seconds
         delay = _RETRY_FIRST
         waited = False
         while True:
             try:
                 async with self._app.db.session() as session:
-                    plan = await self._record(session, groups)
-                for lease, claimed in groups:
-                    lease.recorded.update(c.id for c in claimed)
-                return plan
+                    recorded = await self._record(session, groups)
+                for lease, settled in groups:
+                    lease.recorded.update(s.claimed.id for s in settled)
+                return recorded
             except Exception as exc:
                 if not is_connection_error(exc) or time.monotonic() + delay > patience:
                     raise
@@ -188,20 +169,13 @@ class Recorder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
-    async def _record(self, session: AsyncSession, groups: list[tuple[Lease, list[Claimed]]]) -> Plan:
+    async def _record(self, session: AsyncSession, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
         settings = self._app.settings
         return await record_outcomes(
             session,
-            [(claimed, lease.owner) for lease, claimed in groups],
+            [(settled, lease.owner) for lease, settled in groups],
             schedule=tuple(settings.retry_schedule),
             max_retry_after=settings.max_retry_after,
             disable_after=settings.disable_after,
             now=utcnow(),
         )
-
-
-def _merge(plan: Plan, part: Plan) -> None:
-    plan.retries.update(part.retries)
-    plan.events.extend(part.events)
-    for outcome, count in part.outcomes.items():
-        plan.outcomes[outcome] = plan.outcomes.get(outcome, 0) + count

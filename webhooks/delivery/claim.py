@@ -1,0 +1,131 @@
+"""Claim: lease the due rows among a job's ids and load what sending them needs, in one transaction.
+
+Queue jobs carry only delivery ids; the database row is the truth. A job claims the rows that are
+open, due and not leased, so a duplicated or stale job does nothing; a job lost with Redis or with a
+killed worker is made up for by the sweeper once the row is overdue and its lease has run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from subscriptions.models import Subscription
+from synchook.db import unindexed
+from synchook.outbox import Event
+from synchook.timeutil import utcnow
+from webhooks.delivery.lease import Lease
+from webhooks.delivery.runtime import WorkerContext
+from webhooks.delivery.stages import Batch, Body, Claimed
+from webhooks.models import OPEN_STATUSES, Delivery, DeliveryAttempt
+
+__all__ = ["claim", "claim_rows", "load_subscriptions"]
+
+_deliveries = Delivery.__table__  # type: ignore[attr-defined]
+_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+_events = Event.__table__  # type: ignore[attr-defined]
+_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+# Subscriptions a worker keeps built (see load_subscriptions); past this many it starts over.
+_KNOWN_SUBSCRIPTIONS = 10_000
+
+
+async def claim(worker: WorkerContext, delivery_ids: Sequence[str]) -> Batch | None:
+    """Lease the due deliveries among these ids and load their bodies and subscriptions; None if none is due."""
+    app = worker.app
+    now = utcnow()
+    lease = Lease(now + timedelta(seconds=app.settings.delivery_lease_seconds), [])
+    async with app.db.session() as session:
+        claimed = await claim_rows(session, list(dict.fromkeys(delivery_ids)), now=now, lease=lease)
+        if not claimed:
+            return None
+        lease.ids = [c.id for c in claimed]
+        bodies = await _load_bodies(session, {c.event_id for c in claimed})
+        subscriptions = await load_subscriptions(
+            session, {c.subscription_id for c in claimed}, worker.runtime.subscriptions
+        )
+    return Batch(lease=lease, claimed=claimed, bodies=bodies, subscriptions=subscriptions, now=now)
+
+
+async def claim_rows(session: AsyncSession, ids: list[str], *, now: datetime, lease: Lease) -> list[Claimed]:
+    """Lease the open, due, unleased rows among ``ids`` to ``lease``; sorted by id, each numbered."""
+    # The ids pick the rows, by primary key: the due index would read every open row.
+    due = unindexed(_deliveries.c.next_attempt_at)
+    result = await session.execute(
+        sa.update(_deliveries)
+        .where(
+            _deliveries.c.id.in_(ids),
+            unindexed(_deliveries.c.status).in_(OPEN_STATUSES),
+            sa.or_(due.is_(None), due <= now),
+            sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+        )
+        .values(lease_until=lease.until, lease_owner=lease.owner)
+        .returning(
+            _deliveries.c.id,
+            _deliveries.c.workspace_id,
+            _deliveries.c.event_id,
+            _deliveries.c.subscription_id,
+            _deliveries.c.status,
+            _deliveries.c.attempt_count,
+            _deliveries.c.replays,
+            _deliveries.c.last_status_code,
+            _deliveries.c.last_error,
+        )
+    )
+    rows: list[Any] = sorted(result.all(), key=lambda r: r[0])
+    last = await _last_numbers(session, [r[0] for r in rows if r[6] > 0])
+    # Without a replay the sequence is the whole life, so the count gives the number; replays continue it.
+    return [
+        Claimed(id_, workspace_id, event_id, sub_id, status, count, replays, code, error, last.get(id_, count) + 1)
+        for id_, workspace_id, event_id, sub_id, status, count, replays, code, error in rows
+    ]
+
+
+async def _last_numbers(session: AsyncSession, replayed: list[str]) -> dict[str, int]:
+    if not replayed:
+        return {}
+    rows = await session.execute(
+        sa.select(_attempts.c.delivery_id, sa.func.max(_attempts.c.number))
+        .where(_attempts.c.delivery_id.in_(replayed))
+        .group_by(_attempts.c.delivery_id)
+    )
+    return {r[0]: int(r[1] or 0) for r in rows}
+
+
+async def _load_bodies(session: AsyncSession, event_ids: Iterable[str]) -> dict[str, Body]:
+    rows = await session.execute(
+        sa.select(_events.c.id, _events.c.workspace_id, _events.c.type, _events.c.created_at, _events.c.data).where(
+            _events.c.id.in_(sorted(event_ids))
+        )
+    )
+    return {row[0]: Body.of(*row) for row in rows}
+
+
+async def load_subscriptions(
+    session: AsyncSession, ids: Iterable[str], known: dict[str, tuple[sa.Row[Any], Subscription]]
+) -> dict[str, Subscription]:
+    """The subscriptions as they are now; ORM objects are built only for rows that changed since ``known``.
+
+    Every column is read and compared, so a change by any path (API, auto-disable, reseal) is seen at
+    once. Building ORM objects was a fifth of a claim: a batch of 200 deliveries names ~100 endpoints.
+    """
+    rows = await session.execute(sa.select(_subscriptions).where(_subscriptions.c.id.in_(sorted(ids))))
+    found: dict[str, Subscription] = {}
+    changed: dict[str, sa.Row[Any]] = {}
+    for row in rows:
+        cached = known.get(row.id)
+        if cached is not None and cached[0] == row:
+            found[row.id] = cached[1]
+        else:
+            changed[row.id] = row
+    if changed:
+        loaded = await session.execute(sa.select(Subscription).where(Subscription.id.in_(sorted(changed))))  # type: ignore[attr-defined]
+        if len(known) + len(changed) > _KNOWN_SUBSCRIPTIONS:
+            known.clear()
+        for subscription in loaded.scalars():
+            found[subscription.id] = subscription
+            known[subscription.id] = (changed[subscription.id], subscription)
+    return found

@@ -1,0 +1,57 @@
+"""One batch of deliveries, top to bottom: claim → prepare → send → record (→ schedule, by the recorder).
+
+:func:`deliver` is the deliver job's whole work; :func:`run` also takes a batch the fan-out inserted
+already leased. The lease is renewed while the batch runs and kept until every outcome is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from webhooks.delivery.claim import claim
+from webhooks.delivery.lease import Lease, keep_lease
+from webhooks.delivery.prepare import prepare
+from webhooks.delivery.runtime import WorkerContext
+from webhooks.delivery.send import send
+from webhooks.delivery.stages import Batch, Deferred, Ready, Recorded, Sent
+
+__all__ = ["deliver", "run"]
+
+
+async def deliver(worker: WorkerContext, delivery_ids: Sequence[str]) -> int:
+    """Attempt every due delivery among ``delivery_ids``; returns how many were attempted."""
+    batch = await claim(worker, delivery_ids)
+    if batch is None:
+        return 0
+    return await run(worker, batch)
+
+
+async def run(worker: WorkerContext, batch: Batch) -> int:
+    """Prepare, send and record a batch this worker holds the lease on; returns how many were attempted."""
+    written: list[asyncio.Future[Recorded]] = []
+    stop = asyncio.Event()
+    heartbeat = asyncio.create_task(keep_lease(worker.app, batch.lease, stop))
+    try:
+        prepared = await prepare(worker, batch)
+        # Cancelled, deferred and unsignable ones are settled already: recorded while the rest are sent.
+        written.append(worker.recorder.submit(batch.lease, prepared.settled))
+        sent = await asyncio.gather(*(_send_and_record(worker, batch.lease, one, written) for one in prepared.ready))
+        # The lease is kept until the outcomes are written, however long the database takes.
+        results = await asyncio.gather(*written, return_exceptions=True)
+    finally:
+        stop.set()
+        await heartbeat
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result  # not recorded: the leases run out and the sweeper (or arq's retry) sends them again
+    return sum(1 for s in prepared.settled if isinstance(s, Sent)) + sum(1 for s in sent if isinstance(s, Sent))
+
+
+async def _send_and_record(
+    worker: WorkerContext, lease: Lease, ready: Ready, written: list[asyncio.Future[Recorded]]
+) -> Sent | Deferred:
+    # A send that raised is not recorded: its lease runs out and it is tried again, no attempt used.
+    result = await send(worker, ready)
+    written.append(worker.recorder.submit(lease, [result]))
+    return result

@@ -1,0 +1,105 @@
+"""Per-worker state, built once when a worker starts (:func:`synchook.worker.build_worker`) and shared by its jobs.
+
+``WorkerContext`` is what every delivery step is given: the process context, the HTTP session, the
+recorder and the ``Runtime`` (per-endpoint concurrency slots, which endpoints are slow, and the
+subscriptions the worker has built).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from subscriptions.models import Subscription
+from synchook.context import AppContext
+from synchook.settings import Settings
+from webhooks import sender
+from webhooks.delivery.recorder import Recorder
+
+__all__ = ["SLOW_FOR", "Runtime", "WorkerContext"]
+
+# A subscription that timed out (or took over half the timeout) counts as slow this long.
+SLOW_FOR = 30.0
+
+
+@dataclass(eq=False)
+class Runtime:
+    """The worker's view of its endpoints: concurrency slots, slowness, and the subscriptions it built."""
+
+    settings: Settings
+    slots: asyncio.Semaphore = field(init=False)
+    per_subscription: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    # Subscriptions whose last attempt timed out or was slow, until when (monotonic), and sends in flight.
+    slow: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Resolved when the subscription is next marked slow: sends queued for its slots give up then.
+    turned_slow: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # Subscriptions as last loaded, each with the row it was built from: see claim.load_subscriptions.
+    subscriptions: dict[str, tuple[sa.Row[Any], Subscription]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.settings.delivery_concurrency)
+
+    def subscription_slots(self, subscription_id: str) -> asyncio.Semaphore:
+        semaphore = self.per_subscription.get(subscription_id)
+        if semaphore is None:
+            if len(self.per_subscription) > 10_000:  # forget idle endpoints, keep the busy ones
+                for key in [k for k, s in self.per_subscription.items() if not s.locked()]:
+                    del self.per_subscription[key]
+                    self.turned_slow.pop(key, None)  # no send queues for its slots: nobody awaits it
+            semaphore = self.per_subscription[subscription_id] = asyncio.Semaphore(
+                self.settings.per_subscription_concurrency
+            )
+        return semaphore
+
+    def is_slow(self, subscription_id: str, now: float) -> bool:
+        until = self.slow.get(subscription_id)
+        if until is None:
+            return False
+        if until < now:
+            del self.slow[subscription_id]
+            return False
+        return True
+
+    def mark_slow(self, subscription_id: str) -> None:
+        self.slow[subscription_id] = time.monotonic() + SLOW_FOR
+        signal = self.turned_slow.pop(subscription_id, None)
+        if signal is not None and not signal.done():
+            signal.set_result(None)
+
+    def slow_signal(self, subscription_id: str) -> asyncio.Future[None]:
+        signal = self.turned_slow.get(subscription_id)
+        if signal is None:
+            signal = self.turned_slow[subscription_id] = asyncio.get_running_loop().create_future()
+        return signal
+
+    def observe(self, subscription_id: str, outcome: sender.Outcome) -> None:
+        if outcome.timed_out or outcome.duration_ms >= self.settings.delivery_timeout * 500:
+            self.mark_slow(subscription_id)
+        elif subscription_id in self.slow:
+            del self.slow[subscription_id]
+
+
+@dataclass(frozen=True, eq=False)
+class WorkerContext:
+    """Everything a delivery job uses, made once per worker process; the API process has none."""
+
+    app: AppContext
+    http: aiohttp.ClientSession
+    recorder: Recorder
+    runtime: Runtime
+
+    @classmethod
+    def open(cls, app: AppContext) -> WorkerContext:
+        return cls(app, sender.open_session(app.settings), Recorder(app), Runtime(app.settings))
+
+    async def close(self) -> None:
+        """Finish recording what was sent, then close the HTTP session."""
+        await self.recorder.close()
+        await self.http.close()

@@ -1,0 +1,65 @@
+"""Schedule: enqueue deliver jobs for due deliveries, and after each commit of outcomes, what it left to do.
+
+After a commit: retries go out as one deferred job per due-time bucket, the outbox events it recorded
+(``webhook.subscription.disabled``) are handed to the relay, and the outcomes are counted in metrics.
+Enqueueing is best effort throughout: a job that never made it is made up for by the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from synchook import metrics as _metrics
+from synchook.context import AppContext
+from synchook.outbox import hand_off
+from webhooks.constants import DELIVER_TASK
+from webhooks.delivery.stages import Recorded, Scheduled
+
+__all__ = ["schedule_deliveries", "schedule_recorded"]
+
+logger = logging.getLogger(__name__)
+
+# Retries due within this much of each other share one deferred job.
+_RETRY_BUCKET = 0.05
+
+
+async def schedule_deliveries(app: AppContext, delivery_ids: Sequence[str], *, defer_by: float = 0.0) -> int:
+    """Enqueue DELIVER_TASK jobs for these ids in batches; best effort (the sweeper repairs a failure)."""
+    if app.redis is None:
+        return 0  # the CLI without a Redis: the rows are due, the sweeper enqueues them (no warning to print)
+    ids = list(dict.fromkeys(delivery_ids))
+    size = app.settings.delivery_batch_size
+    jobs = 0
+    for start in range(0, len(ids), size):
+        kwargs: dict[str, Any] = {"_defer_by": timedelta(seconds=defer_by)} if defer_by > 0 else {}
+        try:
+            await app.enqueue(DELIVER_TASK, ids[start : start + size], **kwargs)
+            jobs += 1
+        except Exception as exc:
+            left = len(ids) - start
+            logger.warning("could not enqueue %d deliveries, the sweeper will: %s", left, type(exc).__name__)
+            break
+    return jobs
+
+
+async def schedule_recorded(app: AppContext, recorded: Recorded) -> Scheduled:
+    """After commit: hand off the events recorded, enqueue the retries, count the outcomes."""
+    handed_off = False
+    if recorded.events:
+        handed_off = await hand_off(app.enqueue if app.redis is not None else None, recorded.events)
+    jobs = 0
+    if recorded.retries:
+        # One deferred job per due-time bucket, deferred to the latest member so none runs early.
+        buckets: dict[float, list[str]] = defaultdict(list)
+        for delivery_id, delay in recorded.retries.items():
+            width = _RETRY_BUCKET if delay < 5 else 1.0 if delay < 600 else 10.0
+            buckets[(int(delay / width) + 1) * width].append(delivery_id)
+        for due, ids in sorted(buckets.items()):
+            jobs += await schedule_deliveries(app, ids, defer_by=due + 0.01)
+    for outcome, count in recorded.outcomes.items():
+        _metrics.record_delivery_outcome(outcome, count)
+    return Scheduled(jobs, handed_off)

@@ -1,0 +1,113 @@
+"""Send: one signed POST for a ready delivery, within its endpoint's and the worker's concurrency limits.
+
+A ready delivery becomes ``Sent`` (whatever the receiver answered, or why it did not), or ``Deferred``
+with no attempt used when its endpoint turned slow while it waited for a slot, or the rate limit's
+last gate did not let it through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from synchook import metrics as _metrics
+from synchook.context import AppContext
+from synchook.timeutil import utcnow
+from webhooks import sender, throttle
+from webhooks.delivery.prepare import MAX_THROTTLE_SLEEP
+from webhooks.delivery.runtime import Runtime, WorkerContext
+from webhooks.delivery.stages import Deferred, Ready, Sent
+from webhooks.signing import build_headers
+
+__all__ = ["send"]
+
+logger = logging.getLogger(__name__)
+
+
+async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
+    settings = worker.app.settings
+    runtime = worker.runtime
+    claimed = ready.claimed
+    if ready.wait > 0:
+        await asyncio.sleep(ready.wait)
+    sub_id = claimed.subscription_id
+    slots = runtime.subscription_slots(sub_id)
+    if not await acquire_unless_slow(runtime, sub_id, slots):
+        # The endpoint turned slow while this waited for one of its slots: hand the delivery back (no
+        # attempt used) rather than hold this job, and the healthy deliveries behind it, for a timeout.
+        return Deferred(claimed, utcnow() + timedelta(seconds=settings.delivery_timeout))
+    runtime.in_flight[sub_id] += 1
+    loop = asyncio.get_running_loop()
+    # Mark the endpoint slow as soon as a send has taken half the timeout, not when it finally times out.
+    flag = loop.call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
+    try:
+        async with runtime.slots:
+            limit = ready.subscription.rate_limit_per_second
+            if limit and not await _admitted(worker.app, ready, limit):
+                return Deferred(claimed, utcnow() + timedelta(seconds=1))
+            body = ready.body.raw
+            headers = build_headers(claimed.event_id, int(time.time()), body, ready.signer, sender.USER_AGENT)
+            outcome = await sender.post(
+                worker.http,
+                ready.subscription.url,
+                body,
+                headers,
+                timeout=settings.delivery_timeout,
+                allow_private=settings.allow_private_targets,
+            )
+    finally:
+        flag.cancel()
+        slots.release()
+        runtime.in_flight[sub_id] -= 1
+        if not runtime.in_flight[sub_id]:
+            del runtime.in_flight[sub_id]
+    runtime.observe(sub_id, outcome)
+    _metrics.record_attempt(_attempt_kind(outcome), outcome.duration_ms / 1000)
+    return Sent(claimed, outcome)
+
+
+async def _admitted(app: AppContext, ready: Ready, limit: int) -> bool:
+    sub_id = ready.claimed.subscription_id
+    if app.redis is None:
+        return False  # no shared limiter, no send: the limit is a promise to the receiver
+    try:
+        return await throttle.admit(
+            app.redis, sub_id, limit=limit, member=ready.claimed.id, max_wait=MAX_THROTTLE_SLEEP
+        )
+    except Exception as exc:
+        logger.warning("rate limiter unavailable for %s: %s", sub_id, type(exc).__name__)
+        return False
+
+
+async def acquire_unless_slow(runtime: Runtime, sub_id: str, slots: asyncio.Semaphore) -> bool:
+    """Take one of the subscription's slots; False (none taken) once it is slow and its slots are all busy."""
+    if not slots.locked():
+        await slots.acquire()
+        return True
+    if runtime.is_slow(sub_id, time.monotonic()):
+        return False
+    # Wait for a slot or for the endpoint to turn slow, whichever comes first; no polling (thousands of
+    # queued sends each waking every few milliseconds cost a worker a tenth of its time).
+    acquire = asyncio.ensure_future(slots.acquire())
+    either: set[asyncio.Future[Any]] = {acquire, runtime.slow_signal(sub_id)}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if acquire.done():
+        return True
+    acquire.cancel()
+    try:
+        await acquire
+    except asyncio.CancelledError:
+        return False
+    slots.release()  # acquired just as it was cancelled
+    return False
+
+
+def _attempt_kind(outcome: sender.Outcome) -> str:
+    if outcome.ok:
+        return "succeeded"
+    if outcome.timed_out:
+        return "timeout"
+    return "failed" if outcome.status_code is not None else "error"
