@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     background_sync_interval: int = Field(default=300, ge=0)
     disable_after: int = Field(default=432_000, ge=0)
     retention_days: int = Field(default=30, ge=1)
+    replay_max: int = Field(default=100_000, ge=1)
+    metrics_token: SecretStr | None = None
     log_format: Literal["json", "text"] = "json"
 
     # Beyond the contract's table: operational knobs with safe defaults.
