@@ -208,12 +208,14 @@ async def test_a_running_job_whose_connection_is_deleted_fails_and_stops(
 
     monkeypatch.setattr(runner, "run_sync", held)
     worker = asyncio.create_task(make_worker().main())
-    await asyncio.wait_for(entered.wait(), timeout=30)
-    assert (await load_job(app_ctx, job_id)).status == "running"
-    deleted = await client.delete(f"/v1/calendar/connections/{connection_id}", headers=tenant.headers)
-    assert deleted.status_code == 204
-    await assert_failed_connection_deleted(app_ctx, job_id)
-    release.set()
+    try:
+        await asyncio.wait_for(entered.wait(), timeout=30)
+        assert (await load_job(app_ctx, job_id)).status == "running"
+        deleted = await client.delete(f"/v1/calendar/connections/{connection_id}", headers=tenant.headers)
+        assert deleted.status_code == 204
+        await assert_failed_connection_deleted(app_ctx, job_id)
+    finally:
+        release.set()  # also when an assertion failed: the worker's teardown waits for the job
     await asyncio.wait_for(worker, timeout=30)
     assert synced == []  # the runner stopped before its first provider call
     await assert_failed_connection_deleted(app_ctx, job_id)
