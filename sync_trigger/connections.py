@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from sync_trigger import service
 from sync_trigger.errors import ConnectionExists
 from sync_trigger.models import Connection
 from sync_trigger.schemas import ConnectionCreateBody
@@ -88,6 +89,9 @@ async def get_connection(session: AsyncSession, *, workspace_id: str, connection
     return connection
 
 
-async def delete_connection(session: AsyncSession, *, workspace_id: str, connection_id: str) -> None:
+async def delete_connection(session: AsyncSession, *, workspace_id: str, connection_id: str) -> list[str]:
+    """Delete it and, in the same transaction, fail the jobs syncing it; returns their failed events' ids."""
     connection = await get_connection(session, workspace_id=workspace_id, connection_id=connection_id)
+    event_ids = await service.fail_jobs_of_deleted_connection(session, connection=connection)
     await session.delete(connection)
+    return event_ids

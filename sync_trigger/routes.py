@@ -16,6 +16,7 @@ from synchook.http.pagination import next_cursor, page_request
 from synchook.http.ratelimit import RateLimitState
 from synchook.http.responses import ok, page
 from synchook.idempotency import parse_key
+from synchook.outbox import hand_off
 
 
 def _cap_state(quota: SyncQuota) -> RateLimitState:
@@ -85,10 +86,13 @@ async def get_connection(request: Request) -> Response:
 
 async def delete_connection(request: Request) -> Response:
     principal = await authorize(request, "write:calendar")
-    async with app_context(request).db.session() as session:
-        await connections.delete_connection(
+    ctx = app_context(request)
+    async with ctx.db.session() as session:
+        event_ids = await connections.delete_connection(
             session, workspace_id=principal.workspace_id, connection_id=request.path_params["connection_id"]
         )
+    # The failed jobs' calendar.sync.failed events, after commit (the outbox sweeper covers a miss).
+    await hand_off(ctx.enqueue if ctx.redis is not None else None, event_ids)
     return Response(status_code=204)
 
 

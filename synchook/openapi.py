@@ -119,6 +119,20 @@ SCHEMAS: dict[str, Schema] = {
                 )
             ),
             "error": _nullable(_obj({"code": {"type": "string"}, "message": {"type": "string"}})),
+            "retry": _nullable(
+                {
+                    **_obj(
+                        {
+                            "attempt": {"type": "integer", "minimum": 2, "description": "the try that goes out next"},
+                            "next_attempt_at": _TIME,
+                            "last_error": _nullable(_obj({"code": {"type": "string"}, "message": {"type": "string"}})),
+                        },
+                        required=["attempt", "next_attempt_at", "last_error"],
+                    ),
+                    "description": "while a provider request is retried (unreachable, throttling, 5xx); "
+                    "null otherwise. The retries give up after SYNCHOOK_MAX_THROTTLE_WAIT seconds of waiting.",
+                }
+            ),
         },
         required=["job_id", "status", "mode", "queued_at"],
     ),
