@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from sync_trigger import service
 from sync_trigger.errors import ConnectionExists
 from sync_trigger.models import Connection
 from sync_trigger.schemas import ConnectionCreateBody
@@ -15,18 +14,7 @@ from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
 from synchook.errors import NotFound
 from synchook.ids import looks_like_id, new_id
-from synchook.timeutil import isoformat, utcnow
-
-
-def connection_view(connection: Connection) -> dict[str, Any]:
-    return {
-        "id": connection.id,
-        "provider": connection.provider,
-        "account": connection.account,
-        "status": connection.status,
-        "created_at": isoformat(connection.created_at),
-        "last_synced_at": isoformat(connection.last_synced_at),
-    }
+from synchook.timeutil import utcnow
 
 
 async def create_connection(
@@ -88,6 +76,9 @@ async def get_connection(session: AsyncSession, *, workspace_id: str, connection
     return connection
 
 
-async def delete_connection(session: AsyncSession, *, workspace_id: str, connection_id: str) -> None:
+async def delete_connection(session: AsyncSession, *, workspace_id: str, connection_id: str) -> list[str]:
+    """Delete it and, in the same transaction, fail the jobs syncing it; returns their failed events' ids."""
     connection = await get_connection(session, workspace_id=workspace_id, connection_id=connection_id)
+    event_ids = await service.fail_jobs_of_deleted_connection(session, connection=connection)
     await session.delete(connection)
+    return event_ids

@@ -77,3 +77,11 @@ class SyncJob(SQLModel, table=True):
     stats: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     attempts: int = Field(default=0)
+    # The worker (synchook.janitor worker id) running it: a running job whose worker stopped beating is
+    # run again at once, not after the job timeout. None for a job started before it was recorded.
+    worker_id: str | None = Field(default=None, max_length=80)
+    # While a provider request is being retried (unreachable, throttling, 5xx): which retry, when the
+    # next try goes out, and the error that caused it. All None when the job is not retrying.
+    retry_attempt: int | None = Field(default=None)
+    retry_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    retry_error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

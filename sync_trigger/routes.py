@@ -13,6 +13,7 @@ from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
 from synchook.http.ratelimit import RateLimitState
 from synchook.idempotency import parse_key
+from synchook.outbox import hand_off
 
 
 def _cap_state(quota: SyncQuota) -> RateLimitState:
@@ -72,9 +73,11 @@ async def get_connection(call: Call[None, None]) -> ConnectionView:
 
 async def delete_connection(call: Call[None, None]) -> Response:
     async with call.ctx.db.session() as session:
-        await connections.delete_connection(
+        event_ids = await connections.delete_connection(
             session, workspace_id=call.workspace_id, connection_id=call.path["connection_id"]
         )
+    # The failed jobs' calendar.sync.failed events, after commit (the outbox sweeper covers a miss).
+    await hand_off(call.ctx.enqueue if call.ctx.redis is not None else None, event_ids)
     return Response(status_code=204)
 
 
@@ -149,11 +152,12 @@ ENDPOINTS: list[Endpoint] = [
         method="DELETE",
         path=_CONNECTION,
         handler=delete_connection,
-        summary="Delete a connection",
+        summary="Disconnect a calendar account",
         tag="calendar",
         scope="write:calendar",
         status=204,
         errors=(404,),
+        description="Its queued and running sync jobs end `failed` with `connection_deleted`.",
     ),
     *calendar_index_routes.ENDPOINTS,
 ]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 from sqlalchemy import update
 from sqlmodel import col
 
+from sync_trigger import service
 from sync_trigger.calendar_index import service as index
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.connectors import (
@@ -26,6 +27,8 @@ from sync_trigger.connectors import (
     ProviderEndpoints,
     ProviderRateLimited,
     ReauthRequired,
+    RetryHook,
+    RetryNotice,
     Tokens,
     build_connector,
 )
@@ -56,6 +59,10 @@ class SyncStats:
         self.events_created += counts.created
         self.events_updated += counts.updated
         self.events_deleted += counts.deleted
+
+
+class JobEnded(Exception):
+    """The job is no longer running (failed meanwhile: its connection was deleted); stop syncing for it."""
 
 
 class SyncFailure(Exception):
@@ -109,6 +116,7 @@ async def run_sync(app: AppContext, job: SyncJob, connections: list[Connection])
     ]
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         for connection in wanted:
+            await _require_running(app, job)
             try:
                 await _sync_connection(app, http, job, connection, stats)
             except SyncFailure as failure:
@@ -159,6 +167,7 @@ async def _sync_connection(
         tokens,
         save_tokens,
         max_throttle_wait=app.settings.max_throttle_wait,
+        on_retry=_retry_reporter(app, job.id),
     )
     try:
         await _sync_calendars(app, connector, job, connection, stats)
@@ -185,6 +194,7 @@ async def _sync_calendars(
     stats.events_deleted += removed
     window = job_window(job, now=utcnow())
     for calendar in calendars:
+        await _require_running(app, job)
         if job.mode == "full":
             # Rebuild inside the window: everything the full round does not report there is removed.
             await index.set_cursor(app.db, calendar=calendar, cursor=None)
@@ -235,6 +245,34 @@ async def _full_round(
             if attempt == 2:
                 raise
             logger.info("calendar %s: full round expired mid-way, starting over", calendar.id)
+
+
+async def _require_running(app: AppContext, job: SyncJob) -> None:
+    # One indexed read per connection and calendar: a job failed meanwhile stops writing to the index.
+    if not await service.is_running(app.db, job_id=job.id):
+        raise JobEnded(job.id)
+
+
+def _retry_reporter(app: AppContext, job_id: str) -> RetryHook:
+    """Shows a retried provider request on the job (GET /v1/calendar/sync/{id}), and clears it after."""
+
+    async def report(notice: RetryNotice | None) -> None:
+        try:
+            if notice is None:
+                await service.record_retry(app.db, job_id=job_id, attempt=None, at=None, error=None)
+            else:
+                await service.record_retry(
+                    app.db,
+                    job_id=job_id,
+                    attempt=notice.attempt,
+                    at=utcnow() + timedelta(seconds=notice.delay),
+                    error={"code": notice.error.code, "message": notice.error.message},
+                )
+        except Exception as exc:
+            # Only the progress display is lost; the sync itself goes on.
+            logger.warning("sync job %s: retry state not recorded: %s", job_id, type(exc).__name__)
+
+    return report
 
 
 async def _mark_reauth_required(app: AppContext, connection: Connection) -> None:

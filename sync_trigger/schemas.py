@@ -57,6 +57,10 @@ class SyncAccepted(Wire):
     mode: SyncMode
     queued_at: Timestamp
 
+    @classmethod
+    def of(cls, job: SyncJob) -> SyncAccepted:
+        return cls(job_id=job.id, status=JobStatus(job.status), mode=SyncMode(job.mode), queued_at=job.queued_at)
+
 
 class SyncStats(Wire):
     calendars: int
@@ -68,6 +72,22 @@ class SyncStats(Wire):
 class JobError(Wire):
     code: str
     message: str
+
+
+class SyncRetry(Wire):
+    """While a provider request is retried (unreachable, throttling, 5xx); the retries give up after
+    SYNCHOOK_MAX_THROTTLE_WAIT seconds of waiting."""
+
+    attempt: int = Field(ge=2, description="the try that goes out next")
+    next_attempt_at: Timestamp
+    last_error: JobError | None
+
+    @classmethod
+    def of(cls, job: SyncJob) -> SyncRetry | None:
+        if job.status != JobStatus.RUNNING or job.retry_attempt is None or job.retry_at is None:
+            return None
+        error = JobError.model_validate(job.retry_error) if job.retry_error is not None else None
+        return cls(attempt=job.retry_attempt, next_attempt_at=job.retry_at, last_error=error)
 
 
 class SyncJobView(Wire):
@@ -84,6 +104,7 @@ class SyncJobView(Wire):
     completed_at: Timestamp | None
     stats: SyncStats | None
     error: JobError | None
+    retry: SyncRetry | None = Field(description="null unless a provider request is being retried")
 
     @classmethod
     def of(cls, job: SyncJob) -> SyncJobView:
@@ -99,6 +120,7 @@ class SyncJobView(Wire):
             completed_at=job.completed_at,
             stats=SyncStats.model_validate(job.stats) if job.stats is not None else None,
             error=JobError.model_validate(job.error) if job.error is not None else None,
+            retry=SyncRetry.of(job),
         )
 
 

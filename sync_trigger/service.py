@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, func, or_, select, update
+from sqlalchemy import CursorResult, Result, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
 from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob
-from sync_trigger.schemas import TriggerSyncBody
+from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
@@ -56,20 +56,6 @@ def job_event_data(job: SyncJob) -> dict[str, Any]:
         "stats": dict(job.stats) if job.stats is not None else None,
         "error": dict(job.error) if job.error is not None else None,
     }
-
-
-def job_view(job: SyncJob) -> dict[str, Any]:
-    """GET /v1/calendar/sync/{job_id}."""
-    data = job_event_data(job)
-    del data["workspace_id"]
-    data["from_date"] = isoformat(job.from_date)
-    data["to_date"] = isoformat(job.to_date)
-    return data
-
-
-def accepted_view(job: SyncJob) -> dict[str, Any]:
-    """The 202 body's `data`, exactly the seed's four fields."""
-    return {"job_id": job.id, "status": job.status, "mode": job.mode, "queued_at": isoformat(job.queued_at)}
 
 
 # --- Triggering ------------------------------------------------------------------------------------
@@ -148,7 +134,7 @@ async def trigger_sync(
                 data=job_event_data(job),
                 at=now,
             )
-            data = accepted_view(job)
+            data = SyncAccepted.of(job).model_dump(mode="json")
             if idempotency_key is not None:
                 await idempotency.complete(
                     session,
@@ -248,32 +234,44 @@ async def get_job(session: AsyncSession, *, workspace_id: str, job_id: str) -> S
 # --- Lifecycle (worker side) -----------------------------------------------------------------------
 
 
+# A running job's retry state is cleared whenever it (re)starts or ends.
+_NOT_RETRYING: dict[str, Any] = {"retry_attempt": None, "retry_at": None, "retry_error": None}
+
+
 @dataclass(slots=True)
 class StartedJob:
     job: SyncJob
     connections: list[Connection]
     event_ids: list[str] = field(default_factory=list)
+    # Every connection the job covers was deleted since it was queued: it fails (connection_deleted).
+    connections_deleted: bool = False
 
     @property
     def exhausted(self) -> bool:
         return self.job.attempts > MAX_ATTEMPTS
 
 
-async def start_job(db: Database, *, job_id: str) -> StartedJob | None:
+async def start_job(db: Database, *, job_id: str, worker_id: str | None = None) -> StartedJob | None:
     """queued → running with a calendar.sync.started event; a job already running (re-run after a crash)
-    resumes without a second event; a finished or unknown job gives None."""
+    resumes without a second event; a finished or unknown job gives None. `worker_id` records who runs it."""
     async with db.session() as session:
         now = utcnow()
         moved = await session.execute(
             update(SyncJob)
             .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "queued")
-            .values(status="running", started_at=now, attempts=col(SyncJob.attempts) + 1)
+            .values(
+                status="running",
+                started_at=now,
+                attempts=col(SyncJob.attempts) + 1,
+                worker_id=worker_id,
+                **_NOT_RETRYING,
+            )
         )
         if _rowcount(moved) != 1:
             moved = await session.execute(
                 update(SyncJob)
                 .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
-                .values(attempts=col(SyncJob.attempts) + 1)
+                .values(attempts=col(SyncJob.attempts) + 1, worker_id=worker_id, **_NOT_RETRYING)
             )
             if _rowcount(moved) != 1:
                 return None
@@ -290,6 +288,8 @@ async def start_job(db: Database, *, job_id: str) -> StartedJob | None:
             )
             started = StartedJob(job=job, connections=[], event_ids=[event.id])
         started.connections = await _job_connections(session, started.job)
+        if not started.connections:
+            started.connections_deleted = not await _any_connection_in_scope(session, started.job)
     return started
 
 
@@ -303,7 +303,7 @@ async def finish_job(
         moved = await session.execute(
             update(SyncJob)
             .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
-            .values(status=status, completed_at=now, stats=stats, error=error)
+            .values(status=status, completed_at=now, stats=stats, error=error, **_NOT_RETRYING)
         )
         if _rowcount(moved) != 1:
             return []
@@ -317,6 +317,89 @@ async def finish_job(
             at=now,
         )
     return [event.id]
+
+
+async def is_running(db: Database, *, job_id: str) -> bool:
+    """Still running: not failed meanwhile (its connection deleted) nor finished by another run."""
+    async with db.session() as session:
+        found = await session.execute(
+            select(col(SyncJob.id)).where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+        )
+        return found.first() is not None
+
+
+async def record_retry(
+    db: Database, *, job_id: str, attempt: int | None, at: datetime | None, error: dict[str, Any] | None
+) -> None:
+    """Show (attempt set) or clear (attempt None) a running job's provider retry state; its own short transaction."""
+    async with db.session() as session:
+        await session.execute(
+            update(SyncJob)
+            .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+            .values(retry_attempt=attempt, retry_at=at, retry_error=error)
+        )
+
+
+async def fail_jobs_of_deleted_connection(session: AsyncSession, *, connection: Connection) -> list[str]:
+    """In the deleting transaction: fail the active jobs that sync `connection` (connection_deleted).
+
+    Its background jobs, queued or running, and the running jobs covering it (a running job has already
+    chosen its connections). A queued job for the workspace or provider picks its connections when it
+    starts; it fails there only if none is left (start_job).
+    """
+    now = utcnow()
+    covers = (col(SyncJob.connection_id) == connection.id) | (
+        (col(SyncJob.status) == "running")
+        & col(SyncJob.connection_id).is_(None)
+        & (col(SyncJob.provider).is_(None) | (col(SyncJob.provider) == connection.provider))
+    )
+    job_ids = (
+        await session.execute(
+            select(col(SyncJob.id)).where(
+                col(SyncJob.workspace_id) == connection.workspace_id,
+                col(SyncJob.status).in_(ACTIVE_STATUSES),
+                covers,
+            )
+        )
+    ).scalars()
+    error = {
+        "code": "connection_deleted",
+        "message": f"Connection {connection.id} was deleted before the sync finished",
+    }
+    # The connection's calendars and events go with it, so nothing the job applied for it remains.
+    stats = {"calendars": 0, "events_created": 0, "events_updated": 0, "events_deleted": 0}
+    event_ids: list[str] = []
+    for job_id in list(job_ids):
+        moved = await session.execute(
+            update(SyncJob)
+            .where(col(SyncJob.id) == job_id, col(SyncJob.status).in_(ACTIVE_STATUSES))
+            .values(status="failed", completed_at=now, stats=stats, error=error, **_NOT_RETRYING)
+        )
+        if _rowcount(moved) != 1:
+            continue
+        job = await _load_job(session, job_id)
+        event = record_event(
+            session,
+            workspace_id=job.workspace_id,
+            type="calendar.sync.failed",
+            provider=job.provider,
+            data=job_event_data(job),
+            at=now,
+        )
+        event_ids.append(event.id)
+    return event_ids
+
+
+async def running_job_owners(db: Database, *, limit: int = 500) -> list[tuple[str, str]]:
+    """(job id, worker id) of the running jobs whose worker is recorded, oldest first."""
+    async with db.session() as session:
+        rows = await session.execute(
+            select(col(SyncJob.id), col(SyncJob.worker_id))
+            .where(col(SyncJob.status) == "running", col(SyncJob.worker_id).is_not(None))
+            .order_by(col(SyncJob.queued_at))
+            .limit(limit)
+        )
+        return [(r[0], str(r[1])) for r in rows]
 
 
 async def stale_job_ids(
@@ -351,15 +434,22 @@ async def _load_job(session: AsyncSession, job_id: str) -> SyncJob:
 
 
 async def _job_connections(session: AsyncSession, job: SyncJob) -> list[Connection]:
-    query = select(Connection).where(
-        col(Connection.workspace_id) == job.workspace_id,
-        col(Connection.status) == "active",
-    )
+    query = _in_scope(select(Connection), job).where(col(Connection.status) == "active")
+    return list((await session.execute(query.order_by(col(Connection.id)))).scalars())
+
+
+async def _any_connection_in_scope(session: AsyncSession, job: SyncJob) -> bool:
+    # Whatever its status: a connection awaiting re-authorisation still exists.
+    return (await session.execute(_in_scope(select(col(Connection.id)), job).limit(1))).first() is not None
+
+
+def _in_scope(query: Select[Any], job: SyncJob) -> Select[Any]:
+    query = query.where(col(Connection.workspace_id) == job.workspace_id)
     if job.connection_id is not None:
         query = query.where(col(Connection.id) == job.connection_id)
     if job.provider is not None:
         query = query.where(col(Connection.provider) == job.provider)
-    return list((await session.execute(query.order_by(col(Connection.id)))).scalars())
+    return query
 
 
 # --- Secrets ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from sync_trigger import runner, service
 from sync_trigger.background import background_cron_jobs
 from synchook.context import AppContext
 from synchook.db import is_connection_error
+from synchook.janitor import live_workers
 from synchook.outbox import hand_off
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
@@ -27,7 +28,7 @@ async def run_sync_job(ctx: dict[str, Any], job_id: str) -> str:
     """Run one job: queued → running, the connectors, then completed | failed; safe to re-run after a crash."""
     app: AppContext = ctx["app"]
     try:
-        return await _run(app, job_id)
+        return await _run(app, job_id, worker_id=ctx.get("worker_id"))
     except Exception as exc:
         if is_connection_error(exc):
             # The database blinked: arq runs the job again later; the conditional updates keep it exactly-once.
@@ -36,8 +37,8 @@ async def run_sync_job(ctx: dict[str, Any], job_id: str) -> str:
         raise
 
 
-async def _run(app: AppContext, job_id: str) -> str:
-    started = await service.start_job(app.db, job_id=job_id)
+async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) -> str:
+    started = await service.start_job(app.db, job_id=job_id, worker_id=worker_id)
     if started is None:
         return "noop"
     await hand_off(app.enqueue, started.event_ids)
@@ -45,6 +46,9 @@ async def _run(app: AppContext, job_id: str) -> str:
     error: dict[str, Any] | None = None
     if started.exhausted:
         error = {"code": "internal_error", "message": "The sync was interrupted too many times"}
+    elif started.connections_deleted:
+        stats = runner.SyncStats().as_dict()
+        error = {"code": "connection_deleted", "message": "The calendar connection was deleted before the sync ran"}
     else:
         # Leave arq's own job timeout a margin, so a slow sync fails with its event instead of hanging.
         budget = max(1.0, app.settings.sync_job_timeout * 0.9)
@@ -53,6 +57,9 @@ async def _run(app: AppContext, job_id: str) -> str:
             stats = result.as_dict()
         except runner.SyncFailure as failure:
             stats, error = failure.stats.as_dict(), failure.as_error()
+        except runner.JobEnded:
+            # Failed meanwhile (its connection was deleted), with its event: nothing left to record.
+            return "noop"
         except TimeoutError:
             error = {"code": "timeout", "message": f"The sync did not finish within {int(budget)} seconds"}
         except Exception as exc:
@@ -66,7 +73,11 @@ async def _run(app: AppContext, job_id: str) -> str:
 
 
 async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
-    """Re-enqueue jobs the queue lost; arq's job-id dedup means a job still queued is not doubled."""
+    """Re-enqueue jobs the queue lost; arq's job-id dedup means a job still queued is not doubled.
+
+    A running job whose worker stopped beating (killed, or `synchook dev` restarted with a fresh Redis)
+    is run again at once: it resumes where the calendar cursors stand, or fails if its connection is gone.
+    """
     app: AppContext = ctx["app"]
     now = utcnow()
     job_ids = await service.stale_job_ids(
@@ -74,6 +85,7 @@ async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
         queued_before=now - QUEUED_GRACE,
         running_before=now - timedelta(seconds=app.settings.sync_job_timeout),
     )
+    job_ids += [j for j in await _orphaned_job_ids(app) if j not in job_ids]
     requeued = 0
     for job_id in job_ids:
         if await service.enqueue_job_run(app.enqueue, job_id):
@@ -83,11 +95,21 @@ async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
     return requeued
 
 
+async def _orphaned_job_ids(app: AppContext) -> list[str]:
+    """Running jobs whose recorded worker has no heartbeat (synchook.janitor)."""
+    if app.redis is None:
+        return []
+    owners = await service.running_job_owners(app.db)
+    alive = await live_workers(app.redis, (worker_id for _, worker_id in owners))
+    return [job_id for job_id, worker_id in owners if worker_id not in alive]
+
+
 FUNCTIONS: list[Any] = [run_sync_job]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
     return [
-        cron(recover_sync_jobs, second={0, 30}, run_at_startup=True, unique=True, timeout=120),
+        # Every 5 s (and at start-up): a dead worker's running job is back within seconds. One indexed query.
+        cron(recover_sync_jobs, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120),
         *background_cron_jobs(settings),
     ]

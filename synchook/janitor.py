@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from arq import Retry
@@ -31,7 +32,7 @@ from arq.worker import Function
 
 from synchook.queue import KEY_PREFIX, REDIS_LOST, due_job_ids
 
-__all__ = ["Liveness", "free_stale_jobs", "new_worker_id"]
+__all__ = ["Liveness", "free_stale_jobs", "live_workers", "new_worker_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,17 @@ class Liveness:
         freed = await free_stale_jobs(redis, in_progress_timeout_s=self.in_progress_timeout_s)
         if freed:
             logger.warning("janitor freed %d job(s) of dead workers for the queue", len(freed))
+
+
+async def live_workers(redis: ArqRedis, worker_ids: Iterable[str]) -> set[str]:
+    """The workers among `worker_ids` whose heartbeat is current (a stopped or killed one's has expired)."""
+    wanted = sorted(set(worker_ids))
+    if not wanted:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for worker_id in wanted:
+            pipe.exists(WORKER_KEY_PREFIX + worker_id)
+        return {worker_id for worker_id, alive in zip(wanted, await pipe.execute(), strict=True) if alive}
 
 
 async def free_stale_jobs(redis: ArqRedis, *, in_progress_timeout_s: float, scan: int = JANITOR_SCAN) -> list[str]:

@@ -32,7 +32,7 @@ from sync_trigger.connectors.base import (
 )
 from sync_trigger.connectors.google import GoogleConnector
 from sync_trigger.connectors.microsoft import MicrosoftConnector
-from sync_trigger.connectors.throttle import Sleep
+from sync_trigger.connectors.throttle import RetryHook, RetryNotice, Sleep
 
 __all__ = [
     "PROVIDERS",
@@ -48,6 +48,8 @@ __all__ = [
     "ProviderError",
     "ProviderRateLimited",
     "ReauthRequired",
+    "RetryHook",
+    "RetryNotice",
     "Tokens",
     "build_connector",
 ]
@@ -69,12 +71,13 @@ def build_connector(
     max_throttle_wait: float = 60.0,
     page_size: int | None = None,
     sleep: Sleep = asyncio.sleep,
+    on_retry: RetryHook | None = None,
 ) -> Connector:
     """The connector for `provider` ("google" or "microsoft")."""
     connector_class = _CONNECTORS.get(provider)
     if connector_class is not None:
         return connector_class(
             session, endpoints, tokens, on_tokens_refreshed,
-            max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep,
+            max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep, on_retry=on_retry,
         )  # fmt: skip
     raise ValueError(f"unknown calendar provider {provider!r}")

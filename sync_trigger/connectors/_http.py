@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from sync_trigger.connectors.base import ConnectorError, ProviderError, ProviderRateLimited, ReauthRequired
-from sync_trigger.connectors.throttle import Backoff, Sleep, parse_retry_after
+from sync_trigger.connectors.throttle import Backoff, RetryHook, Sleep, parse_retry_after
 from synchook.storable import storable_json
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Requester:
         limit: int | None = None,
         max_throttle_wait: float = 60.0,
         sleep: Sleep = asyncio.sleep,
+        on_retry: RetryHook | None = None,
     ) -> None:
         self._session = session
         self._policy = policy
@@ -67,6 +68,7 @@ class Requester:
         self._semaphore = asyncio.Semaphore(limit) if limit else None
         self._max_throttle_wait = max_throttle_wait
         self._sleep = sleep
+        self._on_retry = on_retry
 
     async def request(
         self,
@@ -79,7 +81,7 @@ class Requester:
     ) -> Any:
         """The decoded JSON body of a 2xx reply; raises a ConnectorError otherwise."""
         provider = self._policy.provider
-        backoff = Backoff(self._max_throttle_wait, self._sleep)
+        backoff = Backoff(self._max_throttle_wait, self._sleep, self._on_retry)
         refreshed = False
         while True:
             send_headers = dict(headers or {})
@@ -91,12 +93,18 @@ class Requester:
                 reply = await self._send(method, url, params=params, headers=send_headers, data=data)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 logger.warning("%s request failed (%s), retrying", provider, type(exc).__name__)
-                await backoff.wait(None, ProviderError(f"{provider} unreachable ({type(exc).__name__})"))
+                failed = f"{provider} unreachable ({_network_failure(exc)})"
+                await backoff.wait(
+                    None,
+                    ProviderError(f"{failed}; gave up after retrying for {self._max_throttle_wait:g} s"),
+                    cause=ProviderError(failed),
+                )
                 continue
 
             if 200 <= reply.status < 300:
                 if reply.payload is None:
                     raise ProviderError(f"{provider} sent an unreadable response", status=reply.status)
+                await backoff.recovered()
                 return reply.payload
 
             if reply.status == 401 and self._auth is not None and token is not None:
@@ -125,7 +133,8 @@ class Requester:
                     backoff.attempt + 1,
                     retry_after,
                 )
-                await backoff.wait(retry_after, exhausted)
+                cause = type(exhausted)(f"{provider} answered HTTP {reply.status}", status=reply.status)
+                await backoff.wait(retry_after, exhausted, cause=cause)
                 continue
 
             raise self._policy.error_for(reply.status, reply.payload)
@@ -158,6 +167,15 @@ class Requester:
         ) as response:
             body = await response.read()
             return _Reply(response.status, _decode(body), response.headers.get("Retry-After"))
+
+
+def _network_failure(exc: BaseException) -> str:
+    # Host and port only: never the URL, whose query may carry a sync token.
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
 
 
 def _decode(body: bytes) -> Any:

@@ -31,7 +31,7 @@ from sync_trigger.connectors.base import (
     TokensCallback,
 )
 from sync_trigger.connectors.oauth import authorized_requester
-from sync_trigger.connectors.throttle import Sleep
+from sync_trigger.connectors.throttle import RetryHook, Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class GoogleConnector:
         max_throttle_wait: float = 60.0,
         page_size: int | None = None,
         sleep: Sleep = asyncio.sleep,
+        on_retry: RetryHook | None = None,
     ) -> None:
         self._base = endpoints.google_api_url.rstrip("/") + "/calendar/v3"
         self._page_size = page_size
@@ -89,6 +90,7 @@ class GoogleConnector:
             on_refreshed=on_tokens_refreshed,
             max_throttle_wait=max_throttle_wait,
             sleep=sleep,
+            on_retry=on_retry,
         )
 
     @property

@@ -32,7 +32,7 @@ from sync_trigger.connectors.base import (
     TokensCallback,
 )
 from sync_trigger.connectors.oauth import authorized_requester
-from sync_trigger.connectors.throttle import Sleep
+from sync_trigger.connectors.throttle import RetryHook, Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class MicrosoftConnector:
         max_throttle_wait: float = 60.0,
         page_size: int | None = None,
         sleep: Sleep = asyncio.sleep,
+        on_retry: RetryHook | None = None,
     ) -> None:
         self._base = endpoints.microsoft_graph_url.rstrip("/")
         origin = urlsplit(self._base)
@@ -89,6 +90,7 @@ class MicrosoftConnector:
             on_refreshed=on_tokens_refreshed,
             max_throttle_wait=max_throttle_wait,
             sleep=sleep,
+            on_retry=on_retry,
             limit=MAILBOX_CONCURRENCY,
         )
 

@@ -23,7 +23,7 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
-from sync_trigger.connectors.throttle import Sleep
+from sync_trigger.connectors.throttle import RetryHook, Sleep
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,11 @@ def authorized_requester(
     max_throttle_wait: float,
     sleep: Sleep,
     limit: int | None = None,
+    on_retry: RetryHook | None = None,
 ) -> tuple[TokenManager, Requester]:
     """A provider's API requester that refreshes its tokens through that provider's token endpoint."""
     token_requester = Requester(
-        session, TokenEndpointPolicy(provider), max_throttle_wait=max_throttle_wait, sleep=sleep
+        session, TokenEndpointPolicy(provider), max_throttle_wait=max_throttle_wait, sleep=sleep, on_retry=on_retry
     )
     auth = TokenManager(
         provider,
@@ -156,5 +157,7 @@ def authorized_requester(
         tokens=tokens,
         on_refreshed=on_refreshed,
     )
-    requester = Requester(session, policy, auth=auth, limit=limit, max_throttle_wait=max_throttle_wait, sleep=sleep)
+    requester = Requester(
+        session, policy, auth=auth, limit=limit, max_throttle_wait=max_throttle_wait, sleep=sleep, on_retry=on_retry
+    )
     return auth, requester

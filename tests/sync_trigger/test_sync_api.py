@@ -101,6 +101,7 @@ async def test_get_job_shows_every_field(client: httpx.AsyncClient, tenant: Tena
         "completed_at": None,
         "stats": None,
         "error": None,
+        "retry": None,
     }
 
 
