@@ -277,3 +277,18 @@ async def test_logs_need_a_key(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/webhooks/deliveries")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_key"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["type=&since=&until=", "event_type=&status=&subscription_id=", "type=" + "x" * 101],
+    ids=["blank-event-filters", "blank-delivery-filters", "long-type"],
+)
+async def test_blank_or_long_filters_never_give_a_500(client: httpx.AsyncClient, tenant: Tenant, query: str) -> None:
+    # Found by schemathesis: a blank `type` became None and then met its length bound (a TypeError, a 500).
+    path = "/v1/webhooks/deliveries" if "event_type" in query else "/v1/webhooks/events"
+    response = await client.get(f"{path}?{query}", headers=tenant.headers)
+    if "x" * 101 in query:
+        assert response.status_code == 422 and response.json()["error"]["field"] == "type"
+    else:
+        assert response.status_code == 200, response.text

@@ -85,7 +85,10 @@ def _blank_is_absent(value: object) -> object:
     return None if value == "" else value
 
 
-FilterText = Annotated[StrictStr | None, BeforeValidator(_blank_is_absent), Field(max_length=_MAX_FILTER_LENGTH)]
+# The bound sits on the text itself: on the optional type it would also be asked of None (a TypeError, a 500).
+FilterText = Annotated[
+    Annotated[StrictStr, Field(max_length=_MAX_FILTER_LENGTH)] | None, BeforeValidator(_blank_is_absent)
+]
 QueryTime = Annotated[IsoDateTime | None, BeforeValidator(_blank_is_absent)]
 
 
