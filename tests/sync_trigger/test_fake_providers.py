@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.fakes.providers import CLIENTS, FakeProviders
+from synchook.fakes import CLIENTS, FakeProviders
 
 ALICE = "alice@example.com"
 
@@ -216,7 +216,7 @@ def test_token_endpoints_refresh_rotate_and_refuse(fake: FakeProviders) -> None:
 
 def test_runs_as_a_separate_process_and_prints_lines_a_shell_can_run() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.providers", "--port", "0", "--seed"],
+        [sys.executable, "-m", "synchook.fakes", "--port", "0", "--seed"],
         stdout=subprocess.PIPE,
         text=True,
     )

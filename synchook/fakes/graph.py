@@ -13,10 +13,10 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.providers._common import clamp, utc, utc_millis
-from tests.fakes.providers.models import MICROSOFT, FakeAccount, FakeEvent, Fault
-from tests.fakes.providers.paging import Snapshot, Window
-from tests.fakes.providers.state import ProviderState
+from synchook.fakes._common import clamp, utc, utc_millis
+from synchook.fakes.models import MICROSOFT, FakeAccount, FakeEvent, Fault
+from synchook.fakes.paging import Snapshot, Window
+from synchook.fakes.state import ProviderState
 
 
 def calendars(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:

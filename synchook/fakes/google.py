@@ -12,10 +12,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.providers._common import clamp, new_token, utc, utc_millis
-from tests.fakes.providers.models import GOOGLE, FakeAccount, FakeCalendar, FakeEvent, Fault
-from tests.fakes.providers.paging import Owner, Snapshot
-from tests.fakes.providers.state import ProviderState
+from synchook.fakes._common import clamp, new_token, utc, utc_millis
+from synchook.fakes.models import GOOGLE, FakeAccount, FakeCalendar, FakeEvent, Fault
+from synchook.fakes.paging import Owner, Snapshot
+from synchook.fakes.state import ProviderState
 
 GOOGLE_SYNC_INCOMPATIBLE = frozenset(
     {"iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin"}

@@ -7,10 +7,10 @@ import threading
 from collections import Counter, deque
 from datetime import UTC, date, datetime, timedelta
 
-from tests.fakes.providers._common import utc
-from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, Fault, RequestRecord
-from tests.fakes.providers.oauth import TokenBook, new_secret
-from tests.fakes.providers.paging import Pager
+from synchook.fakes._common import utc
+from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, Fault, RequestRecord
+from synchook.fakes.oauth import TokenBook, new_secret
+from synchook.fakes.paging import Pager
 
 
 class ProviderState:

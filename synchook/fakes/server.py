@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.providers import google, graph
-from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount, Fault, RequestRecord
-from tests.fakes.providers.oauth import CLIENTS
-from tests.fakes.providers.state import ProviderState
+from synchook.fakes import google, graph
+from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, Fault, RequestRecord
+from synchook.fakes.oauth import CLIENTS
+from synchook.fakes.state import ProviderState
 
 Handler = Callable[[ProviderState, Request, FakeAccount], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from tests.fakes.providers._common import utc
+from synchook.fakes._common import utc
 
 GOOGLE, MICROSOFT = "google", "microsoft"
 

@@ -1,4 +1,4 @@
-"""`python -m tests.fakes.providers --port 8555 --seed`: the fakes for manual runs; prints the URLs and tokens."""
+"""`python -m synchook.fakes --port 8555 --seed`: the fakes for manual runs; prints the URLs and tokens."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shlex
 import time
 from datetime import UTC, datetime, timedelta
 
-from tests.fakes.providers.models import GOOGLE, MICROSOFT
-from tests.fakes.providers.server import FakeProviders
+from synchook.fakes.models import GOOGLE, MICROSOFT
+from synchook.fakes.server import FakeProviders
 
 
 def main() -> None:
