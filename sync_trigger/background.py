@@ -1,7 +1,9 @@
 """Continuous background sync: a cron tick queues an incremental sync for each connection that is due.
 
 A connection is due when it is active, its last background sync was queued more than
-`background_sync_interval` seconds ago (or never), and no queued or running job covers it.
+`background_sync_interval` seconds ago (never: it was connected that long ago), and no queued or running
+job covers it. A newly connected account waits one interval for its first one: right after connecting, the
+caller syncs on demand, and a second job seconds later (with "events_created": 0) only confuses.
 Background jobs carry trigger="background", so they never count against the on-demand cap.
 """
 
@@ -12,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq import cron
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -44,7 +46,7 @@ async def schedule_background_syncs(ctx: dict[str, Any]) -> int:
             for row in await session.execute(
                 select(col(Connection.id))
                 .where(col(Connection.status) == "active", _due(cutoff))
-                .order_by(col(Connection.last_background_sync_at).is_not(None), col(Connection.last_background_sync_at))
+                .order_by(_last_background_sync())
                 .limit(BATCH)
             )
         ]
@@ -97,8 +99,12 @@ async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: 
     return job.id
 
 
+def _last_background_sync() -> Any:
+    return func.coalesce(col(Connection.last_background_sync_at), col(Connection.created_at))
+
+
 def _due(cutoff: datetime) -> Any:
-    return or_(col(Connection.last_background_sync_at).is_(None), col(Connection.last_background_sync_at) < cutoff)
+    return _last_background_sync() < cutoff
 
 
 async def _covered(session: AsyncSession, connection: Connection) -> bool:

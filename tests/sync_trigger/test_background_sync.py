@@ -62,6 +62,7 @@ async def test_a_due_connection_gets_a_background_job_that_runs_with_its_events(
 ) -> None:
     h.fake.add_events("google", ALICE, ALICE, 3, first=soon())
     connection = await h.connect("google")
+    await connected_long_ago(app_ctx)
     assert await schedule_background_syncs({"app": app_ctx}) == 1
     [job] = await jobs(app_ctx)
     assert (job.trigger, job.mode, job.connection_id, job.provider) == (
@@ -82,6 +83,22 @@ async def test_a_due_connection_gets_a_background_job_that_runs_with_its_events(
     assert quota.used == 0
 
 
+async def connected_long_ago(ctx: AppContext) -> None:
+    """Every connection was made a day ago: due for its first background sync."""
+    async with ctx.db.session() as session:
+        await session.execute(update(Connection).values(created_at=utcnow() - timedelta(days=1)))
+
+
+async def test_a_just_connected_account_waits_one_interval_for_its_first_background_sync(
+    app_ctx: AppContext, h: SyncHarness
+) -> None:
+    # The caller syncs on demand right after connecting; a background job seconds later only doubles it.
+    await h.connect("google")
+    assert await schedule_background_syncs({"app": app_ctx}) == 0
+    await connected_long_ago(app_ctx)
+    assert await schedule_background_syncs({"app": app_ctx}) == 1
+
+
 async def set_last_background_sync(ctx: AppContext, when: datetime) -> None:
     async with ctx.db.session() as session:
         await session.execute(update(Connection).values(last_background_sync_at=when))
@@ -92,6 +109,7 @@ async def test_it_fires_again_after_the_interval_and_not_before(
 ) -> None:
     h.fake.add_events("microsoft", ALICE, ALICE, 2, first=soon())
     await h.connect("microsoft")
+    await connected_long_ago(app_ctx)
     assert await schedule_background_syncs({"app": app_ctx}) == 1
     await run_worker()
     # Set the clock of the last background sync explicitly: a loaded machine must not make this flaky.
@@ -109,7 +127,9 @@ async def test_it_fires_again_after_the_interval_and_not_before(
 
 async def test_a_connection_with_a_queued_or_running_sync_is_not_doubled(app_ctx: AppContext, h: SyncHarness) -> None:
     google = await h.connect("google")
+    await connected_long_ago(app_ctx)
     microsoft = await h.connect("microsoft")
+    await connected_long_ago(app_ctx)
     # An on-demand job for Google alone is running: only Microsoft is due.
     running = await h.job(provider="google")
     assert await schedule_background_syncs({"app": app_ctx}) == 1
@@ -126,6 +146,7 @@ async def test_a_connection_with_a_queued_or_running_sync_is_not_doubled(app_ctx
 
 async def test_connections_needing_reauth_are_skipped(app_ctx: AppContext, h: SyncHarness) -> None:
     connection = await h.connect("google")
+    await connected_long_ago(app_ctx)
     async with app_ctx.db.session() as session:
         await session.execute(
             update(type(connection)).where(col(type(connection).id) == connection.id).values(status="reauth_required")
@@ -136,6 +157,7 @@ async def test_connections_needing_reauth_are_skipped(app_ctx: AppContext, h: Sy
 
 async def test_interval_zero_turns_background_sync_off(app_ctx: AppContext, h: SyncHarness) -> None:
     await h.connect("google")
+    await connected_long_ago(app_ctx)
     app_ctx.settings = app_ctx.settings.model_copy(update={"background_sync_interval": 0})
     assert background_cron_jobs(app_ctx.settings) == []
     assert await schedule_background_syncs({"app": app_ctx}) == 0
@@ -149,6 +171,7 @@ async def test_the_cron_fires_on_a_worker(
 ) -> None:
     h.fake.add_events("google", ALICE, ALICE, 1, first=soon())
     await h.connect("google")
+    await connected_long_ago(app_ctx)
     # The scheduler's cron alone (until tasks.py wires it), run at start-up by a burst worker.
     monkeypatch.setattr(synchook.worker, "cron_jobs", background_cron_jobs)
     await make_worker(with_cron=True).main()
