@@ -32,7 +32,7 @@ from sync_trigger.connectors import (
     Tokens,
     build_connector,
 )
-from sync_trigger.models import Connection, SyncJob
+from sync_trigger.models import Connection, ConnectionStatus, SyncJob
 from sync_trigger.service import DEFAULT_LOOKAHEAD, DEFAULT_LOOKBACK
 from synchook.context import AppContext
 from synchook.crypto import DecryptionError
@@ -278,6 +278,8 @@ def _retry_reporter(app: AppContext, job_id: str) -> RetryHook:
 async def _mark_reauth_required(app: AppContext, connection: Connection) -> None:
     async with app.db.session() as session:
         await session.execute(
-            update(Connection).where(col(Connection.id) == connection.id).values(status="reauth_required")
+            update(Connection)
+            .where(col(Connection.id) == connection.id)
+            .values(status=ConnectionStatus.REAUTH_REQUIRED)
         )
-    connection.status = "reauth_required"
+    connection.status = ConnectionStatus.REAUTH_REQUIRED

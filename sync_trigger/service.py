@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.auth.models import Workspace
@@ -197,7 +197,7 @@ async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
 async def _require_connection(session: AsyncSession, *, workspace_id: str, provider: str | None) -> None:
     query = select(col(Connection.id)).where(
         col(Connection.workspace_id) == workspace_id,
-        col(Connection.status) == "active",
+        col(Connection.status) == ConnectionStatus.ACTIVE,
     )
     if provider is not None:
         query = query.where(col(Connection.provider) == provider)
@@ -434,7 +434,7 @@ async def _load_job(session: AsyncSession, job_id: str) -> SyncJob:
 
 
 async def _job_connections(session: AsyncSession, job: SyncJob) -> list[Connection]:
-    query = _in_scope(select(Connection), job).where(col(Connection.status) == "active")
+    query = _in_scope(select(Connection), job).where(col(Connection.status) == ConnectionStatus.ACTIVE)
     return list((await session.execute(query.order_by(col(Connection.id)))).scalars())
 
 
