@@ -191,7 +191,9 @@ def _check_sendable(subscription: Subscription) -> None:
 async def replay_delivery(
     app: AppContext, *, workspace_id: str, delivery_id: str, requested_by: str
 ) -> tuple[Replay, Delivery]:
-    """Start a fresh retry sequence for one delivery (same event, so the same webhook-id); audited."""
+    """Start a fresh retry sequence for one delivery (same event, so the same webhook-id); audited.
+
+    Commits, then enqueues the delivery: two steps, so it takes one explicit context, `app`, not a session."""
     now = utcnow()
     async with app.db.session() as session:
         delivery = await find_delivery(session, workspace_id=workspace_id, delivery_id=delivery_id)
@@ -199,7 +201,7 @@ async def replay_delivery(
         if subscription is None:
             raise Conflict("The delivery's subscription no longer exists", code="subscription_deleted")
         _check_sendable(subscription)
-        reset = await reset_for_replay(session, [delivery.id], now=now, workspace_id=workspace_id)
+        reset = await reset_for_replay(session, [delivery.id], workspace_id=workspace_id, now=now)
         if not reset:
             raise Conflict(
                 f"Delivery {delivery.id} is already pending or being sent; wait for it to finish",
@@ -373,7 +375,10 @@ class _Step:
 
 
 async def run_bulk_replay(app: AppContext, replay_id: str, *, batch_size: int = BATCH_SIZE) -> Replay | None:
-    """Work through a bulk replay batch by batch until it is done or cancelled; returns its final row."""
+    """Work through a bulk replay batch by batch until it is done or cancelled; returns its final row.
+
+    One transaction per batch, each followed by enqueueing its deliveries: an orchestration, so it takes one
+    explicit context, `app`, and opens each unit of work itself."""
     while True:
         async with app.db.session() as session:
             replay = await _lock_replay(session, replay_id)
@@ -424,7 +429,7 @@ async def _replay_deliveries(
     query = query.order_by(d.id).limit(batch_size).with_for_update(of=_deliveries)
     ids = [row[0] for row in await session.execute(query)]
     if ids:
-        reset = await reset_for_replay(session, ids, now=now, workspace_id=criteria.workspace_id)
+        reset = await reset_for_replay(session, ids, workspace_id=criteria.workspace_id, now=now)
         step.scheduled.extend(reset)
         replay.replayed += len(reset)
         replay.skipped += len(ids) - len(reset)
