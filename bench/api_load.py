@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from synchook.auth.models import Scope
 from synchook.auth.service import create_key, create_workspace
 from synchook.context import AppContext
 
@@ -20,7 +21,9 @@ async def make_workspaces(ctx: AppContext, http: aiohttp.ClientSession, api_url:
     for index in range(count):
         async with ctx.db.session() as session:
             workspace = await create_workspace(session, name=f"bench-api-{index}")
-            _, raw = await create_key(session, workspace_id=workspace.id, scopes=["read:calendar", "write:calendar"])
+            _, raw = await create_key(
+                session, workspace_id=workspace.id, scopes=[Scope.READ_CALENDAR, Scope.WRITE_CALENDAR]
+            )
         body = {"provider": "google", "account": f"bench{index}@example.com", "access_token": "a", "refresh_token": "r"}
         async with http.post(
             api_url + "/v1/calendar/connections", json=body, headers={"Authorization": f"Bearer {raw}"}

@@ -23,12 +23,13 @@ import sqlalchemy as sa
 
 from subscriptions.catalogue import CATALOGUE
 from subscriptions.matching import match_subscriptions
-from subscriptions.models import ANY, Subscription, SubscriptionFilter
+from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter, SubscriptionStatus
 from synchook import migrate
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox, generate_master_key
 from synchook.db import Database
 from synchook.ids import ulid
+from synchook.providers import Provider
 from synchook.settings import parse_secret_keys
 from synchook.timeutil import utcnow
 
@@ -41,7 +42,7 @@ PATTERN_CHOICES: list[list[str]] = [
     ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed", "calendar.sync.failed"],
     ["webhook.*"],
 ]
-PROVIDER_CHOICES: list[list[str] | None] = [None, None, ["google"], ["microsoft"], ["google", "microsoft"]]
+PROVIDER_CHOICES: list[list[str] | None] = [None, None, *([p.value] for p in Provider), [p.value for p in Provider]]
 EVENT_TYPES = [t.name for t in CATALOGUE if t.name.startswith("calendar.")]
 CHUNK = 5_000
 
@@ -68,9 +69,9 @@ def _rows(
                 "description": None,
                 "event_types": patterns,
                 "providers": providers,
-                "status": "disabled" if rng.random() < 0.05 else "enabled",
+                "status": SubscriptionStatus.DISABLED if rng.random() < 0.05 else SubscriptionStatus.ENABLED,
                 "disabled_reason": None,
-                "signature_type": "hmac-sha256",
+                "signature_type": SignatureType.HMAC_SHA256,
                 "secret_sealed": box.seal("whsec_" + "A" * 43 + "=", context=sub_id),
                 "public_key": None,
                 "previous_secret_sealed": None,
@@ -125,11 +126,13 @@ async def _time_matches(
     matched = 0
     async with db.sessions() as session:
         for _ in range(20):  # warm-up: connection, statement cache, page cache
-            await match_subscriptions(session, workspace_id=workspaces[0], event_type=EVENT_TYPES[0], provider="google")
+            await match_subscriptions(
+                session, workspace_id=workspaces[0], event_type=EVENT_TYPES[0], provider=Provider.GOOGLE
+            )
         for _ in range(calls):
             workspace_id = rng.choice(workspaces)
             event_type = rng.choice(EVENT_TYPES)
-            provider = rng.choice(["google", "microsoft"])
+            provider = rng.choice(list(Provider))
             started = time.perf_counter()
             found = await match_subscriptions(
                 session, workspace_id=workspace_id, event_type=event_type, provider=provider

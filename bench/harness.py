@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from bench import api_load, raw
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
-from subscriptions.models import Subscription
+from subscriptions.models import Subscription, SubscriptionStatus
 from synchook import migrate
 from synchook.context import AppContext
 from synchook.ids import new_id
@@ -352,7 +352,7 @@ async def _disable_hanging(ctx: AppContext, tenant: Tenant) -> None:
         await session.execute(
             sa.update(Subscription.__table__)  # type: ignore[attr-defined]
             .where(Subscription.__table__.c.id.in_(hanging))  # type: ignore[attr-defined]
-            .values(status="disabled", disabled_reason="bench: isolation scenario over")
+            .values(status=SubscriptionStatus.DISABLED, disabled_reason="bench: isolation scenario over")
         )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from subscriptions.catalogue import patterns_for
-from subscriptions.models import ANY, Subscription, SubscriptionFilter
+from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter
 from synchook.crypto import SecretBox
 
 __all__ = ["match_subscriptions", "signing_secrets"]
@@ -61,6 +61,6 @@ def signing_secrets(subscription: Subscription, box: SecretBox, *, now: datetime
     if subscription.previous_secret_sealed is not None and expires is not None and expires > now:
         sealed.append(subscription.previous_secret_sealed)
     secrets = [box.open(value, context=subscription.id) for value in sealed]
-    if subscription.signature_type == "ed25519":
+    if subscription.signature_type == SignatureType.ED25519:
         return [], secrets
     return secrets, []

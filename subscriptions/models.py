@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -10,6 +11,18 @@ from sqlmodel import Field, SQLModel
 from synchook.db import UTCDateTime
 
 ANY = "*"  # provider wildcard in a filter row
+
+
+class SubscriptionStatus(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class SignatureType(StrEnum):
+    """How deliveries are signed: HMAC with the whsec_ secret (v1), or Ed25519 with the whsk_ key (v1a)."""
+
+    HMAC_SHA256 = "hmac-sha256"
+    ED25519 = "ed25519"
 
 
 class Subscription(SQLModel, table=True):
@@ -24,9 +37,9 @@ class Subscription(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=1000)
     event_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
     providers: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    status: str = Field(default="enabled", max_length=20)  # enabled | disabled
+    status: str = Field(default=SubscriptionStatus.ENABLED, max_length=20)
     disabled_reason: str | None = Field(default=None, max_length=500)
-    signature_type: str = Field(default="hmac-sha256", max_length=20)  # hmac-sha256 | ed25519
+    signature_type: str = Field(default=SignatureType.HMAC_SHA256, max_length=20)
     secret_sealed: str = Field(max_length=1024)  # whsec_… (hmac) or whsk_… (ed25519)
     public_key: str | None = Field(default=None, max_length=200)  # whpk_… for ed25519
     previous_secret_sealed: str | None = Field(default=None, max_length=1024)
@@ -54,4 +67,4 @@ class SubscriptionFilter(SQLModel, table=True):
     subscription_id: str = Field(max_length=40, foreign_key="subscriptions.id", index=True)
     workspace_id: str = Field(max_length=40)
     event_pattern: str = Field(max_length=100)  # "calendar.sync.completed", "calendar.sync.*", "*"
-    provider: str = Field(max_length=20)  # "google" | "microsoft" | "*"
+    provider: str = Field(max_length=20)  # a Provider, or ANY

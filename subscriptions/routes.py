@@ -20,13 +20,11 @@ from subscriptions.schemas import (
     UpdateSubscription,
 )
 from subscriptions.service import OnDelete
+from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
 from synchook.outbox import hand_off
 from synchook.settings import Settings
-
-READ = "read:webhooks"
-WRITE = "write:webhooks"
 
 # A secret in a response must not stay in a browser's or a proxy's cache.
 NO_STORE = {"Cache-Control": "no-store"}
@@ -140,7 +138,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=list_event_types,
             summary="List the event-type catalogue",
             tag="webhooks",
-            scope=READ,
+            scope=Scope.READ_WEBHOOKS,
             response=EventTypeView,
             many=True,
             description="Each type with the JSON Schema of its webhook body.",
@@ -151,7 +149,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=create_subscription,
             summary="Create a subscription",
             tag="webhooks",
-            scope=WRITE,
+            scope=Scope.WRITE_WEBHOOKS,
             body=CreateSubscription,
             response=SubscriptionCreated,
             status=201,
@@ -167,7 +165,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=list_subscriptions,
             summary="List subscriptions",
             tag="webhooks",
-            scope=READ,
+            scope=Scope.READ_WEBHOOKS,
             query=PageQuery,
             response=SubscriptionView,
             many=True,
@@ -178,7 +176,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=get_subscription,
             summary="Get a subscription",
             tag="webhooks",
-            scope=READ,
+            scope=Scope.READ_WEBHOOKS,
             response=SubscriptionView,
             errors=(404,),
         ),
@@ -188,7 +186,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=update_subscription,
             summary="Update a subscription",
             tag="webhooks",
-            scope=WRITE,
+            scope=Scope.WRITE_WEBHOOKS,
             body=UpdateSubscription,
             response=SubscriptionView,
             errors=(404,),
@@ -199,7 +197,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=partial(delete_subscription, on_delete=on_delete),
             summary="Delete a subscription",
             tag="webhooks",
-            scope=WRITE,
+            scope=Scope.WRITE_WEBHOOKS,
             status=204,
             errors=(404,),
             description="Pending deliveries are cancelled.",
@@ -210,7 +208,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=get_secret,
             summary="Get the signing secret",
             tag="webhooks",
-            scope=WRITE,
+            scope=Scope.WRITE_WEBHOOKS,
             response=SecretView,
             errors=(404,),
             extra_response_headers=("Cache-Control",),
@@ -223,7 +221,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=rotate_secret,
             summary="Rotate the signing secret",
             tag="webhooks",
-            scope=WRITE,
+            scope=Scope.WRITE_WEBHOOKS,
             body=RotateSecret,
             body_required=False,
             response=SecretView,
@@ -238,7 +236,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
             handler=send_test_event,
             summary="Send a test event",
             tag="webhooks",
-            scope=WRITE,
+            scope=Scope.WRITE_WEBHOOKS,
             response=TestEventSent,
             status=202,
             errors=(404,),

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from subscriptions.catalogue import PROVIDERS, is_known_pattern
-from subscriptions.models import Subscription
+from subscriptions.models import SignatureType, Subscription, SubscriptionStatus
 from synchook.http.wire import Timestamp, Wire
 from synchook.providers import Provider, ProviderName
 
 if TYPE_CHECKING:  # the service imports the bodies above; the views only read its result's attributes
     from subscriptions.service import RevealedSecret
 
-SignatureType = Literal["hmac-sha256", "ed25519"]
-SubscriptionStatus = Literal["enabled", "disabled"]
+# In strict bodies an enum arrives as its value (JSON has no enums), as ProviderName does.
+SignatureTypeName = Annotated[SignatureType, Strict(False)]
+SubscriptionStatusName = Annotated[SubscriptionStatus, Strict(False)]
 
 MAX_DESCRIPTION = 1000
 MAX_EVENT_TYPES = 50
@@ -56,7 +57,7 @@ class CreateSubscription(_Body):
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     providers: list[ProviderName] | None = Field(default=None, min_length=1)
     rate_limit_per_second: int | None = Field(default=None, gt=0, le=MAX_RATE_LIMIT)
-    signature_type: SignatureType = "hmac-sha256"
+    signature_type: SignatureTypeName = SignatureType.HMAC_SHA256
 
     _check_event_types = field_validator("event_types")(_event_types)
     _check_description = field_validator("description")(_description)
@@ -71,7 +72,7 @@ class UpdateSubscription(_Body):
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     providers: list[ProviderName] | None = Field(default=None, min_length=1)
     rate_limit_per_second: int | None = Field(default=None, gt=0, le=MAX_RATE_LIMIT)
-    status: SubscriptionStatus | None = None
+    status: SubscriptionStatusName | None = None
 
     _check_description = field_validator("description")(_description)
     _check_providers = field_validator("providers")(_providers)
@@ -174,7 +175,7 @@ class SubscriptionCreated(SubscriptionView):
     @classmethod
     def of_new(cls, subscription: Subscription, secret: RevealedSecret) -> SubscriptionCreated:
         fields = {**SubscriptionView.fields_of(subscription), **SecretView.fields_of(secret)}
-        if subscription.signature_type == "ed25519":
+        if subscription.signature_type == SignatureType.ED25519:
             fields["secret"] = None
         return cls.model_validate(fields)
 

@@ -19,7 +19,7 @@ from sqlmodel import col
 from subscriptions.catalogue import ANY_EVENT, webhook_test_data
 from subscriptions.errors import InvalidURL, SubscriptionNotFound
 from subscriptions.keys import generate_ed25519_keypair, generate_webhook_secret, public_key_for
-from subscriptions.models import ANY, Subscription, SubscriptionFilter
+from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter, SubscriptionStatus
 from subscriptions.schemas import CreateSubscription, UpdateSubscription
 from subscriptions.url_safety import UnsafeURL, check_resolves_public
 from synchook.crypto import Revealed, SecretBox
@@ -32,7 +32,6 @@ from synchook.timeutil import utcnow
 logger = logging.getLogger(__name__)
 
 ID_PREFIX = "sub"
-ED25519 = "ed25519"
 DELETED_REASON = "subscription deleted"
 DISABLED_BY_USER = "disabled via the API"
 
@@ -97,7 +96,7 @@ async def create_subscription(
     url = checked_url or await safe_url(body.url, allow_private=allow_private, dns=dns)
     subscription_id = new_id(ID_PREFIX)
     public_key: str | None = None
-    if body.signature_type == ED25519:
+    if body.signature_type == SignatureType.ED25519:
         secret, public_key = generate_ed25519_keypair()
     else:
         secret = generate_webhook_secret()
@@ -109,7 +108,7 @@ async def create_subscription(
         description=body.description,
         event_types=body.event_types,
         providers=list(body.providers) if body.providers is not None else None,
-        status="enabled",
+        status=SubscriptionStatus.ENABLED,
         signature_type=body.signature_type,
         secret_sealed=box.seal(secret, context=subscription_id),
         public_key=public_key,
@@ -174,12 +173,12 @@ async def update_subscription(
         changes["url"] = checked_url or await safe_url(changes["url"], allow_private=allow_private, dns=dns)
     subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
     status = changes.pop("status", None)
-    if status == "enabled" and subscription.status != "enabled":
-        subscription.status = "enabled"
+    if status == SubscriptionStatus.ENABLED and subscription.status != SubscriptionStatus.ENABLED:
+        subscription.status = SubscriptionStatus.ENABLED
         subscription.disabled_reason = None
         subscription.failing_since = None  # a fresh start: old failures must not disable it again at once
-    elif status == "disabled" and subscription.status != "disabled":
-        subscription.status = "disabled"
+    elif status == SubscriptionStatus.DISABLED and subscription.status != SubscriptionStatus.DISABLED:
+        subscription.status = SubscriptionStatus.DISABLED
         subscription.disabled_reason = DISABLED_BY_USER
     for name, value in changes.items():
         setattr(subscription, name, value)
@@ -217,9 +216,9 @@ async def disable_subscription(
         .where(
             _subscriptions.c.workspace_id == workspace_id,
             _subscriptions.c.id == subscription_id,
-            _subscriptions.c.status == "enabled",
+            _subscriptions.c.status == SubscriptionStatus.ENABLED,
         )
-        .values(status="disabled", disabled_reason=reason, updated_at=now)
+        .values(status=SubscriptionStatus.DISABLED, disabled_reason=reason, updated_at=now)
     )
     return bool(getattr(result, "rowcount", 0))
 
@@ -263,7 +262,7 @@ async def rotate_secret(
     """Replace the secret; the old one keeps signing for ``expire_previous_in`` seconds (0: not at all)."""
     subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
     now = utcnow()
-    if subscription.signature_type == ED25519:
+    if subscription.signature_type == SignatureType.ED25519:
         secret, public_key = generate_ed25519_keypair()
         subscription.public_key = public_key
     else:
@@ -287,7 +286,7 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
     expires = subscription.previous_secret_expires_at
     previous_active = subscription.previous_secret_sealed is not None and expires is not None and expires > now
     previous_public_key: str | None = None
-    if previous_active and subscription.signature_type == ED25519 and subscription.previous_secret_sealed:
+    if previous_active and subscription.signature_type == SignatureType.ED25519 and subscription.previous_secret_sealed:
         previous = box.open(subscription.previous_secret_sealed, context=subscription.id)
         previous_public_key = public_key_for(previous)
     return RevealedSecret(

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from sync_trigger import service
-from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import hand_off, record_event
@@ -45,7 +45,7 @@ async def schedule_background_syncs(ctx: dict[str, Any]) -> int:
             row[0]
             for row in await session.execute(
                 select(col(Connection.id))
-                .where(col(Connection.status) == "active", _due(cutoff))
+                .where(col(Connection.status) == ConnectionStatus.ACTIVE, _due(cutoff))
                 .order_by(_last_background_sync())
                 .limit(BATCH)
             )
@@ -67,7 +67,9 @@ async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: 
         connection = (
             await session.execute(
                 select(Connection)
-                .where(col(Connection.id) == connection_id, col(Connection.status) == "active", _due(cutoff))
+                .where(
+                    col(Connection.id) == connection_id, col(Connection.status) == ConnectionStatus.ACTIVE, _due(cutoff)
+                )
                 .with_for_update()
             )
         ).scalar_one_or_none()

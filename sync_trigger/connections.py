@@ -8,7 +8,7 @@ from sqlmodel import col
 
 from sync_trigger import service
 from sync_trigger.errors import ConnectionExists
-from sync_trigger.models import Connection
+from sync_trigger.models import Connection, ConnectionStatus
 from sync_trigger.schemas import ConnectionCreateBody
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
@@ -38,7 +38,7 @@ async def create_connection(
         workspace_id=workspace_id,
         provider=body.provider,
         account=body.account,
-        status="active",
+        status=ConnectionStatus.ACTIVE,
         # Bound to the row id, so a sealed token copied to another row does not open.
         access_token_sealed=box.seal(body.access_token, context=connection_id),
         refresh_token_sealed=box.seal(body.refresh_token, context=connection_id),

@@ -10,9 +10,6 @@ from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from synchook.db import UTCDateTime
-from synchook.providers import Provider
-
-PROVIDERS: tuple[str, ...] = tuple(Provider)
 
 
 class JobStatus(StrEnum):
@@ -25,6 +22,12 @@ class JobStatus(StrEnum):
 class SyncMode(StrEnum):
     INCREMENTAL = "incremental"
     FULL = "full"
+
+
+class ConnectionStatus(StrEnum):
+    ACTIVE = "active"
+    # The provider refused the tokens: no sync runs until the account is connected again.
+    REAUTH_REQUIRED = "reauth_required"
 
 
 JOB_STATUSES: tuple[str, ...] = tuple(JobStatus)
@@ -41,7 +44,7 @@ class Connection(SQLModel, table=True):
     workspace_id: str = Field(max_length=40, foreign_key="workspaces.id")
     provider: str = Field(max_length=20)
     account: str = Field(max_length=320)
-    status: str = Field(default="active", max_length=20)  # active | reauth_required
+    status: str = Field(default=ConnectionStatus.ACTIVE, max_length=20)
     access_token_sealed: str = Field(max_length=8192)
     refresh_token_sealed: str = Field(max_length=8192)
     token_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))

@@ -9,6 +9,7 @@ from sync_trigger import connections, service
 from sync_trigger.calendar_index import routes as calendar_index_routes
 from sync_trigger.errors import SyncCapReached, SyncInProgress, SyncQuota
 from sync_trigger.schemas import ConnectionCreateBody, ConnectionView, SyncAccepted, SyncJobView, TriggerSyncBody
+from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
 from synchook.http.ratelimit import RateLimitState
@@ -90,7 +91,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=trigger_sync,
         summary="Trigger a calendar sync",
         tag="calendar",
-        scope="write:calendar",
+        scope=Scope.WRITE_CALENDAR,
         body=TriggerSyncBody,
         body_required=False,
         response=SyncAccepted,
@@ -109,7 +110,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=get_sync_job,
         summary="Get a sync job",
         tag="calendar",
-        scope="read:calendar",
+        scope=Scope.READ_CALENDAR,
         response=SyncJobView,
         errors=(404,),
     ),
@@ -119,7 +120,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=create_connection,
         summary="Connect a calendar account",
         tag="calendar",
-        scope="write:calendar",
+        scope=Scope.WRITE_CALENDAR,
         body=ConnectionCreateBody,
         response=ConnectionView,
         status=201,
@@ -133,7 +134,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=list_connections,
         summary="List connections",
         tag="calendar",
-        scope="read:calendar",
+        scope=Scope.READ_CALENDAR,
         query=PageQuery,
         response=ConnectionView,
         many=True,
@@ -144,7 +145,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=get_connection,
         summary="Get a connection",
         tag="calendar",
-        scope="read:calendar",
+        scope=Scope.READ_CALENDAR,
         response=ConnectionView,
         errors=(404,),
     ),
@@ -154,7 +155,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=delete_connection,
         summary="Disconnect a calendar account",
         tag="calendar",
-        scope="write:calendar",
+        scope=Scope.WRITE_CALENDAR,
         status=204,
         errors=(404,),
         description="Its queued and running sync jobs end `failed` with `connection_deleted`.",

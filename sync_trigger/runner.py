@@ -32,7 +32,7 @@ from sync_trigger.connectors import (
     Tokens,
     build_connector,
 )
-from sync_trigger.models import Connection, SyncJob
+from sync_trigger.models import Connection, ConnectionStatus, SyncJob
 from sync_trigger.service import DEFAULT_LOOKAHEAD, DEFAULT_LOOKBACK
 from synchook.context import AppContext
 from synchook.crypto import DecryptionError
@@ -104,6 +104,9 @@ async def run_sync(app: AppContext, job: SyncJob, connections: list[Connection])
 
     A failing connection does not stop the others; the job fails with the first failure, its stats
     counting everything that was applied.
+
+    An orchestration of many units of work (one per provider page, cursor and retry notice), so it takes one
+    explicit context, `app` (database, secret box, settings), and opens each transaction itself.
     """
     stats = SyncStats()
     failures: list[SyncFailure] = []
@@ -249,7 +252,9 @@ async def _full_round(
 
 async def _require_running(app: AppContext, job: SyncJob) -> None:
     # One indexed read per connection and calendar: a job failed meanwhile stops writing to the index.
-    if not await service.is_running(app.db, job_id=job.id):
+    async with app.db.session() as session:
+        running = await service.is_running(session, job_id=job.id)
+    if not running:
         raise JobEnded(job.id)
 
 
@@ -258,16 +263,17 @@ def _retry_reporter(app: AppContext, job_id: str) -> RetryHook:
 
     async def report(notice: RetryNotice | None) -> None:
         try:
-            if notice is None:
-                await service.record_retry(app.db, job_id=job_id, attempt=None, at=None, error=None)
-            else:
-                await service.record_retry(
-                    app.db,
-                    job_id=job_id,
-                    attempt=notice.attempt,
-                    at=utcnow() + timedelta(seconds=notice.delay),
-                    error={"code": notice.error.code, "message": notice.error.message},
-                )
+            async with app.db.session() as session:
+                if notice is None:
+                    await service.record_retry(session, job_id=job_id, attempt=None, at=None, error=None)
+                else:
+                    await service.record_retry(
+                        session,
+                        job_id=job_id,
+                        attempt=notice.attempt,
+                        at=utcnow() + timedelta(seconds=notice.delay),
+                        error={"code": notice.error.code, "message": notice.error.message},
+                    )
         except Exception as exc:
             # Only the progress display is lost; the sync itself goes on.
             logger.warning("sync job %s: retry state not recorded: %s", job_id, type(exc).__name__)
@@ -278,6 +284,8 @@ def _retry_reporter(app: AppContext, job_id: str) -> RetryHook:
 async def _mark_reauth_required(app: AppContext, connection: Connection) -> None:
     async with app.db.session() as session:
         await session.execute(
-            update(Connection).where(col(Connection.id) == connection.id).values(status="reauth_required")
+            update(Connection)
+            .where(col(Connection.id) == connection.id)
+            .values(status=ConnectionStatus.REAUTH_REQUIRED)
         )
-    connection.status = "reauth_required"
+    connection.status = ConnectionStatus.REAUTH_REQUIRED

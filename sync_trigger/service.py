@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.auth.models import Workspace
@@ -92,7 +92,10 @@ async def trigger_sync(
     idempotency_key: str | None = None,
     enqueue: Enqueue | None = None,
 ) -> Accepted:
-    """Queue an on-demand sync (or replay the response stored under the idempotency key)."""
+    """Queue an on-demand sync (or replay the response stored under the idempotency key).
+
+    Up to three units of work (claim the key, queue the job, release the key on failure), so it takes the
+    `db` they are opened from, not a session."""
     from_date, to_date = resolve_window(body, now=utcnow())
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
@@ -197,7 +200,7 @@ async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
 async def _require_connection(session: AsyncSession, *, workspace_id: str, provider: str | None) -> None:
     query = select(col(Connection.id)).where(
         col(Connection.workspace_id) == workspace_id,
-        col(Connection.status) == "active",
+        col(Connection.status) == ConnectionStatus.ACTIVE,
     )
     if provider is not None:
         query = query.where(col(Connection.provider) == provider)
@@ -251,93 +254,89 @@ class StartedJob:
         return self.job.attempts > MAX_ATTEMPTS
 
 
-async def start_job(db: Database, *, job_id: str, worker_id: str | None = None) -> StartedJob | None:
+async def start_job(session: AsyncSession, *, job_id: str, worker_id: str | None = None) -> StartedJob | None:
     """queued → running with a calendar.sync.started event; a job already running (re-run after a crash)
     resumes without a second event; a finished or unknown job gives None. `worker_id` records who runs it."""
-    async with db.session() as session:
-        now = utcnow()
-        moved = await session.execute(
-            update(SyncJob)
-            .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "queued")
-            .values(
-                status="running",
-                started_at=now,
-                attempts=col(SyncJob.attempts) + 1,
-                worker_id=worker_id,
-                **_NOT_RETRYING,
-            )
+    now = utcnow()
+    moved = await session.execute(
+        update(SyncJob)
+        .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "queued")
+        .values(
+            status="running",
+            started_at=now,
+            attempts=col(SyncJob.attempts) + 1,
+            worker_id=worker_id,
+            **_NOT_RETRYING,
         )
-        if _rowcount(moved) != 1:
-            moved = await session.execute(
-                update(SyncJob)
-                .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
-                .values(attempts=col(SyncJob.attempts) + 1, worker_id=worker_id, **_NOT_RETRYING)
-            )
-            if _rowcount(moved) != 1:
-                return None
-            started = StartedJob(job=await _load_job(session, job_id), connections=[])
-        else:
-            job = await _load_job(session, job_id)
-            event = record_event(
-                session,
-                workspace_id=job.workspace_id,
-                type="calendar.sync.started",
-                provider=job.provider,
-                data=job_event_data(job),
-                at=now,
-            )
-            started = StartedJob(job=job, connections=[], event_ids=[event.id])
-        started.connections = await _job_connections(session, started.job)
-        if not started.connections:
-            started.connections_deleted = not await _any_connection_in_scope(session, started.job)
-    return started
-
-
-async def finish_job(
-    db: Database, *, job_id: str, stats: dict[str, Any] | None, error: dict[str, Any] | None
-) -> list[str]:
-    """running → completed | failed with its event; returns the event ids (none if already finished)."""
-    status = "failed" if error is not None else "completed"
-    async with db.session() as session:
-        now = utcnow()
+    )
+    if _rowcount(moved) != 1:
         moved = await session.execute(
             update(SyncJob)
             .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
-            .values(status=status, completed_at=now, stats=stats, error=error, **_NOT_RETRYING)
+            .values(attempts=col(SyncJob.attempts) + 1, worker_id=worker_id, **_NOT_RETRYING)
         )
         if _rowcount(moved) != 1:
-            return []
+            return None
+        started = StartedJob(job=await _load_job(session, job_id), connections=[])
+    else:
         job = await _load_job(session, job_id)
         event = record_event(
             session,
             workspace_id=job.workspace_id,
-            type=f"calendar.sync.{status}",
+            type="calendar.sync.started",
             provider=job.provider,
             data=job_event_data(job),
             at=now,
         )
+        started = StartedJob(job=job, connections=[], event_ids=[event.id])
+    started.connections = await _job_connections(session, started.job)
+    if not started.connections:
+        started.connections_deleted = not await _any_connection_in_scope(session, started.job)
+    return started
+
+
+async def finish_job(
+    session: AsyncSession, *, job_id: str, stats: dict[str, Any] | None, error: dict[str, Any] | None
+) -> list[str]:
+    """running → completed | failed with its event; returns the event ids (none if already finished)."""
+    status = "failed" if error is not None else "completed"
+    now = utcnow()
+    moved = await session.execute(
+        update(SyncJob)
+        .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+        .values(status=status, completed_at=now, stats=stats, error=error, **_NOT_RETRYING)
+    )
+    if _rowcount(moved) != 1:
+        return []
+    job = await _load_job(session, job_id)
+    event = record_event(
+        session,
+        workspace_id=job.workspace_id,
+        type=f"calendar.sync.{status}",
+        provider=job.provider,
+        data=job_event_data(job),
+        at=now,
+    )
     return [event.id]
 
 
-async def is_running(db: Database, *, job_id: str) -> bool:
+async def is_running(session: AsyncSession, *, job_id: str) -> bool:
     """Still running: not failed meanwhile (its connection deleted) nor finished by another run."""
-    async with db.session() as session:
-        found = await session.execute(
-            select(col(SyncJob.id)).where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
-        )
-        return found.first() is not None
+    found = await session.execute(
+        select(col(SyncJob.id)).where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+    )
+    return found.first() is not None
 
 
 async def record_retry(
-    db: Database, *, job_id: str, attempt: int | None, at: datetime | None, error: dict[str, Any] | None
+    session: AsyncSession, *, job_id: str, attempt: int | None, at: datetime | None, error: dict[str, Any] | None
 ) -> None:
-    """Show (attempt set) or clear (attempt None) a running job's provider retry state; its own short transaction."""
-    async with db.session() as session:
-        await session.execute(
-            update(SyncJob)
-            .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
-            .values(retry_attempt=attempt, retry_at=at, retry_error=error)
-        )
+    """Show (attempt set) or clear (attempt None) a running job's provider retry state; keep its transaction short."""
+    await session.execute(
+        update(SyncJob)
+        .where(col(SyncJob.id) == job_id, col(SyncJob.status) == "running")
+        .values(retry_attempt=attempt, retry_at=at, retry_error=error)
+    )
 
 
 async def fail_jobs_of_deleted_connection(session: AsyncSession, *, connection: Connection) -> list[str]:
@@ -390,35 +389,33 @@ async def fail_jobs_of_deleted_connection(session: AsyncSession, *, connection: 
     return event_ids
 
 
-async def running_job_owners(db: Database, *, limit: int = 500) -> list[tuple[str, str]]:
+async def running_job_owners(session: AsyncSession, *, limit: int = 500) -> list[tuple[str, str]]:
     """(job id, worker id) of the running jobs whose worker is recorded, oldest first."""
-    async with db.session() as session:
-        rows = await session.execute(
-            select(col(SyncJob.id), col(SyncJob.worker_id))
-            .where(col(SyncJob.status) == "running", col(SyncJob.worker_id).is_not(None))
-            .order_by(col(SyncJob.queued_at))
-            .limit(limit)
-        )
-        return [(r[0], str(r[1])) for r in rows]
+    rows = await session.execute(
+        select(col(SyncJob.id), col(SyncJob.worker_id))
+        .where(col(SyncJob.status) == "running", col(SyncJob.worker_id).is_not(None))
+        .order_by(col(SyncJob.queued_at))
+        .limit(limit)
+    )
+    return [(r[0], str(r[1])) for r in rows]
 
 
 async def stale_job_ids(
-    db: Database, *, queued_before: datetime, running_before: datetime, limit: int = 500
+    session: AsyncSession, *, queued_before: datetime, running_before: datetime, limit: int = 500
 ) -> list[str]:
     """Jobs the queue may have lost: queued too long, or running past the job timeout."""
-    async with db.session() as session:
-        rows = await session.execute(
-            select(col(SyncJob.id))
-            .where(
-                or_(
-                    (col(SyncJob.status) == "queued") & (col(SyncJob.queued_at) < queued_before),
-                    (col(SyncJob.status) == "running") & (col(SyncJob.started_at) < running_before),
-                )
+    rows = await session.execute(
+        select(col(SyncJob.id))
+        .where(
+            or_(
+                (col(SyncJob.status) == "queued") & (col(SyncJob.queued_at) < queued_before),
+                (col(SyncJob.status) == "running") & (col(SyncJob.started_at) < running_before),
             )
-            .order_by(col(SyncJob.queued_at))
-            .limit(limit)
         )
-        return [r[0] for r in rows]
+        .order_by(col(SyncJob.queued_at))
+        .limit(limit)
+    )
+    return [r[0] for r in rows]
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -434,7 +431,7 @@ async def _load_job(session: AsyncSession, job_id: str) -> SyncJob:
 
 
 async def _job_connections(session: AsyncSession, job: SyncJob) -> list[Connection]:
-    query = _in_scope(select(Connection), job).where(col(Connection.status) == "active")
+    query = _in_scope(select(Connection), job).where(col(Connection.status) == ConnectionStatus.ACTIVE)
     return list((await session.execute(query.order_by(col(Connection.id)))).scalars())
 
 

@@ -38,7 +38,8 @@ async def run_sync_job(ctx: dict[str, Any], job_id: str) -> str:
 
 
 async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) -> str:
-    started = await service.start_job(app.db, job_id=job_id, worker_id=worker_id)
+    async with app.db.session() as session:
+        started = await service.start_job(session, job_id=job_id, worker_id=worker_id)
     if started is None:
         return "noop"
     await hand_off(app.enqueue, started.event_ids)
@@ -67,7 +68,8 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
                 raise
             logger.exception("sync job %s failed unexpectedly", job_id)
             error = {"code": "internal_error", "message": "The sync failed unexpectedly"}
-    event_ids = await service.finish_job(app.db, job_id=job_id, stats=stats, error=error)
+    async with app.db.session() as session:
+        event_ids = await service.finish_job(session, job_id=job_id, stats=stats, error=error)
     await hand_off(app.enqueue, event_ids)
     return "failed" if error is not None else "completed"
 
@@ -80,11 +82,12 @@ async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
     """
     app: AppContext = ctx["app"]
     now = utcnow()
-    job_ids = await service.stale_job_ids(
-        app.db,
-        queued_before=now - QUEUED_GRACE,
-        running_before=now - timedelta(seconds=app.settings.sync_job_timeout),
-    )
+    async with app.db.session() as session:
+        job_ids = await service.stale_job_ids(
+            session,
+            queued_before=now - QUEUED_GRACE,
+            running_before=now - timedelta(seconds=app.settings.sync_job_timeout),
+        )
     job_ids += [j for j in await _orphaned_job_ids(app) if j not in job_ids]
     requeued = 0
     for job_id in job_ids:
@@ -99,7 +102,8 @@ async def _orphaned_job_ids(app: AppContext) -> list[str]:
     """Running jobs whose recorded worker has no heartbeat (synchook.janitor)."""
     if app.redis is None:
         return []
-    owners = await service.running_job_owners(app.db)
+    async with app.db.session() as session:
+        owners = await service.running_job_owners(session)
     alive = await live_workers(app.redis, (worker_id for _, worker_id in owners))
     return [job_id for job_id, worker_id in owners if worker_id not in alive]
 

@@ -39,15 +39,17 @@ from synchook.errors import InvalidKey
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
 from synchook.timeutil import as_utc, utcnow
-from webhooks.models import Delivery
+from webhooks.models import OPEN_STATUSES, Delivery, DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
 # Label values are closed sets: anything else is reported as "other", so a caller's typo cannot
 # explode the series count.
-DELIVERY_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "dead", "cancelled")
+# A delivery's outcome is any status it moves to from pending.
+DELIVERY_OUTCOMES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus if s != DeliveryStatus.PENDING)
 ATTEMPT_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "timeout", "error")
-OPEN_DELIVERY_STATUSES: tuple[str, ...] = ("pending", "failed", "dead")
+# Dead deliveries are counted with the open ones: they wait for a replay.
+OPEN_DELIVERY_STATUSES: tuple[str, ...] = (*OPEN_STATUSES, DeliveryStatus.DEAD)
 _OTHER = "other"
 _SCRAPE_TIMEOUT = 5.0
 

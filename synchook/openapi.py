@@ -24,7 +24,6 @@ from synchook.http.endpoint import Endpoint
 Schema = dict[str, Any]
 
 _ULID = "[0-9A-HJKMNP-TV-Z]{26}"
-_PROVIDERS = ["google", "microsoft"]
 
 
 def _ref(name: str) -> Schema:

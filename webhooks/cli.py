@@ -205,8 +205,7 @@ async def _follow(
     app: AppContext, replay_id: str, *, done: asyncio.Task[Any] | None = None, every: float = 0.5
 ) -> None:
     """Redraw a text progress bar until the replay is no longer queued or running."""
-    from webhooks.admin.replays import ACTIVE_STATUSES
-    from webhooks.models import Replay
+    from webhooks.models import ACTIVE_REPLAY_STATUSES, Replay
 
     interactive = sys.stdout.isatty()
     last = ""
@@ -218,7 +217,7 @@ async def _follow(
         if line != last:
             print(("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True)
             last = line
-        if replay.status not in ACTIVE_STATUSES:
+        if replay.status not in ACTIVE_REPLAY_STATUSES:
             break
         if done is not None and done.done():
             done.result()  # raises what the in-process run raised
@@ -243,12 +242,14 @@ def _bar(replay: Any) -> str:
 
 def register(subparsers: Any) -> None:
     """Add this domain's commands to the `synchook` parser."""
+    from webhooks.models import DELIVERY_STATUSES, REPLAYABLE_STATUSES
+
     deliveries = subparsers.add_parser("deliveries", help="inspect webhook deliveries").add_subparsers(
         dest="action", required=True
     )
     listing = deliveries.add_parser("list", help="list a workspace's deliveries, newest first")
     listing.add_argument("--workspace", required=True, help="workspace name or id")
-    listing.add_argument("--status", choices=["pending", "succeeded", "failed", "dead", "cancelled"])
+    listing.add_argument("--status", choices=DELIVERY_STATUSES)
     listing.add_argument("--subscription", default=None, metavar="SUB_ID")
     listing.add_argument("--event-type", default=None)
     listing.add_argument("--since", default=None, metavar="ISO8601")
@@ -269,7 +270,7 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--until", default=None, metavar="ISO8601")
     replay.add_argument("--subscription", default=None, metavar="SUB_ID")
     replay.add_argument("--event-type", action="append", default=None, help="repeatable; wildcards allowed")
-    replay.add_argument("--status", action="append", choices=["failed", "dead"], default=None, help="repeatable")
+    replay.add_argument("--status", action="append", choices=REPLAYABLE_STATUSES, default=None, help="repeatable")
     replay.add_argument("--dry-run", action="store_true", help="only count what would be sent")
     replay.add_argument(
         "--confirm-count",

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from subscriptions.models import Subscription
+from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.db import unindexed
@@ -114,7 +114,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
                     now=now,
                     # A disabled subscription still gets its rows, cancelled, for a later replay.
                     cancel_reason=None
-                    if subscription.status == "enabled"
+                    if subscription.status == SubscriptionStatus.ENABLED
                     else disabled_cancel_reason(subscription.disabled_reason),
                 )
                 rows.append(row)

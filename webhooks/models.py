@@ -22,8 +22,36 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-DELIVERY_STATUSES: tuple[str, ...] = tuple(DeliveryStatus)
-OPEN_STATUSES: tuple[str, ...] = ("pending", "failed")
+# Plain strings (the values), for CLI choices and messages that print them.
+DELIVERY_STATUSES: tuple[str, ...] = tuple(status.value for status in DeliveryStatus)
+OPEN_STATUSES: tuple[str, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+
+class ReplayableStatus(StrEnum):
+    """The delivery statuses a bulk replay selects: the subset of DeliveryStatus that ended without success."""
+
+    FAILED = DeliveryStatus.FAILED.value
+    DEAD = DeliveryStatus.DEAD.value
+
+
+REPLAYABLE_STATUSES: tuple[str, ...] = tuple(status.value for status in ReplayableStatus)
+
+
+class ReplayKind(StrEnum):
+    SINGLE = "single"
+    BULK = "bulk"
+
+
+class ReplayStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+# A bulk replay in these statuses is still to be (or being) worked through.
+ACTIVE_REPLAY_STATUSES: tuple[str, ...] = (ReplayStatus.QUEUED, ReplayStatus.RUNNING)
 
 
 class Delivery(SQLModel, table=True):
@@ -42,7 +70,7 @@ class Delivery(SQLModel, table=True):
     event_id: str = Field(max_length=40, foreign_key="events.id")
     event_type: str = Field(max_length=100)
     subscription_id: str = Field(max_length=40, foreign_key="subscriptions.id")
-    status: str = Field(default="pending", max_length=20)
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=20)
     attempt_count: int = Field(default=0)  # attempts in the current retry sequence
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
@@ -83,10 +111,10 @@ class Replay(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     workspace_id: str = Field(max_length=40)
-    kind: str = Field(max_length=20)  # single | bulk
+    kind: str = Field(max_length=20)  # ReplayKind
     requested_by: str = Field(max_length=40)  # API key id, or "cli"
     criteria: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="queued", max_length=20)  # queued | running | completed | cancelled | failed
+    status: str = Field(default=ReplayStatus.QUEUED, max_length=20)
     matched: int = Field(default=0)
     replayed: int = Field(default=0)
     skipped: int = Field(default=0)

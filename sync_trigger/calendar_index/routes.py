@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from sync_trigger.calendar_index import service
 from sync_trigger.calendar_index.models import PROVIDER_ID_LENGTH, CalendarEvent
+from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page
 from synchook.http.fields import IsoDateTime
 from synchook.http.pagination import DEFAULT_LIMIT, Limit, decode_cursor, encode_cursor
@@ -113,7 +114,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=list_events,
         summary="List synced calendar events",
         tag="calendar",
-        scope="read:calendar",
+        scope=Scope.READ_CALENDAR,
         query=EventsQuery,
         response=CalendarEventView,
         many=True,

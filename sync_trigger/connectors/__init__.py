@@ -12,7 +12,6 @@ CursorExpired means: drop that calendar's local items and call again with cursor
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
 import aiohttp
 
@@ -33,6 +32,7 @@ from sync_trigger.connectors.base import (
 from sync_trigger.connectors.google import GoogleConnector
 from sync_trigger.connectors.microsoft import MicrosoftConnector
 from sync_trigger.connectors.throttle import RetryHook, RetryNotice, Sleep
+from synchook.providers import Provider
 
 __all__ = [
     "PROVIDERS",
@@ -54,11 +54,12 @@ __all__ = [
     "build_connector",
 ]
 
-PROVIDERS: tuple[Literal["google", "microsoft"], ...] = ("google", "microsoft")
 _CONNECTORS: dict[str, type[GoogleConnector] | type[MicrosoftConnector]] = {
-    "google": GoogleConnector,
-    "microsoft": MicrosoftConnector,
+    Provider.GOOGLE: GoogleConnector,
+    Provider.MICROSOFT: MicrosoftConnector,
 }
+# The providers a connector exists for (every Provider today).
+PROVIDERS: tuple[Provider, ...] = tuple(Provider(name) for name in _CONNECTORS)
 
 
 def build_connector(

@@ -2,19 +2,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from synchook.db import UTCDateTime
 
-ALL_SCOPES: tuple[str, ...] = (
-    "read:calendar",
-    "write:calendar",
-    "read:webhooks",
-    "write:webhooks",
-    "admin:webhooks",
-)
+
+class Scope(StrEnum):
+    """What an API key may do; each route declares the one it needs (synchook/http/endpoint.py)."""
+
+    READ_CALENDAR = "read:calendar"
+    WRITE_CALENDAR = "write:calendar"
+    READ_WEBHOOKS = "read:webhooks"
+    WRITE_WEBHOOKS = "write:webhooks"
+    ADMIN_WEBHOOKS = "admin:webhooks"
+
+
+ALL_SCOPES: tuple[Scope, ...] = tuple(Scope)
 
 
 class Workspace(SQLModel, table=True):

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from synchook.auth.models import Principal
+from synchook.auth.models import Principal, Scope
 from synchook.context import AppContext
 from synchook.http.bodies import read_model, validation_failed
 from synchook.http.guard import app_context, authorize
@@ -74,7 +74,7 @@ class Endpoint:
     handler: Handler
     summary: str
     tag: str
-    scope: str | None
+    scope: Scope | None
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     body_required: bool = True

@@ -6,7 +6,7 @@ from typing import cast
 
 from starlette.requests import Request
 
-from synchook.auth.models import Principal
+from synchook.auth.models import Principal, Scope
 from synchook.auth.service import authenticate
 from synchook.context import AppContext
 from synchook.errors import InsufficientPermissions, ValidationFailed
@@ -17,7 +17,7 @@ def app_context(request: Request) -> AppContext:
     return cast(AppContext, request.app.state.ctx)
 
 
-async def authorize(request: Request, scope: str) -> Principal:
+async def authorize(request: Request, scope: Scope) -> Principal:
     ctx = app_context(request)
     async with ctx.db.session() as session:
         principal = await authenticate(session, request.headers.get("authorization"))

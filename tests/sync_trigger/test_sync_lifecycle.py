@@ -197,7 +197,8 @@ async def test_worker_killed_between_start_and_finish_loses_and_duplicates_nothi
 ) -> None:
     job_id = await trigger(client, tenant)
     # Transaction 1 of the task ran, then the worker died before the connectors returned.
-    started = await service.start_job(app_ctx.db, job_id=job_id)
+    async with app_ctx.db.session() as session:
+        started = await service.start_job(session, job_id=job_id)
     assert started is not None and started.job.status == "running"
     # arq runs the job again (it is still in the queue); the dead worker never handed off its started
     # event, so the outbox sweeper (a cron) finds it.
@@ -234,7 +235,8 @@ async def test_a_job_interrupted_too_often_fails_instead_of_looping(
     app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     job_id = await trigger(client, tenant)
-    assert await service.start_job(app_ctx.db, job_id=job_id) is not None
+    async with app_ctx.db.session() as session:
+        assert await service.start_job(session, job_id=job_id) is not None
     async with app_ctx.db.session() as session:
         await session.execute(update(SyncJob).where(col(SyncJob.id) == job_id).values(attempts=service.MAX_ATTEMPTS))
     assert await tasks.run_sync_job({"app": app_ctx}, job_id) == "failed"
@@ -292,7 +294,8 @@ async def test_redis_flushed_while_running_the_job_is_recovered_after_the_timeou
     app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, redis: ArqRedis, run_worker: RunWorker
 ) -> None:
     job_id = await trigger(client, tenant)
-    assert await service.start_job(app_ctx.db, job_id=job_id) is not None
+    async with app_ctx.db.session() as session:
+        assert await service.start_job(session, job_id=job_id) is not None
     await redis.flushall()
     assert await tasks.recover_sync_jobs({"app": app_ctx}) == 0  # still within the job timeout
     async with app_ctx.db.session() as session:

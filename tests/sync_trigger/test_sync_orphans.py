@@ -95,7 +95,8 @@ async def test_a_running_job_whose_worker_is_gone_runs_again_at_once(
     # queue, the worker's heartbeat) is gone, the database still says running.
     heartbeat = WORKER_KEY_PREFIX + "old-worker"
     await redis.set(heartbeat, b"1")
-    assert await service.start_job(app_ctx.db, job_id=job_id, worker_id="old-worker") is not None
+    async with app_ctx.db.session() as session:
+        assert await service.start_job(session, job_id=job_id, worker_id="old-worker") is not None
     await redis.flushall()
 
     # Not after the 30-minute job timeout: the first recovery run (at a worker's start-up) re-enqueues it.
@@ -122,7 +123,8 @@ async def test_a_new_worker_picks_up_a_dead_workers_job_at_start_up(
     ran = stub_sync(monkeypatch)
     await connect(client, tenant)
     job_id = await trigger(client, tenant)
-    assert await service.start_job(app_ctx.db, job_id=job_id, worker_id="old-worker") is not None
+    async with app_ctx.db.session() as session:
+        assert await service.start_job(session, job_id=job_id, worker_id="old-worker") is not None
     await redis.flushall()
     # Only its crons: the recovery cron runs at start-up and queues the job this same burst then runs.
     await run_worker(with_cron=True)
@@ -136,7 +138,8 @@ async def test_a_running_job_of_a_live_worker_is_left_alone(
     await connect(client, tenant)
     job_id = await trigger(client, tenant)
     await redis.set(WORKER_KEY_PREFIX + "busy-worker", b"1")
-    assert await service.start_job(app_ctx.db, job_id=job_id, worker_id="busy-worker") is not None
+    async with app_ctx.db.session() as session:
+        assert await service.start_job(session, job_id=job_id, worker_id="busy-worker") is not None
     await redis.flushall()
     await redis.set(WORKER_KEY_PREFIX + "busy-worker", b"1")  # it beats on: a flush costs it one beat
     assert await tasks.recover_sync_jobs({"app": app_ctx}) == 0

@@ -42,7 +42,7 @@ async def test_replayed_dead_delivery_is_sent_again_with_the_same_id(
     assert dead.status == "dead"
 
     async with app_ctx.db.session() as session:
-        reset = await reset_for_replay(session, [dead.id], now=utcnow(), workspace_id=tenant.workspace_id)
+        reset = await reset_for_replay(session, [dead.id], workspace_id=tenant.workspace_id, now=utcnow())
     assert reset == [dead.id]
     await schedule_deliveries(app_ctx, reset)
     await run_worker()
@@ -64,5 +64,5 @@ async def test_pending_deliveries_and_other_workspaces_are_not_reset(app_ctx: Ap
     assert pending.status == "pending"
 
     async with app_ctx.db.session() as session:
-        assert await reset_for_replay(session, [pending.id], now=utcnow()) == []
-        assert await reset_for_replay(session, [pending.id], now=utcnow(), workspace_id="ws_other") == []
+        assert await reset_for_replay(session, [pending.id], workspace_id=tenant.workspace_id, now=utcnow()) == []
+        assert await reset_for_replay(session, [pending.id], workspace_id="ws_other", now=utcnow()) == []

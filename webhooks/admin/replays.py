@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from subscriptions.catalogue import CATALOGUE, patterns_for
-from subscriptions.models import Subscription
+from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.auth.models import Workspace
 from synchook.context import AppContext
 from synchook.errors import Conflict, DomainError, NotFound
@@ -34,14 +34,13 @@ from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event
 from synchook.timeutil import isoformat, parse_datetime, utcnow
 from webhooks.admin.queries import find_delivery, id_bound
-from webhooks.admin.schemas import REPLAYABLE_STATUSES, BulkReplayBody
+from webhooks.admin.schemas import BulkReplayBody
 from webhooks.constants import BULK_REPLAY_TASK
 from webhooks.delivery.rows import new_delivery, reset_for_replay
 from webhooks.delivery.schedule import schedule_deliveries
-from webhooks.models import Delivery, Replay
+from webhooks.models import ACTIVE_REPLAY_STATUSES, REPLAYABLE_STATUSES, Delivery, Replay, ReplayKind, ReplayStatus
 
 __all__ = [
-    "ACTIVE_STATUSES",
     "BATCH_SIZE",
     "BulkMatch",
     "ReplayInProgress",
@@ -60,7 +59,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
 _EVENTS_PHASE = "evt_"  # cursor value that opens phase 2 (sorts before every event id)
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _events = Event.__table__  # type: ignore[attr-defined]
@@ -120,7 +118,7 @@ def _delivery_conditions(criteria: Criteria) -> list[Any]:
         d.id >= id_bound("dlv", criteria.since),
         d.id < id_bound("dlv", criteria.until),
         s.deleted_at.is_(None),
-        s.status == "enabled",
+        s.status == SubscriptionStatus.ENABLED,
     ]
     if criteria.subscription_id is not None:
         conditions.append(d.subscription_id == criteria.subscription_id)
@@ -180,7 +178,7 @@ def _check_sendable(subscription: Subscription) -> None:
         raise Conflict(
             f"Subscription {subscription.id} was deleted: nothing can be sent to it", code="subscription_deleted"
         )
-    if subscription.status != "enabled":
+    if subscription.status != SubscriptionStatus.ENABLED:
         raise Conflict(
             f"Subscription {subscription.id} is disabled; enable it (PATCH status=enabled) before replaying",
             code="subscription_disabled",
@@ -193,7 +191,9 @@ def _check_sendable(subscription: Subscription) -> None:
 async def replay_delivery(
     app: AppContext, *, workspace_id: str, delivery_id: str, requested_by: str
 ) -> tuple[Replay, Delivery]:
-    """Start a fresh retry sequence for one delivery (same event, so the same webhook-id); audited."""
+    """Start a fresh retry sequence for one delivery (same event, so the same webhook-id); audited.
+
+    Commits, then enqueues the delivery: two steps, so it takes one explicit context, `app`, not a session."""
     now = utcnow()
     async with app.db.session() as session:
         delivery = await find_delivery(session, workspace_id=workspace_id, delivery_id=delivery_id)
@@ -201,7 +201,7 @@ async def replay_delivery(
         if subscription is None:
             raise Conflict("The delivery's subscription no longer exists", code="subscription_deleted")
         _check_sendable(subscription)
-        reset = await reset_for_replay(session, [delivery.id], now=now, workspace_id=workspace_id)
+        reset = await reset_for_replay(session, [delivery.id], workspace_id=workspace_id, now=now)
         if not reset:
             raise Conflict(
                 f"Delivery {delivery.id} is already pending or being sent; wait for it to finish",
@@ -210,7 +210,7 @@ async def replay_delivery(
         replay = Replay(
             id=new_id("rpl"),
             workspace_id=workspace_id,
-            kind="single",
+            kind=ReplayKind.SINGLE,
             requested_by=requested_by,
             criteria={
                 "delivery_id": delivery.id,
@@ -218,7 +218,7 @@ async def replay_delivery(
                 "subscription_id": delivery.subscription_id,
                 "previous_status": delivery.status,
             },
-            status="completed",
+            status=ReplayStatus.COMPLETED,
             matched=1,
             replayed=1,
             cursor=delivery.id,
@@ -317,10 +317,10 @@ async def create_bulk_replay(
     replay = Replay(
         id=new_id("rpl"),
         workspace_id=workspace_id,
-        kind="bulk",
+        kind=ReplayKind.BULK,
         requested_by=requested_by,
         criteria=_criteria_for(body, now=now),
-        status="queued",
+        status=ReplayStatus.QUEUED,
         created_at=now,
         updated_at=now,
     )
@@ -352,7 +352,7 @@ async def _active_bulk_replay(session: AsyncSession, workspace_id: str) -> str |
     r = _replays.c
     return await session.scalar(
         sa.select(r.id)
-        .where(r.workspace_id == workspace_id, r.kind == "bulk", r.status.in_(ACTIVE_STATUSES))
+        .where(r.workspace_id == workspace_id, r.kind == ReplayKind.BULK, r.status.in_(ACTIVE_REPLAY_STATUSES))
         .order_by(r.id)
         .limit(1)
     )
@@ -375,11 +375,14 @@ class _Step:
 
 
 async def run_bulk_replay(app: AppContext, replay_id: str, *, batch_size: int = BATCH_SIZE) -> Replay | None:
-    """Work through a bulk replay batch by batch until it is done or cancelled; returns its final row."""
+    """Work through a bulk replay batch by batch until it is done or cancelled; returns its final row.
+
+    One transaction per batch, each followed by enqueueing its deliveries: an orchestration, so it takes one
+    explicit context, `app`, and opens each unit of work itself."""
     while True:
         async with app.db.session() as session:
             replay = await _lock_replay(session, replay_id)
-            if replay is None or replay.status not in ACTIVE_STATUSES:
+            if replay is None or replay.status not in ACTIVE_REPLAY_STATUSES:
                 return replay
             step = await _advance(session, replay, batch_size=batch_size, now=utcnow())
         # After commit: a lost enqueue is repaired by the delivery sweeper (the rows are due now).
@@ -400,7 +403,7 @@ async def _lock_replay(session: AsyncSession, replay_id: str) -> Replay | None:
 
 async def _advance(session: AsyncSession, replay: Replay, *, batch_size: int, now: datetime) -> _Step:
     criteria = Criteria.of(replay)
-    replay.status = "running"
+    replay.status = ReplayStatus.RUNNING
     replay.updated_at = now
     step = _Step()
     if replay.cursor is None or replay.cursor.startswith("dlv_"):
@@ -408,7 +411,7 @@ async def _advance(session: AsyncSession, replay: Replay, *, batch_size: int, no
     else:
         await _send_undelivered(session, replay, criteria, step, batch_size=batch_size, now=now)
     if step.done:
-        replay.status = "completed"
+        replay.status = ReplayStatus.COMPLETED
         replay.completed_at = now
         # Rows that changed status between the count and the run were matched but not replayed.
         replay.matched = max(replay.matched, replay.replayed + replay.skipped)
@@ -426,7 +429,7 @@ async def _replay_deliveries(
     query = query.order_by(d.id).limit(batch_size).with_for_update(of=_deliveries)
     ids = [row[0] for row in await session.execute(query)]
     if ids:
-        reset = await reset_for_replay(session, ids, now=now, workspace_id=criteria.workspace_id)
+        reset = await reset_for_replay(session, ids, workspace_id=criteria.workspace_id, now=now)
         step.scheduled.extend(reset)
         replay.replayed += len(reset)
         replay.skipped += len(ids) - len(reset)
@@ -451,7 +454,7 @@ async def _send_undelivered(
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
-    if subscription is None or subscription.deleted_at is not None or subscription.status != "enabled":
+    if subscription is None or subscription.deleted_at is not None or subscription.status != SubscriptionStatus.ENABLED:
         step.done = True  # nothing more can be sent to it; what is left counts as skipped
         return
     e = _events.c
@@ -518,8 +521,8 @@ async def cancel_replay(session: AsyncSession, *, workspace_id: str, replay_id: 
     now = utcnow()
     result = await session.execute(
         sa.update(_replays)
-        .where(_replays.c.id == replay.id, _replays.c.status.in_(ACTIVE_STATUSES))
-        .values(status="cancelled", updated_at=now, completed_at=now)
+        .where(_replays.c.id == replay.id, _replays.c.status.in_(ACTIVE_REPLAY_STATUSES))
+        .values(status=ReplayStatus.CANCELLED, updated_at=now, completed_at=now)
     )
     if not getattr(result, "rowcount", 0):
         await session.refresh(replay)
@@ -537,7 +540,7 @@ async def resume_stalled_replays(app: AppContext, *, stalled_after: timedelta = 
             row[0]
             for row in await session.execute(
                 sa.select(_replays.c.id)
-                .where(_replays.c.status.in_(ACTIVE_STATUSES), _replays.c.updated_at < cutoff)
+                .where(_replays.c.status.in_(ACTIVE_REPLAY_STATUSES), _replays.c.updated_at < cutoff)
                 .order_by(_replays.c.id)
                 .limit(100)
             )

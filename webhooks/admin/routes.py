@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import next_cursor
 from webhooks.admin import queries, replays
@@ -25,9 +26,6 @@ from webhooks.admin.schemas import (
     ReplaysQuery,
     ReplayView,
 )
-
-READ = "read:webhooks"
-ADMIN = "admin:webhooks"
 
 
 async def list_events(call: Call[EventsQuery, None]) -> Page:
@@ -133,7 +131,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=list_events,
         summary="List events",
         tag="webhooks",
-        scope=READ,
+        scope=Scope.READ_WEBHOOKS,
         query=EventsQuery,
         response=EventView,
         many=True,
@@ -144,7 +142,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=list_deliveries,
         summary="List deliveries",
         tag="webhooks",
-        scope=READ,
+        scope=Scope.READ_WEBHOOKS,
         query=DeliveriesQuery,
         response=DeliveryView,
         many=True,
@@ -155,7 +153,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=get_delivery,
         summary="Get a delivery with its attempts",
         tag="webhooks",
-        scope=READ,
+        scope=Scope.READ_WEBHOOKS,
         response=DeliveryDetailView,
         errors=(404,),
     ),
@@ -165,7 +163,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=replay_delivery,
         summary="Replay a delivery",
         tag="webhooks",
-        scope=ADMIN,
+        scope=Scope.ADMIN_WEBHOOKS,
         response=DeliveryReplayed,
         status=202,
         errors=(404, 409),
@@ -177,7 +175,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=create_replay,
         summary="Bulk replay",
         tag="webhooks",
-        scope=ADMIN,
+        scope=Scope.ADMIN_WEBHOOKS,
         query=CreateReplayQuery,
         body=BulkReplayBody,
         response=ReplayCreated,
@@ -196,7 +194,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=list_replays,
         summary="List replays (the audit trail)",
         tag="webhooks",
-        scope=ADMIN,
+        scope=Scope.ADMIN_WEBHOOKS,
         query=ReplaysQuery,
         response=ReplayView,
         many=True,
@@ -207,7 +205,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=get_replay,
         summary="Get a bulk replay's progress",
         tag="webhooks",
-        scope=ADMIN,
+        scope=Scope.ADMIN_WEBHOOKS,
         response=ReplayView,
         errors=(404,),
     ),
@@ -217,7 +215,7 @@ ENDPOINTS: list[Endpoint] = [
         handler=cancel_replay,
         summary="Cancel a bulk replay",
         tag="webhooks",
-        scope=ADMIN,
+        scope=Scope.ADMIN_WEBHOOKS,
         response=ReplayView,
         errors=(404, 409),
         description="Stops a queued or running bulk replay after its current batch; 409 `replay_finished` "

@@ -24,9 +24,17 @@ from synchook.http.wire import Timestamp, Wire
 from synchook.outbox import Event
 from synchook.timeutil import isoformat
 from webhooks.delivery.stages import webhook_payload
-from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, Replay
+from webhooks.models import (
+    REPLAYABLE_STATUSES,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Replay,
+    ReplayableStatus,
+    ReplayKind,
+    ReplayStatus,
+)
 
-REPLAYABLE_STATUSES: tuple[str, ...] = ("failed", "dead")
 _MAX_FILTER_LENGTH = 100
 
 
@@ -43,7 +51,7 @@ class BulkReplayBody(BaseModel):
     until: IsoDateTime | None = None
     subscription_id: StrictStr | None = Field(default=None, max_length=40)
     event_types: list[EventTypeName] | None = Field(default=None, min_length=1, max_length=50)
-    status: list[Literal["failed", "dead"]] | None = Field(default=None, min_length=1)
+    status: list[ReplayableStatus] | None = Field(default=None, min_length=1)
     # Past SYNCHOOK_REPLAY_MAX matches, the caller repeats the count it was told to show it means it.
     confirm_count: StrictInt | None = Field(default=None, ge=0)
 
@@ -62,7 +70,7 @@ class BulkReplayBody(BaseModel):
             "until": isoformat(self.until),
             "subscription_id": self.subscription_id,
             "event_types": sorted(set(self.event_types)) if self.event_types else None,
-            "status": sorted(set(self.status or REPLAYABLE_STATUSES)),
+            "status": sorted({str(status) for status in self.status or REPLAYABLE_STATUSES}),
         }
 
 
@@ -127,7 +135,7 @@ class DeliveriesQuery(TimeRangeQuery):
 
 
 class ReplaysQuery(PageQuery):
-    kind: Annotated[Literal["single", "bulk"] | None, BeforeValidator(_blank_is_absent)] = Field(
+    kind: Annotated[ReplayKind | None, BeforeValidator(_blank_is_absent)] = Field(
         default=None, description="Only replays of this kind"
     )
 
@@ -232,8 +240,8 @@ class DeliveryReplayed(DeliveryView):
 
 class ReplayView(Wire):
     id: str = Field(pattern="^rpl_")
-    kind: Literal["single", "bulk"]
-    status: str
+    kind: ReplayKind
+    status: ReplayStatus
     requested_by: str
     criteria: dict[str, Any]
     matched: int = Field(ge=0)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from subscriptions.models import SubscriptionStatus
 from synchook.context import AppContext
 from synchook.crypto import SecretBox
 from synchook.timeutil import utcnow
@@ -65,7 +66,7 @@ def triage(batch: Batch, box: SecretBox) -> tuple[list[Cancelled], list[Sent], l
         if subscription is None or subscription.deleted_at is not None:
             cancelled.append(Cancelled(claimed, "subscription deleted"))
             continue
-        if subscription.status != "enabled":
+        if subscription.status != SubscriptionStatus.ENABLED:
             cancelled.append(Cancelled(claimed, disabled_cancel_reason(subscription.disabled_reason)))
             continue
         if body is None or body.workspace_id != subscription.workspace_id:

@@ -57,25 +57,23 @@ def new_delivery(
 
 
 async def reset_for_replay(
-    session: AsyncSession, delivery_ids: Sequence[str], *, now: datetime, workspace_id: str | None = None
+    session: AsyncSession, delivery_ids: Sequence[str], *, workspace_id: str, now: datetime
 ) -> list[str]:
-    """Start a fresh retry sequence for deliveries not pending or in flight; returns the ids reset.
+    """Start a fresh retry sequence for `workspace_id`'s deliveries not pending or in flight; returns the ids reset.
 
     The caller commits, then passes the ids to :func:`webhooks.delivery.schedule.schedule_deliveries`.
     """
     ids = list(dict.fromkeys(delivery_ids))
     reset: list[str] = []
     for start in range(0, len(ids), 500):
-        conditions = [
-            _deliveries.c.id.in_(ids[start : start + 500]),
-            _deliveries.c.status != "pending",
-            sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
-        ]
-        if workspace_id is not None:
-            conditions.append(_deliveries.c.workspace_id == workspace_id)
         result = await session.execute(
             sa.update(_deliveries)
-            .where(*conditions)
+            .where(
+                _deliveries.c.workspace_id == workspace_id,
+                _deliveries.c.id.in_(ids[start : start + 500]),
+                _deliveries.c.status != "pending",
+                sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+            )
             .values(
                 status="pending",
                 attempt_count=0,
