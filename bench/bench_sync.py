@@ -22,10 +22,10 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
-from synchook import migrate
 from synchook.auth.service import create_workspace
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
+from synchook.root import migrate
 from synchook.settings import Settings
 from tests.fakes.providers import FakeProviders
 from tests.support.sync_harness import ALICE, SyncHarness

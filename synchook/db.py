@@ -17,8 +17,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
-from synchook.sqlite_inline import inline_connector
-from synchook.sqlite_lock import SQLiteWriteLock
+from synchook.sqlite.inline import inline_connector
+from synchook.sqlite.lock import SQLiteWriteLock
 
 # How long a SQLite writer waits for the file before "database is locked" (SQLite's busy_timeout too).
 SQLITE_LOCK_TIMEOUT = 30.0

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from synchook.app import api_routes, openapi_document
 from synchook.context import AppContext
+from synchook.root.app import api_routes, openapi_document
 from tests.factories import Tenant, make_tenant
 from tests.fakes.providers import FakeProviders
 

@@ -524,8 +524,8 @@ async def test_an_exhausted_connection_pool_is_503_not_500(settings: Any, app_ct
     # write lock past busy_timeout ("database is locked"), was answered 500 internal_error.
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-    from synchook.app import create_app
     from synchook.db import _configure_sqlite
+    from synchook.root.app import create_app
     from tests.conftest import serve
 
     tenant = await make_tenant(app_ctx)

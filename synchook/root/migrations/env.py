@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from synchook.db import sqlite_write_lock
-from synchook.models import metadata
+from synchook.root.models import metadata
 
 config = context.config
 

@@ -15,12 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 import webhooks.cli
-from synchook import logs, migrate
+from synchook import logs
 from synchook.auth import service as auth
 from synchook.crypto import generate_master_key
 from synchook.db import Database
 from synchook.errors import DomainError
 from synchook.http.bodies import error_message
+from synchook.root import migrate
 from synchook.settings import DEFAULT_DATA_DIR, Settings
 from synchook.timeutil import isoformat
 
@@ -40,7 +41,7 @@ def load_settings(*, dev_redis: bool = False) -> Settings:
     if "SYNCHOOK_SECRET_KEY" not in os.environ and dev_secret.exists():
         overrides["secret_key"] = dev_secret.read_text().strip()
     if dev_redis and "SYNCHOOK_REDIS_URL" not in os.environ:
-        from synchook.dev import running_dev_redis_url
+        from synchook.root.dev import running_dev_redis_url
 
         if dev_url := running_dev_redis_url(DEFAULT_DATA_DIR):
             overrides["redis_url"] = dev_url
@@ -77,7 +78,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from synchook.dev import PortUnavailable, dev_settings, run_dev
+    from synchook.root.dev import PortUnavailable, dev_settings, run_dev
 
     try:
         settings = dev_settings(host=args.host, port=args.port)
@@ -90,7 +91,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from synchook.app import create_app
+    from synchook.root.app import create_app
 
     settings = load_settings()
     require_production(settings)
@@ -107,7 +108,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from synchook.worker import run_worker
+    from synchook.root.worker import run_worker
 
     settings = load_settings()
     require_production(settings)
