@@ -220,7 +220,7 @@ def cmd_secrets_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_secrets_rotate(args: argparse.Namespace) -> None:
-    from synchook.reseal import reseal_everything
+    from synchook.root.reseal import reseal_everything
 
     settings = load_settings()
     counts = asyncio.run(reseal_everything(settings))
