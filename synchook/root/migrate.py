@@ -34,7 +34,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "heads") -> None:
-    from synchook.db import ensure_sqlite_dir
+    from synchook.sqlite.engine import ensure_sqlite_dir
 
     ensure_sqlite_dir(database_url)
     command.upgrade(alembic_config(database_url), revision)
