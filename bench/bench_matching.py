@@ -24,12 +24,12 @@ import sqlalchemy as sa
 from subscriptions.catalogue import CATALOGUE
 from subscriptions.matching import match_subscriptions
 from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter, SubscriptionStatus
-from synchook import migrate
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox, generate_master_key
 from synchook.db import Database
 from synchook.ids import ulid
 from synchook.providers import Provider
+from synchook.root import migrate
 from synchook.settings import parse_secret_keys
 from synchook.timeutil import utcnow
 

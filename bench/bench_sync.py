@@ -22,11 +22,11 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
-from synchook import migrate
 from synchook.auth.service import create_workspace
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
 from synchook.fakes import FakeProviders
+from synchook.root import migrate
 from synchook.settings import Settings
 from tests.support.sync_harness import ALICE, SyncHarness
 

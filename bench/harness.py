@@ -42,10 +42,10 @@ from bench import api_load, raw
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
 from subscriptions.models import Subscription, SubscriptionStatus
-from synchook import migrate
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
+from synchook.root import migrate
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 from tests.support.webhook_factories import sync_data

@@ -33,7 +33,7 @@ class AppContext:
         connect_redis: bool = True,
         inline_sqlite: bool = False,
     ) -> AppContext:
-        """``inline_sqlite``: run SQLite on the loop's thread (see :mod:`synchook.sqlite_inline`); workers do."""
+        """``inline_sqlite``: run SQLite on the loop's thread (see :mod:`synchook.sqlite.inline`); workers do."""
         db = Database(settings.database_url, inline_sqlite=inline_sqlite)
         box = SecretBox(settings.secret_keys())
         if redis is None and connect_redis and settings.redis_url:

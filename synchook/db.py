@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event, exc
+from sqlalchemy import DateTime, exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -17,11 +15,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
-from synchook.sqlite_inline import inline_connector
-from synchook.sqlite_lock import SQLiteWriteLock
-
-# How long a SQLite writer waits for the file before "database is locked" (SQLite's busy_timeout too).
-SQLITE_LOCK_TIMEOUT = 30.0
+from synchook.sqlite.datetimes import sqlite_datetime, sqlite_text
+from synchook.sqlite.engine import create_sqlite_engine, sqlite_write_lock
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -41,39 +36,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
-    # SQLite stores text. These write and read the very text SQLAlchemy's own SQLite DATETIME does
-    # ("2026-11-24 01:45:27.000123"; ordering and equality in SQL unchanged) in one step each instead
-    # of three Python layers: five datetimes per delivery row made that a hot spot of the engine.
+    # SQLite stores text: synchook.sqlite.datetimes writes and reads it in one step each.
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
-        return _sqlite_text if dialect.name == "sqlite" else super().bind_processor(dialect)
+        return sqlite_text if dialect.name == "sqlite" else super().bind_processor(dialect)
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], datetime | None] | None:
-        return _sqlite_datetime if dialect.name == "sqlite" else super().result_processor(dialect, coltype)
-
-
-# The last datetime written and its text, replaced as one tuple (API threads write too). A batch
-# writes one `now` into several columns of every row: a 2,000-row fan-out converts it once, not 6,000 times.
-_last_sqlite_text: tuple[datetime | None, str] = (None, "")
-
-
-def _sqlite_text(value: datetime | None) -> str | None:
-    global _last_sqlite_text
-    if value is None:
-        return None
-    last = _last_sqlite_text
-    if last[0] is value:  # the tuple holds it, so no other datetime can have its identity meanwhile
-        return last[1]
-    utc = value.astimezone(UTC) if value.tzinfo is not None and value.utcoffset() else value  # naive is UTC
-    text = (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
-        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}"
-    )
-    _last_sqlite_text = (value, text)
-    return text
-
-
-def _sqlite_datetime(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return sqlite_datetime if dialect.name == "sqlite" else super().result_processor(dialect, coltype)
 
 
 class unindexed(ColumnElement[Any]):
@@ -107,57 +75,17 @@ def _compile_unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> s
     return "+" + str(compiler.process(element.column, **kw))
 
 
-def ensure_sqlite_dir(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-
-
 # Bound parameters are webhook URLs, sealed secrets, provider tokens, payloads: SQLAlchemy must never put them
 # in an exception's text (which error handlers log) or in its own log lines.
 HIDE_PARAMETERS = True
-# aiosqlite logs every call with its arguments (the statement's parameters) at DEBUG: never let it.
-logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def create_engine(url: str, *, pool_size: int = 10, inline_sqlite: bool = False) -> AsyncEngine:
-    ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
-        path = _sqlite_file(url)
-        if inline_sqlite and path:
-            engine = create_async_engine(
-                url,
-                async_creator=inline_connector(path, timeout=SQLITE_LOCK_TIMEOUT),
-                hide_parameters=HIDE_PARAMETERS,
-            )
-        else:
-            engine = create_async_engine(
-                url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT}, hide_parameters=HIDE_PARAMETERS
-            )
-        _configure_sqlite(engine)
-        return engine
+        return create_sqlite_engine(url, inline=inline_sqlite, hide_parameters=HIDE_PARAMETERS)
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=HIDE_PARAMETERS
     )
-
-
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    # Several processes (api, worker, CLI) share one file: WAL lets readers run beside the writer,
-    # and BEGIN IMMEDIATE takes the write lock up front so two writers queue on busy_timeout
-    # instead of failing with "database is locked" when a read transaction upgrades.
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -198,20 +126,6 @@ class Database:
         await self.engine.dispose()
         if self._sqlite_lock is not None:
             self._sqlite_lock.close()
-
-
-def sqlite_write_lock(url: str) -> SQLiteWriteLock | None:
-    """The lock every writer of this SQLite file queues on (None for PostgreSQL and in-memory SQLite)."""
-    path = _sqlite_file(url)
-    return SQLiteWriteLock(path, timeout=SQLITE_LOCK_TIMEOUT) if path else None
-
-
-def _sqlite_file(url: str) -> str | None:
-    """The database file's path, for SQLite on a file (not PostgreSQL, not in-memory)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return parsed.database
 
 
 # SQLSTATE classes meaning "the server is not there for you right now": 08 connection exceptions,

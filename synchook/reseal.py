@@ -1,4 +1,4 @@
-"""`synchook secrets rotate`: re-encrypt every sealed column under the newest master key.
+"""Re-encrypt sealed columns under the newest master key (`synchook secrets rotate`, in synchook.root.reseal).
 
 It runs while the API and the workers keep writing: a token refresh or a secret rotation may land between
 reading a row and writing it back. So every write is a compare-and-swap on the sealed values as read; a row
@@ -7,7 +7,7 @@ that changed meanwhile is read again and resealed from its new value (a few time
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from synchook.crypto import SecretBox
 from synchook.db import Database
-from synchook.settings import Settings
 
 RESEAL_BATCH = 500
 # A row that changes under every try is being written right now: it is counted as skipped (already sealed
@@ -29,25 +28,6 @@ SealedRow = Mapping[str, Any]  # "id" and the sealed columns, as read
 class ResealCount:
     changed: int = 0
     skipped: int = 0  # rows written by someone else on every try
-
-
-Resealer = Callable[[Database, SecretBox], Awaitable[ResealCount]]
-
-
-def resealers() -> dict[str, Resealer]:
-    from subscriptions.service import reseal_subscription_secrets
-    from sync_trigger.service import reseal_connection_tokens
-
-    return {"connection tokens": reseal_connection_tokens, "webhook secrets": reseal_subscription_secrets}
-
-
-async def reseal_everything(settings: Settings) -> dict[str, ResealCount]:
-    box = SecretBox(settings.secret_keys())
-    db = Database(settings.database_url)
-    try:
-        return {name: await reseal(db, box) for name, reseal in resealers().items()}
-    finally:
-        await db.close()
 
 
 async def reseal_columns(db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str]) -> ResealCount:

@@ -18,14 +18,14 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from sqlalchemy import text
 
-from synchook import migrate
-from synchook.app import create_app
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
-from synchook.models import metadata
 from synchook.queue import EmbeddedRedis, connect
+from synchook.root import migrate
+from synchook.root.app import create_app
+from synchook.root.models import metadata
+from synchook.root.worker import build_worker, close_worker
 from synchook.settings import Settings
-from synchook.worker import build_worker, close_worker
 from tests.support.postgres import create_database, drop_database, postgres_url, unique_name
 
 BACKENDS = ["sqlite", "postgres"]

@@ -28,15 +28,7 @@ RESUME_WITHIN = "2 minutes"
 _NO_REDIS = "no Redis to hand it to (SYNCHOOK_REDIS_URL is unset and no `synchook dev` runs in this directory)"
 
 
-def _settings(*, dev_redis: bool = False) -> Settings:
-    from synchook.cli import load_settings  # the composition root's loader (dev secret file, dev Redis, wording)
-
-    return load_settings(dev_redis=dev_redis)
-
-
-def _run(work: Callable[[AppContext], Awaitable[None]], *, redis: bool = False) -> None:
-    settings = _settings(dev_redis=redis)
-
+def _run(settings: Settings, work: Callable[[AppContext], Awaitable[None]], *, redis: bool = False) -> None:
     async def main() -> None:
         app = await AppContext.open(settings, connect_redis=redis)
         try:
@@ -58,7 +50,7 @@ async def _workspace_id(app: AppContext, name_or_id: str) -> str:
 # --- deliveries list ---------------------------------------------------------------------------------
 
 
-def cmd_deliveries_list(args: argparse.Namespace) -> None:
+def cmd_deliveries_list(args: argparse.Namespace, settings: Settings) -> None:
     from pydantic import ValidationError
 
     from synchook.http.bodies import validation_failed
@@ -98,7 +90,7 @@ def cmd_deliveries_list(args: argparse.Namespace) -> None:
             f"{len(rows)} deliveries" + (" (more: raise --limit or narrow --since)" if len(rows) == args.limit else "")
         )
 
-    _run(work)
+    _run(settings, work)
 
 
 def _print_table(headers: list[str], rows: list[list[str]], out: TextIO | None = None) -> None:
@@ -113,15 +105,15 @@ def _print_table(headers: list[str], rows: list[list[str]], out: TextIO | None =
 # --- replay ------------------------------------------------------------------------------------------
 
 
-def cmd_replay(args: argparse.Namespace) -> None:
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
     if args.delivery_id:
         if args.since or args.workspace:
             raise ValidationFailed("give either a DELIVERY_ID or --workspace/--since, not both")
-        _run(lambda app: _replay_one(app, args.delivery_id), redis=True)
+        _run(settings, lambda app: _replay_one(app, args.delivery_id), redis=True)
         return
     if not (args.workspace and args.since):
         raise ValidationFailed("a bulk replay needs --workspace and --since (or give a DELIVERY_ID)")
-    _run(lambda app: _replay_bulk(app, args), redis=True)
+    _run(settings, lambda app: _replay_bulk(app, args), redis=True)
 
 
 async def _replay_one(app: AppContext, delivery_id: str) -> None:
@@ -241,7 +233,7 @@ def _bar(replay: Any) -> str:
 
 
 def register(subparsers: Any) -> None:
-    """Add this domain's commands to the `synchook` parser."""
+    """Add this domain's commands to the `synchook` parser (synchook.cli), which loads their settings."""
     from webhooks.models import DELIVERY_STATUSES, REPLAYABLE_STATUSES
 
     deliveries = subparsers.add_parser("deliveries", help="inspect webhook deliveries").add_subparsers(
@@ -282,4 +274,5 @@ def register(subparsers: Any) -> None:
     replay.add_argument(
         "--wait", action=argparse.BooleanOptionalAction, default=True, help="follow progress until done (default)"
     )
-    replay.set_defaults(func=cmd_replay)
+    # A replay is enqueued: on the embedded Redis of a `synchook dev` here when SYNCHOOK_REDIS_URL is unset.
+    replay.set_defaults(func=cmd_replay, dev_redis=True)

@@ -1,6 +1,6 @@
 """arq functions of the delivery side: thin wrappers that take ids and call the services.
 
-Each reads the worker's ``WorkerContext`` (built by :func:`synchook.worker.build_worker` at start-up)
+Each reads the worker's ``WorkerContext`` (built by :func:`synchook.root.worker.build_worker` at start-up)
 through :func:`worker_context`; the outbox relay's task and cron are here too: the fan-out is their work.
 """
 

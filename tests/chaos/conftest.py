@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from synchook import migrate
 from synchook.queue import free_port
+from synchook.root import migrate
 from tests.support.postgres import BIN_ENV, create_database, drop_database, unique_name
 
 PG_USER = "postgres"  # pg_ctl refuses to run as root

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from synchook.app import create_app
 from synchook.context import AppContext
 from synchook.queue import EmbeddedRedis
+from synchook.root.app import create_app
 from synchook.settings import Settings
 
 SYNCHOOK = Path(sys.executable).with_name("synchook")

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from synchook.dev import DEV_REDIS_FILE, running_dev_redis_url
 from synchook.queue import free_port
+from synchook.root.dev import DEV_REDIS_FILE, running_dev_redis_url
 from tests.support.cluster import base_env
 
 START_BOUND = 60.0

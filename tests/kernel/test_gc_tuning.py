@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from synchook.cli import GC_THRESHOLDS, _freeze_startup_heap
+from synchook.cli.processes import GC_THRESHOLDS, _freeze_startup_heap
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from synchook.context import AppContext
 from synchook.idempotency import IdempotencyRecord, purge_expired_task
+from synchook.root.worker import cron_jobs
 from synchook.timeutil import utcnow
-from synchook.worker import cron_jobs
 
 
 async def test_expired_keys_are_purged_and_live_ones_kept(app_ctx: AppContext) -> None:

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from synchook.app import create_app
 from synchook.context import AppContext
 from synchook.http.guard import authorize
 from synchook.logs import JsonFormatter
+from synchook.root.app import create_app
 from synchook.settings import Settings
 from tests.conftest import serve
 from tests.factories import make_tenant

@@ -23,6 +23,7 @@ from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
+from synchook.root import metrics as root_metrics
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
@@ -178,10 +179,10 @@ async def test_route_template_keeps_path_parameters_as_placeholders() -> None:
         middleware=[Middleware(metrics.MetricsMiddleware)],
     )
     labels = {"method": "GET", "route": "/v1/things/{id}", "status": "200"}
-    before = value(metrics.render().decode(), "synchook_http_requests_total", **labels) or 0
+    before = value(root_metrics.render().decode(), "synchook_http_requests_total", **labels) or 0
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         assert (await http.get("/v1/things/thing_secret_looking_id")).status_code == 200
-    text = metrics.render().decode()
+    text = root_metrics.render().decode()
     assert value(text, "synchook_http_requests_total", **labels) == before + 1
     assert "thing_secret_looking_id" not in text
 
@@ -209,9 +210,9 @@ async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient
 
 async def test_scrape_answers_when_redis_is_unreachable(app_ctx: AppContext) -> None:
     cut_off = AppContext(settings=app_ctx.settings, db=app_ctx.db, box=app_ctx.box, redis=None)
-    snapshot = await metrics.take_snapshot(cut_off)
+    snapshot = await root_metrics.take_snapshot(cut_off)
     assert snapshot.sources == {"database": True, "redis": False}
-    text = metrics.render(snapshot).decode()
+    text = root_metrics.render(snapshot).decode()
     assert value(text, "synchook_metrics_source_up", source="redis") == 0
     assert value(text, "synchook_queue_depth") is None
     assert value(text, "synchook_open_deliveries", status="pending") == 0
@@ -258,15 +259,15 @@ class TestCachedDatabaseFigures:
 
 
 async def test_figures_are_read_again_once_they_are_older_than_the_ttl(app_ctx: AppContext) -> None:
-    reads: list[metrics.Snapshot] = []
+    reads: list[root_metrics.Snapshot] = []
     now = [1000.0]
 
-    async def counted(ctx: AppContext) -> metrics.Snapshot:
-        figures = await metrics.read_database_figures(ctx)  # the real reader, counted
+    async def counted(ctx: AppContext) -> root_metrics.Snapshot:
+        figures = await root_metrics.read_database_figures(ctx)  # the real reader, counted
         reads.append(figures)
         return figures
 
-    cache = metrics.DatabaseFiguresCache(ttl=5.0, read=counted, clock=lambda: now[0])
+    cache = root_metrics.DatabaseFiguresCache(ttl=5.0, read=counted, clock=lambda: now[0])
     first = await cache.get(app_ctx)
     now[0] += 4.9
     assert await cache.get(app_ctx) is first
@@ -308,3 +309,11 @@ class TestMetricsToken:
 
 def test_an_empty_token_leaves_metrics_open() -> None:
     assert Settings(metrics_token="").metrics_token is None
+
+
+def test_the_kernels_outcome_labels_are_the_statuses_a_delivery_leaves_pending_for() -> None:
+    # Spelled out in the kernel (it imports no domain); this holds them to webhooks' own enum.
+    from synchook.metrics import DELIVERY_OUTCOMES
+    from webhooks.models import DeliveryStatus
+
+    assert set(DELIVERY_OUTCOMES) == {status.value for status in DeliveryStatus} - {DeliveryStatus.PENDING.value}

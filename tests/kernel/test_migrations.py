@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, Table, inspect
 
-from synchook import migrate
 from synchook.db import create_engine
-from synchook.models import metadata
+from synchook.root import migrate
+from synchook.root.models import metadata
 from tests.support.postgres import create_database, drop_database, postgres_url, unique_name
 
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 from starlette.routing import BaseRoute, Mount, Route
 
-from synchook.app import all_routes, create_app, openapi_document
 from synchook.crypto import generate_master_key
+from synchook.root.app import all_routes, create_app, openapi_document
 from synchook.settings import Settings
 
 METHODS = {"get", "post", "put", "patch", "delete"}

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 
-from synchook import migrate
-from synchook.app import create_app
 from synchook.crypto import generate_master_key
 from synchook.queue import QUEUE_NAME, EmbeddedRedis, free_port
+from synchook.root import migrate
+from synchook.root.app import create_app
 from synchook.settings import Settings
 
 SHUTDOWN_BOUND = 15.0

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import exc, text
 
 from synchook.db import Database, is_connection_error
-from synchook.sqlite_lock import SQLiteWriteLock
+from synchook.sqlite.lock import SQLiteWriteLock
 
 # Holds the lock file of argv[1] until killed: another process in the middle of a write.
 _HOLDER = """

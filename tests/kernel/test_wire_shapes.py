@@ -19,9 +19,9 @@ import pytest
 from sync_trigger.calendar_index import service as index
 from sync_trigger.connectors import CalendarInfo, EventChange
 from sync_trigger.models import Connection
-from synchook.app import api_endpoints, openapi_document
 from synchook.auth.models import ALL_SCOPES
 from synchook.context import AppContext
+from synchook.root.app import api_endpoints, openapi_document
 from tests.factories import Tenant, make_tenant
 from tests.support.admin_factories import seed_delivery
 from tests.support.webhook_factories import make_subscription

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from synchook import migrate
 from synchook.crypto import generate_master_key
 from synchook.queue import EmbeddedRedis, connect
+from synchook.root import migrate
 from tests.support.cluster import Cluster, base_env
 
 pytestmark = pytest.mark.timeout(90)

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from synchook.app import api_routes, openapi_document
 from synchook.context import AppContext
 from synchook.fakes import FakeProviders
+from synchook.root.app import api_routes, openapi_document
 from tests.factories import Tenant, make_tenant
 
 

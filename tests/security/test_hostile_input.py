@@ -524,14 +524,14 @@ async def test_an_exhausted_connection_pool_is_503_not_500(settings: Any, app_ct
     # write lock past busy_timeout ("database is locked"), was answered 500 internal_error.
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-    from synchook.app import create_app
-    from synchook.db import _configure_sqlite
+    from synchook.root.app import create_app
+    from synchook.sqlite.engine import configure_sqlite
     from tests.conftest import serve
 
     tenant = await make_tenant(app_ctx)
     if settings.is_sqlite:
         engine = create_async_engine(settings.database_url)
-        _configure_sqlite(engine)
+        configure_sqlite(engine)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:

@@ -17,8 +17,8 @@ from arq.worker import Worker
 
 from synchook.context import AppContext
 from synchook.queue import QUEUE_NAME, QueueDataError, connect, decode_job, encode_job
+from synchook.root.worker import build_worker
 from synchook.settings import Settings
-from synchook.worker import build_worker
 from tests.factories import make_tenant
 from tests.support.receiver import Receiver
 from tests.support.webhook_factories import make_events, make_subscription

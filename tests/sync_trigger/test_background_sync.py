@@ -12,7 +12,7 @@ from arq.worker import Worker
 from sqlalchemy import select, update
 from sqlmodel import col
 
-import synchook.worker
+import synchook.root.worker
 from sync_trigger import service
 from sync_trigger.background import background_cron_jobs, schedule_background_syncs
 from sync_trigger.models import Connection, SyncJob
@@ -173,7 +173,7 @@ async def test_the_cron_fires_on_a_worker(
     await h.connect("google")
     await connected_long_ago(app_ctx)
     # The scheduler's cron alone (until tasks.py wires it), run at start-up by a burst worker.
-    monkeypatch.setattr(synchook.worker, "cron_jobs", background_cron_jobs)
+    monkeypatch.setattr(synchook.root.worker, "cron_jobs", background_cron_jobs)
     await make_worker(with_cron=True).main()
     [job] = await jobs(app_ctx)
     assert job.trigger == "background"

@@ -17,11 +17,11 @@ from sqlmodel import col
 
 from sync_trigger import runner, service, tasks
 from sync_trigger.models import Connection, SyncJob
-from synchook.app import create_app
 from synchook.context import AppContext
 from synchook.outbox import Event
 from synchook.queue import decode_job, encode_job, free_port
 from synchook.relay import sweep_outbox
+from synchook.root.app import create_app
 from synchook.settings import Settings
 from synchook.timeutil import parse_datetime, utcnow
 from tests.factories import Tenant, make_tenant
@@ -314,7 +314,7 @@ async def test_redis_flushed_while_running_the_job_is_recovered_after_the_timeou
 
 
 async def test_the_recovery_cron_is_registered(settings: Settings) -> None:
-    from synchook.worker import cron_jobs
+    from synchook.root.worker import cron_jobs
 
     names = {job.name for job in cron_jobs(settings)}
     assert "cron:recover_sync_jobs" in names

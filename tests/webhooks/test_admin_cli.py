@@ -16,8 +16,8 @@ from arq.connections import ArqRedis
 
 from synchook import cli
 from synchook.context import AppContext
-from synchook.dev import DEV_REDIS_FILE
 from synchook.queue import QUEUE_NAME
+from synchook.root.dev import DEV_REDIS_FILE
 from synchook.settings import Settings
 from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, make_tenant
@@ -175,7 +175,7 @@ def beside_dev(cli_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def announce_dev_redis(data_dir: Path, url: str) -> None:
-    """What a running `synchook dev` writes (synchook.dev): its pid and its embedded Redis."""
+    """What a running `synchook dev` writes (synchook.root.dev): its pid and its embedded Redis."""
     data_dir.mkdir()
     (data_dir / DEV_REDIS_FILE).write_text(json.dumps({"pid": os.getpid(), "url": url}))
 

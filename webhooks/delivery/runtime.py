@@ -1,4 +1,4 @@
-"""Per-worker state, built once when a worker starts (:func:`synchook.worker.build_worker`) and shared by its jobs.
+"""Per-worker state, built once when a worker starts (:func:`synchook.root.worker.build_worker`) and shared by its jobs.
 
 ``WorkerContext`` is what every delivery step is given: the process context, the HTTP session, the
 recorder and the ``Runtime`` (per-endpoint concurrency slots, which endpoints are slow, and the

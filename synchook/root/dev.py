@@ -16,13 +16,13 @@ from pathlib import Path
 import uvicorn
 from arq.worker import Worker
 
-from synchook import migrate
 from synchook.auth.models import ALL_SCOPES
 from synchook.auth.service import create_key, create_workspace, find_workspace
 from synchook.crypto import generate_master_key
 from synchook.db import Database
 from synchook.errors import NotFound
 from synchook.queue import EmbeddedRedis
+from synchook.root import migrate
 from synchook.settings import DEFAULT_DATA_DIR, Settings
 
 logger = logging.getLogger(__name__)
@@ -186,8 +186,8 @@ async def run_dev(settings: Settings, data_dir: Path = DEFAULT_DATA_DIR) -> None
 
 
 async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
-    from synchook.app import create_app
-    from synchook.worker import build_worker
+    from synchook.root.app import create_app
+    from synchook.root.worker import build_worker
 
     await asyncio.to_thread(migrate.upgrade, settings.database_url)
     workspace_id, raw_key = await bootstrap_dev_workspace(settings, data_dir)
@@ -213,7 +213,7 @@ async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
 
 async def _stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
     """As `synchook worker` on SIGTERM: take no new job, give running ones job_completion_wait, then cancel."""
-    from synchook.worker import close_worker
+    from synchook.root.worker import close_worker
 
     running = sum(not t.done() for t in worker.tasks.values())
     if running and not task.done():

@@ -24,7 +24,8 @@ def version_locations() -> list[str]:
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(synchook.__file__).parent / "migrations"))
+    # The script (env.py) is the root's: it sees every table through the models registry.
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", os.pathsep.join(version_locations()))
     # Passed as an attribute, not an ini option: URLs may hold '%' which configparser would interpolate.
@@ -33,7 +34,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "heads") -> None:
-    from synchook.db import ensure_sqlite_dir
+    from synchook.sqlite.engine import ensure_sqlite_dir
 
     ensure_sqlite_dir(database_url)
     command.upgrade(alembic_config(database_url), revision)

@@ -16,7 +16,6 @@ from starlette.routing import BaseRoute, Mount
 import subscriptions.routes
 import sync_trigger.routes
 import webhooks.routes
-from synchook import health
 from synchook.context import AppContext
 from synchook.errors import DomainError
 from synchook.http.endpoint import Endpoint, routes
@@ -24,6 +23,7 @@ from synchook.http.middleware import RequestContextMiddleware, request_id_of
 from synchook.http.responses import error_response
 from synchook.metrics import MetricsMiddleware
 from synchook.openapi import build_spec
+from synchook.root import health
 from synchook.settings import Settings
 from webhooks.delivery.rows import cancel_open_deliveries
 

@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from synchook import docs_page, metrics, openapi
+from synchook import docs_page, openapi
 from synchook.http.guard import app_context
+from synchook.root import metrics
 
 
 async def healthz(_request: Request) -> JSONResponse:

@@ -46,7 +46,7 @@ def build_worker(
     """A worker for `settings`; tests pass `burst=True` and their own Redis pool.
 
     ``inline_sqlite`` (a worker process of its own, :func:`run_worker`): SQLite on the loop's thread,
-    see :mod:`synchook.sqlite_inline`. Not where the worker shares its loop with the API (``synchook
+    see :mod:`synchook.sqlite.inline`. Not where the worker shares its loop with the API (``synchook
     dev``, tests): a transaction of the API's left open there would stall the whole loop in BEGIN.
     """
     # Every job (cron jobs too) is recorded as this worker's while it beats; a dead worker's are freed by the janitor.

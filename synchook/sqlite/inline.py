@@ -5,7 +5,7 @@ wake-up waits its turn behind the HTTP traffic, and a transaction of six stateme
 one write lock (every other process's writes queued behind it) for 30 ms of mostly waiting,
 while the thread fought the loop for the GIL. SQLite calls take microseconds to a few milliseconds:
 run inline, a transaction holds the lock only as long as SQLite works. The wait for the lock itself
-never blocks the loop: :class:`synchook.sqlite_lock.SQLiteWriteLock` is taken (off the loop) before
+never blocks the loop: :class:`synchook.sqlite.lock.SQLiteWriteLock` is taken (off the loop) before
 BEGIN. Only `synchook worker` processes run inline. The API keeps aiosqlite's thread (a long admin
 query must not stall its other requests), and so does a worker sharing its loop with the API
 (`synchook dev`, tests): there, BEGIN blocking inline behind an API transaction would stall both.

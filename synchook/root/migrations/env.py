@@ -8,8 +8,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from synchook.db import sqlite_write_lock
-from synchook.models import metadata
+from synchook.root.models import metadata
+from synchook.sqlite.engine import sqlite_write_lock
 
 config = context.config
 
