@@ -24,7 +24,6 @@ import asyncio
 import ipaddress
 import re
 import socket
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
@@ -285,27 +284,16 @@ def dns_options(nameservers: Sequence[str], timeout: float) -> dict[str, Any]:
     return {"nameservers": list(nameservers) or None, "timeout": timeout / 3, "tries": 2}
 
 
-# One c-ares channel per (loop, nameservers, timeout): any number of queries share it, none holds a thread.
-_resolvers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[tuple[str, ...], float], aiodns.DNSResolver]
-]
-_resolvers = weakref.WeakKeyDictionary()
-
-
-def _shared_resolver(nameservers: Sequence[str], timeout: float) -> aiodns.DNSResolver:
-    loop = asyncio.get_running_loop()
-    per_loop = _resolvers.setdefault(loop, {})
-    key = (tuple(nameservers), timeout)
-    resolver = per_loop.get(key)
-    if resolver is None:
-        resolver = per_loop[key] = aiodns.DNSResolver(loop=loop, **dns_options(nameservers, timeout))
-    return resolver
-
-
 async def _resolve(host: str, port: int, *, nameservers: Sequence[str] = (), timeout: float = 5.0) -> list[str]:
-    result = await _shared_resolver(nameservers, timeout).getaddrinfo(
-        host, port=port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM
-    )
+    # A c-ares channel per lookup, closed however the lookup ends (answered, failed, or cancelled by the caller's
+    # timeout): a channel outliving its lookup calls back into whatever loop it was made on, and once that loop
+    # is closed (a test's, or a cancelled request's) the callback fails in another request's time (seen in CI).
+    # No thread is held either way; creating a channel costs microseconds against a network round trip.
+    resolver = aiodns.DNSResolver(**dns_options(nameservers, timeout))
+    try:
+        result = await resolver.getaddrinfo(host, port=port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM)
+    finally:
+        await resolver.close()
     return [node.addr[0].decode("ascii") for node in result.nodes]
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Iterable
 
@@ -352,3 +353,45 @@ def test_ipvfuture_hosts_are_refused(url: str, allow_private: bool) -> None:
         validate_webhook_url(url, allow_private=allow_private)
     with pytest.raises(ForbiddenTargetError):
         check_literal_target(url, allow_private=False)
+
+
+def test_a_lookup_cut_short_leaves_nothing_to_call_back_into_its_closed_loop() -> None:
+    """A lookup whose caller gave up (the create's timeout) must not answer later into a closed loop.
+
+    Seen in CI: a c-ares channel shared per loop outlived a test's loop and its late callback failed in the
+    next test (`RuntimeError: Event loop is closed`, raised from a cffi callback). A black-holed nameserver
+    (a UDP socket that reads and never answers) keeps the query pending past the caller's timeout.
+    """
+    import gc
+    import socket
+    import sys
+    import time
+
+    black_hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    black_hole.bind(("127.0.0.1", 0))
+    nameserver = f"127.0.0.1:{black_hole.getsockname()[1]}"
+    unraisable: list[object] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        first = asyncio.new_event_loop()
+        with pytest.raises(TimeoutError):
+            # The caller gives up after 0.2 s; c-ares alone would try for 1.5 s (0.5 s, then 1 s).
+            first.run_until_complete(
+                asyncio.wait_for(
+                    check_resolves_public(
+                        "https://slow.example/", allow_private=False, nameservers=[nameserver], timeout=1.5
+                    ),
+                    0.2,
+                )
+            )
+        first.close()
+        second = asyncio.new_event_loop()
+        second.run_until_complete(asyncio.sleep(2.5))  # past every c-ares retry of the abandoned query
+        second.close()
+        time.sleep(0.1)
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous_hook
+        black_hole.close()
+    assert unraisable == []
