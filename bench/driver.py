@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from synchook.auth.service import create_workspace
 from synchook.context import AppContext
 from synchook.outbox import hand_off, record_event
-from tests.support.webhook_factories import make_subscription, sync_data
+from tests.factories.webhooks import make_subscription, sync_data
 from webhooks import verify
 from webhooks.models import Delivery, DeliveryAttempt
 

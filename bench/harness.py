@@ -48,7 +48,7 @@ from synchook.outbox import Event
 from synchook.root import migrate
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
-from tests.support.webhook_factories import sync_data
+from tests.factories.webhooks import sync_data
 from webhooks.delivery.rows import new_delivery
 from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.models import Delivery

@@ -10,7 +10,7 @@ import aiohttp
 
 from subscriptions.keys import generate_webhook_secret
 from synchook.ids import new_id
-from tests.support.webhook_factories import sync_data
+from tests.factories.webhooks import sync_data
 from webhooks.sender import USER_AGENT
 from webhooks.signing import build_headers, signer_for
 

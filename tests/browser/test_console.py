@@ -19,9 +19,9 @@ import pytest
 from synchook.context import AppContext
 from synchook.timeutil import utcnow
 from tests.factories import Tenant, make_tenant
-from tests.support.admin_factories import delivery, seed_delivery
+from tests.factories.admin import delivery, seed_delivery
+from tests.factories.webhooks import make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import make_subscription
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"

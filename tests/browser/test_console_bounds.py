@@ -12,8 +12,8 @@ import pytest
 from synchook.context import AppContext
 from tests.browser.test_console import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import make_tenant
-from tests.support.admin_factories import count_rows, seed_delivery
-from tests.support.webhook_factories import make_subscription
+from tests.factories.admin import count_rows, seed_delivery
+from tests.factories.webhooks import make_subscription
 from webhooks.models import Replay
 
 pytestmark = [

@@ -28,9 +28,9 @@ from synchook.settings import Settings
 from tests.chaos.conftest import PgCluster
 from tests.chaos.receiver import ChaosReceiver
 from tests.factories import Tenant, make_tenant
+from tests.factories.webhooks import make_subscription, sync_data
 from tests.support.cluster import Cluster, Proc, base_env
 from tests.support.postgres import asyncpg_dsn
-from tests.support.webhook_factories import make_subscription, sync_data
 
 # One xdist group with the other multi-process tests: they must not overlap (timing, CPU).
 pytestmark = pytest.mark.xdist_group("heavy")

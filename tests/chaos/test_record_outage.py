@@ -13,8 +13,8 @@ from arq.worker import Worker
 from synchook.context import AppContext
 from tests.chaos.conftest import PgCluster
 from tests.factories import make_tenant
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 from tests.support.workers import running, wait_until
 from webhooks.models import Delivery
 

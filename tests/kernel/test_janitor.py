@@ -26,9 +26,9 @@ from synchook.janitor import (
 from synchook.queue import QUEUE_NAME, due_job_ids
 from synchook.settings import Settings
 from tests.factories import make_tenant
+from tests.factories.webhooks import make_events, make_subscription
 from tests.support.cluster import Cluster, base_env
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import make_events, make_subscription
 from tests.support.workers import running
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")]

@@ -23,8 +23,8 @@ from synchook.auth.models import ALL_SCOPES
 from synchook.context import AppContext
 from synchook.root.app import api_endpoints, openapi_document
 from tests.factories import Tenant, make_tenant
-from tests.support.admin_factories import seed_delivery
-from tests.support.webhook_factories import make_subscription
+from tests.factories.admin import seed_delivery
+from tests.factories.webhooks import make_subscription
 
 SPEC = openapi_document()
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)

@@ -21,8 +21,8 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from synchook.context import AppContext
 from synchook.settings import Settings
 from tests.factories import make_tenant
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 from tests.support.workers import running, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")

@@ -20,8 +20,8 @@ from synchook.queue import QUEUE_NAME, QueueDataError, connect, decode_job, enco
 from synchook.root.worker import build_worker
 from synchook.settings import Settings
 from tests.factories import make_tenant
+from tests.factories.webhooks import make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import make_events, make_subscription
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 

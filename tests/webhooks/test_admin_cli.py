@@ -21,9 +21,9 @@ from synchook.root.dev import DEV_REDIS_FILE
 from synchook.settings import Settings
 from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, make_tenant
-from tests.support.admin_factories import delivery, seed_delivery
+from tests.factories.admin import delivery, seed_delivery
+from tests.factories.webhooks import make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import make_subscription
 from webhooks.cli import RESUME_WITHIN
 from webhooks.models import Replay
 from webhooks.tasks import SWEEP_EVERY_S

@@ -10,8 +10,8 @@ import pytest
 from synchook.context import AppContext
 from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, add_key, make_tenant
-from tests.support.admin_factories import seed_delivery, seed_event
-from tests.support.webhook_factories import make_subscription
+from tests.factories.admin import seed_delivery, seed_event
+from tests.factories.webhooks import make_subscription
 
 pytestmark = pytest.mark.usefixtures("api_url")
 

@@ -10,8 +10,8 @@ from synchook.context import AppContext
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
-from tests.support.admin_factories import count_rows, seed_delivery, seed_event
-from tests.support.webhook_factories import make_subscription
+from tests.factories.admin import count_rows, seed_delivery, seed_event
+from tests.factories.webhooks import make_subscription
 from webhooks.admin import tasks
 from webhooks.admin.retention import purge_expired
 from webhooks.models import Delivery, DeliveryAttempt

@@ -15,8 +15,8 @@ from synchook.context import AppContext
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
+from tests.factories.webhooks import deliveries, make_events, make_subscription, subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import deliveries, make_events, make_subscription, subscription
 from webhooks.health import update_health
 
 Run = Callable[..., Awaitable[Any]]

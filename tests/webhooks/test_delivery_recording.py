@@ -12,8 +12,8 @@ from arq.worker import Worker
 
 from synchook.context import AppContext
 from tests.factories import make_tenant
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 

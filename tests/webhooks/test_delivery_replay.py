@@ -12,8 +12,8 @@ from synchook.context import AppContext
 from synchook.outbox import undispatched_event_ids
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 from webhooks.delivery.rows import reset_for_replay
 from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.dispatch import dispatch_events

@@ -9,8 +9,8 @@ import pytest
 
 from synchook.context import AppContext
 from tests.factories import make_tenant
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 from webhooks.constants import RESPONSE_BODY_LIMIT
 
 Run = Callable[..., Awaitable[Any]]

@@ -16,8 +16,8 @@ from synchook.context import AppContext
 from synchook.outbox import Event
 from synchook.timeutil import isoformat
 from tests.factories import make_tenant
+from tests.factories.webhooks import make_events, make_subscription
 from tests.support.receiver import Received, Receiver
-from tests.support.webhook_factories import make_events, make_subscription
 from webhooks import verify
 
 Run = Callable[..., Awaitable[Any]]

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from synchook.context import AppContext
 from synchook.outbox import Event
 from tests.factories import make_tenant
+from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import deliveries, make_events, make_subscription
 from webhooks.dispatch import dispatch_events
 
 Run = Callable[..., Awaitable[Any]]

@@ -22,8 +22,8 @@ from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
+from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import deliveries, make_events, make_subscription
 from webhooks.delivery.claim import claim_rows
 from webhooks.delivery.lease import Lease
 from webhooks.models import Delivery

@@ -14,9 +14,9 @@ import pytest
 from synchook.context import AppContext
 from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, add_key, make_tenant
-from tests.support.admin_factories import count_rows, delivery, replay_row, seed_delivery, seed_event
+from tests.factories.admin import count_rows, delivery, replay_row, seed_delivery, seed_event
+from tests.factories.webhooks import deliveries, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import deliveries, make_subscription
 from webhooks.admin import replays
 from webhooks.models import Delivery, Replay
 

@@ -11,9 +11,9 @@ import pytest
 
 from synchook.context import AppContext
 from tests.factories import Tenant, add_key, make_tenant
-from tests.support.admin_factories import delivery, seed_delivery
+from tests.factories.admin import delivery, seed_delivery
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 
 Run = Callable[..., Awaitable[Any]]
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from subscriptions.models import Subscription
 from synchook.context import AppContext
 from tests.factories import make_tenant
+from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import deliveries, make_events, make_subscription
 from webhooks.delivery import pipeline
 from webhooks.delivery.claim import load_subscriptions
 from webhooks.delivery.runtime import WorkerContext

@@ -10,7 +10,7 @@ from arq.constants import in_progress_key_prefix
 from synchook.context import AppContext
 from synchook.queue import QUEUE_NAME
 from tests.factories import make_tenant
-from tests.support.webhook_factories import make_events, make_subscription
+from tests.factories.webhooks import make_events, make_subscription
 from webhooks.dispatch import dispatch_events
 from webhooks.sweeper import MAX_BATCHES_PER_SWEEP, sweep_deliveries
 

@@ -18,8 +18,8 @@ from synchook.context import AppContext
 from synchook.outbox import hand_off
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
+from tests.factories.webhooks import attempts, deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.webhook_factories import attempts, deliveries, make_events, make_subscription
 from webhooks.delivery.claim import claim_rows
 from webhooks.delivery.lease import Lease
 from webhooks.delivery.recorder import UNSTORABLE_ERROR, Recorder

@@ -1,4 +1,5 @@
-"""Test data factories, in one place."""
+"""Test data factories, in one place: tenants and keys here; `webhooks` (subscriptions, events, deliveries)
+and `admin` (rows at a chosen time, replays) beside it."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from synchook.context import AppContext
 from synchook.ids import ulid
 from synchook.timeutil import utcnow
-from tests.support.webhook_factories import sync_data
+from tests.factories.webhooks import sync_data
 from webhooks.models import Delivery, DeliveryAttempt, Replay
 
 
