@@ -13,7 +13,6 @@ import hashlib
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
-from starlette.routing import Route
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330; margin: 0;
@@ -122,6 +121,3 @@ def docs_page() -> tuple[str, str]:
 async def docs(_request: Request) -> HTMLResponse:
     html, policy = docs_page()
     return HTMLResponse(html, headers={"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff"})
-
-
-ROUTES = [Route("/docs", docs, methods=["GET"])]

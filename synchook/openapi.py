@@ -1,8 +1,10 @@
-"""The OpenAPI 3.1 document of CONTRACT §4, written as data, served at ``GET /openapi.json``.
+"""The OpenAPI 3.1 document of CONTRACT §4, generated from the route declarations, served at ``GET /openapi.json``.
 
-Request schemas mirror the pydantic bodies (unknown fields refused: ``additionalProperties: false``).
-Response schemas require only what every response carries and leave objects open, so adding a field to
-a response never breaks a client. ``tests/kernel/test_openapi.py`` checks the paths against the app's routes.
+Every operation comes from an `Endpoint` (synchook/http/endpoint.py): its scope, path and query parameters,
+body and response models (their JSON Schemas, via pydantic), success statuses and error codes. Request bodies
+refuse unknown fields; response shapes are closed and list every field as required, so a field the API sends
+but does not document cannot exist (tests/kernel/test_wire_shapes.py). What is written here by hand is only
+what every operation shares: the error envelope, the rate-limit and request-id headers, the paging parameters.
 """
 
 from __future__ import annotations
@@ -14,24 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from synchook.auth.models import ALL_SCOPES
 from synchook.http.endpoint import Endpoint
 
 Schema = dict[str, Any]
 
-_ULID = "[0-9A-HJKMNP-TV-Z]{26}"
-
 
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _obj(properties: dict[str, Schema], *, required: list[str] | None = None, closed: bool = False) -> Schema:
@@ -55,7 +48,6 @@ def _list_envelope(item: Schema) -> Schema:
 
 
 _TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds and Z"}
-_TIME_OR_NULL: Schema = _nullable(_TIME)
 # What the API accepts as a date-time input: ISO 8601 dates, or date-times with a time zone (naive ones are 422).
 _TIME_INPUT: Schema = {
     "type": "string",
@@ -81,10 +73,6 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["error"],
     ),
-    "Health": _obj(
-        {"status": {"type": "string"}, "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
-        required=["status"],
-    ),
 }
 
 _RATE_HEADERS: dict[str, Schema] = {
@@ -93,7 +81,6 @@ _RATE_HEADERS: dict[str, Schema] = {
     "X-RateLimit-Reset": {"$ref": "#/components/headers/X-RateLimit-Reset"},
 }
 _REQUEST_ID_HEADER: dict[str, Schema] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
-_NO_STORE_HEADER: dict[str, Schema] = {"Cache-Control": {"$ref": "#/components/headers/Cache-Control"}}
 
 HEADERS: dict[str, Schema] = {
     "X-Request-ID": {
@@ -117,6 +104,7 @@ _ERRORS: dict[int, str] = {
     403: "`insufficient_permissions`: the key lacks the scope this operation needs",
     404: "`not_found`: no such object in this workspace (objects of other workspaces are not found, never 403)",
     409: "a conflict; the code says which (e.g. `sync_in_progress`, `replay_in_progress`, `replay_finished`)",
+    410: "gone; the code says why (e.g. `cursor_expired`: the change feed no longer holds changes after this cursor)",
     413: "`payload_too_large`: the body exceeds the size limit",
     422: "`validation_error` (or a more precise code, e.g. `replay_too_large`) naming the offending field",
     429: "`rate_limited`: too many requests; see Retry-After",
@@ -163,10 +151,6 @@ PARAMETERS: dict[str, Schema] = {
 
 def _param(name: str) -> Schema:
     return {"$ref": f"#/components/parameters/{name}"}
-
-
-def _query(name: str, schema: Schema, description: str) -> Schema:
-    return {"name": name, "in": "query", "description": description, "schema": schema}
 
 
 def _path(name: str, description: str) -> Schema:
@@ -219,105 +203,6 @@ def _op(
         responses[str(status)] = _error_response(status, _ERRORS[status], authenticated=authenticated)
     op["responses"] = responses
     return op
-
-
-_PAGING = [_param("limit"), _param("cursor")]
-
-
-def _paths() -> dict[str, dict[str, Schema]]:
-    health = "Operational endpoint, no API key; "
-    return {
-        "/healthz": {
-            "get": _op(
-                "Liveness",
-                tag="operations",
-                scope=None,
-                ok_status=200,
-                ok_schema=_ref("Health"),
-                description=health + "answers while the process runs.",
-            )
-        },
-        "/readyz": {
-            "get": {
-                **_op(
-                    "Readiness",
-                    tag="operations",
-                    scope=None,
-                    ok_status=200,
-                    ok_schema=_ref("Health"),
-                    description=health + "200 when the database and Redis are reachable, else 503.",
-                ),
-                "responses": {
-                    "200": {"description": "Ready", "content": {"application/json": {"schema": _ref("Health")}}},
-                    "503": {"description": "Not ready", "content": {"application/json": {"schema": _ref("Health")}}},
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                **_op(
-                    "Prometheus metrics",
-                    tag="operations",
-                    scope=None,
-                    ok_status=200,
-                    ok_schema=None,
-                    description=health + "Prometheus text format. Expose it to your scraper only, never publicly. "
-                    "When SYNCHOOK_METRICS_TOKEN is set it needs `Authorization: Bearer <token>` (else 401 "
-                    "`invalid_key`). Figures read from the database are cached for a few seconds per process.",
-                ),
-                "responses": {
-                    "200": {
-                        "description": "Prometheus exposition",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    "401": _error_response(
-                        401, "`invalid_key`: SYNCHOOK_METRICS_TOKEN is set and was not given", authenticated=False
-                    ),
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": _op(
-                "This document",
-                tag="operations",
-                scope=None,
-                ok_status=200,
-                ok_schema={"type": "object"},
-                description="The OpenAPI 3.1 description of this API; no API key.",
-            )
-        },
-        "/docs": {
-            "get": {
-                **_op(
-                    "API reference",
-                    tag="operations",
-                    scope=None,
-                    ok_status=200,
-                    ok_schema=None,
-                    description="This document rendered as an HTML page (self-contained, works offline); no API key.",
-                ),
-                "responses": {
-                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
-                },
-            }
-        },
-        "/admin": {
-            "get": {
-                **_op(
-                    "Admin console",
-                    tag="admin",
-                    scope=None,
-                    ok_status=200,
-                    ok_schema=None,
-                    description="The web console (HTML): deliveries, attempts, replays; signed in with an API key "
-                    "holding `admin:webhooks`.",
-                ),
-                "responses": {
-                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
-                },
-            }
-        },
-    }
 
 
 # --- Operations generated from the route declarations ----------------------------------------------------
@@ -389,6 +274,8 @@ def _declared_operation(endpoint: Endpoint, refs: Mapping[Any, Schema], defs: di
     if endpoint.response is not None:
         item = refs[(endpoint.response, "serialization")]
         ok_schema = _list_envelope(item) if endpoint.many else _envelope(item)
+        if not endpoint.envelope:
+            ok_schema = item
     elif endpoint.media_type != "application/json":
         ok_schema = None
     op = _op(
@@ -404,15 +291,18 @@ def _declared_operation(endpoint: Endpoint, refs: Mapping[Any, Schema], defs: di
         description=endpoint.description,
         ok_headers={name: {"$ref": f"#/components/headers/{name}"} for name in endpoint.extra_response_headers},
     )
+    wrap = _envelope if endpoint.envelope else (lambda schema: schema)
     for status, model in endpoint.alternatives:
         op["responses"][str(status)] = {
             **op["responses"][str(endpoint.status)],
-            "content": {"application/json": {"schema": _envelope(refs[(model, "serialization")])}},
+            "content": {"application/json": {"schema": wrap(refs[(model, "serialization")])}},
         }
     if endpoint.query is not None:
         op["responses"].setdefault("422", _error_response(422, _ERRORS[422], authenticated=endpoint.scope is not None))
-    if endpoint.media_type != "application/json" and endpoint.response is None:
-        op["responses"][str(endpoint.status)]["content"] = {endpoint.media_type: {"schema": {"type": "string"}}}
+    if endpoint.response is None and endpoint.status != 204:
+        # A handler answering its own Response: a page, an exposition, a document (JSON: some object).
+        raw: Schema = {"type": "object"} if endpoint.media_type == "application/json" else {"type": "string"}
+        op["responses"][str(endpoint.status)]["content"] = {endpoint.media_type: {"schema": raw}}
     return op
 
 
@@ -439,13 +329,6 @@ def _with_operation_ids(paths: dict[str, dict[str, Schema]]) -> dict[str, dict[s
     return paths
 
 
-def _merged(hand_written: dict[str, dict[str, Schema]], declared: dict[str, dict[str, Schema]]) -> dict[str, Any]:
-    paths = {path: dict(ops) for path, ops in hand_written.items()}
-    for path, ops in declared.items():
-        paths.setdefault(path, {}).update(ops)
-    return paths
-
-
 def build_spec(endpoints: Sequence[Endpoint] = (), *, root_path: str = "") -> Schema:
     """The document of `endpoints` (mounted under /v1 when their path says so), `servers` at SYNCHOOK_ROOT_PATH."""
     from synchook import __version__
@@ -468,7 +351,7 @@ def build_spec(endpoints: Sequence[Endpoint] = (), *, root_path: str = "") -> Sc
             {"name": "admin", "description": "The web console"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
         ],
-        "paths": _with_operation_ids(_merged(_paths(), declared)),
+        "paths": _with_operation_ids(declared),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -483,11 +366,3 @@ def build_spec(endpoints: Sequence[Endpoint] = (), *, root_path: str = "") -> Sc
             "headers": HEADERS,
         },
     }
-
-
-async def openapi_json(request: Request) -> JSONResponse:
-    # Built once per app from the declarations the composition root registered (synchook/app.py).
-    return JSONResponse(request.app.state.openapi)
-
-
-ROUTES = [Route("/openapi.json", openapi_json, methods=["GET"])]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
-
 from synchook.http.endpoint import Endpoint
 from webhooks.admin import routes as admin
 
 ENDPOINTS: list[Endpoint] = list(admin.ENDPOINTS)
 # Routes outside /v1 (the /admin console).
-PAGES: list[BaseRoute] = list(admin.PAGES)
+PAGES: list[Endpoint] = list(admin.PAGES)

@@ -21,6 +21,9 @@ from synchook.context import AppContext
 from synchook.http.bodies import read_model, validation_failed
 from synchook.http.guard import app_context, authorize
 
+# The caller of an endpoint declared with `scope=None` (health, metrics, pages): no workspace, no key, no scope.
+ANONYMOUS = Principal(workspace_id="", key_id="", scopes=frozenset())
+
 QueryT = TypeVar("QueryT", bound=BaseModel | None)
 BodyT = TypeVar("BodyT", bound=BaseModel | None)
 
@@ -30,11 +33,15 @@ class Call(Generic[QueryT, BodyT]):
     """What a handler gets: the request, already authorized and parsed."""
 
     request: Request
-    ctx: AppContext
     principal: Principal
     path: Mapping[str, str]
     query: QueryT
     body: BodyT
+
+    @property
+    def ctx(self) -> AppContext:
+        # Read when used: the pages and health endpoints answer even before the app's context exists.
+        return app_context(self.request)
 
     @property
     def workspace_id(self) -> str:
@@ -89,6 +96,8 @@ class Endpoint:
     extra_response_headers: tuple[str, ...] = field(default=())
     # Other successful answers, as (status, model): a dry run's 200 beside the 202 of the real thing.
     alternatives: tuple[tuple[int, type[BaseModel]], ...] = ()
+    # False: `response` is the whole body, not `data` (the change feed's `{data, next_after, has_more}`).
+    envelope: bool = True
 
     def as_route(self, *, mount: str = "") -> Route:
         """The starlette route; `mount` is the prefix of the `Mount` it will sit in (the path names it too)."""
@@ -97,15 +106,13 @@ class Endpoint:
         return Route(self.path.removeprefix(mount), self._serve, methods=[self.method])
 
     async def _serve(self, request: Request) -> Response:
-        principal = await authorize(request, self.scope) if self.scope is not None else None
-        ctx = app_context(request)
+        principal = await authorize(request, self.scope) if self.scope is not None else ANONYMOUS
         query = parse_query(self.query, request) if self.query is not None else None
         body = None
         if self.body is not None:
-            body = await read_model(
-                request, self.body, max_bytes=ctx.settings.max_body_bytes, allow_empty=not self.body_required
-            )
-        call = Call(request, ctx, principal, request.path_params, query, body)  # type: ignore[arg-type]
+            max_bytes = app_context(request).settings.max_body_bytes
+            body = await read_model(request, self.body, max_bytes=max_bytes, allow_empty=not self.body_required)
+        call = Call(request, principal, request.path_params, query, body)
         return self._answer(await self.handler(call))
 
     def _answer(self, result: BaseModel | Page | Reply | Response | None) -> Response:
@@ -118,11 +125,14 @@ class Endpoint:
             return JSONResponse({"data": items, "next_cursor": result.next_cursor}, status_code=self.status)
         if isinstance(result, Reply):
             return JSONResponse(
-                {"data": self._dump(result.data)},
+                self._wrap(self._dump(result.data)),
                 status_code=result.status or self.status,
                 headers=dict(result.headers) if result.headers else None,
             )
-        return JSONResponse({"data": self._dump(result)}, status_code=self.status)
+        return JSONResponse(self._wrap(self._dump(result)), status_code=self.status)
+
+    def _wrap(self, dumped: Any) -> Any:
+        return {"data": dumped} if self.envelope else dumped
 
     def _dump(self, value: BaseModel) -> Any:
         # A handler answering with another model than declared would document one shape and send another.

@@ -37,9 +37,14 @@ def api_endpoints() -> list[Endpoint]:
     return [*sync_trigger.routes.ENDPOINTS, *subscription_endpoints, *webhooks.routes.ENDPOINTS]
 
 
+def page_endpoints() -> list[Endpoint]:
+    """Every declared endpoint outside /v1: health, metrics, this document, the docs and console pages."""
+    return [*health.ENDPOINTS, *webhooks.routes.PAGES]
+
+
 def openapi_document(*, root_path: str = "") -> dict[str, Any]:
     """`/openapi.json`: generated from the declarations of every endpoint."""
-    return build_spec(api_endpoints(), root_path=root_path)
+    return build_spec([*page_endpoints(), *api_endpoints()], root_path=root_path)
 
 
 def api_routes() -> list[BaseRoute]:
@@ -47,7 +52,7 @@ def api_routes() -> list[BaseRoute]:
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*health.ROUTES, *webhooks.routes.PAGES, Mount("/v1", routes=api_routes())]
+    return [*routes(page_endpoints()), Mount("/v1", routes=api_routes())]
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

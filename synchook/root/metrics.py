@@ -30,7 +30,6 @@ from sqlalchemy import func, select
 from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sync_trigger.models import JOB_STATUSES, SyncJob
 from synchook.context import AppContext
@@ -248,6 +247,3 @@ async def metrics(request: Request) -> Response:
     _check_token(request, ctx)
     snapshot = await take_snapshot(ctx, cache=_cache(request, ctx))
     return Response(render(snapshot), media_type=CONTENT_TYPE_LATEST)
-
-
-ROUTES = [Route("/metrics", metrics, methods=["GET"])]

@@ -175,8 +175,8 @@ async def test_real_error_and_health_bodies_match_their_schemas(client: httpx.As
     def validator(name: str) -> Any:
         return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]})
 
-    validator("Health").validate((await client.get("/healthz")).json())
-    validator("Health").validate((await client.get("/readyz")).json())
+    validator("Liveness").validate((await client.get("/healthz")).json())
+    validator("Readiness").validate((await client.get("/readyz")).json())
     unauthorised = await client.get("/v1/webhooks/subscriptions", headers={"Authorization": "Bearer wbk_nope"})
     assert unauthorised.status_code in (401, 404)  # 404 until the route lands
     validator("Error").validate(unauthorised.json())

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
@@ -120,7 +118,7 @@ async def cancel_replay(call: Call[None, None]) -> ReplayView:
     return ReplayView.of(replay)
 
 
-async def console(request: Request) -> Response:
+async def console(_call: Call[None, None]) -> Response:
     return console_response()
 
 
@@ -223,4 +221,17 @@ ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-PAGES: list[BaseRoute] = [Route("/admin", console, methods=["GET"])]
+# Outside /v1: the console page signs in with a key in the browser, so the page itself needs none.
+PAGES: list[Endpoint] = [
+    Endpoint(
+        method="GET",
+        path="/admin",
+        handler=console,
+        summary="Admin console",
+        tag="admin",
+        scope=None,
+        media_type="text/html",
+        description="The web console (HTML): deliveries, attempts, replays; signed in with an API key "
+        "holding `admin:webhooks`.",
+    )
+]
