@@ -43,6 +43,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
         return "noop"
     await hand_off(app.enqueue, started.event_ids)
     stats: dict[str, Any] | None = None
+    changes: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     if started.exhausted:
         error = {"code": "internal_error", "message": "The sync was interrupted too many times"}
@@ -54,7 +55,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
         budget = max(1.0, app.settings.sync_job_timeout * 0.9)
         try:
             result = await asyncio.wait_for(runner.run_sync(app, started.job, started.connections), timeout=budget)
-            stats = result.as_dict()
+            stats, changes = result.as_dict(), result.changes()
         except runner.SyncFailure as failure:
             stats, error = failure.stats.as_dict(), failure.as_error()
         except runner.JobEnded:
@@ -67,7 +68,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
                 raise
             logger.exception("sync job %s failed unexpectedly", job_id)
             error = {"code": "internal_error", "message": "The sync failed unexpectedly"}
-    event_ids = await service.finish_job(app.db, job_id=job_id, stats=stats, error=error)
+    event_ids = await service.finish_job(app.db, job_id=job_id, stats=stats, error=error, changes=changes)
     await hand_off(app.enqueue, event_ids)
     return "failed" if error is not None else "completed"
 

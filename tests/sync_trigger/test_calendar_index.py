@@ -100,7 +100,7 @@ async def test_calendars_gone_at_the_provider_take_their_events(
         connection = await session.get(Connection, calendar.connection_id)
     assert connection is not None
     rows, removed = await service.sync_calendars(app_ctx.db, connection=connection, calendars=[])
-    assert rows == [] and removed == 2
+    assert rows == [] and removed == service.IndexCounts(deleted=2)
 
 
 async def test_deleting_a_connection_deletes_its_index(

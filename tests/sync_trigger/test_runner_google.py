@@ -216,9 +216,13 @@ async def test_post_sync_runs_on_the_worker_and_completed_event_carries_the_stat
     async with app_ctx.db.session() as session:
         events = list((await session.execute(select(Event).order_by(col(Event.created_at), col(Event.id)))).scalars())
         stored = await session.get(SyncJob, job_id)
-    mine = [e for e in events if e.data["job_id"] == job_id]
+    mine = [e for e in events if e.data["job_id"] == job_id and e.type.startswith("calendar.sync.")]
     assert [e.type for e in mine] == ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed"]
     assert mine[-1].data["stats"] == expected
+    created = [e for e in events if e.type == "calendar.event.created"]
+    assert len(created) == 7 and all(e.data["initial"] and e.data["job_id"] == job_id for e in created)
+    through = max(e.data["sequence"] for e in created)
+    assert mine[-1].data["changes"] == {"created": 7, "updated": 0, "deleted": 0, "through_sequence": through}
     assert stored is not None and stored.trigger == "on_demand"
     listed = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()
     assert [e["summary"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
