@@ -21,7 +21,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,fuzz,browser]'
 	touch $@
 
-# The benchmarks reuse the test fixtures (tests/support, tests/fakes).
+# The benchmarks reuse the test fixtures (tests/support) and the fake providers (synchook/fakes).
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@

@@ -2,7 +2,7 @@
 
     python -m bench.bench_sync [--events N] [--page-size N] [--providers google,microsoft]
 
-The fake Google and Graph servers (tests/fakes/providers/) run in a child process, so the figures
+The fake Google and Graph servers (synchook/fakes/) run in a child process, so the figures
 are the syncing process's alone. A fresh, migrated SQLite database receives the index. Prints one
 line per provider with the time of its first (full) sync, the time of a no-change incremental
 round, then one line with the peak RSS of this process (resource.getrusage).
@@ -26,8 +26,8 @@ from synchook import migrate
 from synchook.auth.service import create_workspace
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
+from synchook.fakes import FakeProviders
 from synchook.settings import Settings
-from tests.fakes.providers import FakeProviders
 from tests.support.sync_harness import ALICE, SyncHarness
 
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from synchook.crypto import generate_master_key
+from synchook.fakes import FakeProviders
 from synchook.queue import EmbeddedRedis
-from tests.fakes.providers import FakeProviders
 from tests.support.cluster import Cluster, base_env
 from tests.support.postgres import asyncpg_dsn, create_database, drop_database, require_postgres, unique_name
 from tests.support.receiver import Receiver

@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from synchook.app import api_routes, openapi_document
 from synchook.context import AppContext
+from synchook.fakes import FakeProviders
 from tests.factories import Tenant, make_tenant
-from tests.fakes.providers import FakeProviders
 
 
 @pytest.fixture(scope="session")

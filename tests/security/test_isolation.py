@@ -16,7 +16,7 @@ from arq.worker import Worker
 from sqlalchemy import select
 
 from synchook.context import AppContext
-from tests.fakes.providers import FakeProviders
+from synchook.fakes import FakeProviders
 from tests.security.conftest import World, id_operations, make_world, path_param, provider_overrides
 from tests.support.receiver import Receiver
 from webhooks.models import Delivery

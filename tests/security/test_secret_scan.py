@@ -17,9 +17,9 @@ from subscriptions.models import Subscription
 from sync_trigger.models import Connection
 from synchook.auth.models import ApiKey
 from synchook.context import AppContext
+from synchook.fakes import FakeProviders
 from synchook.settings import Settings
 from tests.factories import make_tenant
-from tests.fakes.providers import FakeProviders
 from tests.security.conftest import provider_overrides
 from tests.support.receiver import Receiver
 from webhooks.models import Delivery, DeliveryAttempt

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from sync_trigger.connectors import ChangePage, Connector, ProviderEndpoints, Tokens, build_connector
-from tests.fakes.providers import FakeProviders
+from synchook.fakes import FakeProviders
 
 ALICE = "alice@example.com"
 WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))

@@ -14,9 +14,9 @@ from sync_trigger.calendar_index.models import Calendar, CalendarEvent
 from sync_trigger.models import Connection, SyncJob
 from sync_trigger.schemas import ConnectionCreateBody
 from synchook.context import AppContext
+from synchook.fakes import FakeProviders
 from synchook.ids import new_id
 from synchook.timeutil import utcnow
-from tests.fakes.providers import FakeProviders
 
 ALICE = "alice@example.com"
 

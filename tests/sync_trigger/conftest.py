@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.providers import FakeProviders
+from synchook.fakes import FakeProviders
 
 
 @pytest.fixture(scope="module")

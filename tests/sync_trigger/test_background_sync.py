@@ -17,10 +17,10 @@ from sync_trigger import service
 from sync_trigger.background import background_cron_jobs, schedule_background_syncs
 from sync_trigger.models import Connection, SyncJob
 from synchook.context import AppContext
+from synchook.fakes import FakeProviders
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
-from tests.fakes.providers import FakeProviders
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")

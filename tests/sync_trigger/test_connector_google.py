@@ -17,7 +17,7 @@ from sync_trigger.connectors import (
     Tokens,
     build_connector,
 )
-from tests.fakes.providers import FakeProviders
+from synchook.fakes import FakeProviders
 from tests.support.connector_harness import ALICE, WINDOW, Harness, collect
 
 G = "google"

@@ -18,7 +18,7 @@ from sync_trigger.connectors import (
     Tokens,
 )
 from sync_trigger.connectors.throttle import parse_retry_after
-from tests.fakes.providers import FakeProviders
+from synchook.fakes import FakeProviders
 from tests.support.connector_harness import ALICE, WINDOW, Harness, collect
 
 MS = "microsoft"

@@ -7,13 +7,13 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.fakes.providers import CLIENTS, FakeProviders
+from synchook.fakes import CLIENTS, FakeProviders
 
 ALICE = "alice@example.com"
 
@@ -216,7 +216,7 @@ def test_token_endpoints_refresh_rotate_and_refuse(fake: FakeProviders) -> None:
 
 def test_runs_as_a_separate_process_and_prints_lines_a_shell_can_run() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.providers", "--port", "0", "--seed"],
+        [sys.executable, "-m", "synchook.fakes", "--port", "0", "--seed"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -258,3 +258,215 @@ def test_runs_as_a_separate_process_and_prints_lines_a_shell_can_run() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# ---- the §5 fields and the edit control (issue 19) -------------------------------------------------
+
+ZURICH_START = datetime(2024, 5, 2, 9, tzinfo=UTC)  # 11:00 in Zurich (CEST)
+GRAPH_WINDOW = "startDateTime=2024-01-01T00:00:00Z&endDateTime=2025-01-01T00:00:00Z"
+
+
+def control(fake: FakeProviders, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        fake.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def meeting(fake: FakeProviders, provider: str, **extra: Any) -> str:
+    return fake.put_event(
+        provider,
+        ALICE,
+        ALICE,
+        summary="Design review",
+        start=ZURICH_START,
+        end=ZURICH_START + timedelta(hours=1),
+        time_zone="Europe/Zurich",
+        description="Agenda",
+        location="Room 4.01",
+        organizer=(ALICE, "Alice"),
+        conference_url="https://meet.example.com/abc-defg-hij",
+        attendees=[
+            {"email": "bob@example.com", "name": "Bob", "response": "accepted"},
+            {"email": "carol@example.com", "name": "Carol", "response": "tentative", "optional": True},
+        ],
+        **extra,
+    )
+
+
+def test_google_events_carry_the_fields_of_providers_5(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    event = meeting(fake, "google", busy=False)
+    _, body = call(fake, EVENTS, acc.access_token)
+    [item] = body["items"]
+    assert item["start"] == {"dateTime": "2024-05-02T11:00:00+02:00", "timeZone": "Europe/Zurich"}
+    assert item["end"] == {"dateTime": "2024-05-02T12:00:00+02:00", "timeZone": "Europe/Zurich"}
+    assert item["organizer"] == {"email": ALICE, "displayName": "Alice"}
+    assert item["attendees"] == [
+        {"email": "bob@example.com", "displayName": "Bob", "responseStatus": "accepted"},
+        {"email": "carol@example.com", "displayName": "Carol", "responseStatus": "tentative", "optional": True},
+    ]
+    assert (item["summary"], item["description"], item["location"]) == ("Design review", "Agenda", "Room 4.01")
+    assert item["hangoutLink"] == "https://meet.example.com/abc-defg-hij"
+    assert item["conferenceData"]["entryPoints"][0] == {
+        "entryPointType": "video",
+        "uri": "https://meet.example.com/abc-defg-hij",
+        "label": "meet.example.com/abc-defg-hij",
+    }
+    assert item["iCalUID"] == f"{event}@google.com" and item["htmlLink"].endswith(f"eid={event}")
+    assert (item["status"], item["transparency"]) == ("confirmed", "transparent")
+
+
+def test_google_all_day_and_recurring_instances(fake: FakeProviders) -> None:
+    acc = fake.add_account("google")
+    fake.put_event("google", ALICE, ALICE, summary="Offsite", start=date(2024, 5, 3), end=date(2024, 5, 4))
+    series, ids = fake.add_series("google", ALICE, ALICE, 2, first=datetime(2024, 5, 6, 8, tzinfo=UTC))
+    _, body = call(fake, EVENTS, acc.access_token)
+    offsite, first, second = body["items"]
+    assert (offsite["start"], offsite["end"]) == ({"date": "2024-05-03"}, {"date": "2024-05-04"})
+    assert [first["id"], second["id"]] == ids == [f"{series}_20240506T080000Z", f"{series}_20240513T080000Z"]
+    assert first["recurringEventId"] == series
+    assert first["originalStartTime"] == {"dateTime": "2024-05-06T08:00:00Z"}
+
+
+def test_graph_events_carry_the_fields_of_providers_5(fake: FakeProviders) -> None:
+    acc = fake.add_account("microsoft")
+    meeting(fake, "microsoft", status="tentative")
+    # Without Prefer: outlook.timezone, Graph writes times in the event's own zone, without offset.
+    _, body = call(fake, f"{DELTA}?{GRAPH_WINDOW}", acc.access_token)
+    [item] = body["value"]
+    assert item["start"] == {"dateTime": "2024-05-02T11:00:00.0000000", "timeZone": "Europe/Zurich"}
+    assert item["originalStartTimeZone"] == "Europe/Zurich" and item["isAllDay"] is False
+    assert item["subject"] == "Design review" and item["bodyPreview"] == "Agenda"
+    assert item["body"] == {"contentType": "html", "content": "<html><body><p>Agenda</p></body></html>"}
+    assert item["location"]["displayName"] == "Room 4.01"
+    assert item["organizer"] == {"emailAddress": {"name": "Alice", "address": ALICE}}
+    assert [(a["type"], a["status"]["response"], a["emailAddress"]) for a in item["attendees"]] == [
+        ("required", "accepted", {"name": "Bob", "address": "bob@example.com"}),
+        ("optional", "tentativelyAccepted", {"name": "Carol", "address": "carol@example.com"}),
+    ]
+    assert item["onlineMeeting"] == {"joinUrl": "https://meet.example.com/abc-defg-hij"}
+    assert (item["showAs"], item["isCancelled"]) == ("tentative", False)
+    assert item["iCalUId"] and item["webLink"].startswith("https://outlook.office365.com/")
+    # With it, every time is written in the zone asked for.
+    _, body = call(fake, f"{DELTA}?{GRAPH_WINDOW}", acc.access_token, {"Prefer": 'outlook.timezone="UTC"'})
+    assert body["value"][0]["start"] == {"dateTime": "2024-05-02T09:00:00.0000000", "timeZone": "UTC"}
+
+
+def test_graph_all_day_and_occurrences(fake: FakeProviders) -> None:
+    acc = fake.add_account("microsoft")
+    fake.put_event("microsoft", ALICE, ALICE, summary="Offsite", start=date(2024, 5, 3), end=date(2024, 5, 4))
+    series, _ = fake.add_series("microsoft", ALICE, ALICE, 2, first=datetime(2024, 5, 6, 8, tzinfo=UTC))
+    _, body = call(fake, f"{DELTA}?{GRAPH_WINDOW}", acc.access_token)
+    offsite, first, _second = body["value"]
+    assert offsite["isAllDay"] is True
+    assert offsite["start"] == {"dateTime": "2024-05-03T00:00:00.0000000", "timeZone": "UTC"}
+    assert (first["type"], first["seriesMasterId"], first["originalStart"]) == (
+        "occurrence",
+        series,
+        "2024-05-06T08:00:00Z",
+    )
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_edit_control_changes_one_field_and_the_next_incremental_round_reports_it(
+    fake: FakeProviders, provider: str
+) -> None:
+    acc = fake.add_account(provider)
+    event = meeting(fake, provider)
+    other = fake.put_event(provider, ALICE, ALICE, summary="Untouched")
+    first_path = EVENTS if provider == "google" else f"{DELTA}?{GRAPH_WINDOW}"
+    _, body = call(fake, first_path, acc.access_token)
+    before = {item["id"]: item for item in body["items" if provider == "google" else "value"]}[event]
+    title = "summary" if provider == "google" else "subject"
+    status, edited = control(fake, "POST", f"/_ctl/{provider}/calendars/{ALICE}/events/{event}", {title: "New"})
+    assert status == 200 and edited[title] == "New"
+    if provider == "google":
+        _, changes = call(fake, f"{EVENTS}?syncToken={body['nextSyncToken']}", acc.access_token)
+        [item] = changes["items"]
+        stamp = "updated"
+    else:
+        _, changes = call(fake, body["@odata.deltaLink"].removeprefix(fake.base_url), acc.access_token)
+        [item] = changes["value"]
+        stamp = "lastModifiedDateTime"
+    assert item["id"] == event != other
+    assert item[title] == "New" and item[stamp] >= before[stamp]
+    # Only the edited field moved; the rest is the event as it was.
+    assert {k: v for k, v in item.items() if k not in (title, stamp, "etag", "@odata.etag")} == {
+        k: v for k, v in before.items() if k not in (title, stamp, "etag", "@odata.etag")
+    }
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_attendee_response_control_changes_only_that_attendee(fake: FakeProviders, provider: str) -> None:
+    acc = fake.add_account(provider)
+    event = meeting(fake, provider)
+    first_path = EVENTS if provider == "google" else f"{DELTA}?{GRAPH_WINDOW}"
+    _, body = call(fake, first_path, acc.access_token)
+    path = f"/_ctl/{provider}/calendars/{ALICE}/events/{event}/attendees/bob@example.com"
+    status, _ = control(fake, "POST", path, {"response": "declined"})
+    assert status == 200
+    if provider == "google":
+        _, changes = call(fake, f"{EVENTS}?syncToken={body['nextSyncToken']}", acc.access_token)
+        attendees = changes["items"][0]["attendees"]
+        assert [a["responseStatus"] for a in attendees] == ["declined", "tentative"]
+    else:
+        _, changes = call(fake, body["@odata.deltaLink"].removeprefix(fake.base_url), acc.access_token)
+        attendees = changes["value"][0]["attendees"]
+        assert [a["status"]["response"] for a in attendees] == ["declined", "tentativelyAccepted"]
+
+
+def test_edit_control_moves_an_event_and_keeps_create_and_delete(fake: FakeProviders) -> None:
+    acc = fake.add_account("microsoft")
+    _, body = call(fake, f"{DELTA}?{GRAPH_WINDOW}", acc.access_token)
+    status, created = control(
+        fake, "POST", f"/_ctl/microsoft/calendars/{ALICE}/events",
+        {"summary": "Made by hand", "start": "2024-06-01T10:00:00+00:00", "end": "2024-06-01T11:00:00+00:00",
+         "location": "Here"},
+    )  # fmt: skip
+    assert status == 201 and created["location"]["displayName"] == "Here"
+    moved = {"start": {"dateTime": "2024-06-02T10:00:00.0000000", "timeZone": "Pacific Standard Time"}}
+    status, edited = control(fake, "POST", f"/_ctl/microsoft/calendars/{ALICE}/events/{created['id']}", moved)
+    # Rendered in its new zone; 10:00 in Los Angeles is 17:00 UTC.
+    assert status == 200 and edited["start"] == moved["start"]
+    _, changes = call(
+        fake, body["@odata.deltaLink"].removeprefix(fake.base_url), acc.access_token,
+        {"Prefer": 'outlook.timezone="UTC"'},
+    )  # fmt: skip
+    assert [item["start"]["dateTime"] for item in changes["value"]] == ["2024-06-02T17:00:00.0000000"]
+    assert control(fake, "DELETE", f"/_ctl/microsoft/calendars/{ALICE}/events/{created['id']}")[0] == 204
+    _, gone = call(fake, changes["@odata.deltaLink"].removeprefix(fake.base_url), acc.access_token)
+    assert gone["value"] == [
+        {"@odata.type": "#microsoft.graph.event", "id": created["id"], "@removed": {"reason": "deleted"}}
+    ]
+
+
+def test_edit_control_refuses_bad_edits(fake: FakeProviders) -> None:
+    fake.add_account("google")
+    event = fake.put_event("google", ALICE, ALICE)
+    base = f"/_ctl/google/calendars/{ALICE}/events"
+    assert control(fake, "POST", f"{base}/nope", {"summary": "x"})[0] == 404
+    assert control(fake, "POST", f"{base}/{event}", {"updated": "2020-01-01T00:00:00Z"})[0] == 400
+    assert control(fake, "POST", f"{base}/{event}", ["summary"])[0] == 400
+    assert control(fake, "POST", f"{base}/{event}/attendees/nobody@example.com", {"response": "accepted"})[0] == 404
+    assert control(fake, "POST", f"/_ctl/google/calendars/other@example.com/events/{event}", {"summary": "x"})[0] == 404
+    fake.delete_event("google", ALICE, ALICE, event)
+    assert control(fake, "POST", f"{base}/{event}", {"summary": "x"})[0] == 404
+
+
+def test_seeded_demo_data_has_the_mix() -> None:
+    with FakeProviders() as fake:
+        for provider in ("google", "microsoft"):
+            fake.add_account(provider)
+            ids = fake.seed_demo(provider, ALICE, ALICE, first=datetime(2024, 5, 1, 9, tzinfo=UTC))
+            events = fake.account(provider).calendars[ALICE].events
+            assert events[ids["all_day"]].all_day
+            assert events[ids["zoned"]].time_zone == "Europe/Zurich"
+            assert len(events[ids["meeting"]].body["attendees"]) == 3
+            assert sum(1 for key in ids if key.startswith("instance_")) == 4

@@ -14,10 +14,10 @@ from pydantic import SecretStr
 from sync_trigger.models import Connection
 from synchook.context import AppContext
 from synchook.crypto import SecretBox, generate_master_key
+from synchook.fakes import FakeProviders
 from synchook.reseal import ResealCount, read_sealed, reseal_rows
 from synchook.settings import Settings, parse_secret_keys
 from tests.factories import make_tenant
-from tests.fakes.providers import FakeProviders
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon, stats
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")

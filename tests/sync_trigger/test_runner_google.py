@@ -15,9 +15,9 @@ from sqlmodel import col
 from sync_trigger import runner
 from sync_trigger.models import SyncJob
 from synchook.context import AppContext
+from synchook.fakes import FakeProviders
 from synchook.outbox import Event
 from tests.factories import make_tenant
-from tests.fakes.providers import FakeProviders
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon, stats
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")

@@ -10,8 +10,8 @@ import pytest
 
 from sync_trigger import runner
 from synchook.context import AppContext
+from synchook.fakes import CLIENTS, FakeProviders
 from tests.factories import make_tenant
-from tests.fakes.providers import CLIENTS, FakeProviders
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon, stats
 
 M = "microsoft"

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount
+from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount
 
 CLIENTS = {GOOGLE: ("fake-google-client", "fake-google-secret"), MICROSOFT: ("fake-ms-client", "fake-ms-secret")}
 _INVALID_GRANT: dict[str, dict[str, Any]] = {

@@ -4,25 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
-from tests.fakes.providers._common import utc
+from synchook.fakes._common import utc
 
 GOOGLE, MICROSOFT = "google", "microsoft"
 
 
 @dataclass
 class FakeEvent:
+    """One event; `body` holds its provider fields as they go on the wire (PROVIDERS.md §5).
+
+    Start and end are kept apart, as instants (or dates for all-day events) in `time_zone`, because
+    they decide the listing window and Graph renders them in the zone a request prefers. Everything
+    else (summary/subject, attendees, organizer, ...) sits in `body` in the provider's own spelling,
+    so an edit through the control call is exactly the provider field a real edit changes.
+    """
+
     id: str
-    summary: str
+    body: dict[str, Any]
     start: datetime | date
     end: datetime | date
     updated: datetime
     seq: int
     deleted: bool = False
+    time_zone: str | None = None  # IANA or Windows name the event was created in; None: plain UTC
 
     @property
     def all_day(self) -> bool:
         return not isinstance(self.start, datetime)
+
+    @property
+    def summary(self) -> str | None:
+        return self.body.get("summary", self.body.get("subject"))
 
     def bounds(self) -> tuple[datetime, datetime]:
         return utc(self.start), utc(self.end)

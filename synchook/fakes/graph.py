@@ -6,17 +6,18 @@ DeltaLinks stay within their window and report events that left it as `@removed`
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.providers._common import clamp, utc, utc_millis
-from tests.fakes.providers.models import MICROSOFT, FakeAccount, FakeEvent, Fault
-from tests.fakes.providers.paging import Snapshot, Window
-from tests.fakes.providers.state import ProviderState
+from synchook.fakes import content
+from synchook.fakes._common import clamp, utc, utc_millis
+from synchook.fakes.models import MICROSOFT, FakeAccount, FakeEvent, Fault
+from synchook.fakes.paging import Snapshot, Window
+from synchook.fakes.state import ProviderState
 
 
 def calendars(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:
@@ -56,7 +57,8 @@ def delta(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:
             return gone
         window = cursor.window
         changed = sorted((e for e in cal.events.values() if e.seq > cursor.seq), key=lambda e: e.seq)
-        items = [_event(e) if _overlaps(e, window) and not e.deleted else _removed(e) for e in changed]
+        zone = _prefer_zone(request)
+        items = [render(e, zone) if _overlaps(e, window) and not e.deleted else _removed(e) for e in changed]
     else:
         try:
             window = (_time(query.get("startDateTime")), _time(query.get("endDateTime")))
@@ -67,7 +69,7 @@ def delta(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:
                 "StartDateTime and EndDateTime.",
             )  # fmt: skip
         live = sorted((e for e in cal.events.values() if not e.deleted and _overlaps(e, window)), key=lambda e: e.seq)
-        items = [_event(e) for e in live]
+        items = [render(e, _prefer_zone(request)) for e in live]
     if fakes.pager.duplicates and items:
         # The same change can appear twice in one round; clients must tolerate it.
         items += items[: fakes.pager.duplicates]
@@ -113,14 +115,17 @@ def fault(queued: Fault) -> Response:
 # ---- wire format -------------------------------------------------------------------------------
 
 
-def _event(e: FakeEvent) -> dict[str, Any]:
-    def when(v: datetime | date) -> dict[str, str]:
-        # Graph writes seven fractional digits and names the zone separately.
-        return {"dateTime": utc(v).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0", "timeZone": "UTC"}
-
-    return {"@odata.type": "#microsoft.graph.event", "@odata.etag": f'W/"{e.seq}"', "id": e.id,
-            "subject": e.summary, "isAllDay": e.all_day, "isCancelled": False, "type": "singleInstance",
-            "lastModifiedDateTime": utc_millis(e.updated), "start": when(e.start), "end": when(e.end)}  # fmt: skip
+def render(e: FakeEvent, prefer_zone: str | None = None) -> dict[str, Any]:
+    """The event as Graph lists it: times in the zone the request prefers, else in the event's own."""
+    zone = prefer_zone or e.time_zone or "UTC"
+    head = {"@odata.type": "#microsoft.graph.event", "@odata.etag": f'W/"{e.seq}"', "id": e.id}
+    times = {
+        "lastModifiedDateTime": utc_millis(e.updated),
+        "isAllDay": e.all_day,
+        "start": content.graph_time(e.start, zone),
+        "end": content.graph_time(e.end, zone),
+    }
+    return head | e.body | times
 
 
 def _removed(e: FakeEvent) -> dict[str, Any]:
@@ -137,6 +142,15 @@ def _time(value: str | None) -> datetime:
 def _overlaps(e: FakeEvent, window: Window) -> bool:
     start, end = e.bounds()
     return start < window[1] and end > window[0]
+
+
+def _prefer_zone(request: Request) -> str | None:
+    """`Prefer: outlook.timezone="UTC"`: Graph then writes every time in that zone."""
+    for part in request.headers.get("prefer", "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "outlook.timezone" and value.strip('"'):
+            return value.strip('"')
+    return None
 
 
 def _maxpagesize(request: Request, default: int) -> int:

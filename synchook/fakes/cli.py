@@ -1,4 +1,4 @@
-"""`python -m tests.fakes.providers --port 8555 --seed`: the fakes for manual runs; prints the URLs and tokens."""
+"""`python -m synchook.fakes --port 8555 --seed`: the fakes for manual runs; prints the URLs and tokens."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shlex
 import time
 from datetime import UTC, datetime, timedelta
 
-from tests.fakes.providers.models import GOOGLE, MICROSOFT
-from tests.fakes.providers.server import FakeProviders
+from synchook.fakes.models import GOOGLE, MICROSOFT
+from synchook.fakes.server import FakeProviders
 
 
 def main() -> None:
@@ -25,12 +25,17 @@ def main() -> None:
     for key, value in fakes.settings_env().items():
         print(f"export {key}={shlex.quote(value)}", flush=True)
     if args.seed:
-        print("# Demo accounts, 20 events each from tomorrow; connect one with POST /v1/calendar/connections and:")
+        print("# Demo accounts: 20 plain events each from tomorrow, plus an all-day event, a weekly series,")
+        print("# a meeting with attendees and a conference link, and a Europe/Zurich event.")
+        print(f"# Edit one: curl -X POST {fakes.base_url}/_ctl/google/calendars/alice%40example.com/events/ID \\")
+        print("#   -H 'content-type: application/json' -d '{\"summary\": \"New\"}'")
+        print("# Connect one with POST /v1/calendar/connections and:")
         for provider in (GOOGLE, MICROSOFT):
             acc = fakes.add_account(provider, access_token=f"{provider}-access", refresh_token=f"{provider}-refresh")
             # Inside the default sync window (now-90 d .. now+180 d), so a first sync finds them.
             tomorrow = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
             fakes.add_events(provider, acc.account, acc.account, 20, first=tomorrow)
+            fakes.seed_demo(provider, acc.account, acc.account, first=tomorrow)
             body = {
                 "provider": provider,
                 "account": acc.account,

@@ -24,15 +24,15 @@ deltaLinks stay within their window and report events that left it as `@removed`
 
 Modules: `models` (accounts, calendars, events), `state` (what the tests set and read), `paging`
 (page tokens, sync cursors), `oauth` (token endpoints), `google` and `graph` (the APIs), `server`
-(`FakeProviders`: the HTTP side), `cli` (manual runs: `python -m tests.fakes.providers --port 8555 --seed`
+(`FakeProviders`: the HTTP side), `cli` (manual runs: `python -m synchook.fakes --port 8555 --seed`
 prints the URLs and tokens).
 """
 
-from tests.fakes.providers.cli import main
-from tests.fakes.providers.google import GOOGLE_SYNC_INCOMPATIBLE
-from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, RequestRecord
-from tests.fakes.providers.oauth import CLIENTS
-from tests.fakes.providers.server import FakeProviders
+from synchook.fakes.cli import main
+from synchook.fakes.google import GOOGLE_SYNC_INCOMPATIBLE
+from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, RequestRecord
+from synchook.fakes.oauth import CLIENTS
+from synchook.fakes.server import FakeProviders
 
 __all__ = [
     "CLIENTS",

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.providers import google, graph
-from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount, Fault, RequestRecord
-from tests.fakes.providers.oauth import CLIENTS
-from tests.fakes.providers.state import ProviderState
+from synchook.fakes import google, graph
+from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, Fault, RequestRecord
+from synchook.fakes.oauth import CLIENTS
+from synchook.fakes.state import ProviderState
 
 Handler = Callable[[ProviderState, Request, FakeAccount], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+_CTL = "/_ctl/{provider:str}/calendars/{calendar_id:str}/events"
 _UNAUTHORIZED: dict[str, Callable[[], Response]] = {GOOGLE: google.unauthorized, MICROSOFT: graph.unauthorized}
 _FAULT: dict[str, Callable[[Fault], Response]] = {GOOGLE: google.fault, MICROSOFT: graph.fault}
 
@@ -101,7 +105,91 @@ class FakeProviders(ProviderState):
             Route("/graph/v1.0/me/calendars", self._api(MICROSOFT, graph.calendars)),
             Route("/graph/v1.0/me/calendars/{calendar_id:path}/calendarView/delta", self._api(MICROSOFT, graph.delta)),
             Route("/microsoft/token", self._token(MICROSOFT), methods=["POST"]),
+            # Control calls (no auth, loopback): what a user does in the provider's own UI.
+            Route(f"{_CTL}", self._ctl_create, methods=["POST"]),
+            Route(f"{_CTL}/{{event_id}}", self._ctl_edit, methods=["POST"]),
+            Route(f"{_CTL}/{{event_id}}", self._ctl_delete, methods=["DELETE"]),
+            Route(f"{_CTL}/{{event_id}}/attendees/{{email}}", self._ctl_respond, methods=["POST"]),
         ]
+
+    # ---- control calls --------------------------------------------------------------------
+
+    async def _ctl_create(self, request: Request) -> Response:
+        """Create: `{"summary", "start", "end"}` (ISO datetimes, or dates for all-day) plus put_event's details."""
+        return await self._control(request, self._create)
+
+    async def _ctl_edit(self, request: Request) -> Response:
+        """Edit: a JSON object of provider fields, e.g. `{"summary": "New"}` / `{"subject": "New"}`."""
+        return await self._control(request, self._edit)
+
+    async def _ctl_delete(self, request: Request) -> Response:
+        return await self._control(request, self._delete)
+
+    async def _ctl_respond(self, request: Request) -> Response:
+        """An attendee answers: `{"response": "accepted"|"declined"|"tentative"|"needs_action"}`."""
+        return await self._control(request, self._respond)
+
+    async def _control(self, request: Request, action: Callable[[str, str, str, Request, Any], Response]) -> Response:
+        provider, calendar_id = request.path_params["provider"], request.path_params["calendar_id"]
+        raw = await request.body()
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, 400)
+        if not isinstance(payload, dict):
+            return JSONResponse({"error": "the body must be a JSON object"}, 400)
+        with self._lock:
+            owners = [
+                acc.account
+                for (prov, _), acc in self._accounts.items()
+                if prov == provider and calendar_id in acc.calendars
+                and request.query_params.get("account", acc.account) == acc.account
+            ]  # fmt: skip
+            if len(owners) != 1:
+                problem = "no such calendar" if not owners else "several accounts have it: add ?account="
+                return JSONResponse({"error": problem}, 404 if not owners else 400)
+            try:
+                return action(provider, owners[0], calendar_id, request, payload)
+            except KeyError as exc:
+                return JSONResponse({"error": f"not found: {exc.args[0]}"}, 404)
+            except (ValueError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+
+    def _create(self, provider: str, account: str, calendar_id: str, request: Request, payload: Any) -> Response:
+        for key in ("start", "end", "original_start"):
+            if isinstance(payload.get(key), str):
+                text = payload[key]
+                payload[key] = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        if isinstance(payload.get("organizer"), list | dict):
+            org = payload["organizer"]
+            payload["organizer"] = (org["email"], org.get("name")) if isinstance(org, dict) else tuple(org)
+        event_id = self.put_event(provider, account, calendar_id, payload.pop("id", None), **payload)
+        return self._rendered(provider, account, calendar_id, event_id, 201)
+
+    def _edit(self, provider: str, account: str, calendar_id: str, request: Request, payload: Any) -> Response:
+        event_id = request.path_params["event_id"]
+        self.edit_event(provider, account, calendar_id, event_id, payload)
+        return self._rendered(provider, account, calendar_id, event_id, 200)
+
+    def _delete(self, provider: str, account: str, calendar_id: str, request: Request, payload: Any) -> Response:
+        event_id = request.path_params["event_id"]
+        if self._accounts[(provider, account)].calendars[calendar_id].events[event_id].deleted:
+            raise KeyError(event_id)
+        self.delete_event(provider, account, calendar_id, event_id)
+        return Response(status_code=204)
+
+    def _respond(self, provider: str, account: str, calendar_id: str, request: Request, payload: Any) -> Response:
+        event_id = request.path_params["event_id"]
+        response = payload.get("response")
+        if not isinstance(response, str):
+            raise ValueError("response is required")
+        self.set_attendee_response(provider, account, calendar_id, event_id, request.path_params["email"], response)
+        return self._rendered(provider, account, calendar_id, event_id, 200)
+
+    def _rendered(self, provider: str, account: str, calendar_id: str, event_id: str, status: int) -> Response:
+        event = self._accounts[(provider, account)].calendars[calendar_id].events[event_id]
+        item = google.render(event) if provider == GOOGLE else graph.render(event)
+        return JSONResponse(item, status)
 
     def _api(self, provider: str, handler: Handler) -> Endpoint:
         """An API endpoint: bearer-token check, queued faults, latency, in-flight counts, the request log."""

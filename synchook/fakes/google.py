@@ -6,16 +6,17 @@ Sync tokens do not filter by the original window: changes outside it come too.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.providers._common import clamp, new_token, utc, utc_millis
-from tests.fakes.providers.models import GOOGLE, FakeAccount, FakeCalendar, FakeEvent, Fault
-from tests.fakes.providers.paging import Owner, Snapshot
-from tests.fakes.providers.state import ProviderState
+from synchook.fakes import content
+from synchook.fakes._common import clamp, new_token, utc_millis
+from synchook.fakes.models import GOOGLE, FakeAccount, FakeCalendar, FakeEvent, Fault
+from synchook.fakes.paging import Owner, Snapshot
+from synchook.fakes.state import ProviderState
 
 GOOGLE_SYNC_INCOMPATIBLE = frozenset(
     {"iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin"}
@@ -74,7 +75,7 @@ def events(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response
         ]
     changed.sort(key=lambda e: e.seq)
     next_sync = fakes.pager.new_cursor(owner, cal, None)
-    items = [_event(e) for e in changed]
+    items = [render(e) for e in changed]
     size = clamp(query.get("maxResults"), fakes.page_size[GOOGLE], 2500)
     snap = Snapshot(owner, cal.epoch, items, {"nextSyncToken": next_sync}, _fingerprint(query))
     return _serve(fakes, snap, 0, size, _EVENTS)
@@ -141,19 +142,18 @@ def fault(queued: Fault) -> Response:
 # ---- wire format -------------------------------------------------------------------------------
 
 
-def _event(e: FakeEvent) -> dict[str, Any]:
+def render(e: FakeEvent) -> dict[str, Any]:
+    """The event as Google lists it (also what the edit control answers)."""
     if e.deleted:
         # A deleted event is only guaranteed its id.
         return {"kind": "calendar#event", "etag": f'"{e.seq}"', "id": e.id, "status": "cancelled"}
-
-    def when(v: datetime | date) -> dict[str, str]:
-        if isinstance(v, datetime):
-            return {"dateTime": utc(v).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        return {"date": v.isoformat()}
-
-    return {"kind": "calendar#event", "etag": f'"{e.seq}"', "id": e.id, "status": "confirmed",
-            "summary": e.summary, "updated": utc_millis(e.updated), "start": when(e.start), "end": when(e.end),
-            "iCalUID": f"{e.id}@google.com", "sequence": 0}  # fmt: skip
+    head = {"kind": "calendar#event", "etag": f'"{e.seq}"', "id": e.id}
+    times = {
+        "updated": utc_millis(e.updated),
+        "start": content.google_time(e.start, e.time_zone),
+        "end": content.google_time(e.end, e.time_zone),
+    }
+    return head | e.body | times
 
 
 def _rfc3339(value: str | None) -> datetime | None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import secrets
 import threading
 from collections import Counter, deque
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from tests.fakes.providers._common import utc
-from tests.fakes.providers.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, Fault, RequestRecord
-from tests.fakes.providers.oauth import TokenBook, new_secret
-from tests.fakes.providers.paging import Pager
+from synchook.fakes import content
+from synchook.fakes._common import utc
+from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, Fault, RequestRecord
+from synchook.fakes.oauth import TokenBook, new_secret
+from synchook.fakes.paging import Pager
 
 
 class ProviderState:
@@ -77,8 +80,16 @@ class ProviderState:
         summary: str = "Event",
         start: datetime | date | None = None,
         end: datetime | date | None = None,
+        **details: Any,
     ) -> str:
-        """Create or update an event (one change-log entry); all-day when start/end are dates."""
+        """Create or update an event (one change-log entry); all-day when start/end are dates.
+
+        `details` are the other §5 fields, provider-neutral (see `content.EventSpec`): time_zone,
+        description, location, organizer=(email, name), attendees=[{"email", "name", "response",
+        "optional"}], conference_url, recurring_event_id, original_start, status, busy, and `fields`
+        (raw provider fields laid over the rest). An update keeps the fields it does not name.
+        """
+        spec = content.EventSpec(**details)
         with self._lock:
             cal = self._accounts[(provider, account)].calendars[calendar_id]
             cal.seq += 1
@@ -86,8 +97,82 @@ class ProviderState:
             start = start or (old.start if old else datetime(2024, 5, 2, 9, tzinfo=UTC))
             end = end or (old.end if old else utc(start) + timedelta(minutes=30))
             event_id = event_id or _new_id(provider)
-            cal.events[event_id] = FakeEvent(event_id, summary, start, end, datetime.now(UTC), cal.seq)
+            build = content.google_body if provider == GOOGLE else content.graph_body
+            defaults = content.google_defaults if provider == GOOGLE else content.graph_defaults
+            body = old.body if old else defaults(event_id, account)
+            time_zone = spec.time_zone or (old.time_zone if old else None)
+            cal.events[event_id] = FakeEvent(
+                event_id, body | build(summary, spec, event_id), start, end, datetime.now(UTC), cal.seq,
+                time_zone=time_zone,
+            )  # fmt: skip
             return event_id
+
+    def edit_event(self, provider: str, account: str, calendar_id: str, event_id: str, changes: dict[str, Any]) -> None:
+        """A real edit: provider fields (`{"summary": "New"}`, `{"attendees": [...]}`) laid over the event.
+
+        Bumps `updated` and the change log, so the next syncToken / deltaLink round reports it.
+        ValueError for fields the provider sets itself, KeyError for an unknown or deleted event.
+        """
+        with self._lock:
+            cal = self._accounts[(provider, account)].calendars[calendar_id]
+            event = cal.events[event_id]
+            if event.deleted:
+                raise KeyError(event_id)
+            edited = copy.deepcopy(event)
+            content.apply_edit(provider, edited, changes)
+            self._touch(cal, event_id, edited)
+
+    def set_attendee_response(
+        self, provider: str, account: str, calendar_id: str, event_id: str, email: str, response: str
+    ) -> None:
+        """One attendee answers (`accepted`, `declined`, `tentative`, `needs_action` or the provider's word)."""
+        with self._lock:
+            cal = self._accounts[(provider, account)].calendars[calendar_id]
+            event = cal.events[event_id]
+            if event.deleted:
+                raise KeyError(event_id)
+            edited = copy.deepcopy(event)
+            content.set_response(provider, edited, email, response)
+            self._touch(cal, event_id, edited)
+
+    def add_series(
+        self,
+        provider: str,
+        account: str,
+        calendar_id: str,
+        count: int,
+        *,
+        summary: str = "Weekly",
+        first: datetime,
+        every: timedelta = timedelta(days=7),
+        length: timedelta = timedelta(minutes=30),
+        **details: Any,
+    ) -> tuple[str, list[str]]:
+        """A recurring series as a listing with expanded instances shows it: `count` instances; (series id, ids).
+
+        Google instance ids are `{series}_{start as YYYYMMDDTHHMMSSZ}` (recurringEventId + originalStartTime);
+        Graph occurrences have ids of their own and carry seriesMasterId + originalStart.
+        """
+        series = _new_id(provider)
+        ids = []
+        for n in range(count):
+            start = first + n * every
+            instance = f"{series}_{utc(start).strftime('%Y%m%dT%H%M%SZ')}" if provider == GOOGLE else None
+            ids.append(
+                self.put_event(
+                    provider,
+                    account,
+                    calendar_id,
+                    instance,
+                    summary=summary,
+                    start=start,
+                    end=start + length,
+                    recurring_event_id=series,
+                    original_start=start,
+                    **details,
+                )
+            )
+        return series, ids
 
     def add_events(
         self, provider: str, account: str, calendar_id: str, count: int, *, first: datetime | None = None
@@ -99,12 +184,53 @@ class ProviderState:
             for n in range(count)
         ]
 
+    def seed_demo(self, provider: str, account: str, calendar_id: str, *, first: datetime) -> dict[str, str]:
+        """The demo mix of the dev server: an all-day event, a weekly series, a meeting with attendees,
+        organizer, location, description and a conference link, and an event in Europe/Zurich. Returns their ids."""
+        day = utc(first).date() + timedelta(days=1)
+        meet = (
+            "https://meet.google.com/abc-defg-hij"
+            if provider == GOOGLE
+            else "https://teams.microsoft.com/l/meetup-join/19%3ameeting_demo"
+        )
+        ids = {
+            "all_day": self.put_event(
+                provider, account, calendar_id, summary="Company offsite", start=day, end=day + timedelta(days=1),
+                busy=False,
+            ),
+            "meeting": self.put_event(
+                provider, account, calendar_id, summary="Design review", start=first + timedelta(hours=3),
+                end=first + timedelta(hours=4), description="Agenda: the new sync view.", location="Room 4.01",
+                organizer=(account, "Alice"), conference_url=meet,
+                attendees=[
+                    {"email": account, "name": "Alice", "response": "accepted"},
+                    {"email": "bob@example.com", "name": "Bob", "response": "needs_action"},
+                    {"email": "carol@example.com", "name": "Carol", "response": "tentative", "optional": True},
+                ],
+            ),
+            "zoned": self.put_event(
+                provider, account, calendar_id, summary="Zurich lunch", start=first + timedelta(days=2, hours=2),
+                end=first + timedelta(days=2, hours=3), time_zone="Europe/Zurich",
+            ),
+        }  # fmt: skip
+        ids["series"], instances = self.add_series(
+            provider, account, calendar_id, 4, summary="Weekly 1:1", first=first + timedelta(hours=6)
+        )
+        ids.update({f"instance_{n}": instance for n, instance in enumerate(instances)})
+        return ids
+
     def delete_event(self, provider: str, account: str, calendar_id: str, event_id: str) -> None:
         with self._lock:
             cal = self._accounts[(provider, account)].calendars[calendar_id]
             cal.seq += 1
             event = cal.events[event_id]
             event.deleted, event.seq, event.updated = True, cal.seq, datetime.now(UTC)
+
+    def _touch(self, cal: FakeCalendar, event_id: str, edited: FakeEvent) -> None:
+        """Store an edited copy as the calendar's newest change (the copy keeps a failed edit harmless)."""
+        cal.seq += 1
+        edited.seq, edited.updated = cal.seq, datetime.now(UTC)
+        cal.events[event_id] = edited
 
     def invalidate_sync_tokens(
         self, provider: str, account: str, calendar_id: str, *, graph_code: str = "SyncStateNotFound"

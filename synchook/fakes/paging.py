@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tests.fakes.providers._common import new_token
-from tests.fakes.providers.models import FakeCalendar
+from synchook.fakes._common import new_token
+from synchook.fakes.models import FakeCalendar
 
 Owner = tuple[str, str, str]  # provider, account, calendar id ("" for calendar lists)
 Window = tuple[datetime, datetime]

@@ -1,0 +1,3 @@
+from synchook.fakes.cli import main
+
+main()

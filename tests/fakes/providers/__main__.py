@@ -1,3 +1,0 @@
-from tests.fakes.providers.cli import main
-
-main()
