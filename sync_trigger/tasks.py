@@ -11,6 +11,7 @@ from arq import Retry, cron
 
 from sync_trigger import runner, service
 from sync_trigger.background import background_cron_jobs
+from sync_trigger.calendar_index.changes import purge_changes as purge_changes_older
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.janitor import live_workers
@@ -103,6 +104,12 @@ async def _orphaned_job_ids(app: AppContext) -> list[str]:
     owners = await service.running_job_owners(app.db)
     alive = await live_workers(app.redis, (worker_id for _, worker_id in owners))
     return [job_id for job_id, worker_id in owners if worker_id not in alive]
+
+
+async def purge_changes(ctx: dict[str, Any]) -> int:
+    """Retention of the change feed: changes go after SYNCHOOK_RETENTION_DAYS, like deliveries (the root runs it)."""
+    app: AppContext = ctx["app"]
+    return await purge_changes_older(app.db, retention_days=app.settings.retention_days)
 
 
 FUNCTIONS: list[Any] = [run_sync_job]

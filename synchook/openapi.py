@@ -118,6 +118,7 @@ _ERRORS: dict[int, str] = {
     403: "`insufficient_permissions`: the key lacks the scope this operation needs",
     404: "`not_found`: no such object in this workspace (objects of other workspaces are not found, never 403)",
     409: "a conflict; the code says which (e.g. `sync_in_progress`, `replay_in_progress`, `replay_finished`)",
+    410: "gone; the code says why (e.g. `cursor_expired`: the change feed no longer holds changes after this cursor)",
     413: "`payload_too_large`: the body exceeds the size limit",
     422: "`validation_error` (or a more precise code, e.g. `replay_too_large`) naming the offending field",
     429: "`rate_limited`: too many requests; see Retry-After",
@@ -390,6 +391,8 @@ def _declared_operation(endpoint: Endpoint, refs: Mapping[Any, Schema], defs: di
     if endpoint.response is not None:
         item = refs[(endpoint.response, "serialization")]
         ok_schema = _list_envelope(item) if endpoint.many else _envelope(item)
+        if not endpoint.envelope:
+            ok_schema = item
     elif endpoint.media_type != "application/json":
         ok_schema = None
     op = _op(

@@ -26,7 +26,7 @@ from synchook.bulk import insert_rows
 from synchook.db import Database
 from synchook.ids import new_id
 from synchook.outbox import Event
-from synchook.timeutil import isoformat, utcnow
+from synchook.timeutil import utcnow
 
 __all__ = [
     "ChangeType",
@@ -35,6 +35,7 @@ __all__ = [
     "created",
     "deleted",
     "latest_sequence",
+    "list_changes",
     "public_event",
     "purge_changes",
     "updated",
@@ -241,17 +242,22 @@ async def purge_changes(
             return purged
 
 
-def change_view(change: CalendarChange) -> dict[str, Any]:
-    """A feed item (§6.3)."""
-    return {
-        "sequence": change.sequence,
-        "type": change.type,
-        "occurred_at": isoformat(change.occurred_at),
-        "job_id": change.job_id,
-        "connection_id": change.connection_id,
-        "calendar_id": change.calendar_id,
-        "initial": change.initial,
-        "event": change.event,
-        "changed_fields": change.changed_fields,
-        "previous": change.previous,
-    }
+async def list_changes(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    after: int,
+    limit: int,
+    connection_id: str | None = None,
+    calendar_id: str | None = None,
+) -> list[CalendarChange]:
+    """The workspace's changes after `after`, in sequence order; up to limit+1 to tell if more exist."""
+    query = sa.select(CalendarChange).where(
+        col(CalendarChange.workspace_id) == workspace_id, col(CalendarChange.sequence) > after
+    )
+    if connection_id is not None:
+        query = query.where(col(CalendarChange.connection_id) == connection_id)
+    if calendar_id is not None:
+        query = query.where(col(CalendarChange.calendar_id) == calendar_id)
+    rows = await session.execute(query.order_by(col(CalendarChange.sequence)).limit(limit + 1))
+    return list(rows.scalars())

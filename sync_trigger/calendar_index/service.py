@@ -433,14 +433,26 @@ async def list_events(
     workspace_id: str,
     limit: int,
     calendar_id: str | None = None,
+    connection_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     after: EventPosition | None = None,
-) -> list[CalendarEvent]:
-    """Events by start time (then id) overlapping [since, until); up to limit+1 rows to tell if more exist."""
+) -> list[tuple[EventPosition, dict[str, Any]]]:
+    """§6.1 events (with where each sits) by start, then id, overlapping [since, until); up to limit+1 rows.
+
+    `calendar_id` is our cal_ id; an id unknown in the workspace matches nothing.
+    """
     query = select(CalendarEvent).where(col(CalendarEvent.workspace_id) == workspace_id)
     if calendar_id is not None:
-        query = query.where(col(CalendarEvent.calendar_id) == calendar_id)
+        calendar = await get_calendar(session, workspace_id=workspace_id, calendar_id=calendar_id)
+        if calendar is None:
+            return []
+        query = query.where(
+            col(CalendarEvent.connection_id) == calendar.connection_id,
+            col(CalendarEvent.calendar_id) == calendar.calendar_id,
+        )
+    if connection_id is not None:
+        query = query.where(col(CalendarEvent.connection_id) == connection_id)
     if since is not None or until is not None:
         query = query.where(_overlaps(since, until))
     if after is not None:
@@ -450,24 +462,68 @@ async def list_events(
                 and_(col(CalendarEvent.start) == after.start, col(CalendarEvent.id) > after.id),
             )
         )
-    rows = await session.execute(query.order_by(col(CalendarEvent.start), col(CalendarEvent.id)).limit(limit + 1))
+    rows = list(
+        (await session.execute(query.order_by(col(CalendarEvent.start), col(CalendarEvent.id)).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
+    calendars = await _calendars_of(session, workspace_id, {row.connection_id for row in rows})
+    shown: list[tuple[EventPosition, dict[str, Any]]] = []
+    for row in rows:
+        calendar = calendars.get((row.connection_id, row.calendar_id))
+        if calendar is None:  # removed by a sync between the two reads: its events are going too
+            continue
+        stored = _stored_row(
+            (
+                row.id,
+                row.event_id,
+                row.normalized,
+                row.summary,
+                row.start,
+                row.end,
+                row.all_day,
+                row.updated,
+                row.status,
+            )
+        )
+        shown.append((EventPosition(row.start, row.id), feed.public_event(calendar, row.id, stored.normalized)))
+    return shown
+
+
+async def _calendars_of(
+    session: AsyncSession, workspace_id: str, connection_ids: set[str]
+) -> dict[tuple[str, str], Calendar]:
+    if not connection_ids:
+        return {}
+    rows = await session.execute(
+        select(Calendar).where(
+            col(Calendar.workspace_id) == workspace_id, col(Calendar.connection_id).in_(sorted(connection_ids))
+        )
+    )
+    return {(c.connection_id, c.calendar_id): c for c in rows.scalars()}
+
+
+async def get_calendar(session: AsyncSession, *, workspace_id: str, calendar_id: str) -> Calendar | None:
+    """The workspace's calendar with this cal_ id, or None (another workspace's is None too)."""
+    if not looks_like_id(calendar_id, CALENDAR_ID_PREFIX):
+        return None
+    found = await session.execute(
+        select(Calendar).where(col(Calendar.id) == calendar_id, col(Calendar.workspace_id) == workspace_id)
+    )
+    return found.scalars().first()
+
+
+async def list_calendars(
+    session: AsyncSession, *, workspace_id: str, limit: int, after_id: str | None, connection_id: str | None
+) -> list[Calendar]:
+    """Newest first; up to limit+1 rows."""
+    query = select(Calendar).where(col(Calendar.workspace_id) == workspace_id)
+    if connection_id is not None:
+        query = query.where(col(Calendar.connection_id) == connection_id)
+    if after_id is not None:
+        query = query.where(col(Calendar.id) < after_id)
+    rows = await session.execute(query.order_by(col(Calendar.id).desc()).limit(limit + 1))
     return list(rows.scalars())
-
-
-def event_view(event: CalendarEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "connection_id": event.connection_id,
-        "provider": event.provider,
-        "calendar_id": event.calendar_id,
-        "event_id": event.event_id,
-        "summary": event.summary,
-        "start": isoformat(event.start),
-        "end": isoformat(event.end),
-        "all_day": event.all_day,
-        "updated": isoformat(event.updated),
-        "status": event.status,
-    }
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:

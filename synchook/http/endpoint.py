@@ -89,6 +89,8 @@ class Endpoint:
     extra_response_headers: tuple[str, ...] = field(default=())
     # Other successful answers, as (status, model): a dry run's 200 beside the 202 of the real thing.
     alternatives: tuple[tuple[int, type[BaseModel]], ...] = ()
+    # False: `response` is the whole body, not `data` (the change feed's `{data, next_after, has_more}`).
+    envelope: bool = True
 
     def as_route(self, *, mount: str = "") -> Route:
         """The starlette route; `mount` is the prefix of the `Mount` it will sit in (the path names it too)."""
@@ -118,11 +120,14 @@ class Endpoint:
             return JSONResponse({"data": items, "next_cursor": result.next_cursor}, status_code=self.status)
         if isinstance(result, Reply):
             return JSONResponse(
-                {"data": self._dump(result.data)},
+                self._wrap(self._dump(result.data)),
                 status_code=result.status or self.status,
                 headers=dict(result.headers) if result.headers else None,
             )
-        return JSONResponse({"data": self._dump(result)}, status_code=self.status)
+        return JSONResponse(self._wrap(self._dump(result)), status_code=self.status)
+
+    def _wrap(self, dumped: Any) -> Any:
+        return {"data": dumped} if self.envelope else dumped
 
     def _dump(self, value: BaseModel) -> Any:
         # A handler answering with another model than declared would document one shape and send another.

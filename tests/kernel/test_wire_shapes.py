@@ -74,7 +74,13 @@ async def seed_calendar_events(ctx: AppContext, tenant: Tenant) -> None:
         "cal-1", "evt-1", deleted=False, summary="Standup", start=start, end=start + timedelta(minutes=15),
         updated=T0, raw={"id": "evt-1", "status": "confirmed", "summary": "Standup"},
     )  # fmt: skip
+    await index.apply_changes(ctx.db, calendar=calendars[0], changes=[change], cursor="token-1")
+    # An update (with `previous`) and a deletion, for the change feed's shapes.
+    change.summary = "Standup (moved)"
     await index.apply_changes(ctx.db, calendar=calendars[0], changes=[change])
+    gone = EventChange("cal-1", "evt-2", deleted=False, summary=None, start=start, raw={"id": "evt-2"})
+    await index.apply_changes(ctx.db, calendar=calendars[0], changes=[gone])
+    await index.apply_changes(ctx.db, calendar=calendars[0], changes=[EventChange("cal-1", "evt-2", deleted=True)])
 
 
 async def ctx_connection(ctx: AppContext, tenant: Tenant) -> Connection:
@@ -110,6 +116,9 @@ async def test_every_declared_route_answers_exactly_its_documented_shape(
     await seed_calendar_events(app_ctx, tenant)
     events = await api.call("GET", "/v1/calendar/events")
     assert events, "the events list must hold a row for its shape to be checked"
+    assert await api.call("GET", f"/v1/calendar/calendars?connection_id={events[0]['connection_id']}")
+    feed = await api.call("GET", "/v1/calendar/changes?limit=10")
+    assert [c["type"] for c in feed] == ["created", "updated", "created", "deleted"]
     # Subscriptions: both signature types.
     await api.call("GET", "/v1/webhooks/event-types")
     hmac = await api.call(

@@ -87,7 +87,7 @@ async def test_raw_is_trimmed_and_the_cursor_stored_with_the_final_page(
         stored = await session.get(Calendar, calendar.id)
         assert stored is not None and stored.sync_cursor == "sync-token-1"
     event = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()["data"][0]
-    assert event["summary"] == "Meeting"
+    assert event["title"] == "Meeting"
     raw = service.trim_raw(change("a").raw)
     assert "description" not in raw and raw["summary"] == "Meeting"
 
@@ -129,12 +129,15 @@ async def test_list_is_by_start_and_pages_with_a_cursor(
         if cursor is None:
             break
     assert len(seen) == 6 and len({e["id"] for e in seen}) == 6
-    assert [e["start"] for e in seen] == sorted(e["start"] for e in seen)
-    assert set(seen[0]) == {
-        "id", "connection_id", "provider", "calendar_id", "event_id", "summary", "start", "end", "all_day",
-        "updated", "status",
-    }  # fmt: skip
-    assert seen[0]["start"] == "2026-03-01T09:00:00.000Z" and seen[0]["provider"] == "google"
+    assert [e["start"]["date_time"] for e in seen] == sorted(e["start"]["date_time"] for e in seen)
+    # The §6.1 normalised shape.
+    assert list(seen[0]) == [
+        "id", "calendar_id", "connection_id", "provider", "provider_event_id", "ical_uid", "title", "description",
+        "location", "start", "end", "all_day", "status", "busy", "organizer", "attendees", "recurring_event_id",
+        "original_start", "conference_url", "html_link", "updated_at",
+    ]  # fmt: skip
+    assert seen[0]["start"]["date_time"] == "2026-03-01T09:00:00.000Z" and seen[0]["provider"] == "google"
+    assert seen[0]["calendar_id"] == calendar.id and seen[0]["connection_id"] == calendar.connection_id
 
 
 async def test_list_filters_by_calendar_and_time(
@@ -145,10 +148,13 @@ async def test_list_filters_by_calendar_and_time(
     async def ids(**params: str) -> list[str]:
         response = await client.get("/v1/calendar/events", headers=tenant.headers, params=params)
         assert response.status_code == 200, response.text
-        return [e["event_id"] for e in response.json()["data"]]
+        return [e["provider_event_id"] for e in response.json()["data"]]
 
-    assert await ids(calendar_id="cal-1") == ["early", "mid", "late"]
-    assert await ids(calendar_id="other") == []
+    assert await ids(calendar_id=calendar.id) == ["early", "mid", "late"]
+    assert await ids(calendar_id="cal-1") == []  # the provider's id is not ours
+    assert await ids(calendar_id=new_id("cal")) == []
+    assert await ids(connection_id=calendar.connection_id) == ["early", "mid", "late"]
+    assert await ids(connection_id=new_id("conn")) == []
     # since keeps events ending after it (early ends at 09:30), until those starting before it.
     assert await ids(since="2026-03-01T09:15:00Z") == ["early", "mid", "late"]
     assert await ids(since="2026-03-01T09:30:00Z") == ["mid", "late"]
@@ -166,8 +172,11 @@ async def test_list_is_scoped_to_the_workspace(
     await apply(app_ctx, other_calendar, change("theirs"))
     mine = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()["data"]
     theirs = (await client.get("/v1/calendar/events", headers=other.headers)).json()["data"]
-    assert [e["event_id"] for e in mine] == ["mine"]
-    assert [(e["event_id"], e["provider"]) for e in theirs] == [("theirs", "microsoft")]
+    assert [e["provider_event_id"] for e in mine] == ["mine"]
+    assert [(e["provider_event_id"], e["provider"]) for e in theirs] == [("theirs", "microsoft")]
+    # Another workspace's calendar or connection id shows nothing.
+    for params in ({"calendar_id": other_calendar.id}, {"connection_id": other_calendar.connection_id}):
+        assert (await client.get("/v1/calendar/events", headers=tenant.headers, params=params)).json()["data"] == []
 
 
 @pytest.mark.parametrize(
@@ -182,6 +191,7 @@ async def test_list_is_scoped_to_the_workspace(
         ({"cursor": "%%%"}, "cursor"),
         ({"limit": "0"}, "limit"),
         ({"calendar_id": "x" * 513}, "calendar_id"),
+        ({"connection_id": "x" * 41}, "connection_id"),
     ],
 )
 async def test_bad_parameters_are_422_naming_the_field(

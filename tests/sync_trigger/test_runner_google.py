@@ -225,7 +225,7 @@ async def test_post_sync_runs_on_the_worker_and_completed_event_carries_the_stat
     assert mine[-1].data["changes"] == {"created": 7, "updated": 0, "deleted": 0, "through_sequence": through}
     assert stored is not None and stored.trigger == "on_demand"
     listed = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()
-    assert [e["summary"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
+    assert [e["title"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
 
 
 async def test_nul_from_the_provider_is_stored_as_u_fffd(h: SyncHarness) -> None:
