@@ -8,6 +8,45 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 logger = logging.getLogger(__name__)
 
+# The Windows zone names Graph uses most (CLDR windowsZones, territory "001"), so an event written in
+# one converts right; rarer names fall back to UTC (parse_zoned) and keep their name (mapping).
+WINDOWS_ZONES = {
+    "UTC": "UTC",
+    "Coordinated Universal Time": "UTC",
+    "GMT Standard Time": "Europe/London",
+    "Greenwich Standard Time": "Atlantic/Reykjavik",
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Central Europe Standard Time": "Europe/Budapest",
+    "Central European Standard Time": "Europe/Warsaw",
+    "Romance Standard Time": "Europe/Paris",
+    "E. Europe Standard Time": "Europe/Chisinau",
+    "FLE Standard Time": "Europe/Kiev",
+    "GTB Standard Time": "Europe/Bucharest",
+    "Russian Standard Time": "Europe/Moscow",
+    "Turkey Standard Time": "Europe/Istanbul",
+    "Israel Standard Time": "Asia/Jerusalem",
+    "South Africa Standard Time": "Africa/Johannesburg",
+    "Arabian Standard Time": "Asia/Dubai",
+    "India Standard Time": "Asia/Kolkata",
+    "China Standard Time": "Asia/Shanghai",
+    "Singapore Standard Time": "Asia/Singapore",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "Korea Standard Time": "Asia/Seoul",
+    "AUS Eastern Standard Time": "Australia/Sydney",
+    "New Zealand Standard Time": "Pacific/Auckland",
+    "Eastern Standard Time": "America/New_York",
+    "Central Standard Time": "America/Chicago",
+    "Mountain Standard Time": "America/Denver",
+    "US Mountain Standard Time": "America/Phoenix",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "Alaskan Standard Time": "America/Anchorage",
+    "Hawaiian Standard Time": "Pacific/Honolulu",
+    "Atlantic Standard Time": "America/Halifax",
+    "E. South America Standard Time": "America/Sao_Paulo",
+    "SA Pacific Standard Time": "America/Bogota",
+    "Central Standard Time (Mexico)": "America/Mexico_City",
+}
+
 
 def as_utc(value: datetime) -> datetime:
     # Naive datetimes come from storage that dropped the offset (SQLite); they were UTC.
@@ -55,9 +94,9 @@ def parse_zoned(value: object, zone: object) -> datetime | None:
     if not isinstance(zone, str) or zone.upper() in ("", "UTC", "ETC/UTC", "Z"):
         return local.replace(tzinfo=UTC)
     try:
-        return local.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+        return local.replace(tzinfo=ZoneInfo(WINDOWS_ZONES.get(zone, zone))).astimezone(UTC)
     except (ZoneInfoNotFoundError, ValueError):
-        # Windows zone names ("Pacific Standard Time") are not IANA; we ask Graph for UTC
-        # (Prefer: outlook.timezone) so this only happens on odd data. UTC beats dropping the event.
+        # A Windows zone name we do not map; we ask Graph for UTC (Prefer: outlook.timezone) so this
+        # only happens on odd data. UTC beats dropping the event.
         logger.debug("unknown time zone %r, assuming UTC", zone)
         return local.replace(tzinfo=UTC)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
+from sync_trigger.connectors.normalized import NormalizedEvent
+
 __all__ = [
     "CalendarInfo",
     "ChangePage",
@@ -73,7 +75,8 @@ class EventChange:
 
     Times are timezone-aware UTC; all-day events start/end at 00:00 UTC of their date.
     The same change can be reported twice in one round (Graph does this): callers upsert
-    by (calendar_id, event_id) and must treat repeats as harmless.
+    by (calendar_id, event_id) and must treat repeats as harmless. `event` is the item as the
+    normalised event of CONTRACT §6.1 (PROVIDERS.md §5), set whenever `deleted` is false.
     """
 
     calendar_id: str
@@ -85,6 +88,7 @@ class EventChange:
     updated: datetime | None = None
     all_day: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    event: NormalizedEvent | None = field(default=None, repr=False)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
+from sync_trigger.connectors.mapping import from_google
 from sync_trigger.connectors.oauth import authorized_requester
 from sync_trigger.connectors.throttle import RetryHook, Sleep
 
@@ -172,6 +173,7 @@ def _change(calendar_id: str, item: Any) -> EventChange | None:
         updated=parse_timestamp(item.get("updated")),
         all_day=all_day,
         raw=item,
+        event=from_google(item),
     )
 
 

@@ -31,6 +31,7 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
+from sync_trigger.connectors.mapping import from_graph
 from sync_trigger.connectors.oauth import authorized_requester
 from sync_trigger.connectors.throttle import RetryHook, Sleep
 
@@ -168,16 +169,18 @@ def _change(calendar_id: str, item: Any) -> EventChange | None:
     all_day = bool(item.get("isAllDay"))
     start = _when(item.get("start"), all_day)
     end = _when(item.get("end"), all_day)
+    deleted = bool(item.get("isCancelled"))
     return EventChange(
         calendar_id,
         item["id"],
-        deleted=bool(item.get("isCancelled")),
+        deleted=deleted,
         summary=item.get("subject"),
         start=start,
         end=end,
         updated=parse_timestamp(item.get("lastModifiedDateTime")),
         all_day=all_day,
         raw=item,
+        event=None if deleted else from_graph(item),
     )
 
 

@@ -19,13 +19,25 @@ for a `pageToken` replayed with a different query; deletions as `{"id","status":
 `Retry-After`; 401 for expired access tokens; `invalid_grant`; Microsoft refresh-token rotation;
 duplicated delta changes; per-mailbox in-flight counts and a log of every request.
 
+Events carry the fields of PROVIDERS.md §5 as each provider spells them (attendees, organizer,
+location, description/body, conference links, recurring instances, all-day dates, time zones; Graph
+writes times in the zone of `Prefer: outlook.timezone`, else the event's own). `put_event` takes them
+provider-neutral; `edit_event` / `set_attendee_response` change provider fields like a real edit
+(bumping `updated`, so the next syncToken / deltaLink round reports it). The same over HTTP, for the
+dev server and other processes (no auth, loopback):
+
+    POST   /_ctl/{provider}/calendars/{calendar_id}/events                           create (put_event's args)
+    POST   /_ctl/{provider}/calendars/{calendar_id}/events/{event_id}                edit: {"summary": "New"}
+    POST   /_ctl/{provider}/calendars/{calendar_id}/events/{event_id}/attendees/{email}  {"response": "declined"}
+    DELETE /_ctl/{provider}/calendars/{calendar_id}/events/{event_id}                delete
+
 Google sync tokens do not filter by the original window (changes outside it come too); Graph
 deltaLinks stay within their window and report events that left it as `@removed`.
 
-Modules: `models` (accounts, calendars, events), `state` (what the tests set and read), `paging`
-(page tokens, sync cursors), `oauth` (token endpoints), `google` and `graph` (the APIs), `server`
-(`FakeProviders`: the HTTP side), `cli` (manual runs: `python -m synchook.fakes --port 8555 --seed`
-prints the URLs and tokens).
+Modules: `models` (accounts, calendars, events), `content` (the §5 fields, edits), `state` (what the
+tests set and read), `paging` (page tokens, sync cursors), `oauth` (token endpoints), `google` and
+`graph` (the APIs), `server` (`FakeProviders`: the HTTP side), `cli` (manual runs:
+`python -m synchook.fakes --port 8555 --seed` prints the URLs and tokens).
 """
 
 from synchook.fakes.cli import main

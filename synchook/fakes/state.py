@@ -6,6 +6,7 @@ import copy
 import secrets
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -113,27 +114,15 @@ class ProviderState:
         Bumps `updated` and the change log, so the next syncToken / deltaLink round reports it.
         ValueError for fields the provider sets itself, KeyError for an unknown or deleted event.
         """
-        with self._lock:
-            cal = self._accounts[(provider, account)].calendars[calendar_id]
-            event = cal.events[event_id]
-            if event.deleted:
-                raise KeyError(event_id)
-            edited = copy.deepcopy(event)
-            content.apply_edit(provider, edited, changes)
-            self._touch(cal, event_id, edited)
+        self._change_event(provider, account, calendar_id, event_id, lambda e: content.apply_edit(provider, e, changes))
 
     def set_attendee_response(
         self, provider: str, account: str, calendar_id: str, event_id: str, email: str, response: str
     ) -> None:
         """One attendee answers (`accepted`, `declined`, `tentative`, `needs_action` or the provider's word)."""
-        with self._lock:
-            cal = self._accounts[(provider, account)].calendars[calendar_id]
-            event = cal.events[event_id]
-            if event.deleted:
-                raise KeyError(event_id)
-            edited = copy.deepcopy(event)
-            content.set_response(provider, edited, email, response)
-            self._touch(cal, event_id, edited)
+        self._change_event(
+            provider, account, calendar_id, event_id, lambda e: content.set_response(provider, e, email, response)
+        )
 
     def add_series(
         self,
@@ -226,11 +215,22 @@ class ProviderState:
             event = cal.events[event_id]
             event.deleted, event.seq, event.updated = True, cal.seq, datetime.now(UTC)
 
-    def _touch(self, cal: FakeCalendar, event_id: str, edited: FakeEvent) -> None:
-        """Store an edited copy as the calendar's newest change (the copy keeps a failed edit harmless)."""
-        cal.seq += 1
-        edited.seq, edited.updated = cal.seq, datetime.now(UTC)
-        cal.events[event_id] = edited
+    def _change_event(
+        self, provider: str, account: str, calendar_id: str, event_id: str, change: Callable[[FakeEvent], None]
+    ) -> None:
+        """Change a copy of a live event, then store it as the calendar's newest change.
+
+        The copy keeps a failed edit (ValueError, KeyError) from leaving the event half changed.
+        """
+        with self._lock:
+            cal = self._accounts[(provider, account)].calendars[calendar_id]
+            if cal.events[event_id].deleted:
+                raise KeyError(event_id)
+            edited = copy.deepcopy(cal.events[event_id])
+            change(edited)
+            cal.seq += 1
+            edited.seq, edited.updated = cal.seq, datetime.now(UTC)
+            cal.events[event_id] = edited
 
     def invalidate_sync_tokens(
         self, provider: str, account: str, calendar_id: str, *, graph_code: str = "SyncStateNotFound"
