@@ -325,7 +325,7 @@ async def _lock_calendar(session: AsyncSession, calendar_row_id: str) -> _Locked
 
 def _event_values(change: EventChange) -> dict[str, Any] | None:
     start = change.start or change.end
-    if start is None:
+    if start is None or change.event is None:
         # Nothing to place on a timeline: the provider sent an event we cannot read.
         logger.debug("event without a readable start skipped")
         return None
@@ -343,25 +343,8 @@ def _event_values(change: EventChange) -> dict[str, Any] | None:
     fingerprint = {k: isoformat(v) if isinstance(v, datetime) else v for k, v in values.items()}
     encoded = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), default=str)
     values["content_hash"] = hashlib.sha256(encoded.encode()).hexdigest()
-    values["normalized"] = _normalized(change).as_json()
+    values["normalized"] = change.event.as_json()
     return values
-
-
-def _normalized(change: EventChange) -> NormalizedEvent:
-    """The connector's normalised event; until connectors build one, what the change's own fields say."""
-    event = getattr(change, "event", None)
-    if isinstance(event, NormalizedEvent):
-        return event
-    return _legacy_normalized(
-        change.event_id,
-        change.summary,
-        change.start,
-        change.end,
-        change.all_day,
-        change.updated,
-        change.raw.get("status"),
-        ical_uid=change.raw.get("iCalUID"),
-    )
 
 
 def _legacy_normalized(
@@ -372,9 +355,9 @@ def _legacy_normalized(
     all_day: bool,
     updated: datetime | None,
     status: object,
-    *,
-    ical_uid: object = None,
 ) -> NormalizedEvent:
+    """A row indexed before st0004 (no stored normalised event), read from its own columns."""
+
     def at(value: datetime | None) -> EventTime | None:
         if value is None:
             return None
@@ -383,7 +366,6 @@ def _legacy_normalized(
     known = {s.value for s in EventStatus}
     return NormalizedEvent(
         provider_event_id=event_id,
-        ical_uid=ical_uid if isinstance(ical_uid, str) else None,
         title=summary[:SUMMARY_MAX_CHARS] if isinstance(summary, str) else None,
         start=at(start),
         end=at(end),

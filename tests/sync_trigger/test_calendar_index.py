@@ -11,11 +11,12 @@ import pytest
 from sync_trigger.calendar_index import service
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.connectors import CalendarInfo, EventChange
+from sync_trigger.connectors.mapping import from_google
 from sync_trigger.models import Connection
 from synchook.context import AppContext
 from synchook.crypto import Sealed
 from synchook.ids import new_id
-from synchook.timeutil import utcnow
+from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, add_key, make_tenant
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -25,10 +26,14 @@ def change(event_id: str, *, hours: float = 0, summary: str = "Meeting", deleted
     start = T0 + timedelta(hours=hours)
     if deleted:
         return EventChange("cal-1", event_id, deleted=True, raw={"id": event_id, "status": "cancelled"})
-    raw = {"id": event_id, "status": "confirmed", "summary": summary, "description": "x" * 10_000}
+    end = start + timedelta(minutes=30)
+    raw = {
+        "id": event_id, "status": "confirmed", "summary": summary, "description": "x" * 10_000,
+        "start": {"dateTime": isoformat(start)}, "end": {"dateTime": isoformat(end)}, "updated": isoformat(T0),
+    }  # fmt: skip
     return EventChange(
-        "cal-1", event_id, deleted=False, summary=summary, start=start, end=start + timedelta(minutes=30),
-        updated=T0, raw=raw,
+        "cal-1", event_id, deleted=False, summary=summary, start=start, end=end, updated=T0, raw=raw,
+        event=from_google(raw),
     )  # fmt: skip
 
 
