@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import asyncio
 
+import jsonschema_rs
 import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
+from subscriptions.catalogue import CATALOGUE
 from sync_trigger.calendar_index import service
 from sync_trigger.calendar_index.models import Calendar, CalendarChange, CalendarEvent
 from sync_trigger.connectors import EventChange
 from sync_trigger.models import Connection
 from synchook.context import AppContext
+from synchook.ids import new_id
 from synchook.outbox import Event
+from synchook.timeutil import isoformat
 from tests.factories import Tenant, make_tenant
 from tests.sync_trigger.test_calendar_index import T0, apply, change, connection_with_calendar
+
+JOB = new_id("cal_sync")
 
 
 @pytest.fixture
@@ -52,7 +58,7 @@ async def finish_round(ctx: AppContext, calendar: Calendar) -> None:
 
 
 async def test_created_updated_deleted_with_their_diff_and_events(app_ctx: AppContext, calendar: Calendar) -> None:
-    counts = await apply(app_ctx, calendar, change("a"), job_id="cal_sync_1")
+    counts = await apply(app_ctx, calendar, change("a"), job_id=JOB)
     assert counts == service.IndexCounts(created=1) and len(counts.event_ids) == 1
     await finish_round(app_ctx, calendar)
     await apply(app_ctx, calendar, change("a", summary="Renamed"))
@@ -61,7 +67,7 @@ async def test_created_updated_deleted_with_their_diff_and_events(app_ctx: AppCo
     assert [c.sequence for c in (created, updated, deleted)] == [1, 2, 3]
     assert [c.type for c in (created, updated, deleted)] == ["created", "updated", "deleted"]
 
-    assert created.initial is True and created.previous is None and created.job_id == "cal_sync_1"
+    assert created.initial is True and created.previous is None and created.job_id == JOB
     event = created.event
     assert event["id"].startswith("cev_") and event["calendar_id"] == calendar.id
     assert event["connection_id"] == calendar.connection_id and event["provider"] == "google"
@@ -82,6 +88,12 @@ async def test_created_updated_deleted_with_their_diff_and_events(app_ctx: AppCo
     assert [e.type for e in events] == ["calendar.event.created", "calendar.event.updated", "calendar.event.deleted"]
     for outbox, row in zip(events, (created, updated, deleted), strict=True):
         assert outbox.provider == "google"
+        # The body conforms to the catalogue's JSON Schema of its type.
+        body = {"id": outbox.id, "type": outbox.type, "timestamp": isoformat(outbox.created_at), "data": outbox.data}
+        schema = next(t for t in CATALOGUE if t.name == outbox.type).schema()
+        assert jsonschema_rs.validator_for(schema).is_valid(body), list(
+            jsonschema_rs.validator_for(schema).iter_errors(body)
+        )
         assert outbox.data == {
             "sequence": row.sequence,
             "workspace_id": calendar.workspace_id,
