@@ -495,6 +495,30 @@ async def get_calendar(session: AsyncSession, *, workspace_id: str, calendar_id:
     return found.scalars().first()
 
 
+async def resolve_scope_ids(
+    session: AsyncSession, *, workspace_id: str, connection_ids: Sequence[str], calendar_ids: Sequence[str]
+) -> dict[str, str]:
+    """The provider of each given connection and calendar id that the workspace has (subscription filters)."""
+    found: dict[str, str] = {}
+    wanted_connections = [c for c in connection_ids if looks_like_id(c, "conn")]
+    if wanted_connections:
+        rows = await session.execute(
+            select(col(Connection.id), col(Connection.provider)).where(
+                col(Connection.workspace_id) == workspace_id, col(Connection.id).in_(wanted_connections)
+            )
+        )
+        found.update({row_id: provider for row_id, provider in rows})
+    wanted_calendars = [c for c in calendar_ids if looks_like_id(c, CALENDAR_ID_PREFIX)]
+    if wanted_calendars:
+        rows = await session.execute(
+            select(col(Calendar.id), col(Calendar.provider)).where(
+                col(Calendar.workspace_id) == workspace_id, col(Calendar.id).in_(wanted_calendars)
+            )
+        )
+        found.update({row_id: provider for row_id, provider in rows})
+    return found
+
+
 async def list_calendars(
     session: AsyncSession, *, workspace_id: str, limit: int, after_id: str | None, connection_id: str | None
 ) -> list[Calendar]:
