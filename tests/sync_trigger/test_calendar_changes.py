@@ -8,6 +8,7 @@ import asyncio
 import jsonschema_rs
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from subscriptions.catalogue import CATALOGUE
@@ -201,3 +202,37 @@ async def test_concurrent_pages_of_one_workspace_take_gap_free_sequences(
 async def test_an_unreadable_event_is_no_change(app_ctx: AppContext, calendar: Calendar) -> None:
     await apply(app_ctx, calendar, EventChange("cal-1", "junk", deleted=False, raw={"id": "junk"}))
     assert await feed(app_ctx, calendar.workspace_id) == []
+
+
+async def test_a_round_redone_after_a_crash_writes_each_change_once(app_ctx: AppContext, calendar: Calendar) -> None:
+    # The first import committed page 1, then the worker died before page 2 and before the cursor.
+    first_page = [change(f"p1-{n}", hours=n) for n in range(3)]
+    second_page = [change(f"p2-{n}", hours=n) for n in range(3)]
+    await apply(app_ctx, calendar, *first_page, seen=set())
+    # The retried job redoes the whole round: page 1 again is no change, page 2 and the sweep are.
+    seen: set[str] = set()
+    assert await apply(app_ctx, calendar, *first_page, seen=seen) == service.IndexCounts()
+    assert await apply(app_ctx, calendar, *second_page, seen=seen) == service.IndexCounts(created=3)
+    assert await service.sweep_calendar(app_ctx.db, calendar=calendar, keep=seen, window=None) == service.IndexCounts()
+    changes = await feed(app_ctx, calendar.workspace_id)
+    assert [c.sequence for c in changes] == list(range(1, 7))
+    assert sorted(c.event["provider_event_id"] for c in changes) == sorted(seen)
+    assert all(c.type == "created" and c.initial for c in changes)
+
+
+async def test_a_failed_change_write_rolls_the_index_write_back(app_ctx: AppContext, calendar: Calendar) -> None:
+    # A stray row takes the sequence the next change will draw: its insert fails inside the page's transaction.
+    async with app_ctx.db.session() as session:
+        session.add(
+            CalendarChange(
+                workspace_id=calendar.workspace_id, sequence=1, type="created", occurred_at=T0,
+                connection_id=calendar.connection_id, calendar_id=calendar.id, event_id="cev_x", event={},
+                changed_fields=[],
+            )
+        )  # fmt: skip
+    with pytest.raises(IntegrityError):
+        await apply(app_ctx, calendar, change("a"))
+    async with app_ctx.db.session() as session:
+        indexed = (await session.execute(select(col(CalendarEvent.id)))).all()
+    assert indexed == [] and await change_events(app_ctx, calendar.workspace_id) == []
+    assert [c.event_id for c in await feed(app_ctx, calendar.workspace_id)] == ["cev_x"]
