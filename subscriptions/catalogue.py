@@ -64,6 +64,24 @@ class EventType:
 
 
 def _sync_data(status: str) -> dict[str, Any]:
+    schema = _sync_data_base(status)
+    if status == "completed":
+        # §6.2: what the sync found, and the change sequence a receiver must have seen to have all of it.
+        schema["required"].append("changes")
+        schema["properties"]["changes"] = {
+            "type": "object",
+            "required": ["created", "updated", "deleted", "through_sequence"],
+            "properties": {
+                "created": {"type": "integer", "minimum": 0},
+                "updated": {"type": "integer", "minimum": 0},
+                "deleted": {"type": "integer", "minimum": 0},
+                "through_sequence": {"type": "integer", "minimum": 0},
+            },
+        }
+    return schema
+
+
+def _sync_data_base(status: str) -> dict[str, Any]:
     return {
         "type": "object",
         "required": [
@@ -109,6 +127,91 @@ def _sync_data(status: str) -> dict[str, Any]:
     }
 
 
+_NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+_EVENT_TIME: dict[str, Any] = {
+    "type": ["object", "null"],
+    "required": ["date_time", "date", "time_zone"],
+    "properties": {
+        "date_time": _NULLABLE_TIMESTAMP,
+        "date": {"type": ["string", "null"], "format": "date"},
+        "time_zone": _NULLABLE_STRING,
+    },
+}
+# §6.1, the same for every provider.
+NORMALIZED_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id", "calendar_id", "connection_id", "provider", "provider_event_id", "ical_uid", "title", "description",
+        "location", "start", "end", "all_day", "status", "busy", "organizer", "attendees", "recurring_event_id",
+        "original_start", "conference_url", "html_link", "updated_at",
+    ],
+    "properties": {
+        "id": {"type": "string", "pattern": f"^cev_{_ULID}$"},
+        "calendar_id": {"type": "string", "pattern": f"^cal_{_ULID}$"},
+        "connection_id": {"type": "string", "pattern": f"^conn_{_ULID}$"},
+        "provider": {"enum": list(PROVIDERS)},
+        "provider_event_id": {"type": "string"},
+        "ical_uid": _NULLABLE_STRING,
+        "title": _NULLABLE_STRING,
+        "description": {"type": ["string", "null"], "description": "Cut to 8 KiB"},
+        "location": _NULLABLE_STRING,
+        "start": _EVENT_TIME,
+        "end": _EVENT_TIME,
+        "all_day": {"type": "boolean"},
+        "status": {"enum": ["confirmed", "tentative", "cancelled"]},
+        "busy": {"type": "boolean"},
+        "organizer": {
+            "type": ["object", "null"],
+            "required": ["email", "name"],
+            "properties": {"email": _NULLABLE_STRING, "name": _NULLABLE_STRING},
+        },
+        "attendees": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["email", "name", "response", "optional"],
+                "properties": {
+                    "email": _NULLABLE_STRING,
+                    "name": _NULLABLE_STRING,
+                    "response": {"enum": ["accepted", "declined", "tentative", "needs_action"]},
+                    "optional": {"type": "boolean"},
+                },
+            },
+        },
+        "recurring_event_id": _NULLABLE_STRING,
+        "original_start": _EVENT_TIME,
+        "conference_url": _NULLABLE_STRING,
+        "html_link": _NULLABLE_STRING,
+        "updated_at": _NULLABLE_TIMESTAMP,
+    },
+}  # fmt: skip
+
+
+def _change_data(kind: str) -> dict[str, Any]:
+    """§6.2: one change of the feed, as a webhook body's data."""
+    return {
+        "type": "object",
+        "required": [
+            "sequence", "workspace_id", "job_id", "connection_id", "calendar_id", "provider", "initial", "event",
+            "changed_fields", "previous",
+        ],
+        "properties": {
+            "sequence": {"type": "integer", "minimum": 1},
+            "workspace_id": {"type": "string"},
+            "job_id": {"type": ["string", "null"], "pattern": f"^cal_sync_{_ULID}$"},
+            "connection_id": {"type": "string", "pattern": f"^conn_{_ULID}$"},
+            "calendar_id": {"type": "string", "pattern": f"^cal_{_ULID}$"},
+            "provider": {"enum": list(PROVIDERS)},
+            "initial": {"type": "boolean"} if kind == "created" else {"const": False},
+            "event": NORMALIZED_EVENT_SCHEMA,
+            "changed_fields": {
+                "type": "array", "items": {"type": "string"}, "maxItems": 0 if kind == "deleted" else 21,
+            },
+            "previous": {"type": "null"} if kind == "created" else {"type": "object"},
+        },
+    }  # fmt: skip
+
+
 _TEST_DATA: dict[str, Any] = {
     "type": "object",
     "required": ["workspace_id", "subscription_id", "message"],
@@ -138,6 +241,21 @@ CATALOGUE: tuple[EventType, ...] = (
         "calendar.sync.completed", "A calendar sync job finished; stats say what changed.", _sync_data("completed")
     ),
     EventType("calendar.sync.failed", "A calendar sync job failed; error says why.", _sync_data("failed")),
+    EventType(
+        "calendar.event.created",
+        "An event appeared in a synced calendar (initial: true during the calendar's first import).",
+        _change_data("created"),
+    ),
+    EventType(
+        "calendar.event.updated",
+        "An event changed in content; changed_fields names the fields, previous holds their old values.",
+        _change_data("updated"),
+    ),
+    EventType(
+        "calendar.event.deleted",
+        "An event went away; event is the last known one, with status cancelled.",
+        _change_data("deleted"),
+    ),
     EventType("webhook.test", "A test event, sent on request to one subscription only.", _TEST_DATA),
     EventType(
         "webhook.subscription.disabled",

@@ -7,7 +7,9 @@ cost depends on how many subscriptions match, not on how many exist.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +19,10 @@ from subscriptions.catalogue import patterns_for
 from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter
 from synchook.crypto import SecretBox
 
-__all__ = ["match_subscriptions", "signing_secrets"]
+CHANGE_PREFIX = "calendar.event."
+SYNC_PREFIX = "calendar.sync."
+
+__all__ = ["in_scope", "match_subscriptions", "signing_secrets"]
 
 
 async def match_subscriptions(
@@ -49,6 +54,24 @@ async def match_subscriptions(
         query = query.where(col(Subscription.id).in_(wanted.distinct()))
     rows = await session.execute(query.order_by(col(Subscription.id)))
     return list(rows.scalars())
+
+
+def in_scope(subscription: Subscription, event_type: str, data: Mapping[str, Any]) -> bool:
+    """Whether the event passes the subscription's ``connection_ids`` / ``calendar_ids`` filters (§4.2).
+
+    In memory, on the rows ``match_subscriptions`` loaded: no query per event. A change event passes when its
+    connection or its calendar is listed; a lifecycle event when its job covered one of them (a job of every
+    provider, or of the provider of a listed connection or calendar). Other events are not calendar-bound.
+    """
+    connections, calendars = subscription.connection_ids, subscription.calendar_ids
+    if not connections and not calendars:
+        return True
+    if event_type.startswith(CHANGE_PREFIX):
+        return data.get("connection_id") in (connections or ()) or data.get("calendar_id") in (calendars or ())
+    if event_type.startswith(SYNC_PREFIX):
+        provider = data.get("provider")
+        return provider is None or provider in (subscription.scope_providers or ())
+    return True
 
 
 def signing_secrets(subscription: Subscription, box: SecretBox, *, now: datetime) -> tuple[list[str], list[str]]:

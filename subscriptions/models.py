@@ -37,6 +37,12 @@ class Subscription(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=1000)
     event_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
     providers: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # §4.2: only events of these connections (conn_…) / calendars (cal_…); None = any. Matched in memory at
+    # fan-out (subscriptions.matching.in_scope) against the event's data: no query per event.
+    connection_ids: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    calendar_ids: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The providers of those connections and calendars, for lifecycle events (which name a provider, not ids).
+    scope_providers: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     status: str = Field(default=SubscriptionStatus.ENABLED, max_length=20)
     disabled_reason: str | None = Field(default=None, max_length=500)
     signature_type: str = Field(default=SignatureType.HMAC_SHA256, max_length=20)

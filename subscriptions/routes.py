@@ -19,7 +19,7 @@ from subscriptions.schemas import (
     TestEventSent,
     UpdateSubscription,
 )
-from subscriptions.service import OnDelete
+from subscriptions.service import OnDelete, ScopeResolver
 from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
@@ -38,7 +38,7 @@ async def list_event_types(call: Call[None, None]) -> Page:
     return Page([EventTypeView.model_validate(event_type.as_dict()) for event_type in CATALOGUE], None)
 
 
-async def create_subscription(call: Call[None, CreateSubscription]) -> Reply:
+async def create_subscription(call: Call[None, CreateSubscription], *, resolve_scope: ScopeResolver) -> Reply:
     settings = call.ctx.settings
     # Resolved before the unit of work: on SQLite it holds the write lock every other request waits for.
     url = await service.safe_url(call.body.url, allow_private=settings.allow_private_targets, dns=_dns(settings))
@@ -50,6 +50,7 @@ async def create_subscription(call: Call[None, CreateSubscription]) -> Reply:
             body=call.body,
             allow_private=settings.allow_private_targets,
             checked_url=url,
+            resolve_scope=resolve_scope,
         )
     return Reply(SubscriptionCreated.of_new(subscription, secret), headers=NO_STORE)
 
@@ -72,7 +73,9 @@ async def get_subscription(call: Call[None, None]) -> SubscriptionView:
     return SubscriptionView.of(subscription)
 
 
-async def update_subscription(call: Call[None, UpdateSubscription]) -> SubscriptionView:
+async def update_subscription(
+    call: Call[None, UpdateSubscription], *, resolve_scope: ScopeResolver
+) -> SubscriptionView:
     settings = call.ctx.settings
     url: str | None = None
     if "url" in call.body.model_fields_set:  # resolved before the unit of work, as in create_subscription
@@ -87,6 +90,7 @@ async def update_subscription(call: Call[None, UpdateSubscription]) -> Subscript
             body=call.body,
             allow_private=settings.allow_private_targets,
             checked_url=url,
+            resolve_scope=resolve_scope,
         )
     return SubscriptionView.of(subscription)
 
@@ -129,8 +133,9 @@ async def send_test_event(call: Call[None, None]) -> TestEventSent:
 _ONE = "/v1/webhooks/subscriptions/{id}"
 
 
-def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
-    """The subscriptions API; ``on_delete`` is what else a deletion does (wired by the composition root)."""
+def endpoints(*, on_delete: OnDelete, resolve_scope: ScopeResolver) -> list[Endpoint]:
+    """The subscriptions API; ``on_delete`` is what else a deletion does, ``resolve_scope`` how connection and
+    calendar filter ids are checked (both wired by the composition root)."""
     return [
         Endpoint(
             method="GET",
@@ -146,7 +151,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
         Endpoint(
             method="POST",
             path="/v1/webhooks/subscriptions",
-            handler=create_subscription,
+            handler=partial(create_subscription, resolve_scope=resolve_scope),
             summary="Create a subscription",
             tag="webhooks",
             scope=Scope.WRITE_WEBHOOKS,
@@ -183,7 +188,7 @@ def endpoints(*, on_delete: OnDelete) -> list[Endpoint]:
         Endpoint(
             method="PATCH",
             path=_ONE,
-            handler=update_subscription,
+            handler=partial(update_subscription, resolve_scope=resolve_scope),
             summary="Update a subscription",
             tag="webhooks",
             scope=Scope.WRITE_WEBHOOKS,

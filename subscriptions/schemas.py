@@ -47,6 +47,17 @@ def _providers(value: list[str] | None) -> list[str] | None:
     return None if value is None else [p for p in PROVIDERS if p in value]
 
 
+MAX_SCOPE_IDS = 100
+ScopeIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=40)]], Field(min_length=1, max_length=MAX_SCOPE_IDS)
+]
+
+
+def _scope_ids(value: list[str] | None) -> list[str] | None:
+    # Without duplicates, in the caller's order: equal filters compare equal.
+    return None if value is None else list(dict.fromkeys(value))
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -56,12 +67,15 @@ class CreateSubscription(_Body):
     event_types: list[str] = Field(min_length=1, max_length=MAX_EVENT_TYPES)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     providers: list[ProviderName] | None = Field(default=None, min_length=1)
+    connection_ids: ScopeIds | None = None
+    calendar_ids: ScopeIds | None = None
     rate_limit_per_second: int | None = Field(default=None, gt=0, le=MAX_RATE_LIMIT)
     signature_type: SignatureTypeName = SignatureType.HMAC_SHA256
 
     _check_event_types = field_validator("event_types")(_event_types)
     _check_description = field_validator("description")(_description)
     _check_providers = field_validator("providers")(_providers)
+    _check_scope = field_validator("connection_ids", "calendar_ids")(_scope_ids)
 
 
 class UpdateSubscription(_Body):
@@ -71,11 +85,14 @@ class UpdateSubscription(_Body):
     event_types: list[str] | None = Field(default=None, min_length=1, max_length=MAX_EVENT_TYPES)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     providers: list[ProviderName] | None = Field(default=None, min_length=1)
+    connection_ids: ScopeIds | None = None
+    calendar_ids: ScopeIds | None = None
     rate_limit_per_second: int | None = Field(default=None, gt=0, le=MAX_RATE_LIMIT)
     status: SubscriptionStatusName | None = None
 
     _check_description = field_validator("description")(_description)
     _check_providers = field_validator("providers")(_providers)
+    _check_scope = field_validator("connection_ids", "calendar_ids")(_scope_ids)
 
     @field_validator("url", "event_types", "status")
     @classmethod
@@ -108,6 +125,8 @@ class SubscriptionView(Wire):
     url: str
     event_types: list[str]
     providers: list[Provider] | None
+    connection_ids: list[str] | None
+    calendar_ids: list[str] | None
     description: str | None
     status: SubscriptionStatus
     disabled_reason: str | None
@@ -124,6 +143,8 @@ class SubscriptionView(Wire):
             "url": subscription.url,
             "event_types": subscription.event_types,
             "providers": subscription.providers,
+            "connection_ids": subscription.connection_ids,
+            "calendar_ids": subscription.calendar_ids,
             "description": subscription.description,
             "status": subscription.status,
             "disabled_reason": subscription.disabled_reason,

@@ -7,7 +7,7 @@ context, leave this module only as ``Revealed`` values, and are never logged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -24,6 +24,7 @@ from subscriptions.schemas import CreateSubscription, UpdateSubscription
 from subscriptions.url_safety import UnsafeURL, check_resolves_public
 from synchook.crypto import Revealed, SecretBox
 from synchook.db import Database
+from synchook.errors import ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event, record_event
 from synchook.reseal import ResealCount, reseal_columns
@@ -36,6 +37,15 @@ DELETED_REASON = "subscription deleted"
 DISABLED_BY_USER = "disabled via the API"
 
 _subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+
+
+class ScopeResolver(Protocol):
+    """The provider of each of these connection (conn_…) and calendar (cal_…) ids that the workspace has; the
+    composition root passes the calendar side's lookup (this package does not know calendars)."""
+
+    async def __call__(
+        self, session: AsyncSession, *, workspace_id: str, connection_ids: Sequence[str], calendar_ids: Sequence[str]
+    ) -> dict[str, str]: ...
 
 
 class OnDelete(Protocol):
@@ -87,6 +97,7 @@ async def create_subscription(
     allow_private: bool,
     dns: DNSConfig = _SYSTEM_DNS,
     checked_url: str | None = None,
+    resolve_scope: ScopeResolver | None = None,
 ) -> tuple[Subscription, RevealedSecret]:
     """Create a subscription with a fresh secret (or Ed25519 key pair) and its filter rows.
 
@@ -108,6 +119,8 @@ async def create_subscription(
         description=body.description,
         event_types=body.event_types,
         providers=list(body.providers) if body.providers is not None else None,
+        connection_ids=body.connection_ids,
+        calendar_ids=body.calendar_ids,
         status=SubscriptionStatus.ENABLED,
         signature_type=body.signature_type,
         secret_sealed=box.seal(secret, context=subscription_id),
@@ -116,6 +129,7 @@ async def create_subscription(
         created_at=now,
         updated_at=now,
     )
+    await _check_scope(session, subscription, resolve_scope)
     session.add(subscription)
     await session.flush()
     await _write_filters(session, subscription)
@@ -162,6 +176,7 @@ async def update_subscription(
     allow_private: bool,
     dns: DNSConfig = _SYSTEM_DNS,
     checked_url: str | None = None,
+    resolve_scope: ScopeResolver | None = None,
 ) -> Subscription:
     """Apply the fields the caller sent; a new URL is checked again and new filters replace the old.
 
@@ -183,6 +198,8 @@ async def update_subscription(
     for name, value in changes.items():
         setattr(subscription, name, value)
     subscription.updated_at = utcnow()
+    if "connection_ids" in changes or "calendar_ids" in changes:
+        await _check_scope(session, subscription, resolve_scope)
     if "event_types" in changes or "providers" in changes:
         await _write_filters(session, subscription)
     await session.flush()
@@ -315,6 +332,27 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
 async def reseal_subscription_secrets(db: Database, box: SecretBox) -> ResealCount:
     """Re-encrypt every sealed secret not under the newest master key, never over a rotation made meanwhile."""
     return await reseal_columns(db, box, _subscriptions, ("secret_sealed", "previous_secret_sealed"))
+
+
+async def _check_scope(session: AsyncSession, subscription: Subscription, resolve: ScopeResolver | None) -> None:
+    """Every filtered connection and calendar must be the workspace's (422 naming the field otherwise); keeps
+    their providers for matching lifecycle events."""
+    connection_ids = subscription.connection_ids or []
+    calendar_ids = subscription.calendar_ids or []
+    if not connection_ids and not calendar_ids:
+        subscription.scope_providers = None
+        return
+    known: dict[str, str] = {}
+    if resolve is not None:
+        known = await resolve(
+            session, workspace_id=subscription.workspace_id, connection_ids=connection_ids, calendar_ids=calendar_ids
+        )
+    for field, ids in (("connection_ids", connection_ids), ("calendar_ids", calendar_ids)):
+        unknown = [value for value in ids if value not in known]
+        if unknown:
+            # Another workspace's id is unknown here too: nothing tells it apart from a made-up one.
+            raise ValidationFailed(f"{field}: no such id in this workspace: {unknown[0][:40]!r}", field=field)
+    subscription.scope_providers = sorted(set(known.values()))
 
 
 async def _write_filters(session: AsyncSession, subscription: Subscription) -> None:

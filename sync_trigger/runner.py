@@ -8,7 +8,7 @@ The cursor is stored with the round's final page, so a round cut short is simply
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from sync_trigger.models import Connection, ConnectionStatus, SyncJob
 from sync_trigger.service import DEFAULT_LOOKAHEAD, DEFAULT_LOOKBACK
 from synchook.context import AppContext
 from synchook.crypto import DecryptionError
+from synchook.outbox import hand_off
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 
@@ -51,14 +52,33 @@ class SyncStats:
     events_created: int = 0
     events_updated: int = 0
     events_deleted: int = 0
+    # The highest change sequence this sync wrote (None: it wrote none): `through_sequence` of §6.2.
+    through_sequence: int | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The job's `stats` (§4.1)."""
+        return {
+            "calendars": self.calendars,
+            "events_created": self.events_created,
+            "events_updated": self.events_updated,
+            "events_deleted": self.events_deleted,
+        }
+
+    def changes(self) -> dict[str, int | None]:
+        """`data.changes` of calendar.sync.completed (§6.2)."""
+        return {
+            "created": self.events_created,
+            "updated": self.events_updated,
+            "deleted": self.events_deleted,
+            "through_sequence": self.through_sequence,
+        }
 
     def add(self, counts: index.IndexCounts) -> None:
         self.events_created += counts.created
         self.events_updated += counts.updated
         self.events_deleted += counts.deleted
+        if counts.last_sequence is not None:
+            self.through_sequence = max(self.through_sequence or 0, counts.last_sequence)
 
 
 class JobEnded(Exception):
@@ -193,36 +213,48 @@ async def _sync_calendars(
     app: AppContext, connector: Connector, job: SyncJob, connection: Connection, stats: SyncStats
 ) -> None:
     listed = await connector.list_calendars()
-    calendars, removed = await index.sync_calendars(app.db, connection=connection, calendars=listed)
-    stats.events_deleted += removed
+    calendars, removed = await index.sync_calendars(app.db, connection=connection, calendars=listed, job_id=job.id)
+    await _applied(app, stats, removed)
     window = job_window(job, now=utcnow())
     for calendar in calendars:
         await _require_running(app, job)
         if job.mode == "full":
             # Rebuild inside the window: everything the full round does not report there is removed.
             await index.set_cursor(app.db, calendar=calendar, cursor=None)
-            await _full_round(app, connector, calendar, window, sweep=window, stats=stats)
+            await _full_round(app, connector, job, calendar, window, sweep=window, stats=stats)
         elif calendar.sync_cursor is None:
-            await _full_round(app, connector, calendar, window, sweep=window, stats=stats)
+            await _full_round(app, connector, job, calendar, window, sweep=window, stats=stats)
         else:
             try:
-                await _incremental_round(app, connector, calendar, stats)
+                await _incremental_round(app, connector, job, calendar, stats)
             except CursorExpired:
                 logger.info("calendar %s: sync cursor expired, full re-sync", calendar.id)
                 await index.set_cursor(app.db, calendar=calendar, cursor=None)
                 # The provider forgot our state: nothing local can be trusted, so sweep the whole calendar.
-                await _full_round(app, connector, calendar, window, sweep=None, stats=stats)
+                await _full_round(app, connector, job, calendar, window, sweep=None, stats=stats)
         stats.calendars += 1
 
 
-async def _incremental_round(app: AppContext, connector: Connector, calendar: Calendar, stats: SyncStats) -> None:
+async def _applied(app: AppContext, stats: SyncStats, counts: index.IndexCounts) -> None:
+    """Count a committed index write and hand its change events to the queue (the relay sweeper covers a miss)."""
+    stats.add(counts)
+    await hand_off(app.enqueue, counts.event_ids)
+
+
+async def _incremental_round(
+    app: AppContext, connector: Connector, job: SyncJob, calendar: Calendar, stats: SyncStats
+) -> None:
     async for page in connector.changes(calendar.calendar_id, cursor=calendar.sync_cursor):
-        stats.add(await index.apply_changes(app.db, calendar=calendar, changes=page.changes, cursor=page.next_cursor))
+        counts = await index.apply_changes(
+            app.db, calendar=calendar, changes=page.changes, cursor=page.next_cursor, job_id=job.id
+        )
+        await _applied(app, stats, counts)
 
 
 async def _full_round(
     app: AppContext,
     connector: Connector,
+    job: SyncJob,
     calendar: Calendar,
     window: tuple[datetime, datetime],
     *,
@@ -234,15 +266,17 @@ async def _full_round(
         seen: set[str] = set()
         try:
             async for page in connector.changes(calendar.calendar_id, cursor=None, window=window):
+                counts = await index.apply_changes(
+                    app.db, calendar=calendar, changes=page.changes, seen=seen, job_id=job.id
+                )
+                await _applied(app, stats, counts)
                 if page.next_cursor is not None:
                     # The final page: sweep before storing the cursor, so a crash in between redoes the round.
-                    stats.add(await index.apply_changes(app.db, calendar=calendar, changes=page.changes, seen=seen))
-                    stats.events_deleted += await index.sweep_calendar(
-                        app.db, calendar=calendar, keep=seen, window=sweep
+                    swept = await index.sweep_calendar(
+                        app.db, calendar=calendar, keep=seen, window=sweep, job_id=job.id
                     )
+                    await _applied(app, stats, swept)
                     await index.set_cursor(app.db, calendar=calendar, cursor=page.next_cursor)
-                else:
-                    stats.add(await index.apply_changes(app.db, calendar=calendar, changes=page.changes, seen=seen))
             return
         except CursorExpired:
             if attempt == 2:

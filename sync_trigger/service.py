@@ -15,6 +15,7 @@ from sqlalchemy import CursorResult, Result, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from sync_trigger.calendar_index.changes import latest_sequence
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
 from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
@@ -296,9 +297,17 @@ async def start_job(session: AsyncSession, *, job_id: str, worker_id: str | None
 
 
 async def finish_job(
-    session: AsyncSession, *, job_id: str, stats: dict[str, Any] | None, error: dict[str, Any] | None
+    session: AsyncSession,
+    *,
+    job_id: str,
+    stats: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+    changes: dict[str, Any] | None = None,
 ) -> list[str]:
-    """running → completed | failed with its event; returns the event ids (none if already finished)."""
+    """running → completed | failed with its event; returns the event ids (none if already finished).
+
+    `changes` (created, updated, deleted, through_sequence) goes into a completed event's data (§6.2).
+    """
     status = "failed" if error is not None else "completed"
     now = utcnow()
     moved = await session.execute(
@@ -309,15 +318,26 @@ async def finish_job(
     if _rowcount(moved) != 1:
         return []
     job = await _load_job(session, job_id)
+    data = job_event_data(job)
+    if status == "completed":
+        data["changes"] = await _changes_summary(session, job.workspace_id, changes)
     event = record_event(
         session,
         workspace_id=job.workspace_id,
         type=f"calendar.sync.{status}",
         provider=job.provider,
-        data=job_event_data(job),
+        data=data,
         at=now,
     )
     return [event.id]
+
+
+async def _changes_summary(session: AsyncSession, workspace_id: str, changes: dict[str, Any] | None) -> dict[str, Any]:
+    summary = dict(changes or {"created": 0, "updated": 0, "deleted": 0, "through_sequence": None})
+    if summary.get("through_sequence") is None:
+        # This sync wrote no change: every change committed so far is all a receiver needs to have seen.
+        summary["through_sequence"] = (await latest_sequence(session, workspace_id))[0]
+    return summary
 
 
 async def is_running(session: AsyncSession, *, job_id: str) -> bool:

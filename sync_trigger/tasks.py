@@ -11,6 +11,7 @@ from arq import Retry, cron
 
 from sync_trigger import runner, service
 from sync_trigger.background import background_cron_jobs
+from sync_trigger.calendar_index.changes import purge_changes as purge_changes_older
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.janitor import live_workers
@@ -44,6 +45,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
         return "noop"
     await hand_off(app.enqueue, started.event_ids)
     stats: dict[str, Any] | None = None
+    changes: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     if started.exhausted:
         error = {"code": "internal_error", "message": "The sync was interrupted too many times"}
@@ -55,7 +57,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
         budget = max(1.0, app.settings.sync_job_timeout * 0.9)
         try:
             result = await asyncio.wait_for(runner.run_sync(app, started.job, started.connections), timeout=budget)
-            stats = result.as_dict()
+            stats, changes = result.as_dict(), result.changes()
         except runner.SyncFailure as failure:
             stats, error = failure.stats.as_dict(), failure.as_error()
         except runner.JobEnded:
@@ -69,7 +71,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
             logger.exception("sync job %s failed unexpectedly", job_id)
             error = {"code": "internal_error", "message": "The sync failed unexpectedly"}
     async with app.db.session() as session:
-        event_ids = await service.finish_job(session, job_id=job_id, stats=stats, error=error)
+        event_ids = await service.finish_job(session, job_id=job_id, stats=stats, error=error, changes=changes)
     await hand_off(app.enqueue, event_ids)
     return "failed" if error is not None else "completed"
 
@@ -106,6 +108,12 @@ async def _orphaned_job_ids(app: AppContext) -> list[str]:
         owners = await service.running_job_owners(session)
     alive = await live_workers(app.redis, (worker_id for _, worker_id in owners))
     return [job_id for job_id, worker_id in owners if worker_id not in alive]
+
+
+async def purge_changes(ctx: dict[str, Any]) -> int:
+    """Retention of the change feed: changes go after SYNCHOOK_RETENTION_DAYS, like deliveries (the root runs it)."""
+    app: AppContext = ctx["app"]
+    return await purge_changes_older(app.db, retention_days=app.settings.retention_days)
 
 
 FUNCTIONS: list[Any] = [run_sync_job]

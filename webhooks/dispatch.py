@@ -52,7 +52,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
     With a ``worker`` (on a worker process) the first batch is sent by this call instead; without (no
     worker at hand: the CLI, tests) every delivery goes to the queue.
     """
-    from subscriptions.matching import match_subscriptions
+    from subscriptions.matching import in_scope, match_subscriptions
 
     ids = list(dict.fromkeys(event_ids))
     if not ids:
@@ -105,6 +105,8 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
             skip = data.get("subscription_id") if event_type == SUBSCRIPTION_DISABLED_EVENT else None
             for subscription in subscriptions:
                 if subscription.id == skip or subscription.workspace_id != workspace_id:
+                    continue
+                if target is None and not in_scope(subscription, event_type, data):
                     continue
                 row = new_delivery(
                     workspace_id=workspace_id,

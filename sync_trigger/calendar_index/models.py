@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, PrimaryKeyConstraint, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from synchook.db import UTCDateTime
@@ -70,3 +70,48 @@ class CalendarEvent(SQLModel, table=True):
     # sha256 of everything above that comes from the provider: a repeat of the same change is not an update.
     content_hash: str = Field(max_length=64)
     indexed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # The §6.1 normalised event without our ids (NormalizedEvent.as_json); None on rows indexed before st0004.
+    normalized: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class ChangeCounter(SQLModel, table=True):
+    """The workspace's change sequence: one row, incremented inside the transaction that writes the changes.
+
+    The increment's row lock is held until commit, so sequences are gap-free and increase in commit order.
+    `purged_through` is the highest sequence retention removed: an older feed cursor has lost changes (410).
+    """
+
+    __tablename__ = "calendar_change_counters"
+
+    workspace_id: str = Field(primary_key=True, max_length=40, foreign_key="workspaces.id")
+    last_sequence: int = Field(sa_column=Column(BigInteger, nullable=False))
+    purged_through: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class CalendarChange(SQLModel, table=True):
+    """One change of the feed (CONTRACT §6.3): an event that appeared, changed in content or went away.
+
+    Ids are ours (`calendar_id` is the cal_ id, `event_id` the cev_ id) and kept without foreign keys: the feed
+    outlives a deleted connection, until retention.
+    """
+
+    __tablename__ = "calendar_changes"
+    __table_args__ = (
+        PrimaryKeyConstraint("workspace_id", "sequence", name="pk_calendar_changes"),
+        Index("ix_calendar_changes_workspace_connection", "workspace_id", "connection_id", "sequence"),
+        Index("ix_calendar_changes_workspace_calendar", "workspace_id", "calendar_id", "sequence"),
+        Index("ix_calendar_changes_occurred_at", "occurred_at"),
+    )
+
+    workspace_id: str = Field(max_length=40, foreign_key="workspaces.id")
+    sequence: int = Field(sa_column=Column(BigInteger, nullable=False, autoincrement=False))
+    type: str = Field(max_length=10)
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    job_id: str | None = Field(default=None, max_length=40)
+    connection_id: str = Field(max_length=40)
+    calendar_id: str = Field(max_length=40)
+    event_id: str = Field(max_length=40)
+    initial: bool = Field(default=False)
+    event: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    changed_fields: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    previous: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -10,16 +10,18 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, CursorResult, Result, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from sync_trigger.calendar_index import changes as feed
 from sync_trigger.calendar_index.models import Calendar, CalendarEvent
 from sync_trigger.connectors.base import CalendarInfo, EventChange
+from sync_trigger.connectors.normalized import EventStatus, EventTime, NormalizedEvent
 from sync_trigger.models import Connection
 from synchook.db import Database
 from synchook.ids import looks_like_id, new_id
@@ -49,28 +51,43 @@ T = TypeVar("T")
 
 @dataclass
 class IndexCounts:
-    """Rows really created, changed and removed (a repeated change or an unknown deletion counts 0)."""
+    """Changes really written: events created, changed in content and removed (a repeat counts 0).
+
+    `event_ids` are the outbox events of those changes, for the queue after commit; `last_sequence` the
+    highest change sequence written (None: none).
+    """
 
     created: int = 0
     updated: int = 0
     deleted: int = 0
+    # Not compared: two writes of the same counts are equal whatever ids and numbers they drew.
+    event_ids: list[str] = field(default_factory=list, compare=False)
+    last_sequence: int | None = field(default=None, compare=False)
 
     def __iadd__(self, other: IndexCounts) -> IndexCounts:
         self.created += other.created
         self.updated += other.updated
         self.deleted += other.deleted
+        self.event_ids += other.event_ids
+        if other.last_sequence is not None:
+            self.last_sequence = max(self.last_sequence or 0, other.last_sequence)
         return self
+
+    @classmethod
+    def of(cls, written: feed.Written) -> IndexCounts:
+        return cls(written.created, written.updated, written.deleted, written.event_ids, written.last_sequence)
 
 
 # --- Calendars -------------------------------------------------------------------------------------
 
 
 async def sync_calendars(
-    db: Database, *, connection: Connection, calendars: Sequence[CalendarInfo]
-) -> tuple[list[Calendar], int]:
-    """Make the connection's calendar rows match the provider's list; returns the rows and events removed."""
+    db: Database, *, connection: Connection, calendars: Sequence[CalendarInfo], job_id: str | None = None
+) -> tuple[list[Calendar], IndexCounts]:
+    """Make the connection's calendar rows match the provider's list; returns the rows and the events removed
+    (each a `deleted` change, written in the same transaction)."""
     wanted = {c.id: c for c in calendars if not c.deleted}
-    removed_events = 0
+    removed = IndexCounts()
     async with db.session() as session:
         # Concurrent syncs of one connection (several workers) would both insert a new calendar's row:
         # the connection's row lock serialises them, and the second then reads the first one's rows.
@@ -81,21 +98,25 @@ async def sync_calendars(
                 await session.execute(select(Calendar).where(col(Calendar.connection_id) == connection.id))
             ).scalars()
         }
+        now = utcnow()
         for calendar_id, row in rows.items():
             if calendar_id in wanted:
                 row.name = wanted[calendar_id].name[:1024]
                 continue
-            # Gone at the provider: its events go with it.
-            removed_events += _rowcount(
-                await session.execute(
-                    delete(CalendarEvent).where(
-                        col(CalendarEvent.connection_id) == connection.id,
-                        col(CalendarEvent.calendar_id) == calendar_id,
-                    )
-                )
+            # Gone at the provider: its events go with it, each a deleted change.
+            gone = await _stored(session, row)
+            for chunk in _chunks([stored.row_id for stored in gone]):
+                await session.execute(delete(CalendarEvent).where(col(CalendarEvent.id).in_(chunk)))
+            written = await feed.write_changes(
+                session,
+                calendar=row,
+                pending=[feed.deleted(row, stored.row_id, stored.normalized) for stored in gone],
+                job_id=job_id,
+                initial=False,
+                now=now,
             )
+            removed += IndexCounts.of(written)
             await session.delete(row)
-        now = utcnow()
         for calendar_id, info in wanted.items():
             if calendar_id not in rows:
                 rows[calendar_id] = Calendar(
@@ -108,17 +129,60 @@ async def sync_calendars(
                     created_at=now,
                 )
                 session.add(rows[calendar_id])
-    return [rows[calendar_id] for calendar_id in wanted], removed_events
+    return [rows[calendar_id] for calendar_id in wanted], removed
 
 
 async def set_cursor(db: Database, *, calendar: Calendar, cursor: str | None) -> None:
-    """Store (or drop, with None) the calendar's sync cursor."""
+    """Store (or drop, with None) the calendar's sync cursor; storing one ends a round, so it is synced now."""
+    values: dict[str, Any] = {"sync_cursor": cursor}
+    if cursor is not None:
+        values["synced_at"] = utcnow()
     async with db.session() as session:
-        await session.execute(update(Calendar).where(col(Calendar.id) == calendar.id).values(sync_cursor=cursor))
+        await session.execute(update(Calendar).where(col(Calendar.id) == calendar.id).values(**values))
     calendar.sync_cursor = cursor
+    if cursor is not None:
+        calendar.synced_at = values["synced_at"]
 
 
 # --- Events ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    row_id: str
+    event_id: str
+    normalized: dict[str, Any]
+
+
+_STORED_COLUMNS = (
+    col(CalendarEvent.id),
+    col(CalendarEvent.event_id),
+    col(CalendarEvent.normalized),
+    col(CalendarEvent.summary),
+    col(CalendarEvent.start),
+    col(CalendarEvent.end),
+    col(CalendarEvent.all_day),
+    col(CalendarEvent.updated),
+    col(CalendarEvent.status),
+)
+
+
+def _stored_row(row: Any) -> _Stored:
+    row_id, event_id, normalized, summary, start, end, all_day, updated, status = row
+    if normalized is None:
+        # Indexed before st0004: what the row's own columns say.
+        normalized = _legacy_normalized(event_id, summary, start, end, all_day, updated, status).as_json()
+    return _Stored(row_id, event_id, normalized)
+
+
+async def _stored(session: AsyncSession, calendar: Calendar, where: ColumnElement[bool] | None = None) -> list[_Stored]:
+    query = select(*_STORED_COLUMNS).where(
+        col(CalendarEvent.connection_id) == calendar.connection_id,
+        col(CalendarEvent.calendar_id) == calendar.calendar_id,
+    )
+    if where is not None:
+        query = query.where(where)
+    return [_stored_row(row) for row in await session.execute(query)]
 
 
 async def apply_changes(
@@ -128,34 +192,32 @@ async def apply_changes(
     changes: Sequence[EventChange],
     seen: set[str] | None = None,
     cursor: str | None = None,
+    job_id: str | None = None,
 ) -> IndexCounts:
-    """Apply one provider page in one transaction; with `cursor` (the round's final page) store it too.
+    """Apply one provider page in one transaction, with its change rows and events; with `cursor` (the round's
+    final page) store it too.
 
     `seen` collects the ids of events the provider reported alive (a full round sweeps the rest).
     """
-    counts = IndexCounts()
-    # Within a page the last report of an event wins; across pages the stored hash absorbs repeats.
+    # Within a page the last report of an event wins; across pages the stored event absorbs repeats.
     latest: dict[str, EventChange] = {}
     for change in changes:
         latest[change.event_id] = change
     async with db.session() as session:
-        if not await _lock_calendar(session, calendar.id):
+        locked = await _lock_calendar(session, calendar.id)
+        if locked is None:
             logger.info("calendar %s was removed during its sync; page dropped", calendar.id)
-            return counts
-        existing: dict[str, tuple[str, str]] = {}
+            return IndexCounts()
+        initial = locked.synced_at is None
+        existing: dict[str, _Stored] = {}
         for chunk in _chunks(list(latest)):
-            rows = await session.execute(
-                select(col(CalendarEvent.event_id), col(CalendarEvent.id), col(CalendarEvent.content_hash)).where(
-                    col(CalendarEvent.connection_id) == calendar.connection_id,
-                    col(CalendarEvent.calendar_id) == calendar.calendar_id,
-                    col(CalendarEvent.event_id).in_(chunk),
-                )
-            )
-            existing.update({event_id: (row_id, digest) for event_id, row_id, digest in rows})
+            for stored in await _stored(session, calendar, col(CalendarEvent.event_id).in_(chunk)):
+                existing[stored.event_id] = stored
         now = utcnow()
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         deletes: list[str] = []
+        pending: list[feed.Pending] = []
         for event_id, change in latest.items():
             found = existing.get(event_id)
             values = None if change.deleted else _event_values(change)
@@ -163,15 +225,17 @@ async def apply_changes(
                 if change.deleted and seen is not None:
                     seen.discard(event_id)
                 if found is not None:
-                    deletes.append(found[0])
+                    deletes.append(found.row_id)
+                    pending.append(feed.deleted(calendar, found.row_id, found.normalized))
                 continue
             if seen is not None:
                 seen.add(event_id)
             values["indexed_at"] = now
             if found is None:
+                row_id = new_id(EVENT_ID_PREFIX)
                 inserts.append(
                     {
-                        "id": new_id(EVENT_ID_PREFIX),
+                        "id": row_id,
                         "workspace_id": calendar.workspace_id,
                         "connection_id": calendar.connection_id,
                         "provider": calendar.provider,
@@ -180,43 +244,53 @@ async def apply_changes(
                         **values,
                     }
                 )
-            elif found[1] != values["content_hash"]:
-                updates.append({"id": found[0], **values})
+                pending.append(feed.created(calendar, row_id, values["normalized"]))
+                continue
+            change_of = feed.updated(calendar, found.row_id, found.normalized, values["normalized"])
+            # Same normalised content (a no-op save, an etag bump, a repeat): nothing is written or sent.
+            if change_of is not None:
+                updates.append({"id": found.row_id, **values})
+                pending.append(change_of)
         for chunk in _chunks(deletes):
-            counts.deleted += _rowcount(
-                await session.execute(delete(CalendarEvent).where(col(CalendarEvent.id).in_(chunk)))
-            )
+            await session.execute(delete(CalendarEvent).where(col(CalendarEvent.id).in_(chunk)))
         if inserts:
             await session.execute(insert(CalendarEvent), inserts)
-            counts.created += len(inserts)
         if updates:
             await session.execute(update(CalendarEvent), updates)
-            counts.updated += len(updates)
         if cursor is not None:
             await session.execute(
                 update(Calendar).where(col(Calendar.id) == calendar.id).values(sync_cursor=cursor, synced_at=now)
             )
+        # Last: the workspace's sequence counter stays locked from here to the commit.
+        written = await feed.write_changes(
+            session, calendar=calendar, pending=pending, job_id=job_id, initial=initial, now=now
+        )
     if cursor is not None:
         calendar.sync_cursor = cursor
-    return counts
+        calendar.synced_at = now
+    return IndexCounts.of(written)
 
 
-async def sweep_calendar(db: Database, *, calendar: Calendar, keep: set[str], window: Window | None) -> int:
-    """After a full round: remove the calendar's events (inside `window`, or all) the provider no longer has."""
+async def sweep_calendar(
+    db: Database, *, calendar: Calendar, keep: set[str], window: Window | None, job_id: str | None = None
+) -> IndexCounts:
+    """After a full round: remove the calendar's events (inside `window`, or all) the provider no longer has,
+    each a deleted change."""
     async with db.session() as session:
-        if not await _lock_calendar(session, calendar.id):
-            return 0
-        query = select(col(CalendarEvent.id), col(CalendarEvent.event_id)).where(
-            col(CalendarEvent.connection_id) == calendar.connection_id,
-            col(CalendarEvent.calendar_id) == calendar.calendar_id,
+        if await _lock_calendar(session, calendar.id) is None:
+            return IndexCounts()
+        where = _overlaps(window[0], window[1]) if window is not None else None
+        stale = [stored for stored in await _stored(session, calendar, where) if stored.event_id not in keep]
+        for chunk in _chunks([stored.row_id for stored in stale]):
+            await session.execute(delete(CalendarEvent).where(col(CalendarEvent.id).in_(chunk)))
+        written = await feed.write_changes(
+            session,
+            calendar=calendar,
+            pending=[feed.deleted(calendar, stored.row_id, stored.normalized) for stored in stale],
+            job_id=job_id,
+            initial=False,
         )
-        if window is not None:
-            query = query.where(_overlaps(window[0], window[1]))
-        stale = [row_id for row_id, event_id in await session.execute(query) if event_id not in keep]
-        deleted = 0
-        for chunk in _chunks(stale):
-            deleted += _rowcount(await session.execute(delete(CalendarEvent).where(col(CalendarEvent.id).in_(chunk))))
-    return deleted
+    return IndexCounts.of(written)
 
 
 def _overlaps(since: datetime | None, until: datetime | None) -> ColumnElement[bool]:
@@ -235,14 +309,23 @@ def _overlaps(since: datetime | None, until: datetime | None) -> ColumnElement[b
     return and_(*clauses)
 
 
-async def _lock_calendar(session: AsyncSession, calendar_row_id: str) -> bool:
-    found = await session.execute(select(col(Calendar.id)).where(col(Calendar.id) == calendar_row_id).with_for_update())
-    return found.first() is not None
+@dataclass(frozen=True, slots=True)
+class _Locked:
+    synced_at: datetime | None
+
+
+async def _lock_calendar(session: AsyncSession, calendar_row_id: str) -> _Locked | None:
+    """Lock the calendar's row (None: it is gone); `synced_at` None means its first import is under way."""
+    found = await session.execute(
+        select(col(Calendar.synced_at)).where(col(Calendar.id) == calendar_row_id).with_for_update()
+    )
+    row = found.first()
+    return _Locked(row[0]) if row is not None else None
 
 
 def _event_values(change: EventChange) -> dict[str, Any] | None:
     start = change.start or change.end
-    if start is None:
+    if start is None or change.event is None:
         # Nothing to place on a timeline: the provider sent an event we cannot read.
         logger.debug("event without a readable start skipped")
         return None
@@ -260,7 +343,36 @@ def _event_values(change: EventChange) -> dict[str, Any] | None:
     fingerprint = {k: isoformat(v) if isinstance(v, datetime) else v for k, v in values.items()}
     encoded = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), default=str)
     values["content_hash"] = hashlib.sha256(encoded.encode()).hexdigest()
+    values["normalized"] = change.event.as_json()
     return values
+
+
+def _legacy_normalized(
+    event_id: str,
+    summary: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    all_day: bool,
+    updated: datetime | None,
+    status: object,
+) -> NormalizedEvent:
+    """A row indexed before st0004 (no stored normalised event), read from its own columns."""
+
+    def at(value: datetime | None) -> EventTime | None:
+        if value is None:
+            return None
+        return EventTime(date=value.date()) if all_day else EventTime(date_time=value)
+
+    known = {s.value for s in EventStatus}
+    return NormalizedEvent(
+        provider_event_id=event_id,
+        title=summary[:SUMMARY_MAX_CHARS] if isinstance(summary, str) else None,
+        start=at(start),
+        end=at(end),
+        all_day=all_day,
+        status=EventStatus(status) if status in known else EventStatus.CONFIRMED,
+        updated_at=updated,
+    )
 
 
 def trim_raw(raw: dict[str, Any]) -> dict[str, Any]:
@@ -303,14 +415,26 @@ async def list_events(
     workspace_id: str,
     limit: int,
     calendar_id: str | None = None,
+    connection_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     after: EventPosition | None = None,
-) -> list[CalendarEvent]:
-    """Events by start time (then id) overlapping [since, until); up to limit+1 rows to tell if more exist."""
+) -> list[tuple[EventPosition, dict[str, Any]]]:
+    """§6.1 events (with where each sits) by start, then id, overlapping [since, until); up to limit+1 rows.
+
+    `calendar_id` is our cal_ id; an id unknown in the workspace matches nothing.
+    """
     query = select(CalendarEvent).where(col(CalendarEvent.workspace_id) == workspace_id)
     if calendar_id is not None:
-        query = query.where(col(CalendarEvent.calendar_id) == calendar_id)
+        calendar = await get_calendar(session, workspace_id=workspace_id, calendar_id=calendar_id)
+        if calendar is None:
+            return []
+        query = query.where(
+            col(CalendarEvent.connection_id) == calendar.connection_id,
+            col(CalendarEvent.calendar_id) == calendar.calendar_id,
+        )
+    if connection_id is not None:
+        query = query.where(col(CalendarEvent.connection_id) == connection_id)
     if since is not None or until is not None:
         query = query.where(_overlaps(since, until))
     if after is not None:
@@ -320,30 +444,94 @@ async def list_events(
                 and_(col(CalendarEvent.start) == after.start, col(CalendarEvent.id) > after.id),
             )
         )
-    rows = await session.execute(query.order_by(col(CalendarEvent.start), col(CalendarEvent.id)).limit(limit + 1))
+    rows = list(
+        (await session.execute(query.order_by(col(CalendarEvent.start), col(CalendarEvent.id)).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
+    calendars = await _calendars_of(session, workspace_id, {row.connection_id for row in rows})
+    shown: list[tuple[EventPosition, dict[str, Any]]] = []
+    for row in rows:
+        calendar = calendars.get((row.connection_id, row.calendar_id))
+        if calendar is None:  # removed by a sync between the two reads: its events are going too
+            continue
+        stored = _stored_row(
+            (
+                row.id,
+                row.event_id,
+                row.normalized,
+                row.summary,
+                row.start,
+                row.end,
+                row.all_day,
+                row.updated,
+                row.status,
+            )
+        )
+        shown.append((EventPosition(row.start, row.id), feed.public_event(calendar, row.id, stored.normalized)))
+    return shown
+
+
+async def _calendars_of(
+    session: AsyncSession, workspace_id: str, connection_ids: set[str]
+) -> dict[tuple[str, str], Calendar]:
+    if not connection_ids:
+        return {}
+    rows = await session.execute(
+        select(Calendar).where(
+            col(Calendar.workspace_id) == workspace_id, col(Calendar.connection_id).in_(sorted(connection_ids))
+        )
+    )
+    return {(c.connection_id, c.calendar_id): c for c in rows.scalars()}
+
+
+async def get_calendar(session: AsyncSession, *, workspace_id: str, calendar_id: str) -> Calendar | None:
+    """The workspace's calendar with this cal_ id, or None (another workspace's is None too)."""
+    if not looks_like_id(calendar_id, CALENDAR_ID_PREFIX):
+        return None
+    found = await session.execute(
+        select(Calendar).where(col(Calendar.id) == calendar_id, col(Calendar.workspace_id) == workspace_id)
+    )
+    return found.scalars().first()
+
+
+async def resolve_scope_ids(
+    session: AsyncSession, *, workspace_id: str, connection_ids: Sequence[str], calendar_ids: Sequence[str]
+) -> dict[str, str]:
+    """The provider of each given connection and calendar id that the workspace has (subscription filters)."""
+    found: dict[str, str] = {}
+    wanted_connections = [c for c in connection_ids if looks_like_id(c, "conn")]
+    if wanted_connections:
+        rows = await session.execute(
+            select(col(Connection.id), col(Connection.provider)).where(
+                col(Connection.workspace_id) == workspace_id, col(Connection.id).in_(wanted_connections)
+            )
+        )
+        found.update({row_id: provider for row_id, provider in rows})
+    wanted_calendars = [c for c in calendar_ids if looks_like_id(c, CALENDAR_ID_PREFIX)]
+    if wanted_calendars:
+        rows = await session.execute(
+            select(col(Calendar.id), col(Calendar.provider)).where(
+                col(Calendar.workspace_id) == workspace_id, col(Calendar.id).in_(wanted_calendars)
+            )
+        )
+        found.update({row_id: provider for row_id, provider in rows})
+    return found
+
+
+async def list_calendars(
+    session: AsyncSession, *, workspace_id: str, limit: int, after_id: str | None, connection_id: str | None
+) -> list[Calendar]:
+    """Newest first; up to limit+1 rows."""
+    query = select(Calendar).where(col(Calendar.workspace_id) == workspace_id)
+    if connection_id is not None:
+        query = query.where(col(Calendar.connection_id) == connection_id)
+    if after_id is not None:
+        query = query.where(col(Calendar.id) < after_id)
+    rows = await session.execute(query.order_by(col(Calendar.id).desc()).limit(limit + 1))
     return list(rows.scalars())
-
-
-def event_view(event: CalendarEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "connection_id": event.connection_id,
-        "provider": event.provider,
-        "calendar_id": event.calendar_id,
-        "event_id": event.event_id,
-        "summary": event.summary,
-        "start": isoformat(event.start),
-        "end": isoformat(event.end),
-        "all_day": event.all_day,
-        "updated": isoformat(event.updated),
-        "status": event.status,
-    }
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for offset in range(0, len(items), CHUNK):
         yield items[offset : offset + CHUNK]
-
-
-def _rowcount(result: Result[Any]) -> int:
-    return int(cast(CursorResult[Any], result).rowcount or 0)

@@ -7,7 +7,7 @@ compares it field by field to tell created / updated / deleted apart. Ids Syncho
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -78,8 +78,35 @@ class NormalizedEvent:
     updated_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The §6.1 fields as JSON values (times as the contract's UTC strings), for storage and the wire."""
-        return _jsonable(asdict(self))
+        """The §6.1 fields as JSON values (times as the contract's UTC strings), for storage and the wire.
+
+        Spelled out rather than `dataclasses.asdict`: that deep-copies every value and was most of the cost of
+        indexing a 10,000-event first import.
+        """
+        return {
+            "provider_event_id": self.provider_event_id,
+            "ical_uid": self.ical_uid,
+            "title": self.title,
+            "description": self.description,
+            "location": self.location,
+            "start": _time_json(self.start),
+            "end": _time_json(self.end),
+            "all_day": self.all_day,
+            "status": self.status.value,
+            "busy": self.busy,
+            "organizer": None
+            if self.organizer is None
+            else {"email": self.organizer.email, "name": self.organizer.name},
+            "attendees": [
+                {"email": a.email, "name": a.name, "response": a.response.value, "optional": a.optional}
+                for a in self.attendees
+            ],
+            "recurring_event_id": self.recurring_event_id,
+            "original_start": _time_json(self.original_start),
+            "conference_url": self.conference_url,
+            "html_link": self.html_link,
+            "updated_at": isoformat(self.updated_at) if self.updated_at is not None else None,
+        }
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> NormalizedEvent:
@@ -122,6 +149,16 @@ def cut_description(text: str | None) -> str | None:
     return encoded[:DESCRIPTION_MAX_BYTES].decode("utf-8", errors="ignore")
 
 
+def _time_json(value: EventTime | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {
+        "date_time": isoformat(value.date_time) if value.date_time is not None else None,
+        "date": value.date.isoformat() if value.date is not None else None,
+        "time_zone": value.time_zone,
+    }
+
+
 def _time_from_json(value: dict[str, Any] | None) -> EventTime | None:
     if not value:
         return None
@@ -130,17 +167,3 @@ def _time_from_json(value: dict[str, Any] | None) -> EventTime | None:
         date=date.fromisoformat(value["date"]) if value.get("date") else None,
         time_zone=value.get("time_zone"),
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, datetime):
-        return isoformat(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, StrEnum):
-        return value.value
-    return value

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Mount
 import subscriptions.routes
 import sync_trigger.routes
 import webhooks.routes
+from sync_trigger.calendar_index.service import resolve_scope_ids
 from synchook.context import AppContext
 from synchook.errors import DomainError
 from synchook.http.endpoint import Endpoint, routes
@@ -33,7 +34,10 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 
 def api_endpoints() -> list[Endpoint]:
     """Every declared /v1 endpoint: what the app routes and what /openapi.json documents."""
     # A deleted subscription's open deliveries are cancelled in the deletion's unit of work.
-    subscription_endpoints = subscriptions.routes.endpoints(on_delete=cancel_open_deliveries)
+    # Connection and calendar filter ids are checked against the calendar index of the workspace.
+    subscription_endpoints = subscriptions.routes.endpoints(
+        on_delete=cancel_open_deliveries, resolve_scope=resolve_scope_ids
+    )
     return [*sync_trigger.routes.ENDPOINTS, *subscription_endpoints, *webhooks.routes.ENDPOINTS]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 from subscriptions.models import Subscription, SubscriptionFilter
-from sync_trigger.calendar_index.models import Calendar, CalendarEvent
+from sync_trigger.calendar_index.models import Calendar, CalendarChange, CalendarEvent, ChangeCounter
 from sync_trigger.models import Connection, SyncJob
 from synchook.auth.models import ApiKey, Workspace
 from synchook.idempotency import IdempotencyRecord
@@ -17,7 +17,9 @@ metadata = SQLModel.metadata
 __all__ = [
     "ApiKey",
     "Calendar",
+    "CalendarChange",
     "CalendarEvent",
+    "ChangeCounter",
     "Connection",
     "Delivery",
     "DeliveryAttempt",

@@ -28,6 +28,8 @@ FUNCTIONS: list[Any] = [*sync_trigger.tasks.FUNCTIONS, *webhooks.tasks.FUNCTIONS
 def cron_jobs(settings: Settings) -> list[Any]:
     return [
         cron(idempotency.purge_expired_task, minute=17, second=0, unique=True, timeout=300),
+        # Retention of the change feed, with the deliveries' (webhooks' purge_retention, the same minute).
+        cron(sync_trigger.tasks.purge_changes, minute=17, second=0, unique=True, timeout=3600),
         *sync_trigger.tasks.cron_jobs(settings),
         *webhooks.tasks.cron_jobs(settings),
     ]

@@ -18,6 +18,7 @@ import pytest
 
 from sync_trigger.calendar_index import service as index
 from sync_trigger.connectors import CalendarInfo, EventChange
+from sync_trigger.connectors.mapping import from_google
 from sync_trigger.models import Connection
 from synchook.auth.models import ALL_SCOPES
 from synchook.context import AppContext
@@ -70,11 +71,32 @@ async def seed_calendar_events(ctx: AppContext, tenant: Tenant) -> None:
     connection = await ctx_connection(ctx, tenant)
     calendars, _ = await index.sync_calendars(ctx.db, connection=connection, calendars=[CalendarInfo("cal-1", "Work")])
     start = T0
+    # Every §6.1 field set, so each nested shape is checked.
+    raw: dict[str, Any] = {
+        "id": "evt-1", "status": "tentative", "summary": "Standup", "description": "Daily", "location": "Room 1",
+        "iCalUID": "uid-1@example.com", "htmlLink": "https://calendar.example.com/evt-1",
+        "start": {"dateTime": "2026-03-01T10:00:00+01:00", "timeZone": "Europe/Zurich"},
+        "end": {"dateTime": "2026-03-01T10:15:00+01:00", "timeZone": "Europe/Zurich"},
+        "organizer": {"email": "alice@example.com", "displayName": "Alice"},
+        "attendees": [{"email": "bob@example.com", "displayName": "Bob", "responseStatus": "accepted"}],
+        "recurringEventId": "series-1", "originalStartTime": {"dateTime": "2026-03-01T10:00:00+01:00"},
+        "hangoutLink": "https://meet.example.com/abc", "updated": "2026-03-01T08:00:00Z",
+    }  # fmt: skip
     change = EventChange(
         "cal-1", "evt-1", deleted=False, summary="Standup", start=start, end=start + timedelta(minutes=15),
-        updated=T0, raw={"id": "evt-1", "status": "confirmed", "summary": "Standup"},
+        updated=T0, raw=raw, event=from_google(raw),
+    )  # fmt: skip
+    await index.apply_changes(ctx.db, calendar=calendars[0], changes=[change], cursor="token-1")
+    # An update (with `previous`) and a deletion, for the change feed's shapes.
+    raw = {**raw, "summary": "Standup (moved)"}
+    change = EventChange(
+        "cal-1", "evt-1", deleted=False, start=start, raw=raw, event=from_google(raw)
     )  # fmt: skip
     await index.apply_changes(ctx.db, calendar=calendars[0], changes=[change])
+    all_day = {"id": "evt-2", "start": {"date": "2026-03-02"}, "end": {"date": "2026-03-03"}}
+    gone = EventChange("cal-1", "evt-2", deleted=False, start=start, raw=all_day, event=from_google(all_day))
+    await index.apply_changes(ctx.db, calendar=calendars[0], changes=[gone])
+    await index.apply_changes(ctx.db, calendar=calendars[0], changes=[EventChange("cal-1", "evt-2", deleted=True)])
 
 
 async def ctx_connection(ctx: AppContext, tenant: Tenant) -> Connection:
@@ -110,6 +132,9 @@ async def test_every_declared_route_answers_exactly_its_documented_shape(
     await seed_calendar_events(app_ctx, tenant)
     events = await api.call("GET", "/v1/calendar/events")
     assert events, "the events list must hold a row for its shape to be checked"
+    assert await api.call("GET", f"/v1/calendar/calendars?connection_id={events[0]['connection_id']}")
+    feed = await api.call("GET", "/v1/calendar/changes?limit=10")
+    assert [c["type"] for c in feed] == ["created", "updated", "created", "deleted"]
     # Subscriptions: both signature types.
     await api.call("GET", "/v1/webhooks/event-types")
     hmac = await api.call(

@@ -81,6 +81,9 @@ def test_catalogue_names() -> None:
         "calendar.sync.started",
         "calendar.sync.completed",
         "calendar.sync.failed",
+        "calendar.event.created",
+        "calendar.event.updated",
+        "calendar.event.deleted",
         "webhook.test",
         "webhook.subscription.disabled",
     }
@@ -98,7 +101,15 @@ def test_patterns_for_an_event_type() -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    [*sorted(EVENT_TYPES), "*", "calendar.*", "calendar.sync.*", "webhook.*", "webhook.subscription.*"],
+    [
+        *sorted(EVENT_TYPES),
+        "*",
+        "calendar.*",
+        "calendar.sync.*",
+        "calendar.event.*",
+        "webhook.*",
+        "webhook.subscription.*",
+    ],
 )
 def test_known_patterns(pattern: str) -> None:
     assert is_known_pattern(pattern)
@@ -134,6 +145,7 @@ def test_unknown_patterns(pattern: str) -> None:
                 "started_at": "2026-11-23T10:00:01.000Z",
                 "completed_at": "2026-11-23T10:00:09.000Z",
                 "stats": {"calendars": 2, "events_created": 5, "events_updated": 1, "events_deleted": 0},
+                "changes": {"created": 5, "updated": 1, "deleted": 0, "through_sequence": 42},
             },
         ),
         (
@@ -162,6 +174,7 @@ def test_sync_schemas_accept_their_bodies(event_type: str, status: str, extra: d
 )
 def test_sync_schemas_reject_wrong_bodies(change: dict[str, Any]) -> None:
     body = sync_body("calendar.sync.completed", "completed")
+    body["data"]["changes"] = {"created": 0, "updated": 0, "deleted": 0, "through_sequence": 0}
     body["data"] |= change
     assert not conforms(body, schema_of("calendar.sync.completed"))
 

@@ -609,6 +609,9 @@ async def test_event_types_lists_the_catalogue(client: httpx.AsyncClient, tenant
         "calendar.sync.started",
         "calendar.sync.completed",
         "calendar.sync.failed",
+        "calendar.event.created",
+        "calendar.event.updated",
+        "calendar.event.deleted",
         "webhook.test",
         "webhook.subscription.disabled",
     ]

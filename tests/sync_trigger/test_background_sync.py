@@ -74,8 +74,11 @@ async def test_a_due_connection_gets_a_background_job_that_runs_with_its_events(
     expected = {"calendars": 1, "events_created": 3, "events_updated": 0, "events_deleted": 0}
     assert job.stats == expected
     events = await events_of(app_ctx, job.id)
-    assert [e.type for e in events] == ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed"]
-    assert events[-1].data["stats"] == expected and events[0].provider == "google"
+    lifecycle = [e for e in events if e.type.startswith("calendar.sync.")]
+    assert [e.type for e in lifecycle] == ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed"]
+    assert lifecycle[-1].data["stats"] == expected and lifecycle[0].provider == "google"
+    # The job's three created changes, handed to the queue and dispatched like the lifecycle events.
+    assert [e.type for e in events if e not in lifecycle] == ["calendar.event.created"] * 3
     assert all(e.dispatched_at is not None for e in events)
     # Background jobs leave the on-demand cap untouched.
     async with app_ctx.db.session() as session:
@@ -174,7 +177,9 @@ async def test_the_cron_fires_on_a_worker(
     await connected_long_ago(app_ctx)
     # The scheduler's cron alone (until tasks.py wires it), run at start-up by a burst worker.
     monkeypatch.setattr(synchook.root.worker, "cron_jobs", background_cron_jobs)
-    await make_worker(with_cron=True).main()
+    # An hour's interval: with the module's 1 s, a slow burst crossing a 10 s tick queued a second job (CI).
+    hourly = app_ctx.settings.model_copy(update={"background_sync_interval": 3600})
+    await make_worker(with_cron=True, settings=hourly).main()
     [job] = await jobs(app_ctx)
     assert job.trigger == "background"
     if job.status == "queued":  # the burst may end before picking the job up

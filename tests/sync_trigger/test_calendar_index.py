@@ -11,11 +11,12 @@ import pytest
 from sync_trigger.calendar_index import service
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.connectors import CalendarInfo, EventChange
+from sync_trigger.connectors.mapping import from_google
 from sync_trigger.models import Connection
 from synchook.context import AppContext
 from synchook.crypto import Sealed
 from synchook.ids import new_id
-from synchook.timeutil import utcnow
+from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, add_key, make_tenant
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -25,10 +26,14 @@ def change(event_id: str, *, hours: float = 0, summary: str = "Meeting", deleted
     start = T0 + timedelta(hours=hours)
     if deleted:
         return EventChange("cal-1", event_id, deleted=True, raw={"id": event_id, "status": "cancelled"})
-    raw = {"id": event_id, "status": "confirmed", "summary": summary, "description": "x" * 10_000}
+    end = start + timedelta(minutes=30)
+    raw = {
+        "id": event_id, "status": "confirmed", "summary": summary, "description": "x" * 10_000,
+        "start": {"dateTime": isoformat(start)}, "end": {"dateTime": isoformat(end)}, "updated": isoformat(T0),
+    }  # fmt: skip
     return EventChange(
-        "cal-1", event_id, deleted=False, summary=summary, start=start, end=start + timedelta(minutes=30),
-        updated=T0, raw=raw,
+        "cal-1", event_id, deleted=False, summary=summary, start=start, end=end, updated=T0, raw=raw,
+        event=from_google(raw),
     )  # fmt: skip
 
 
@@ -87,7 +92,7 @@ async def test_raw_is_trimmed_and_the_cursor_stored_with_the_final_page(
         stored = await session.get(Calendar, calendar.id)
         assert stored is not None and stored.sync_cursor == "sync-token-1"
     event = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()["data"][0]
-    assert event["summary"] == "Meeting"
+    assert event["title"] == "Meeting"
     raw = service.trim_raw(change("a").raw)
     assert "description" not in raw and raw["summary"] == "Meeting"
 
@@ -100,7 +105,7 @@ async def test_calendars_gone_at_the_provider_take_their_events(
         connection = await session.get(Connection, calendar.connection_id)
     assert connection is not None
     rows, removed = await service.sync_calendars(app_ctx.db, connection=connection, calendars=[])
-    assert rows == [] and removed == 2
+    assert rows == [] and removed == service.IndexCounts(deleted=2)
 
 
 async def test_deleting_a_connection_deletes_its_index(
@@ -129,12 +134,15 @@ async def test_list_is_by_start_and_pages_with_a_cursor(
         if cursor is None:
             break
     assert len(seen) == 6 and len({e["id"] for e in seen}) == 6
-    assert [e["start"] for e in seen] == sorted(e["start"] for e in seen)
-    assert set(seen[0]) == {
-        "id", "connection_id", "provider", "calendar_id", "event_id", "summary", "start", "end", "all_day",
-        "updated", "status",
-    }  # fmt: skip
-    assert seen[0]["start"] == "2026-03-01T09:00:00.000Z" and seen[0]["provider"] == "google"
+    assert [e["start"]["date_time"] for e in seen] == sorted(e["start"]["date_time"] for e in seen)
+    # The §6.1 normalised shape.
+    assert list(seen[0]) == [
+        "id", "calendar_id", "connection_id", "provider", "provider_event_id", "ical_uid", "title", "description",
+        "location", "start", "end", "all_day", "status", "busy", "organizer", "attendees", "recurring_event_id",
+        "original_start", "conference_url", "html_link", "updated_at",
+    ]  # fmt: skip
+    assert seen[0]["start"]["date_time"] == "2026-03-01T09:00:00.000Z" and seen[0]["provider"] == "google"
+    assert seen[0]["calendar_id"] == calendar.id and seen[0]["connection_id"] == calendar.connection_id
 
 
 async def test_list_filters_by_calendar_and_time(
@@ -145,10 +153,13 @@ async def test_list_filters_by_calendar_and_time(
     async def ids(**params: str) -> list[str]:
         response = await client.get("/v1/calendar/events", headers=tenant.headers, params=params)
         assert response.status_code == 200, response.text
-        return [e["event_id"] for e in response.json()["data"]]
+        return [e["provider_event_id"] for e in response.json()["data"]]
 
-    assert await ids(calendar_id="cal-1") == ["early", "mid", "late"]
-    assert await ids(calendar_id="other") == []
+    assert await ids(calendar_id=calendar.id) == ["early", "mid", "late"]
+    assert await ids(calendar_id="cal-1") == []  # the provider's id is not ours
+    assert await ids(calendar_id=new_id("cal")) == []
+    assert await ids(connection_id=calendar.connection_id) == ["early", "mid", "late"]
+    assert await ids(connection_id=new_id("conn")) == []
     # since keeps events ending after it (early ends at 09:30), until those starting before it.
     assert await ids(since="2026-03-01T09:15:00Z") == ["early", "mid", "late"]
     assert await ids(since="2026-03-01T09:30:00Z") == ["mid", "late"]
@@ -166,8 +177,11 @@ async def test_list_is_scoped_to_the_workspace(
     await apply(app_ctx, other_calendar, change("theirs"))
     mine = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()["data"]
     theirs = (await client.get("/v1/calendar/events", headers=other.headers)).json()["data"]
-    assert [e["event_id"] for e in mine] == ["mine"]
-    assert [(e["event_id"], e["provider"]) for e in theirs] == [("theirs", "microsoft")]
+    assert [e["provider_event_id"] for e in mine] == ["mine"]
+    assert [(e["provider_event_id"], e["provider"]) for e in theirs] == [("theirs", "microsoft")]
+    # Another workspace's calendar or connection id shows nothing.
+    for params in ({"calendar_id": other_calendar.id}, {"connection_id": other_calendar.connection_id}):
+        assert (await client.get("/v1/calendar/events", headers=tenant.headers, params=params)).json()["data"] == []
 
 
 @pytest.mark.parametrize(
@@ -182,6 +196,7 @@ async def test_list_is_scoped_to_the_workspace(
         ({"cursor": "%%%"}, "cursor"),
         ({"limit": "0"}, "limit"),
         ({"calendar_id": "x" * 513}, "calendar_id"),
+        ({"connection_id": "x" * 41}, "connection_id"),
     ],
 )
 async def test_bad_parameters_are_422_naming_the_field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields, replace
 from datetime import UTC, date, datetime
+from enum import StrEnum
 
 from sync_trigger.connectors.normalized import (
     DESCRIPTION_MAX_BYTES,
@@ -14,6 +16,7 @@ from sync_trigger.connectors.normalized import (
     changed_fields,
     cut_description,
 )
+from synchook.timeutil import isoformat
 
 EVENT = NormalizedEvent(
     "evt-1",
@@ -53,3 +56,33 @@ def test_descriptions_are_cut_to_8_kib_on_a_character_boundary() -> None:
     assert cut_description("short") == "short"
     cut = cut_description("é" * DESCRIPTION_MAX_BYTES)
     assert cut is not None and len(cut.encode()) <= DESCRIPTION_MAX_BYTES and set(cut) == {"é"}
+
+
+def test_json_form_is_every_field_in_declaration_order_as_asdict_gives_it() -> None:
+    # as_json is spelled out for speed: it must stay the field-by-field JSON of the dataclass.
+    def jsonable(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: jsonable(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [jsonable(v) for v in value]
+        if isinstance(value, datetime):
+            return isoformat(value)
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, StrEnum):
+            return value.value
+        return value
+
+    rich = replace(
+        EVENT,
+        description="d",
+        location="l",
+        original_start=EventTime(None, date(2026, 12, 4), None),
+        recurring_event_id="s",
+        conference_url="https://meet.example.com/x",
+        html_link="https://example.com/e",
+    )
+    for event in (EVENT, rich, NormalizedEvent("bare")):
+        stored = event.as_json()
+        assert stored == jsonable(asdict(event))
+        assert list(stored) == [f.name for f in fields(NormalizedEvent)]

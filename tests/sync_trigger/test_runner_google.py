@@ -7,11 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from arq.worker import Worker
 from sqlalchemy import select
 from sqlmodel import col
 
+from subscriptions.catalogue import CATALOGUE
 from sync_trigger import runner
 from sync_trigger.models import SyncJob
 from synchook.context import AppContext
@@ -216,12 +218,20 @@ async def test_post_sync_runs_on_the_worker_and_completed_event_carries_the_stat
     async with app_ctx.db.session() as session:
         events = list((await session.execute(select(Event).order_by(col(Event.created_at), col(Event.id)))).scalars())
         stored = await session.get(SyncJob, job_id)
-    mine = [e for e in events if e.data["job_id"] == job_id]
+    mine = [e for e in events if e.data["job_id"] == job_id and e.type.startswith("calendar.sync.")]
     assert [e.type for e in mine] == ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed"]
     assert mine[-1].data["stats"] == expected
+    created = [e for e in events if e.type == "calendar.event.created"]
+    assert len(created) == 7 and all(e.data["initial"] and e.data["job_id"] == job_id for e in created)
+    through = max(e.data["sequence"] for e in created)
+    assert mine[-1].data["changes"] == {"created": 7, "updated": 0, "deleted": 0, "through_sequence": through}
+    completed = mine[-1]
+    body = {"id": completed.id, "type": completed.type, "timestamp": "2026-01-01T00:00:00.000Z", "data": completed.data}
+    schema = next(t for t in CATALOGUE if t.name == "calendar.sync.completed").schema()
+    assert jsonschema_rs.validator_for(schema).is_valid(body)
     assert stored is not None and stored.trigger == "on_demand"
     listed = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()
-    assert [e["summary"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
+    assert [e["title"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
 
 
 async def test_nul_from_the_provider_is_stored_as_u_fffd(h: SyncHarness) -> None:

@@ -1,0 +1,263 @@
+"""Calendar changes (CONTRACT §6): the feed rows and their `calendar.event.*` outbox events, written in the
+caller's index transaction, with the workspace's next gap-free sequence numbers.
+
+The sequence is one counter row per workspace, incremented (UPDATE … RETURNING) as the last write of the
+index transaction: its row lock is held until commit, so a second transaction of the same workspace waits
+there and takes the numbers after, in commit order, without gaps (a rolled-back transaction returns its
+numbers with the rollback). SQLite serialises every writer anyway. Both kinds of rows are bulk writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from sync_trigger.calendar_index.models import Calendar, CalendarChange, ChangeCounter
+from sync_trigger.connectors.normalized import EventStatus, changed_fields
+from synchook.bulk import insert_rows
+from synchook.db import Database
+from synchook.ids import new_id
+from synchook.outbox import Event
+from synchook.timeutil import utcnow
+
+__all__ = [
+    "ChangeType",
+    "Pending",
+    "Written",
+    "created",
+    "deleted",
+    "latest_sequence",
+    "list_changes",
+    "public_event",
+    "purge_changes",
+    "updated",
+    "write_changes",
+]
+
+ChangeType = Literal["created", "updated", "deleted"]
+EVENT_TYPE_PREFIX = "calendar.event."
+_changes = cast(sa.Table, CalendarChange.__table__)  # type: ignore[attr-defined]
+_events = cast(sa.Table, Event.__table__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One change about to be written: the public event (§6.1, with our ids) and its diff."""
+
+    type: ChangeType
+    event_row_id: str
+    event: dict[str, Any]
+    changed_fields: list[str]
+    previous: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Written:
+    """What a transaction wrote: outbox event ids to hand to the queue after commit, and per-type counts."""
+
+    event_ids: list[str]
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    last_sequence: int | None = None
+
+
+def public_event(calendar: Calendar, row_id: str, normalized: dict[str, Any]) -> dict[str, Any]:
+    """The §6.1 event: our ids first, then the provider's normalised fields."""
+    return {
+        "id": row_id,
+        "calendar_id": calendar.id,
+        "connection_id": calendar.connection_id,
+        "provider": calendar.provider,
+        **normalized,
+    }
+
+
+def created(calendar: Calendar, row_id: str, normalized: dict[str, Any]) -> Pending:
+    event = public_event(calendar, row_id, normalized)
+    # §6.2: a created change lists every field that has a value.
+    fields = [name for name, value in event.items() if value is not None]
+    return Pending("created", row_id, event, fields, None)
+
+
+def updated(calendar: Calendar, row_id: str, old: dict[str, Any], new: dict[str, Any]) -> Pending | None:
+    """None when only what is no content (a bare `updated_at`) differs: no change at all."""
+    fields = changed_fields(old, new)
+    if not fields:
+        return None
+    return Pending("updated", row_id, public_event(calendar, row_id, new), fields, {f: old.get(f) for f in fields})
+
+
+def deleted(calendar: Calendar, row_id: str, last_known: dict[str, Any]) -> Pending:
+    # §6.2: the last known event, marked cancelled.
+    event = public_event(calendar, row_id, {**last_known, "status": EventStatus.CANCELLED.value})
+    return Pending("deleted", row_id, event, [], {})
+
+
+async def write_changes(
+    session: AsyncSession,
+    *,
+    calendar: Calendar,
+    pending: Sequence[Pending],
+    job_id: str | None,
+    initial: bool,
+    now: datetime | None = None,
+) -> Written:
+    """Number and store `pending` (feed rows and outbox events) in the caller's transaction; call it last."""
+    written = Written(event_ids=[])
+    if not pending:
+        return written
+    now = now or utcnow()
+    first = await _allocate(session, calendar.workspace_id, len(pending))
+    change_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    for offset, change in enumerate(pending):
+        sequence = first + offset
+        is_initial = initial and change.type == "created"
+        change_rows.append(
+            {
+                "workspace_id": calendar.workspace_id,
+                "sequence": sequence,
+                "type": change.type,
+                "occurred_at": now,
+                "job_id": job_id,
+                "connection_id": calendar.connection_id,
+                "calendar_id": calendar.id,
+                "event_id": change.event_row_id,
+                "initial": is_initial,
+                "event": change.event,
+                "changed_fields": change.changed_fields,
+                "previous": change.previous,
+            }
+        )
+        event_id = new_id("evt")
+        event_rows.append(
+            {
+                "id": event_id,
+                "workspace_id": calendar.workspace_id,
+                "type": EVENT_TYPE_PREFIX + change.type,
+                "provider": calendar.provider,
+                "target_subscription_id": None,
+                "data": {
+                    "sequence": sequence,
+                    "workspace_id": calendar.workspace_id,
+                    "job_id": job_id,
+                    "connection_id": calendar.connection_id,
+                    "calendar_id": calendar.id,
+                    "provider": calendar.provider,
+                    "initial": is_initial,
+                    "event": change.event,
+                    "changed_fields": change.changed_fields,
+                    "previous": change.previous,
+                },
+                "created_at": now,
+                "dispatched_at": None,
+            }
+        )
+        written.event_ids.append(event_id)
+        setattr(written, change.type, getattr(written, change.type) + 1)
+    await insert_rows(session, _changes, change_rows)
+    await insert_rows(session, _events, event_rows)
+    written.last_sequence = first + len(pending) - 1
+    return written
+
+
+async def _allocate(session: AsyncSession, workspace_id: str, count: int) -> int:
+    """The first of `count` fresh sequence numbers; the counter row stays locked until the caller commits."""
+    bump = (
+        sa.update(ChangeCounter)
+        .where(col(ChangeCounter.workspace_id) == workspace_id)
+        .values(last_sequence=col(ChangeCounter.last_sequence) + count)
+        .returning(col(ChangeCounter.last_sequence))
+    )
+    last = (await session.execute(bump)).scalar_one_or_none()
+    if last is None:
+        # The workspace's first change: create its counter (a concurrent first change may race us to it).
+        dialect = (await session.connection()).dialect.name
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        await session.execute(
+            make(ChangeCounter)
+            .values(workspace_id=workspace_id, last_sequence=0, purged_through=0)
+            .on_conflict_do_nothing(index_elements=["workspace_id"])
+        )
+        last = (await session.execute(bump)).scalar_one()
+    return int(last) - count + 1
+
+
+async def latest_sequence(session: AsyncSession, workspace_id: str) -> tuple[int, int]:
+    """(last sequence, purged through) of the workspace; (0, 0) before its first change."""
+    row = (
+        await session.execute(
+            sa.select(col(ChangeCounter.last_sequence), col(ChangeCounter.purged_through)).where(
+                col(ChangeCounter.workspace_id) == workspace_id
+            )
+        )
+    ).first()
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+
+async def purge_changes(
+    db: Database, *, retention_days: int, now: datetime | None = None, batch_size: int = 1000
+) -> int:
+    """Retention: delete changes older than the period, in small transactions, and remember per workspace
+    how far the feed was cut (a cursor before that is answered 410 cursor_expired)."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    purged = 0
+    while True:
+        async with db.session() as session:
+            rows = (
+                await session.execute(
+                    sa.select(_changes.c.workspace_id, _changes.c.sequence)
+                    .where(_changes.c.occurred_at < cutoff)
+                    .order_by(_changes.c.occurred_at)
+                    .limit(batch_size)
+                )
+            ).all()
+            through: dict[str, int] = {}
+            for workspace_id, sequence in rows:
+                through[workspace_id] = max(through.get(workspace_id, 0), int(sequence))
+            for workspace_id, sequence in through.items():
+                # Sequences follow commit order, and so do the times: everything up to `sequence` is older too.
+                result = await session.execute(
+                    sa.delete(_changes).where(_changes.c.workspace_id == workspace_id, _changes.c.sequence <= sequence)
+                )
+                purged += int(getattr(result, "rowcount", 0) or 0)
+                await session.execute(
+                    sa.update(ChangeCounter)
+                    .where(
+                        col(ChangeCounter.workspace_id) == workspace_id,
+                        col(ChangeCounter.purged_through) < sequence,
+                    )
+                    .values(purged_through=sequence)
+                )
+        if len(rows) < batch_size:
+            return purged
+
+
+async def list_changes(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    after: int,
+    limit: int,
+    connection_id: str | None = None,
+    calendar_id: str | None = None,
+) -> list[CalendarChange]:
+    """The workspace's changes after `after`, in sequence order; up to limit+1 to tell if more exist."""
+    query = sa.select(CalendarChange).where(
+        col(CalendarChange.workspace_id) == workspace_id, col(CalendarChange.sequence) > after
+    )
+    if connection_id is not None:
+        query = query.where(col(CalendarChange.connection_id) == connection_id)
+    if calendar_id is not None:
+        query = query.where(col(CalendarChange.calendar_id) == calendar_id)
+    rows = await session.execute(query.order_by(col(CalendarChange.sequence)).limit(limit + 1))
+    return list(rows.scalars())
