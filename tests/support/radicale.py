@@ -104,7 +104,6 @@ class RadicaleServer:
         raise RuntimeError("radicale did not answer within 30 s")
 
 
-
 class CalDAVAccount:
     """One user's calendars, written the way any CalDAV client writes them: plain HTTP with Basic auth."""
 
