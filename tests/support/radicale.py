@@ -60,7 +60,7 @@ class RadicaleServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         users = self.folder / "users"
         users.write_text("")
-        self._log = open(self.folder / "radicale.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self._log = open(self.folder / "radicale.log", "wb")  # closed in __exit__
         self._process = subprocess.Popen(
             [
                 sys.executable, "-m", "radicale", "--config", "",
@@ -136,9 +136,30 @@ class CalDAVAccount:
         assert response.status_code in (201, 204), (response.status_code, response.text)
         return response.headers.get("ETag", "")
 
+    def put_calendar(self, calendar: str, events: list[str]) -> str:
+        """PUT a whole VCALENDAR (one VEVENT block per entry) to the collection URL: Radicale stores one member
+        per UID. One request instead of 1,000 (each single PUT is an fsync'd write, about 0.1 s)."""
+        head = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//synchook tests//EN\r\n"
+        body = head + "".join(events) + "END:VCALENDAR\r\n"
+        path = self.calendar_path(calendar)
+        self._client.request("PROPFIND", f"{self.url}/{self.username}/", headers={"Depth": "0"})
+        response = self._client.put(
+            self.url + path, content=body.encode(), headers={"Content-Type": "text/calendar; charset=utf-8"}
+        )
+        assert response.status_code in (201, 204), (response.status_code, response.text)
+        return path
+
     def delete_event(self, calendar: str, name: str) -> None:
         response = self._client.delete(f"{self.url}{self.calendar_path(calendar)}{name}.ics")
         assert response.status_code in (200, 204), (response.status_code, response.text)
+
+
+def vevent_block(uid: str, summary: str, start: str, end: str) -> str:
+    """One bare VEVENT (for put_calendar)."""
+    return (
+        f"BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:{start}\r\n"
+        f"DTEND:{end}\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\n"
+    )
 
 
 def vevent(

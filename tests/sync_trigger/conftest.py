@@ -1,4 +1,5 @@
-"""The fake Google/Microsoft servers and a real CalDAV server (Radicale), shared by the sync tests: one server per module, reset per test."""
+"""Shared by the sync tests, one server per module: the fake Google/Microsoft servers (reset per test)
+and a real CalDAV server, Radicale (a fresh user per test)."""
 
 from __future__ import annotations
 

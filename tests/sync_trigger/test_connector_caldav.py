@@ -17,7 +17,7 @@ from sync_trigger.connectors import (
     build_connector,
 )
 from sync_trigger.connectors.normalized import AttendeeResponse, EventStatus
-from tests.support.radicale import CalDAVAccount, vevent
+from tests.support.radicale import CalDAVAccount, vevent, vevent_block
 
 WINDOW = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC))
 
@@ -112,7 +112,9 @@ async def test_full_then_create_edit_delete_incrementally(
     caldav.put_event(
         "work",
         "standup",
-        vevent("standup@x", "Standup (moved)", "20261204T100000Z", "20261204T101500Z", extra=f"{organizer}\r\n{accepted}"),
+        vevent(
+            "standup@x", "Standup (moved)", "20261204T100000Z", "20261204T101500Z", extra=f"{organizer}\r\n{accepted}"
+        ),
     )
     caldav.put_event("work", "review", vevent("review@x", "Review", "20261205T130000Z", "20261205T140000Z"))
     pages = await collect(c, cal, cursor)
@@ -144,7 +146,9 @@ async def test_recurring_series_with_overridden_and_cancelled_instances(
     caldav.put_event(
         "work",
         "daily",
-        vevent("daily@x", "Daily", "20261201T090000Z", "20261201T093000Z", extra="RRULE:FREQ=DAILY;COUNT=4", more=overrides),
+        vevent(
+            "daily@x", "Daily", "20261201T090000Z", "20261201T093000Z", extra="RRULE:FREQ=DAILY;COUNT=4", more=overrides
+        ),
     )
     c = connector(session, caldav)
 
@@ -177,9 +181,9 @@ async def test_all_day_and_vtimezone_events(session: aiohttp.ClientSession, cald
     caldav.put_event(
         "work",
         "holiday",
-        vevent("holiday@x", "Holiday", "20261224", "20261225", extra="TRANSP:TRANSPARENT").replace(
-            "DTSTART:", "DTSTART;VALUE=DATE:"
-        ).replace("DTEND:", "DTEND;VALUE=DATE:"),
+        vevent("holiday@x", "Holiday", "20261224", "20261225", extra="TRANSP:TRANSPARENT")
+        .replace("DTSTART:", "DTSTART;VALUE=DATE:")
+        .replace("DTEND:", "DTEND;VALUE=DATE:"),
     )
     caldav.put_event(
         "work",
@@ -205,14 +209,12 @@ async def test_all_day_and_vtimezone_events(session: aiohttp.ClientSession, cald
     assert zurich.updated_at == datetime(2026, 12, 2, 8, tzinfo=UTC)
 
 
-async def test_thousand_events_in_pages_then_one_change(
-    session: aiohttp.ClientSession, caldav: CalDAVAccount
-) -> None:
-    caldav.make_calendar("big")
-    cal = f"{caldav.url}/{caldav.username}/big/"
-    for n in range(1000):
-        day = 1 + n % 28
-        caldav.put_event("big", f"e{n}", vevent(f"e{n}@x", f"Event {n}", f"202612{day:02d}T090000Z", f"202612{day:02d}T100000Z"))
+async def test_thousand_events_in_pages_then_one_change(session: aiohttp.ClientSession, caldav: CalDAVAccount) -> None:
+    blocks = [
+        vevent_block(f"e{n}@x", f"Event {n}", f"202612{1 + n % 28:02d}T090000Z", f"202612{1 + n % 28:02d}T100000Z")
+        for n in range(1000)
+    ]
+    cal = caldav.url + caldav.put_calendar("big", blocks)
     c = connector(session, caldav)
 
     pages = await collect(c, cal, None)
@@ -220,7 +222,7 @@ async def test_thousand_events_in_pages_then_one_change(
     assert len({ch.event_id for p in pages for ch in p.changes}) == 1000
     cursor = pages[-1].next_cursor
 
-    caldav.put_event("big", "e7", vevent("e7@x", "Event 7 (edited)", "20261208T090000Z", "20261208T100000Z"))
+    caldav.put_event("big", "e7@x", vevent("e7@x", "Event 7 (edited)", "20261208T090000Z", "20261208T100000Z"))
     before = c.requests
     pages = await collect(c, cal, cursor)
     assert [(ch.event_id, ch.summary) for p in pages for ch in p.changes] == [("e7@x", "Event 7 (edited)")]
