@@ -16,11 +16,13 @@ import aiohttp
 from sqlalchemy import update
 from sqlmodel import col
 
+from subscriptions.url_safety import UnsafeURL, check_resolves_public
 from sync_trigger import service
 from sync_trigger.calendar_index import service as index
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.connectors import (
     PROVIDERS,
+    CalDAVCredentials,
     Connector,
     ConnectorError,
     CursorExpired,
@@ -30,6 +32,7 @@ from sync_trigger.connectors import (
     RetryHook,
     RetryNotice,
     Tokens,
+    UrlCheck,
     build_connector,
 )
 from sync_trigger.models import Connection, SyncJob
@@ -92,6 +95,23 @@ def provider_endpoints(settings: Settings) -> ProviderEndpoints:
     )
 
 
+def _url_check(settings: Settings) -> UrlCheck:
+    """CONTRACT §8: every CalDAV server URL, redirect and href passes the webhook URL-safety check."""
+
+    async def check(url: str) -> str:
+        try:
+            return await check_resolves_public(
+                url,
+                allow_private=settings.allow_private_targets,
+                nameservers=settings.dns_nameservers,
+                timeout=settings.dns_timeout,
+            )
+        except UnsafeURL as exc:
+            raise ValueError(exc.reason) from None
+
+    return check
+
+
 def job_window(job: SyncJob, *, now: datetime) -> tuple[datetime, datetime]:
     """The full-sync window: the job's own (mode=full) or the default now-90d .. now+180d."""
     if job.mode == "full" and job.from_date is not None and job.to_date is not None:
@@ -131,7 +151,7 @@ async def run_sync(app: AppContext, job: SyncJob, connections: list[Connection])
 async def _sync_connection(
     app: AppContext, http: aiohttp.ClientSession, job: SyncJob, connection: Connection, stats: SyncStats
 ) -> None:
-    label = connection.provider.capitalize()
+    label = "CalDAV" if connection.provider == "caldav" else connection.provider.capitalize()
     if connection.provider not in PROVIDERS:
         raise SyncFailure("connector_unavailable", f"No calendar connector for provider {connection.provider!r}")
     try:
@@ -160,6 +180,9 @@ async def _sync_connection(
         async with app.db.session() as session:
             await session.execute(update(Connection).where(col(Connection.id) == connection.id).values(**values))
 
+    caldav = None
+    if connection.provider == "caldav":
+        caldav = CalDAVCredentials(connection.server_url or "", connection.username or "", tokens.access_token)
     connector = build_connector(
         connection.provider,
         http,
@@ -168,6 +191,8 @@ async def _sync_connection(
         save_tokens,
         max_throttle_wait=app.settings.max_throttle_wait,
         on_retry=_retry_reporter(app, job.id),
+        caldav=caldav,
+        check_url=_url_check(app.settings),
     )
     try:
         await _sync_calendars(app, connector, job, connection, stats)
