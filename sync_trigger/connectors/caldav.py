@@ -17,6 +17,7 @@ event ids it produced, so a removed member (or a removed occurrence) becomes del
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from sync_trigger.connectors.base import (
 )
 from sync_trigger.connectors.caldav_http import DavReply, DavTransport, UrlCheck
 from sync_trigger.connectors.caldav_ical import Instance, instances
-from sync_trigger.connectors.normalized import EventStatus
+from sync_trigger.connectors.normalized import NOT_CONTENT, EventStatus
 from sync_trigger.connectors.throttle import RetryHook, Sleep
 from synchook.timeutil import isoformat, parse_datetime
 
@@ -331,6 +332,11 @@ def _first_href(reply: DavReply, prop: str) -> str | None:
 
 def _upsert(calendar: str, instance: Instance) -> EventChange:
     event = instance.event
+    content = {k: v for k, v in event.as_json().items() if k not in NOT_CONTENT}
+    # A per-occurrence content tag: the member's own etag changes for every occurrence of a series when one
+    # of them is edited, this one only when this occurrence's normalised content does.
+    tag = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+    raw = {"id": instance.event_id, "iCalUID": event.ical_uid, "status": event.status.value, "etag": tag}
     return EventChange(
         calendar_id=calendar,
         event_id=instance.event_id,
@@ -340,6 +346,7 @@ def _upsert(calendar: str, instance: Instance) -> EventChange:
         end=instance.end,
         updated=event.updated_at,
         all_day=event.all_day,
+        raw=raw,
         event=event,
     )
 
