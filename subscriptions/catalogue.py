@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from synchook.providers import Provider
 from synchook.timeutil import isoformat
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 ANY_EVENT = "*"
-PROVIDERS: tuple[str, ...] = ("google", "microsoft")
+PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)  # CalDAV too (CONTRACT §8)
 _SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _ULID = "[0-9A-HJKMNP-TV-Z]{26}"
 _TIMESTAMP: dict[str, Any] = {"type": "string", "format": "date-time"}
