@@ -147,16 +147,18 @@ class CalDAVConnector:
     async def _calendar_home(self) -> str:
         base = self._credentials.server_url
         principal: str | None = None
+        failure: ProviderError | None = None
         for start in (urljoin(base, "/.well-known/caldav"), base):
             try:
                 reply = await self._report_or_propfind("PROPFIND", start, dav.propfind("d:current-user-principal"))
-            except ProviderError:
+            except ProviderError as exc:
+                failure = failure or exc  # the well-known URL is optional; a refused URL must still show
                 continue
             principal = _first_href(reply, "current-user-principal")
             if principal:
                 break
         if principal is None:
-            raise ProviderError("CalDAV server did not name the current user's principal")
+            raise failure or ProviderError("CalDAV server did not name the current user's principal")
         reply = await self._report_or_propfind("PROPFIND", principal, dav.propfind("c:calendar-home-set"))
         home = _first_href(reply, "calendar-home-set")
         if home is None:

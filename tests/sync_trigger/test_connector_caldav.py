@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,10 +15,12 @@ from sync_trigger.connectors import (
     CalDAVCredentials,
     ChangePage,
     CursorExpired,
+    ProviderError,
     ReauthRequired,
     build_connector,
 )
 from sync_trigger.connectors.normalized import AttendeeResponse, EventStatus
+from tests.support.minimal_caldav import MinimalCalDAV
 from tests.support.radicale import CalDAVAccount, vevent, vevent_block
 
 WINDOW = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC))
@@ -244,3 +248,88 @@ async def test_wrong_password_is_reauth_required(session: aiohttp.ClientSession,
 
     with pytest.raises(ReauthRequired):
         await connector(session, caldav, password="wrong").list_calendars()
+
+
+# --- A hand-rolled server (tests/support/minimal_caldav.py) where Radicale cannot show the case ---------------
+
+
+def minimal_connector(session: aiohttp.ClientSession, url: str, **options: Any) -> CalDAVConnector:
+    options.setdefault("check_url", allow_any)
+    credentials = CalDAVCredentials(url, "u", "p")
+    built = build_connector("caldav", session, None, None, None, caldav=credentials, **options)  # type: ignore[arg-type]
+    assert isinstance(built, CalDAVConnector)
+    return built
+
+
+def ics(uid: str, title: str, day: int = 4) -> str:
+    return vevent(uid, title, f"202612{day:02d}T090000Z", f"202612{day:02d}T100000Z")
+
+
+async def test_server_without_sync_collection_is_followed_by_ctag_and_etags(session: aiohttp.ClientSession) -> None:
+    """Radicale always supports sync-collection: the minimal server has none, only getctag/getetag."""
+    async with MinimalCalDAV(sync=False) as server:
+        for uid in ("a", "b"):
+            server.put(uid, ics(uid, uid.upper()))
+        c = minimal_connector(session, server.calendar_url)
+        changes, cursor = await full(c, server.calendar_url)
+        assert sorted(changes) == ["a", "b"] and json.loads(cursor)["token"] is None
+
+        before = c.requests
+        pages = await collect(c, server.calendar_url, cursor)
+        assert [ch for p in pages for ch in p.changes] == [] and c.requests - before == 1  # the ctag alone
+
+        server.put("a", ics("a", "A (edited)"))
+        server.put("c", ics("c", "C"))
+        server.delete("b")
+        pages = await collect(c, server.calendar_url, cursor)
+        seen = sorted((ch.event_id, ch.deleted, ch.summary) for p in pages for ch in p.changes)
+        assert seen == [("a", False, "A (edited)"), ("b", True, None), ("c", False, "C")]
+        assert not any("sync-collection" in r for r in server.requests)
+
+
+async def test_truncated_sync_collection_is_continued_with_the_new_token(session: aiohttp.ClientSession) -> None:
+    """Radicale never truncates: the minimal server answers 3 members at a time with a 507 for the collection."""
+    async with MinimalCalDAV(page=3) as server:
+        server.put("a", ics("a", "A"))
+        c = minimal_connector(session, server.calendar_url)
+        _, cursor = await full(c, server.calendar_url)
+        for n in range(7):
+            server.put(f"n{n}", ics(f"n{n}", f"N{n}", day=5 + n))
+        server.delete("a")
+
+        pages = await collect(c, server.calendar_url, cursor)
+
+        seen = sorted((ch.event_id, ch.deleted) for p in pages for ch in p.changes)
+        assert seen == [("a", True)] + [(f"n{n}", False) for n in range(7)]
+        assert sum("sync-collection" in r for r in server.requests) == 3  # 3 + 3 + 2 changes
+        assert json.loads(pages[-1].next_cursor or "")["token"] == "tok-9"
+
+
+async def test_throttling_waits_for_retry_after(session: aiohttp.ClientSession) -> None:
+    """Radicale never throttles: the minimal server answers 429 with Retry-After: 2 first."""
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with MinimalCalDAV() as server:
+        server.put("a", ics("a", "A"))
+        server.throttle = 1
+        changes, _ = await full(minimal_connector(session, server.calendar_url, sleep=sleep), server.calendar_url)
+
+    assert sleeps == [2.0] and sorted(changes) == ["a"]
+
+
+async def test_every_url_passes_the_url_check(session: aiohttp.ClientSession) -> None:
+    checked: list[str] = []
+
+    async def refuse_private(url: str) -> str:
+        checked.append(url)
+        raise ValueError("URL host is a private address")
+
+    async with MinimalCalDAV() as server:
+        c = minimal_connector(session, server.calendar_url, check_url=refuse_private)
+        with pytest.raises(ProviderError, match="refused: URL host is a private address"):
+            await collect(c, server.calendar_url, None)
+
+    assert checked == [server.calendar_url] and server.requests == []

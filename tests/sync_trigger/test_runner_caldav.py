@@ -153,3 +153,16 @@ async def test_wrong_password_is_reauth_required(h: SyncHarness, caldav: CalDAVA
     assert failure.value.code == "reauth_required"
     assert "not-the-password" not in failure.value.message
     assert (await h.connection(connection.id)).status == "reauth_required"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_targets": False}])
+async def test_private_server_is_refused_at_sync_time(h: SyncHarness, caldav: CalDAVAccount) -> None:
+    # Stored directly (the API refuses it at creation): as if the name had turned private since (DNS rebinding).
+    caldav.make_calendar("work")
+    connection = await connect(h, caldav)
+
+    with pytest.raises(runner.SyncFailure) as failure:
+        await h.run()
+
+    assert failure.value.code == "provider_error" and "refused" in failure.value.message
+    assert (await h.connection(connection.id)).status == "active"
