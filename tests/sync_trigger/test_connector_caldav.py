@@ -53,10 +53,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def connector(
-    session: aiohttp.ClientSession, dav: CalDAVAccount, *, password: str | None = None, **options: object
+    session: aiohttp.ClientSession, dav: CalDAVAccount, *, password: str | None = None, **options: Any
 ) -> CalDAVConnector:
     credentials = CalDAVCredentials(dav.url, dav.username, password or dav.password)
-    built = build_connector("caldav", session, None, None, None, caldav=credentials, check_url=allow_any, **options)  # type: ignore[arg-type]
+    options.setdefault("check_url", allow_any)
+    built = build_connector("caldav", session, None, None, None, caldav=credentials, **options)  # type: ignore[arg-type]
     assert isinstance(built, CalDAVConnector)
     return built
 
@@ -78,9 +79,22 @@ async def test_discovery_lists_only_event_calendars(session: aiohttp.ClientSessi
     caldav.make_calendar("work", name="Work")
     caldav.make_calendar("todo", component="VTODO")
 
-    calendars = await connector(session, caldav).list_calendars()
+    checked: list[str] = []
+
+    async def check(url: str) -> str:
+        checked.append(url)
+        return url
+
+    calendars = await connector(session, caldav, check_url=check).list_calendars()
 
     assert [(c.id, c.name) for c in calendars] == [(f"{caldav.url}/{caldav.username}/work/", "Work")]
+    # well-known, its redirect (Radicale answers 301 to /), the principal, the calendar home: each one checked.
+    assert checked == [
+        f"{caldav.url}/.well-known/caldav",
+        f"{caldav.url}/",
+        f"{caldav.url}/{caldav.username}/",
+        f"{caldav.url}/{caldav.username}/",
+    ]
 
 
 async def test_full_then_create_edit_delete_incrementally(
