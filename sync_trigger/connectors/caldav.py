@@ -187,12 +187,13 @@ class CalDAVConnector:
     async def _full(self, calendar: str, window: tuple[datetime, datetime]) -> AsyncIterator[ChangePage]:
         token, ctag = await self._collection_state(calendar)
         state = _State(token, ctag, window, {})
-        reply = await self._report(calendar, dav.calendar_query(window), depth="1")
-        found = [m for m in _parse(reply).members if m.status == 200 and m.calendar_data]
         if token is None:
-            # ctag/etag fallback: every member's etag, also of those outside the window, for the next compare.
+            # ctag/etag fallback: every member's etag, also of those outside the window, for the next compare;
+            # read before the query, so a member changed in between differs next time rather than being missed.
             for href, etag in (await self._etags(calendar)).items():
                 state.members[href] = (etag, [])
+        reply = await self._report(calendar, dav.calendar_query(window), depth="1")
+        found = [m for m in _parse(reply).members if m.status == 200 and m.calendar_data]
         chunks = list(_chunks(found, self._page_size)) or [[]]
         for number, chunk in enumerate(chunks, start=1):
             changes: list[EventChange] = []
@@ -210,6 +211,13 @@ class CalDAVConnector:
             self.requests += 1
             if reply.status in (403, 409) and "valid-sync-token" in dav.parse_error_conditions(reply.body):
                 raise CursorExpired("CalDAV server no longer knows the sync token")
+            if reply.status in (403, 405, 501) and token == state.token:
+                # It shows a sync-token but refuses the report (supported-report, or not implemented at all):
+                # follow the calendar by ctag/etag from now on.
+                state.token = None
+                async for page in self._by_etags(calendar, state):
+                    yield page
+                return
             if reply.status != 207:
                 raise ProviderError(f"CalDAV sync-collection answered HTTP {reply.status}", status=reply.status)
             result = _parse(reply)

@@ -1,6 +1,7 @@
 """A tiny hand-rolled CalDAV server, only for what Radicale cannot show:
 
-- a server WITHOUT sync-collection (no DAV:sync-token; clients compare getctag/getetag), and
+- a server WITHOUT sync-collection (no DAV:sync-token, or one shown but the report refused; clients
+  compare getctag/getetag),
 - RFC 6578 truncation: a sync-collection answer cut after `page` members, marked by a 507 response for
   the collection itself, to be continued with the new token;
 - throttling: 429 with `Retry-After` for the next `throttle` requests.
@@ -29,8 +30,10 @@ def _escape(text: str) -> str:
 
 
 class MinimalCalDAV:
-    def __init__(self, *, sync: bool = True, page: int | None = None) -> None:
+    def __init__(self, *, sync: bool = True, page: int | None = None, advertise_token: bool | None = None) -> None:
         self.sync = sync
+        # A sync-token shown in PROPFIND although the sync-collection report is refused (some servers do).
+        self.advertise_token = sync if advertise_token is None else advertise_token
         self.page = page  # sync-collection members per answer (None: all)
         self.throttle = 0
         self.requests: list[str] = []
@@ -91,7 +94,7 @@ class MinimalCalDAV:
 
     def _propfind(self, depth: str) -> web.Response:
         props = f"<cs:getctag>{self.ctag}</cs:getctag>"
-        if self.sync:
+        if self.advertise_token:
             props += f"<d:sync-token>tok-{len(self._log)}</d:sync-token>"
         out = f"<d:response><d:href>/cal/</d:href><d:propstat><d:prop>{props}</d:prop>"
         out += "<d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"

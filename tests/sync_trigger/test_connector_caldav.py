@@ -301,6 +301,20 @@ async def test_server_without_sync_collection_is_followed_by_ctag_and_etags(sess
         assert not any("sync-collection" in r for r in server.requests)
 
 
+async def test_a_refused_sync_collection_report_falls_back_to_etags(session: aiohttp.ClientSession) -> None:
+    """Radicale supports the report: the minimal server shows a sync-token but answers 403 supported-report."""
+    async with MinimalCalDAV(sync=False, advertise_token=True) as server:
+        server.put("a", ics("a", "A"))
+        c = minimal_connector(session, server.calendar_url)
+        _, cursor = await full(c, server.calendar_url)
+        server.put("a", ics("a", "A (edited)"))
+
+        pages = await collect(c, server.calendar_url, cursor)
+
+        assert [(ch.event_id, ch.summary) for p in pages for ch in p.changes] == [("a", "A (edited)")]
+        assert json.loads(pages[-1].next_cursor or "")["token"] is None  # etags from now on
+
+
 async def test_truncated_sync_collection_is_continued_with_the_new_token(session: aiohttp.ClientSession) -> None:
     """Radicale never truncates: the minimal server answers 3 members at a time with a 507 for the collection."""
     async with MinimalCalDAV(page=3) as server:
