@@ -199,7 +199,10 @@ async def _sync_connection(
     except ReauthRequired as exc:
         await _mark_reauth_required(app, connection)
         raise SyncFailure(
-            "reauth_required", f"{label} no longer accepts this connection's tokens; reconnect the account"
+            "reauth_required",
+            "The CalDAV server rejected the username or password; reconnect with a new app-specific password"
+            if caldav is not None
+            else f"{label} no longer accepts this connection's tokens; reconnect the account",
         ) from exc
     except ProviderRateLimited as exc:
         raise SyncFailure("provider_rate_limited", exc.message) from exc

@@ -151,7 +151,7 @@ async def test_wrong_password_is_reauth_required(h: SyncHarness, caldav: CalDAVA
         await h.run()
 
     assert failure.value.code == "reauth_required"
-    assert "not-the-password" not in failure.value.message
+    assert "username or password" in failure.value.message and "not-the-password" not in failure.value.message
     assert (await h.connection(connection.id)).status == "reauth_required"
 
 
