@@ -49,6 +49,7 @@ chaos: $(TEST_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.bench_caldav
 
 clean:
 	rm -rf $(VENV) .synchook .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 ANY_EVENT = "*"
-PROVIDERS: tuple[str, ...] = tuple(Provider)
+PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)  # CalDAV too (CONTRACT §8)
 _SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _ULID = "[0-9A-HJKMNP-TV-Z]{26}"
 _TIMESTAMP: dict[str, Any] = {"type": "string", "format": "date-time"}

@@ -21,7 +21,6 @@ from subscriptions.errors import InvalidURL, SubscriptionNotFound
 from subscriptions.keys import generate_ed25519_keypair, generate_webhook_secret, public_key_for
 from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter, SubscriptionStatus
 from subscriptions.schemas import CreateSubscription, UpdateSubscription
-from subscriptions.url_safety import UnsafeURL, check_resolves_public
 from synchook.crypto import Revealed, SecretBox
 from synchook.db import Database
 from synchook.errors import ValidationFailed
@@ -29,6 +28,7 @@ from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event, record_event
 from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import utcnow
+from synchook.url_safety import UnsafeURL, check_resolves_public
 
 logger = logging.getLogger(__name__)
 

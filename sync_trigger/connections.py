@@ -9,7 +9,7 @@ from sqlmodel import col
 from sync_trigger import service
 from sync_trigger.errors import ConnectionExists
 from sync_trigger.models import Connection, ConnectionStatus
-from sync_trigger.schemas import ConnectionCreateBody
+from sync_trigger.schemas import CalDAVConnectionBody, OAuthConnectionBody
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
 from synchook.errors import NotFound
@@ -18,9 +18,18 @@ from synchook.timeutil import utcnow
 
 
 async def create_connection(
-    session: AsyncSession, *, box: SecretBox, workspace_id: str, body: ConnectionCreateBody
+    session: AsyncSession,
+    *,
+    box: SecretBox,
+    workspace_id: str,
+    body: OAuthConnectionBody | CalDAVConnectionBody,
+    server_url: str | None = None,
 ) -> Connection:
-    """Store a connected calendar account; one connection per (provider, account) in a workspace."""
+    """Store a connected calendar account; one connection per (provider, account) in a workspace.
+
+    CalDAV: `server_url` is body.server_url as the URL-safety check normalized it (checked before the
+    unit of work: no DNS lookup may wait inside one); the password is sealed like a token.
+    """
     # Serialise the workspace's writers so two concurrent requests cannot both pass the duplicate check.
     await session.execute(select(col(Workspace.id)).where(col(Workspace.id) == workspace_id).with_for_update())
     duplicate = await session.execute(
@@ -39,12 +48,20 @@ async def create_connection(
         provider=body.provider,
         account=body.account,
         status=ConnectionStatus.ACTIVE,
-        # Bound to the row id, so a sealed token copied to another row does not open.
-        access_token_sealed=box.seal(body.access_token, context=connection_id),
-        refresh_token_sealed=box.seal(body.refresh_token, context=connection_id),
-        token_expires_at=body.expires_at,
+        access_token_sealed="",
+        refresh_token_sealed="",
         created_at=utcnow(),
     )
+    # Sealed bound to the row id, so a sealed secret copied to another row does not open.
+    if isinstance(body, CalDAVConnectionBody):
+        connection.access_token_sealed = box.seal(body.password, context=connection_id)
+        connection.refresh_token_sealed = box.seal("", context=connection_id)  # Basic auth has nothing to refresh
+        connection.server_url = server_url or body.server_url
+        connection.username = body.username
+    else:
+        connection.access_token_sealed = box.seal(body.access_token, context=connection_id)
+        connection.refresh_token_sealed = box.seal(body.refresh_token, context=connection_id)
+        connection.token_expires_at = body.expires_at
     session.add(connection)
     return connection
 

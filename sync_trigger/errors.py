@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from synchook.errors import Conflict, InsufficientPermissions, RateLimited
+from synchook.errors import Conflict, InsufficientPermissions, RateLimited, ValidationFailed
 
 WINDOW = timedelta(hours=1)
 
@@ -62,3 +62,12 @@ class ConnectionExists(Conflict):
 
     def __init__(self) -> None:
         super().__init__("This calendar account is already connected")
+
+
+class InvalidServerURL(ValidationFailed):
+    """A CalDAV server_url Synchook refuses to call (the webhook URL-safety check, CONTRACT §8)."""
+
+    code = "invalid_url"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"server_url: {reason}", field="server_url")

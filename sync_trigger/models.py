@@ -48,6 +48,9 @@ class Connection(SQLModel, table=True):
     access_token_sealed: str = Field(max_length=8192)
     refresh_token_sealed: str = Field(max_length=8192)
     token_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    # CalDAV only (CONTRACT §8): the server and the Basic username; the password is access_token_sealed.
+    server_url: str | None = Field(default=None, max_length=2048)
+    username: str | None = Field(default=None, max_length=320)
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     last_synced_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     last_background_sync_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))

@@ -7,14 +7,23 @@ from starlette.responses import Response
 
 from sync_trigger import connections, service
 from sync_trigger.calendar_index import routes as calendar_index_routes
-from sync_trigger.errors import SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.schemas import ConnectionCreateBody, ConnectionView, SyncAccepted, SyncJobView, TriggerSyncBody
+from sync_trigger.errors import InvalidServerURL, SyncCapReached, SyncInProgress, SyncQuota
+from sync_trigger.schemas import (
+    CalDAVConnectionBody,
+    ConnectionCreateBody,
+    ConnectionView,
+    SyncAccepted,
+    SyncJobView,
+    TriggerSyncBody,
+)
 from synchook.auth.models import Scope
 from synchook.http.endpoint import Call, Endpoint, Page, Reply
 from synchook.http.pagination import PageQuery, next_cursor
 from synchook.http.ratelimit import RateLimitState
 from synchook.idempotency import parse_key
 from synchook.outbox import hand_off
+from synchook.settings import Settings
+from synchook.url_safety import UnsafeURL, check_resolves_public
 
 
 def _cap_state(quota: SyncQuota) -> RateLimitState:
@@ -48,11 +57,28 @@ async def get_sync_job(call: Call[None, None]) -> SyncJobView:
 
 
 async def create_connection(call: Call[None, ConnectionCreateBody]) -> ConnectionView:
+    body = call.body.root
+    server_url = None
+    if isinstance(body, CalDAVConnectionBody):
+        server_url = await _safe_server_url(call.ctx.settings, body.server_url)
     async with call.ctx.db.session() as session:
         connection = await connections.create_connection(
-            session, box=call.ctx.box, workspace_id=call.workspace_id, body=call.body
+            session, box=call.ctx.box, workspace_id=call.workspace_id, body=body, server_url=server_url
         )
     return ConnectionView.of(connection)
+
+
+async def _safe_server_url(settings: Settings, url: str) -> str:
+    """The webhook URL-safety check (CONTRACT §8); resolved before the unit of work, as for subscriptions."""
+    try:
+        return await check_resolves_public(
+            url,
+            allow_private=settings.allow_private_targets,
+            nameservers=settings.dns_nameservers,
+            timeout=settings.dns_timeout,
+        )
+    except UnsafeURL as exc:
+        raise InvalidServerURL(exc.reason) from None
 
 
 async def list_connections(call: Call[PageQuery, None]) -> Page:
@@ -125,8 +151,8 @@ ENDPOINTS: list[Endpoint] = [
         response=ConnectionView,
         status=201,
         errors=(409,),
-        description="Tokens are stored encrypted and never returned; 409 `connection_exists` for an account "
-        "already connected.",
+        description="Tokens and CalDAV passwords are stored encrypted and never returned; 409 `connection_exists` "
+        "for an account already connected; 422 `invalid_url` for a CalDAV `server_url` Synchook may not call.",
     ),
     Endpoint(
         method="GET",

@@ -21,6 +21,7 @@ from sync_trigger.calendar_index import service as index
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.connectors import (
     PROVIDERS,
+    CalDAVCredentials,
     Connector,
     ConnectorError,
     CursorExpired,
@@ -30,6 +31,7 @@ from sync_trigger.connectors import (
     RetryHook,
     RetryNotice,
     Tokens,
+    UrlCheck,
     build_connector,
 )
 from sync_trigger.models import Connection, ConnectionStatus, SyncJob
@@ -39,6 +41,7 @@ from synchook.crypto import DecryptionError
 from synchook.outbox import hand_off
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
+from synchook.url_safety import UnsafeURL, check_resolves_public
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,23 @@ def provider_endpoints(settings: Settings) -> ProviderEndpoints:
     )
 
 
+def _url_check(settings: Settings) -> UrlCheck:
+    """CONTRACT §8: every CalDAV server URL, redirect and href passes the webhook URL-safety check."""
+
+    async def check(url: str) -> str:
+        try:
+            return await check_resolves_public(
+                url,
+                allow_private=settings.allow_private_targets,
+                nameservers=settings.dns_nameservers,
+                timeout=settings.dns_timeout,
+            )
+        except UnsafeURL as exc:
+            raise ValueError(exc.reason) from None
+
+    return check
+
+
 def job_window(job: SyncJob, *, now: datetime) -> tuple[datetime, datetime]:
     """The full-sync window: the job's own (mode=full) or the default now-90d .. now+180d."""
     if job.mode == "full" and job.from_date is not None and job.to_date is not None:
@@ -154,7 +174,7 @@ async def run_sync(app: AppContext, job: SyncJob, connections: list[Connection])
 async def _sync_connection(
     app: AppContext, http: aiohttp.ClientSession, job: SyncJob, connection: Connection, stats: SyncStats
 ) -> None:
-    label = connection.provider.capitalize()
+    label = "CalDAV" if connection.provider == "caldav" else connection.provider.capitalize()
     if connection.provider not in PROVIDERS:
         raise SyncFailure("connector_unavailable", f"No calendar connector for provider {connection.provider!r}")
     try:
@@ -183,6 +203,9 @@ async def _sync_connection(
         async with app.db.session() as session:
             await session.execute(update(Connection).where(col(Connection.id) == connection.id).values(**values))
 
+    caldav = None
+    if connection.provider == "caldav":
+        caldav = CalDAVCredentials(connection.server_url or "", connection.username or "", tokens.access_token)
     connector = build_connector(
         connection.provider,
         http,
@@ -191,13 +214,18 @@ async def _sync_connection(
         save_tokens,
         max_throttle_wait=app.settings.max_throttle_wait,
         on_retry=_retry_reporter(app, job.id),
+        caldav=caldav,
+        check_url=_url_check(app.settings),
     )
     try:
         await _sync_calendars(app, connector, job, connection, stats)
     except ReauthRequired as exc:
         await _mark_reauth_required(app, connection)
         raise SyncFailure(
-            "reauth_required", f"{label} no longer accepts this connection's tokens; reconnect the account"
+            "reauth_required",
+            "The CalDAV server rejected the username or password; reconnect with a new app-specific password"
+            if caldav is not None
+            else f"{label} no longer accepts this connection's tokens; reconnect the account",
         ) from exc
     except ProviderRateLimited as exc:
         raise SyncFailure("provider_rate_limited", exc.message) from exc

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StrictStr, ValidationError
+from pydantic_core import PydanticCustomError
 
 from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode
 from synchook.http.fields import IsoDateTime
@@ -36,14 +37,64 @@ class TriggerSyncBody(BaseModel):
     to_date: IsoDateTime | None = None
 
 
-class ConnectionCreateBody(BaseModel):
+def _check_username(value: str) -> str:
+    # It goes into the Basic Authorization header: no control characters, and no ':' (RFC 7617 §2).
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError("must not contain control characters such as CR or LF")
+    if ":" in value:
+        raise ValueError("must not contain ':'")
+    return value
+
+
+class OAuthConnectionBody(BaseModel):
+    """Google and Microsoft: OAuth tokens."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    provider: Provider
+    provider: Literal[Provider.GOOGLE, Provider.MICROSOFT]
     account: StrictStr = Field(min_length=1, max_length=320)
     access_token: ProviderToken
     refresh_token: ProviderToken
     expires_at: IsoDateTime | None = None
+
+
+class CalDAVConnectionBody(BaseModel):
+    """CalDAV (CONTRACT §8): the server, a username and an app-specific password (HTTP Basic)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    provider: Literal[Provider.CALDAV]
+    account: StrictStr = Field(min_length=1, max_length=320)
+    server_url: StrictStr = Field(min_length=1, max_length=2048, description="e.g. https://caldav.icloud.com")
+    username: Annotated[StrictStr, Field(min_length=1, max_length=320), AfterValidator(_check_username)]
+    password: ProviderToken  # bounded and free of control characters like a token; sealed at rest
+
+
+class ConnectionCreateBody(
+    RootModel[Annotated[OAuthConnectionBody | CalDAVConnectionBody, Field(discriminator="provider")]]
+):
+    """POST /v1/calendar/connections: one body per kind of provider, told apart by `provider`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> ConnectionCreateBody:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            # Name the field as the caller wrote it ("password"), not pydantic's "caldav.password".
+            errors: list[Any] = []
+            for error in exc.errors(include_url=False):
+                detail: dict[str, Any] = dict(error)
+                loc = tuple(error["loc"])
+                if loc and loc[0] in tuple(Provider):
+                    loc = loc[1:]
+                elif error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+                    names = ", ".join(f"'{p.value}'" for p in Provider)
+                    detail["type"] = PydanticCustomError("enum", f"Input should be one of {names}")
+                    loc = ("provider",)
+                errors.append({**detail, "loc": loc})
+            raise ValidationError.from_exception_data(exc.title, errors) from None
 
 
 # --- Response shapes ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pydantic import Strict
 class Provider(StrEnum):
     GOOGLE = "google"
     MICROSOFT = "microsoft"
+    CALDAV = "caldav"  # CONTRACT §8: iCloud, Fastmail, Nextcloud, any RFC 4791 server
 
 
 # In strict bodies too, a provider arrives as its name: the enum is what the code holds, the name what JSON carries.

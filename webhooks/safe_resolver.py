@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import AsyncResolver
 from yarl import URL
 
-from subscriptions.url_safety import ALLOW_PRIVATE_HINT, UnsafeURL, dns_options, is_forbidden_address, parse_ip_host
+from synchook.url_safety import ALLOW_PRIVATE_HINT, UnsafeURL, dns_options, is_forbidden_address, parse_ip_host
 
 __all__ = ["ForbiddenTargetError", "SafeResolver", "check_literal_target"]
 

@@ -1,4 +1,4 @@
-"""Calendar provider connectors: Google Calendar v3 and Microsoft Graph, protocol only.
+"""Calendar provider connectors: Google Calendar v3, Microsoft Graph and CalDAV, protocol only.
 
     connector = build_connector("google", session, endpoints, tokens, save_tokens)
     async for page in connector.changes(calendar_id, cursor=stored_cursor, window=window):
@@ -29,6 +29,8 @@ from sync_trigger.connectors.base import (
     Tokens,
     TokensCallback,
 )
+from sync_trigger.connectors.caldav import CalDAVConnector, CalDAVCredentials
+from sync_trigger.connectors.caldav_http import UrlCheck
 from sync_trigger.connectors.google import GoogleConnector
 from sync_trigger.connectors.microsoft import MicrosoftConnector
 from sync_trigger.connectors.throttle import RetryHook, RetryNotice, Sleep
@@ -36,6 +38,8 @@ from synchook.providers import Provider
 
 __all__ = [
     "PROVIDERS",
+    "CalDAVConnector",
+    "CalDAVCredentials",
     "CalendarInfo",
     "ChangePage",
     "Connector",
@@ -51,6 +55,7 @@ __all__ = [
     "RetryHook",
     "RetryNotice",
     "Tokens",
+    "UrlCheck",
     "build_connector",
 ]
 
@@ -58,8 +63,8 @@ _CONNECTORS: dict[str, type[GoogleConnector] | type[MicrosoftConnector]] = {
     Provider.GOOGLE: GoogleConnector,
     Provider.MICROSOFT: MicrosoftConnector,
 }
-# The providers a connector exists for (every Provider today).
-PROVIDERS: tuple[Provider, ...] = tuple(Provider(name) for name in _CONNECTORS)
+# The providers a connector exists for: the OAuth ones above, and CalDAV (built apart: it takes a password).
+PROVIDERS: tuple[Provider, ...] = (*(Provider(name) for name in _CONNECTORS), Provider.CALDAV)
 
 
 def build_connector(
@@ -73,8 +78,18 @@ def build_connector(
     page_size: int | None = None,
     sleep: Sleep = asyncio.sleep,
     on_retry: RetryHook | None = None,
+    caldav: CalDAVCredentials | None = None,
+    check_url: UrlCheck | None = None,
 ) -> Connector:
-    """The connector for `provider` ("google" or "microsoft")."""
+    """The connector for `provider`; "caldav" takes `caldav` (server, username, password) and `check_url`
+    (the URL-safety check every server URL, redirect and href passes) instead of OAuth tokens."""
+    if provider == Provider.CALDAV:
+        if caldav is None or check_url is None:
+            raise ValueError("a CalDAV connector needs its credentials and a URL check")
+        return CalDAVConnector(
+            session, caldav, check_url,
+            max_throttle_wait=max_throttle_wait, page_size=page_size, sleep=sleep, on_retry=on_retry,
+        )  # fmt: skip
     connector_class = _CONNECTORS.get(provider)
     if connector_class is not None:
         return connector_class(

@@ -125,6 +125,9 @@ async def test_every_declared_route_answers_exactly_its_documented_shape(
         "/v1/calendar/connections",
         json={"provider": "google", "account": "alice@example.com", "access_token": "a", "refresh_token": "r"},
     )
+    # The CalDAV variant of the body too (a public literal address: no DNS lookup).
+    caldav = {"account": "a@icloud.example", "server_url": "https://93.184.216.34/", "username": "a", "password": "p"}
+    await api.call("POST", "/v1/calendar/connections", json={"provider": "caldav", **caldav})
     await api.call("GET", "/v1/calendar/connections")
     await api.call("GET", f"/v1/calendar/connections/{connection['id']}")
     job = await api.call("POST", "/v1/calendar/sync", json={"mode": "full"})

@@ -23,7 +23,6 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from subscriptions.url_safety import check_resolves_public
 from sync_trigger.models import SyncJob
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
@@ -32,6 +31,7 @@ from synchook.http.bodies import parse_json
 from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
 from synchook.settings import Settings
+from synchook.url_safety import check_resolves_public
 from tests.factories import make_tenant
 from tests.security.conftest import World, id_operations, path_param, raw_request
 from tests.support.receiver import Receiver

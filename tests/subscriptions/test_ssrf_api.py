@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from subscriptions import url_safety
+from synchook import url_safety
 from synchook.context import AppContext
 from tests.factories import Tenant, make_tenant
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from subscriptions.url_safety import (
+from synchook.url_safety import (
     ALLOW_PRIVATE_HINT,
     Resolver,
     UnsafeURL,

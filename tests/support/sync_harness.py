@@ -12,7 +12,7 @@ from sqlmodel import col
 from sync_trigger import connections, runner
 from sync_trigger.calendar_index.models import Calendar, CalendarEvent
 from sync_trigger.models import Connection, SyncJob
-from sync_trigger.schemas import ConnectionCreateBody
+from sync_trigger.schemas import OAuthConnectionBody
 from synchook.context import AppContext
 from synchook.fakes import FakeProviders
 from synchook.ids import new_id
@@ -39,7 +39,7 @@ class SyncHarness:
 
     async def connect(self, provider: str, account: str = ALICE, *, expires_at: datetime | None = None) -> Connection:
         acc = self.fake.account(provider, account)
-        body = ConnectionCreateBody(
+        body = OAuthConnectionBody(
             provider=provider,  # type: ignore[arg-type]
             account=account,
             access_token=acc.access_token,

@@ -178,3 +178,87 @@ async def test_reseal_moves_tokens_to_the_newest_key(
     new_only = SecretBox([new_key])
     assert new_only.open(row.access_token_sealed, context=connection_id) == ACCESS
     assert new_only.open(row.refresh_token_sealed, context=connection_id) == REFRESH
+
+
+def caldav_body(**overrides: Any) -> dict[str, Any]:
+    # A public literal address: the URL-safety check passes it without a DNS lookup.
+    return {
+        "provider": "caldav",
+        "account": "alice@icloud.example",
+        "server_url": "https://93.184.216.34/dav",
+        "username": "alice@icloud.example",
+        "password": "abcd-efgh-ijkl-mnop",
+        **overrides,
+    }
+
+
+async def test_caldav_connection_seals_the_password_and_never_returns_it(
+    client: httpx.AsyncClient, tenant: Tenant, app_ctx: AppContext
+) -> None:
+    response = await client.post("/v1/calendar/connections", headers=tenant.headers, json=caldav_body())
+
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    assert data["provider"] == "caldav" and data["account"] == "alice@icloud.example"
+    assert "abcd-efgh-ijkl-mnop" not in response.text and not {"password", "username", "server_url"} & set(data)
+    row = await stored(app_ctx, data["id"])
+    assert (row.server_url, row.username) == ("https://93.184.216.34/dav", "alice@icloud.example")
+    assert "abcd-efgh" not in row.access_token_sealed
+    assert app_ctx.box.open(row.access_token_sealed, context=row.id) == "abcd-efgh-ijkl-mnop"
+    listed = await client.get(f"/v1/calendar/connections/{data['id']}", headers=tenant.headers)
+    assert "abcd-efgh-ijkl-mnop" not in listed.text
+
+
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_targets": False}])
+@pytest.mark.parametrize(
+    ("server_url", "reason"),
+    [
+        ("http://127.0.0.1:5232/", "https"),  # plain http and loopback: refused unless private targets are allowed
+        ("https://10.0.0.7/dav", "private"),
+        ("https://localhost/dav", "local"),
+        ("ftp://caldav.example.com/", "http"),
+    ],
+)
+async def test_caldav_server_url_goes_through_the_url_safety_check(
+    client: httpx.AsyncClient, tenant: Tenant, server_url: str, reason: str
+) -> None:
+    response = await client.post(
+        "/v1/calendar/connections", headers=tenant.headers, json=caldav_body(server_url=server_url)
+    )
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_url" and error["message"].startswith("server_url:")
+    assert reason in error["message"]
+
+
+async def test_caldav_private_server_url_is_allowed_when_private_targets_are(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    # The test settings allow private targets (SYNCHOOK_ALLOW_PRIVATE_TARGETS=true), as a self-hosted Radicale needs.
+    response = await client.post(
+        "/v1/calendar/connections", headers=tenant.headers, json=caldav_body(server_url="http://127.0.0.1:5232/")
+    )
+
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"password": "pw\r\nX-Evil: 1"}, "password"),
+        ({"password": "é" * 2049}, "password"),  # 4098 bytes: bounded in bytes like tokens
+        ({"username": "al:ice"}, "username"),
+        ({"access_token": "t"}, "access_token"),  # OAuth fields are not CalDAV fields
+        ({"server_url": None}, "server_url"),
+        ({"provider": "icloud"}, "provider"),
+    ],
+)
+async def test_caldav_body_is_validated_per_provider(
+    client: httpx.AsyncClient, tenant: Tenant, overrides: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/v1/calendar/connections", headers=tenant.headers, json=caldav_body(**overrides))
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["message"].startswith(f"{field}:")
