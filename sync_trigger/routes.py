@@ -23,7 +23,7 @@ from synchook.http.ratelimit import RateLimitState
 from synchook.idempotency import parse_key
 from synchook.outbox import hand_off
 from synchook.settings import Settings
-from synchook.url_safety import UnsafeURL, check_resolves_public
+from synchook.url_safety import UnsafeURL, check_as_configured
 
 
 def _cap_state(quota: SyncQuota) -> RateLimitState:
@@ -71,12 +71,7 @@ async def create_connection(call: Call[None, ConnectionCreateBody]) -> Connectio
 async def _safe_server_url(settings: Settings, url: str) -> str:
     """The webhook URL-safety check (CONTRACT §8); resolved before the unit of work, as for subscriptions."""
     try:
-        return await check_resolves_public(
-            url,
-            allow_private=settings.allow_private_targets,
-            nameservers=settings.dns_nameservers,
-            timeout=settings.dns_timeout,
-        )
+        return await check_as_configured(settings, url)
     except UnsafeURL as exc:
         raise InvalidServerURL(exc.reason) from None
 

@@ -41,7 +41,7 @@ from synchook.crypto import DecryptionError
 from synchook.outbox import hand_off
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
-from synchook.url_safety import UnsafeURL, check_resolves_public
+from synchook.url_safety import UnsafeURL, check_as_configured
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +120,7 @@ def _url_check(settings: Settings) -> UrlCheck:
 
     async def check(url: str) -> str:
         try:
-            return await check_resolves_public(
-                url,
-                allow_private=settings.allow_private_targets,
-                nameservers=settings.dns_nameservers,
-                timeout=settings.dns_timeout,
-            )
+            return await check_as_configured(settings, url)
         except UnsafeURL as exc:
             raise ValueError(exc.reason) from None
 

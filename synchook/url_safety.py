@@ -32,6 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiodns
 import pycares
 
+from synchook.settings import Settings
+
 __all__ = [
     "ALLOW_PRIVATE_HINT",
     "MAX_URL_LENGTH",
@@ -348,3 +350,13 @@ def _configured(nameservers: Sequence[str], timeout: float) -> Resolver:
         return await _resolve(host, port, nameservers=nameservers, timeout=timeout)
 
     return resolve
+
+
+async def check_as_configured(settings: Settings, url: str) -> str:
+    """`check_resolves_public` with the deployment's DNS servers, DNS timeout and private-target allowance."""
+    return await check_resolves_public(
+        url,
+        allow_private=settings.allow_private_targets,
+        nameservers=settings.dns_nameservers,
+        timeout=settings.dns_timeout,
+    )
