@@ -198,6 +198,109 @@ async def test_console_sign_in_filter_open_replay_and_bulk_replay(
     assert target_png.stat().st_size > 10_000
 
 
+def change_data(workspace_id: str, **fields: Any) -> dict[str, Any]:
+    """A CONTRACT §6.2 change body; ``fields`` override ``initial``, ``changed_fields``, ``previous``, ``event``."""
+    event = {"id": "cev_1", "calendar_id": "cal_team", "title": "New", "location": "Room 1", "status": "confirmed"}
+    body: dict[str, Any] = {
+        "sequence": 7,
+        "workspace_id": workspace_id,
+        "job_id": "cal_sync_1",
+        "connection_id": "conn_1",
+        "calendar_id": "cal_team",
+        "provider": "google",
+        "initial": False,
+        "event": event,
+        "changed_fields": [],
+        "previous": None,
+    }
+    body.update(fields)
+    return body
+
+
+async def open_in_console(page: Any, delivery_id: str | None) -> dict[str, str]:
+    """Opens one delivery and returns its diff as {field: "before → after"}."""
+    await page.click(f"#deliveries tbody tr[data-id='{delivery_id}']")
+    await page.wait_for_selector(f"#detail-id:text-is('{delivery_id}')")
+    await page.wait_for_selector("#change:not([hidden])")
+    rows = await page.eval_on_selector_all(
+        "#change-diff tbody tr",
+        "rows => rows.map(r => [r.dataset.field, Array.from(r.cells).slice(1).map(c => c.textContent).join(' ')])",
+    )
+    return dict(rows)
+
+
+async def test_console_shows_calendar_change_events_and_their_diff(
+    api_url: str, app_ctx: AppContext, receiver: Receiver
+) -> None:
+    tenant = await make_tenant(app_ctx, name="acme")
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/changes"))
+    ws, now = tenant.workspace_id, utcnow()
+    created = change_data(ws, initial=True, changed_fields=["title"], event={"title": "Standup"})
+    updated = change_data(
+        ws,
+        changed_fields=["title", "location"],
+        previous={"title": "Old", "location": "<b>Room 0</b>"},
+    )
+    deleted = change_data(ws, event={"title": "Retro", "status": "cancelled"})
+    seeded = {}
+    for minutes, (kind, data) in enumerate([("created", created), ("updated", updated), ("deleted", deleted)]):
+        seeded[kind] = await seed_delivery(
+            app_ctx,
+            ws,
+            sub.id,
+            status="succeeded",
+            type=f"calendar.event.{kind}",
+            attempts=[200],
+            data=data,
+            at=now - timedelta(minutes=10 - minutes),
+        )
+    other = await seed_delivery(app_ctx, ws, sub.id, status="succeeded", attempts=[200], at=now - timedelta(minutes=1))
+
+    # Unlike the `page` fixture, the CSP is enforced: the console's own script and style must still be allowed.
+    async_api = pytest.importorskip("playwright.async_api")
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            refused: list[str] = []
+            page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
+            failed: list[str] = []
+            page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+            await page.goto(api_url + "/admin")
+            await page.fill("#api-key", tenant.key)
+            await page.click("#sign-in")
+            await page.wait_for_selector("#deliveries tbody tr")
+
+            # The event-type filter suggests the catalogue, the three change types among them.
+            await page.wait_for_selector("#event-types option[value='calendar.event.updated']", state="attached")
+            offered = await page.eval_on_selector_all("#event-types option", "nodes => nodes.map(n => n.value)")
+            assert {"calendar.event.created", "calendar.event.updated", "calendar.event.deleted"} <= set(offered)
+
+            diff = await open_in_console(page, seeded["updated"].delivery_id)
+            assert diff["title"] == "Old → New"
+            # Data is text, never markup.
+            assert diff["location"] == "<b>Room 0</b> → Room 1"
+            assert await page.query_selector("#change-diff b") is None
+            facts = await page.text_content("#change-facts") or ""
+            assert "New" in facts and "cal_team" in facts and "title, location" in facts
+            assert await page.text_content("#change-kind") == "updated"
+
+            diff = await open_in_console(page, seeded["created"].delivery_id)
+            assert diff == {"title": "initial import → Standup"}
+
+            diff = await open_in_console(page, seeded["deleted"].delivery_id)
+            assert diff == {"event": "Retro → deleted"}
+
+            # A delivery of another type shows no change section.
+            await page.click(f"#deliveries tbody tr[data-id='{other.delivery_id}']")
+            await page.wait_for_selector(f"#detail-id:text-is('{other.delivery_id}')")
+            assert await page.is_hidden("#change")
+            assert failed == []  # every API call answered (the browser's own /favicon.ico 404 is not one)
+            assert not [text for text in refused if "Content Security Policy" in text], refused
+        finally:
+            await browser.close()
+
+
 async def test_console_refuses_a_bad_key(api_url: str, page: Any) -> None:
     await page.goto(api_url + "/admin")
     await page.fill("#api-key", "wbk_not_a_real_key")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,7 +34,9 @@ async def seed_event(
     type: str = "calendar.sync.completed",
     provider: str | None = "google",
     dispatched: bool = True,
+    data: dict[str, Any] | None = None,
 ) -> str:
+    """One outbox event; ``data`` defaults to a sync job's body."""
     from synchook.outbox import Event
 
     at = at or utcnow()
@@ -42,7 +45,7 @@ async def seed_event(
         workspace_id=workspace_id,
         type=type,
         provider=provider,
-        data=sync_data(workspace_id, provider=provider or "google"),
+        data=data if data is not None else sync_data(workspace_id, provider=provider or "google"),
         created_at=at,
         dispatched_at=at if dispatched else None,
     )
@@ -62,11 +65,12 @@ async def seed_delivery(
     event_id: str | None = None,
     attempts: Sequence[int | None] = (500,),
     lease_for: timedelta | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Seeded:
     """An event (unless given) and one delivery of it with ``attempts`` (status codes; None = connection error)."""
     at = at or utcnow()
     if event_id is None:
-        event_id = await seed_event(ctx, workspace_id, at=at, type=type)
+        event_id = await seed_event(ctx, workspace_id, at=at, type=type, data=data)
     delivery_id = id_at("dlv", at)
     finished = status in ("succeeded", "dead", "cancelled")
     last = attempts[-1] if attempts else None

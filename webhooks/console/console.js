@@ -174,7 +174,56 @@
     }
     $("attempts-empty").hidden = detail.attempts.length > 0;
     $("event-body").textContent = JSON.stringify(detail.event, null, 2);
+    renderChange(detail.event);
     $("replay-one").disabled = detail.status === "pending";
+  }
+
+  // --- calendar change events (CONTRACT §6.2) ----------------------------------------------------
+
+  const CHANGE_PREFIX = "calendar.event.";
+  // A field's value as one line: strings as they are, anything else (times, attendees…) as compact JSON.
+  const fieldText = (value) => (value === null || value === undefined ? "—" :
+    typeof value === "string" ? value : JSON.stringify(value));
+
+  function renderChange(event) {
+    const box = $("change");
+    const tbody = $("change-diff").querySelector("tbody");
+    tbody.replaceChildren();
+    const data = event && event.data;
+    if (!event || !event.type.startsWith(CHANGE_PREFIX) || !data || typeof data !== "object") { box.hidden = true; return; }
+    const kind = event.type.slice(CHANGE_PREFIX.length);
+    const item = data.event || {};
+    $("change-kind").textContent = kind;
+    $("change-kind").className = "badge change-" + kind;
+    const facts = $("change-facts");
+    facts.replaceChildren();
+    const add = (name, value) => { facts.append(el("dt", name)); facts.append(el("dd", value)); };
+    add("Title", fieldText(item.title));
+    add("Calendar", fieldText(data.calendar_id || item.calendar_id));
+    if (data.sequence !== undefined) add("Sequence", String(data.sequence));
+    const fields = Array.isArray(data.changed_fields) ? data.changed_fields : [];
+    add("Changed fields", fields.length ? fields.join(", ") : "—");
+    const previous = data.previous && typeof data.previous === "object" ? data.previous : null;
+    // Before a created event there was nothing: on a calendar's first import that is the import itself.
+    const before = (field) => (previous ? fieldText(previous[field]) : data.initial ? "initial import" : "(new)");
+    if (kind === "deleted") {
+      tbody.append(diffRow("event", fieldText(item.title), "deleted", "deleted"));
+    }
+    for (const field of fields) {
+      const row = diffRow(field, before(field), fieldText(item[field]));
+      if (!previous) row.cells[1].classList.add("muted");
+      tbody.append(row);
+    }
+    $("change-diff").hidden = tbody.children.length === 0;
+    box.hidden = false;
+  }
+
+  function diffRow(field, before, after, afterClass) {
+    const row = document.createElement("tr");
+    row.dataset.field = field;
+    row.append(el("td", field, "field"), el("td", before, "before"), el("td", "→", "arrow"),
+      el("td", after, "after" + (afterClass ? " " + afterClass : "")));
+    return row;
   }
 
   $("close-detail").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; });
@@ -320,12 +369,27 @@
   }
   $("refresh-replays").addEventListener("click", loadReplays);
 
+  // The filter suggests the catalogue's names (free text still works, e.g. for a type not listed yet).
+  async function loadEventTypes() {
+    let page;
+    try { page = await api("GET", "/webhooks/event-types"); } catch { return; }  // only a hint: the filter works without
+    const list = $("event-types");
+    list.replaceChildren();
+    for (const type of page.data) {
+      const option = document.createElement("option");
+      option.value = type.name;
+      option.label = type.description || type.name;
+      list.append(option);
+    }
+  }
+
   function start() {
     const since = new Date(Date.now() - 24 * 3600 * 1000);
     since.setMinutes(since.getMinutes() - since.getTimezoneOffset());
     if (!$("bulk-since").value) $("bulk-since").value = since.toISOString().slice(0, 16);
     loadDeliveries(false);
     loadReplays();
+    loadEventTypes();
   }
 
   if (signedIn()) start();
