@@ -93,7 +93,8 @@ async def test_two_workers_syncing_one_workspace_number_changes_without_gaps(
     api = cluster.start_api("api-1")
     cluster.start_worker("worker-1")
     cluster.start_worker("worker-2")
-    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+    # Idle connections expire before uvicorn's 5 s keep-alive timeout (a reused closing connection: ReadError).
+    async with httpx.AsyncClient(base_url=api.url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)) as http:
         for provider in ("google", "microsoft"):
             acc = fake.account(provider, ACCOUNT)
             body = {

@@ -151,7 +151,9 @@ async def test_two_apis_three_workers_deliver_everything_through_a_worker_kill(
     workers = [cluster.start_worker(f"worker-{n}") for n in (1, 2, 3)]
 
     subs: list[Sub] = []
-    async with httpx.AsyncClient(timeout=30) as http:
+    # Idle connections expire before uvicorn's 5 s keep-alive timeout: a request on a connection the server is
+    # closing at that instant fails with ReadError (seen in CI after the 60 s wait below left the pool idle).
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)) as http:
         # Connections and subscriptions through the API, alternating between the two processes.
         turn = 0
 
