@@ -47,14 +47,6 @@ def _list_envelope(item: Schema) -> Schema:
     )
 
 
-_TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601 with milliseconds and Z"}
-# What the API accepts as a date-time input: ISO 8601 dates, or date-times with a time zone (naive ones are 422).
-_TIME_INPUT: Schema = {
-    "type": "string",
-    "maxLength": 64,
-    "description": "ISO 8601 date (00:00 UTC) or date-time with Z or an offset",
-}
-
 
 # --- Components ----------------------------------------------------------------------------------------
 
@@ -138,8 +130,6 @@ PARAMETERS: dict[str, Schema] = {
         "description": "The next_cursor of the previous page",
         "schema": {"type": "string"},
     },
-    "since": {"name": "since", "in": "query", "description": "Only items at or after", "schema": _TIME_INPUT},
-    "until": {"name": "until", "in": "query", "description": "Only items before", "schema": _TIME_INPUT},
     "Idempotency-Key": {
         "name": "Idempotency-Key",
         "in": "header",

@@ -20,6 +20,7 @@ from synchook.auth.models import Principal, Scope
 from synchook.context import AppContext
 from synchook.http.bodies import read_model, validation_failed
 from synchook.http.guard import app_context, authorize
+from synchook.http.responses import ok, page
 
 # The caller of an endpoint declared with `scope=None` (health, metrics, pages): no workspace, no key, no scope.
 ANONYMOUS = Principal(workspace_id="", key_id="", scopes=frozenset())
@@ -121,18 +122,14 @@ class Endpoint:
         if result is None:
             return Response(status_code=self.status if self.status != 200 else 204)
         if isinstance(result, Page):
-            items = [self._dump(item) for item in result.items]
-            return JSONResponse({"data": items, "next_cursor": result.next_cursor}, status_code=self.status)
-        if isinstance(result, Reply):
-            return JSONResponse(
-                self._wrap(self._dump(result.data)),
-                status_code=result.status or self.status,
-                headers=dict(result.headers) if result.headers else None,
-            )
-        return JSONResponse(self._wrap(self._dump(result)), status_code=self.status)
-
-    def _wrap(self, dumped: Any) -> Any:
-        return {"data": dumped} if self.envelope else dumped
+            return page([self._dump(item) for item in result.items], result.next_cursor, status=self.status)
+        reply = result if isinstance(result, Reply) else Reply(result)
+        status = reply.status or self.status
+        headers = dict(reply.headers) if reply.headers else None
+        data = self._dump(reply.data)
+        if self.envelope:
+            return ok(data, status=status, headers=headers)
+        return JSONResponse(data, status_code=status, headers=headers)
 
     def _dump(self, value: BaseModel) -> Any:
         # A handler answering with another model than declared would document one shape and send another.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, cast
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
-from starlette.requests import Request
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -72,10 +71,3 @@ class PageQuery(BaseModel):
 def next_cursor(ids: list[str], limit: int) -> str | None:
     """Callers fetch limit+1 rows; a full extra row means there is a next page."""
     return encode_cursor(ids[limit - 1]) if len(ids) > limit else None
-
-
-def page_request(request: Request) -> PageQuery:
-    """Transitional: `?limit=&cursor=` of a route not yet declared as an `Endpoint`."""
-    from synchook.http.endpoint import parse_query
-
-    return cast(PageQuery, parse_query(PageQuery, request))

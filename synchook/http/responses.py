@@ -9,8 +9,8 @@ def ok(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse({"data": data}, status_code=status, headers=headers)
 
 
-def page(items: list[Any], next_cursor: str | None) -> JSONResponse:
-    return JSONResponse({"data": items, "next_cursor": next_cursor})
+def page(items: list[Any], next_cursor: str | None, *, status: int = 200) -> JSONResponse:
+    return JSONResponse({"data": items, "next_cursor": next_cursor}, status_code=status)
 
 
 def error_body(code: str, message: str, request_id: str, *, field: str | None = None) -> dict[str, Any]:
