@@ -47,7 +47,6 @@ def _list_envelope(item: Schema) -> Schema:
     )
 
 
-
 # --- Components ----------------------------------------------------------------------------------------
 
 SCHEMAS: dict[str, Schema] = {
