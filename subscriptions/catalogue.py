@@ -100,6 +100,9 @@ def _sync_data_base(status: str) -> dict[str, Any]:
             "job_id": {"type": "string", "pattern": f"^cal_sync_{_ULID}$"},
             "workspace_id": {"type": "string"},
             "mode": {"enum": ["incremental", "full"]},
+            # Who asked: POST /v1/calendar/sync, the background poll, or a provider notification (§7). Not
+            # required: events recorded before push (and replayed now) lack it.
+            "trigger": {"enum": ["api", "background", "push"]},
             "provider": {"enum": [*PROVIDERS, None]},
             "status": {"const": status},
             "queued_at": _TIMESTAMP,

@@ -4,7 +4,7 @@ A connection is due when it is active, its last background sync was queued more 
 `background_sync_interval` seconds ago (never: it was connected that long ago), and no queued or running
 job covers it. A newly connected account waits one interval for its first one: right after connecting, the
 caller syncs on demand, and a second job seconds later (with "events_created": 0) only confuses.
-Background jobs carry trigger="background", so they never count against the on-demand cap.
+Background jobs carry trigger=SyncTrigger.BACKGROUND, so they never count against the on-demand cap.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from sync_trigger import service
-from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob, SyncTrigger
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import hand_off, record_event
@@ -81,7 +81,7 @@ async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: 
             workspace_id=connection.workspace_id,
             mode="incremental",
             provider=connection.provider,
-            trigger="background",
+            trigger=SyncTrigger.BACKGROUND,
             connection_id=connection.id,
             status="queued",
             queued_at=now,

@@ -24,6 +24,14 @@ class SyncMode(StrEnum):
     FULL = "full"
 
 
+class SyncTrigger(StrEnum):
+    """Who asked for a job (CONTRACT §7): only `api` jobs count against the on-demand cap."""
+
+    API = "api"  # POST /v1/calendar/sync
+    BACKGROUND = "background"  # the scheduler's poll of one connection
+    PUSH = "push"  # a provider notification, for one calendar
+
+
 class ConnectionStatus(StrEnum):
     ACTIVE = "active"
     # The provider refused the tokens: no sync runs until the account is connected again.
@@ -71,9 +79,10 @@ class SyncJob(SQLModel, table=True):
     workspace_id: str = Field(max_length=40, foreign_key="workspaces.id")
     mode: str = Field(max_length=20)  # incremental | full
     provider: str | None = Field(default=None, max_length=20)  # None = every connected provider
-    # on_demand (counts against the hourly cap) | background (scheduler, one connection)
-    trigger: str = Field(default="on_demand", max_length=20)
+    trigger: str = Field(default=SyncTrigger.API, max_length=20)  # a SyncTrigger
     connection_id: str | None = Field(default=None, max_length=40)
+    # A push job syncs one indexed calendar (its cal_ id) of `connection_id`; None: every calendar.
+    calendar_id: str | None = Field(default=None, max_length=40)
     from_date: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     to_date: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     status: str = Field(default="queued", max_length=20)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
 
-from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode
+from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode, SyncTrigger
 from synchook.http.fields import IsoDateTime
 from synchook.http.wire import Timestamp, Wire
 from synchook.providers import Provider
@@ -147,6 +147,9 @@ class SyncJobView(Wire):
     job_id: str
     status: JobStatus
     mode: SyncMode
+    trigger: SyncTrigger = Field(
+        description="api: POST /v1/calendar/sync; background: the poll; push: a provider notification"
+    )
     provider: Provider | None
     from_date: Timestamp | None
     to_date: Timestamp | None
@@ -163,6 +166,7 @@ class SyncJobView(Wire):
             job_id=job.id,
             status=JobStatus(job.status),
             mode=SyncMode(job.mode),
+            trigger=SyncTrigger(job.trigger),
             provider=Provider(job.provider) if job.provider is not None else None,
             from_date=job.from_date,
             to_date=job.to_date,

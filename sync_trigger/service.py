@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from sync_trigger.calendar_index.changes import latest_sequence
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob, SyncTrigger
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.auth.models import Workspace
@@ -48,6 +48,7 @@ def job_event_data(job: SyncJob) -> dict[str, Any]:
         "job_id": job.id,
         "workspace_id": job.workspace_id,
         "mode": job.mode,
+        "trigger": job.trigger,
         "provider": job.provider,
         "status": job.status,
         "queued_at": isoformat(job.queued_at),
@@ -123,7 +124,7 @@ async def trigger_sync(
                 workspace_id=workspace_id,
                 mode=body.mode,
                 provider=body.provider,
-                trigger="on_demand",
+                trigger=SyncTrigger.API,
                 from_date=from_date,
                 to_date=to_date,
                 status="queued",
@@ -184,7 +185,7 @@ async def sync_quota(session: AsyncSession, *, workspace_id: str, cap: int, now:
         await session.execute(
             select(func.count(col(SyncJob.id)), func.min(col(SyncJob.queued_at))).where(
                 col(SyncJob.workspace_id) == workspace_id,
-                col(SyncJob.trigger) == "on_demand",
+                col(SyncJob.trigger) == SyncTrigger.API,
                 col(SyncJob.queued_at) > now - WINDOW,
             )
         )

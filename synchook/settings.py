@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     disable_after: int = Field(default=432_000, ge=0)
     retention_days: int = Field(default=30, ge=1)
     replay_max: int = Field(default=100_000, ge=1)
+    # Provider push (CONTRACT §7): unset public_url turns push off; every calendar is then polled.
+    public_url: str | None = None
+    push_debounce: float = Field(default=1.0, ge=0)
+    push_fallback_interval: int = Field(default=3600, ge=0)
     metrics_token: SecretStr | None = None
     log_format: Literal["json", "text"] = "json"
 
@@ -88,6 +92,23 @@ class Settings(BaseSettings):
         if not value or any(v < 0 for v in value):
             raise ValueError("retry_schedule entries must be >= 0 seconds, at least one")
         return value
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _check_public_url(cls, value: object) -> object:
+        # Blank means unset (push off); otherwise an absolute http(s) base without query or fragment.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            return value
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("public_url must be an absolute http(s) URL without query or fragment")
+        return value.strip().rstrip("/")
+
+    @property
+    def push_enabled(self) -> bool:
+        return self.public_url is not None
 
     @field_validator("metrics_token")
     @classmethod

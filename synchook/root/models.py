@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 from subscriptions.models import Subscription, SubscriptionFilter
 from sync_trigger.calendar_index.models import Calendar, CalendarChange, CalendarEvent, ChangeCounter
 from sync_trigger.models import Connection, SyncJob
+from sync_trigger.push.models import PushChannel
 from synchook.auth.models import ApiKey, Workspace
 from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
@@ -25,6 +26,7 @@ __all__ = [
     "DeliveryAttempt",
     "Event",
     "IdempotencyRecord",
+    "PushChannel",
     "Replay",
     "Subscription",
     "SubscriptionFilter",

@@ -21,7 +21,7 @@ READ_OUTSIDE_THE_MODEL = {"SYNCHOOK_REDIS_SERVER"}  # synchook/queue.py: the red
 
 # In the contract's table but not built yet: push notifications come with a later issue (CONTRACT §7).
 # Remove a name here when its setting lands in the model (and document it in .env.example).
-NOT_YET_IMPLEMENTED = {"SYNCHOOK_PUBLIC_URL", "SYNCHOOK_PUSH_DEBOUNCE", "SYNCHOOK_PUSH_FALLBACK_INTERVAL"}
+NOT_YET_IMPLEMENTED: set[str] = set()
 
 _ASSIGNMENT = re.compile(r"^(#\s*)?(SYNCHOOK_[A-Z0-9_]+)=(.*)$")
 

@@ -59,6 +59,7 @@ def sync_body(event_type: str, status: str, **data: Any) -> dict[str, Any]:
             "job_id": new_id("cal_sync"),
             "workspace_id": "ws_1",
             "mode": "incremental",
+            "trigger": "push",
             "provider": "google",
             "status": status,
             "queued_at": "2026-11-23T10:00:00.000Z",
@@ -166,6 +167,7 @@ def test_sync_schemas_accept_their_bodies(event_type: str, status: str, extra: d
     [
         {"status": "bogus"},
         {"mode": "partial"},
+        {"trigger": "cron"},
         {"provider": "yahoo"},
         {"stats": {"calendars": -1, "events_created": 0, "events_updated": 0, "events_deleted": 0}},
         {"error": {"code": "x"}},

@@ -229,7 +229,7 @@ async def test_post_sync_runs_on_the_worker_and_completed_event_carries_the_stat
     body = {"id": completed.id, "type": completed.type, "timestamp": "2026-01-01T00:00:00.000Z", "data": completed.data}
     schema = next(t for t in CATALOGUE if t.name == "calendar.sync.completed").schema()
     assert jsonschema_rs.validator_for(schema).is_valid(body)
-    assert stored is not None and stored.trigger == "on_demand"
+    assert stored is not None and stored.trigger == "api"
     listed = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()
     assert [e["title"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
 

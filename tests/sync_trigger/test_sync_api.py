@@ -93,6 +93,7 @@ async def test_get_job_shows_every_field(client: httpx.AsyncClient, tenant: Tena
         "job_id": job_id,
         "status": "queued",
         "mode": "incremental",
+        "trigger": "api",
         "provider": "google",
         "from_date": None,
         "to_date": None,
