@@ -235,9 +235,13 @@ async def _sync_connection(
 async def _sync_calendars(
     app: AppContext, connector: Connector, job: SyncJob, connection: Connection, stats: SyncStats
 ) -> None:
-    listed = await connector.list_calendars()
-    calendars, removed = await index.sync_calendars(app.db, connection=connection, calendars=listed, job_id=job.id)
-    await _applied(app, stats, removed)
+    if job.calendar_id is not None:
+        # A push job syncs the one calendar it was notified about: no calendar list, its index row as it stands.
+        calendars = await _indexed_calendar(app, connection, job.calendar_id)
+    else:
+        listed = await connector.list_calendars()
+        calendars, removed = await index.sync_calendars(app.db, connection=connection, calendars=listed, job_id=job.id)
+        await _applied(app, stats, removed)
     window = job_window(job, now=utcnow())
     for calendar in calendars:
         await _require_running(app, job)
@@ -256,6 +260,15 @@ async def _sync_calendars(
                 # The provider forgot our state: nothing local can be trusted, so sweep the whole calendar.
                 await _full_round(app, connector, job, calendar, window, sweep=None, stats=stats)
         stats.calendars += 1
+
+
+async def _indexed_calendar(app: AppContext, connection: Connection, calendar_id: str) -> list[Calendar]:
+    """The calendar's index row, if it still belongs to `connection` (a calendar removed since: nothing to sync)."""
+    async with app.db.session() as session:
+        calendar = await session.get(Calendar, calendar_id)
+    if calendar is None or calendar.connection_id != connection.id:
+        return []
+    return [calendar]
 
 
 async def _applied(app: AppContext, stats: SyncStats, counts: index.IndexCounts) -> None:

@@ -12,6 +12,8 @@ from arq import Retry, cron
 from sync_trigger import runner, service
 from sync_trigger.background import background_cron_jobs
 from sync_trigger.calendar_index.changes import purge_changes as purge_changes_older
+from sync_trigger.models import SyncJob
+from sync_trigger.push import debounce
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.janitor import live_workers
@@ -73,7 +75,31 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
     async with app.db.session() as session:
         event_ids = await service.finish_job(session, job_id=job_id, stats=stats, error=error, changes=changes)
     await hand_off(app.enqueue, event_ids)
+    await _push_follow_up(app, started.job)
     return "failed" if error is not None else "completed"
+
+
+async def _push_follow_up(app: AppContext, job: SyncJob) -> None:
+    # After the end is committed: notifications that arrived while the job ran get their one follow-up sync.
+    try:
+        await debounce.follow_up(app, job)
+    except Exception as exc:
+        # The waiting push_syncs check back on their own (debounce.CHECK_BACK): later, not lost.
+        if is_connection_error(exc):
+            return
+        logger.warning("sync job %s: push follow-up not enqueued: %s", job.id, type(exc).__name__)
+
+
+async def push_sync(ctx: dict[str, Any], calendar_id: str, token: str) -> str:
+    """A calendar's push debounce window closed: queue one incremental sync of it, unless one covers it."""
+    app: AppContext = ctx["app"]
+    try:
+        return str(await debounce.push_sync(app, calendar_id, token))
+    except Exception as exc:
+        if is_connection_error(exc):
+            logger.warning("push sync of %s deferred, database unavailable: %s", calendar_id, type(exc).__name__)
+            raise Retry(defer=5) from exc
+        raise
 
 
 async def recover_sync_jobs(ctx: dict[str, Any]) -> int:
@@ -116,7 +142,7 @@ async def purge_changes(ctx: dict[str, Any]) -> int:
     return await purge_changes_older(app.db, retention_days=app.settings.retention_days)
 
 
-FUNCTIONS: list[Any] = [run_sync_job]
+FUNCTIONS: list[Any] = [run_sync_job, push_sync]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:

@@ -51,6 +51,29 @@ HTTP_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+# Provider push notifications (CONTRACT §7), one count per notification (per item of a Graph batch).
+PUSH_PROVIDERS: tuple[str, ...] = ("google", "microsoft")
+PUSH_OUTCOMES: tuple[str, ...] = (
+    "scheduled",  # opened a debounce window: a push sync of its calendar will follow
+    "coalesced",  # joined an open window or a queued/running sync of its calendar
+    "sync",  # Google's "sync" message after a watch: nothing to do
+    "validation",  # Graph's validation handshake, echoed
+    "renew",  # Graph lifecycle reauthorizationRequired: the subscription is renewed
+    "recreate",  # Graph lifecycle subscriptionRemoved: a new subscription is made
+    "unknown_channel",  # no channel or subscription of ours has this id
+    "wrong_secret",  # the channel token or clientState does not match
+    "malformed",  # missing headers, malformed JSON
+    "too_large",  # body over 1 MiB
+    "rate_limited",  # the source spent its budget of rejected notifications
+    "unavailable",  # Redis or the database was unreachable: the provider retries
+)
+PUSH_NOTIFICATIONS = Counter(
+    "synchook_push_notifications",
+    "Provider push notifications received by this process, by provider and outcome",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+
 for _outcome in (*DELIVERY_OUTCOMES, _OTHER):
     DELIVERIES.labels(outcome=_outcome)
 for _outcome in (*ATTEMPT_OUTCOMES, _OTHER):
@@ -69,6 +92,14 @@ def record_attempt(outcome: str, seconds: float) -> None:
 def record_delivery_outcome(outcome: str, count: int = 1) -> None:
     """``count`` deliveries changed state: succeeded | failed (another attempt is scheduled) | dead | cancelled."""
     DELIVERIES.labels(outcome=_closed(outcome, DELIVERY_OUTCOMES)).inc(count)
+
+
+def record_push_notification(provider: str, outcome: str, count: int = 1) -> None:
+    """``count`` provider notifications (or Graph batch items) reached ``outcome`` (PUSH_OUTCOMES)."""
+    if count > 0:
+        PUSH_NOTIFICATIONS.labels(
+            provider=_closed(provider, PUSH_PROVIDERS), outcome=_closed(outcome, PUSH_OUTCOMES)
+        ).inc(count)
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:

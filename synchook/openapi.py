@@ -91,6 +91,7 @@ HEADERS: dict[str, Schema] = {
 
 # Every error status an endpoint may answer, with the codes it carries.
 _ERRORS: dict[int, str] = {
+    400: "`validation_error`: a provider notification without its required headers, or with malformed JSON",
     401: "`invalid_key`: the Authorization header is missing, malformed, or the key is unknown, revoked or expired",
     403: "`insufficient_permissions`: the key lacks the scope this operation needs",
     404: "`not_found`: no such object in this workspace (objects of other workspaces are not found, never 403)",
@@ -286,6 +287,12 @@ def _declared_operation(endpoint: Endpoint, refs: Mapping[Any, Schema], defs: di
             **op["responses"][str(endpoint.status)],
             "content": {"application/json": {"schema": wrap(refs[(model, "serialization")])}},
         }
+    for status, media_type in endpoint.text_alternatives:
+        op["responses"][str(status)] = {
+            "description": "Success",
+            "headers": dict(_REQUEST_ID_HEADER),
+            "content": {media_type: {"schema": {"type": "string"}}},
+        }
     if endpoint.query is not None:
         op["responses"].setdefault("422", _error_response(422, _ERRORS[422], authenticated=endpoint.scope is not None))
     if endpoint.response is None and endpoint.status != 204:
@@ -339,6 +346,7 @@ def build_spec(endpoints: Sequence[Endpoint] = (), *, root_path: str = "") -> Sc
             {"name": "webhooks", "description": "Subscriptions, events, deliveries, replays (§4.2, §4.3)"},
             {"name": "admin", "description": "The web console"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
+            {"name": "providers", "description": "Push notifications from Google and Microsoft (§7), no API key"},
         ],
         "paths": _with_operation_ids(declared),
         "components": {

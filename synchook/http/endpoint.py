@@ -97,6 +97,9 @@ class Endpoint:
     extra_response_headers: tuple[str, ...] = field(default=())
     # Other successful answers, as (status, model): a dry run's 200 beside the 202 of the real thing.
     alternatives: tuple[tuple[int, type[BaseModel]], ...] = ()
+    # Other successful answers the handler builds as its own `Response`, as (status, media type): Graph's
+    # validation handshake echoes its token as 200 text/plain beside the endpoint's 202 JSON.
+    text_alternatives: tuple[tuple[int, str], ...] = ()
     # False: `response` is the whole body, not `data` (the change feed's `{data, next_after, has_more}`).
     envelope: bool = True
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 
 import subscriptions.routes
+import sync_trigger.push.routes
 import sync_trigger.routes
 import webhooks.routes
 from sync_trigger.calendar_index.service import resolve_scope_ids
@@ -38,7 +39,12 @@ def api_endpoints() -> list[Endpoint]:
     subscription_endpoints = subscriptions.routes.endpoints(
         on_delete=cancel_open_deliveries, resolve_scope=resolve_scope_ids
     )
-    return [*sync_trigger.routes.ENDPOINTS, *subscription_endpoints, *webhooks.routes.ENDPOINTS]
+    return [
+        *sync_trigger.routes.ENDPOINTS,
+        *sync_trigger.push.routes.ENDPOINTS,
+        *subscription_endpoints,
+        *webhooks.routes.ENDPOINTS,
+    ]
 
 
 def page_endpoints() -> list[Endpoint]:
