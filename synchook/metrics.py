@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from synchook.providers import Provider
+
 # Label values are closed sets: anything else is reported as "other", so a caller's typo cannot
 # explode the series count.
 # A delivery's outcome is any status it moves to from pending. Spelled out: the kernel never imports a domain
@@ -52,7 +54,7 @@ HTTP_SECONDS = Histogram(
 )
 
 # Provider push notifications (CONTRACT §7), one count per notification (per item of a Graph batch).
-PUSH_PROVIDERS: tuple[str, ...] = ("google", "microsoft")
+PUSH_PROVIDERS: tuple[str, ...] = (Provider.GOOGLE, Provider.MICROSOFT)
 PUSH_OUTCOMES: tuple[str, ...] = (
     "scheduled",  # opened a debounce window: a push sync of its calendar will follow
     "coalesced",  # joined an open window or a queued/running sync of its calendar
