@@ -43,8 +43,11 @@ _LOOKUP_CHUNK = 500
 _NO_KEY = "Called by the provider, no API key. "
 
 
-class Received(Wire):
-    status: Literal["received"] = "received"
+class NotificationReceived(Wire):
+    status: Literal["received"]
+
+
+RECEIVED = NotificationReceived(status="received")
 
 
 class GraphQuery(BaseModel):
@@ -114,7 +117,7 @@ async def google_notification(call: Call[None, None]) -> Reply:
     if state == "sync":
         # Sent once right after events.watch, possibly before the channel's row is committed: nothing to do.
         record_push_notification("google", "sync")
-        return Reply(Received())
+        return Reply(RECEIVED)
     channel = (await find_channels(call.ctx.db, provider="google", channel_ids=[channel_id])).get(channel_id)
     if channel is None:
         await _rejected(call.ctx, source, "google", "unknown_channel")
@@ -124,7 +127,7 @@ async def google_notification(call: Call[None, None]) -> Reply:
         await _rejected(call.ctx, source, "google", "wrong_secret")
         raise NotFound("Channel")
     await _want(call.ctx, channel.calendar_id, "google")
-    return Reply(Received())
+    return Reply(RECEIVED)
 
 
 # --- Microsoft Graph ------------------------------------------------------------------------------------------
@@ -206,7 +209,7 @@ async def graph_notifications(call: Call[GraphQuery, None]) -> Response | Reply:
             continue
         wanted.add(calendar_id)
         await _want(call.ctx, calendar_id, "microsoft")
-    return Reply(Received())
+    return Reply(RECEIVED)
 
 
 async def graph_lifecycle(call: Call[GraphQuery, None]) -> Response | Reply:
@@ -227,7 +230,7 @@ async def graph_lifecycle(call: Call[GraphQuery, None]) -> Response | Reply:
             await _want(call.ctx, calendar_id, "microsoft")
         else:  # a lifecycle event this version does not know: authentic, so not held against the sender
             record_push_notification("microsoft", "malformed")
-    return Reply(Received())
+    return Reply(RECEIVED)
 
 
 _ERRORS = (400, 404, 413, 429, 503)
@@ -240,7 +243,7 @@ ENDPOINTS: list[Endpoint] = [
         summary="Google Calendar push notification",
         tag="providers",
         scope=None,
-        response=Received,
+        response=NotificationReceived,
         errors=_ERRORS,
         description=_NO_KEY
         + "Headers only (PROVIDERS.md §1.5): X-Goog-Channel-ID, X-Goog-Channel-Token, X-Goog-Resource-State. "
@@ -255,7 +258,7 @@ ENDPOINTS: list[Endpoint] = [
         tag="providers",
         scope=None,
         query=GraphQuery,
-        response=Received,
+        response=NotificationReceived,
         status=202,
         errors=_ERRORS,
         text_alternatives=((200, "text/plain"),),
@@ -272,7 +275,7 @@ ENDPOINTS: list[Endpoint] = [
         tag="providers",
         scope=None,
         query=GraphQuery,
-        response=Received,
+        response=NotificationReceived,
         status=202,
         errors=_ERRORS,
         text_alternatives=((200, "text/plain"),),

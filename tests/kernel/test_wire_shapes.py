@@ -25,6 +25,7 @@ from synchook.context import AppContext
 from synchook.root.app import api_endpoints, openapi_document
 from tests.factories import Tenant, make_tenant
 from tests.factories.admin import seed_delivery
+from tests.factories.push_rows import Channel, make_indexed_calendars, make_push_channel
 from tests.factories.webhooks import make_subscription
 
 SPEC = openapi_document()
@@ -51,9 +52,15 @@ class Recorder:
     def __init__(self, client: httpx.AsyncClient, tenant: Tenant) -> None:
         self.client, self.tenant, self.answers = client, tenant, list[Answer]()
 
-    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.client.request(method, path, headers=self.tenant.headers, **kwargs)
+    async def call(self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        response = await self.client.request(method, path, headers={**self.tenant.headers, **(headers or {})}, **kwargs)
         assert response.status_code < 300, (method, path, response.status_code, response.text)
+        media_type = response.headers.get("content-type", "").split(";")[0]
+        if media_type == "text/plain":  # Graph's validation handshake: the token echoed
+            self.answers.append(
+                Answer(method, template_of(method, path.split("?")[0]), response.status_code, response.text)
+            )
+            return response.text
         body = response.json() if response.content else None
         self.answers.append(Answer(method, template_of(method, path.split("?")[0]), response.status_code, body))
         return body["data"] if body is not None else None
@@ -64,7 +71,8 @@ def documented_schema(answer: Answer) -> dict[str, Any] | None:
     content = operation["responses"][str(answer.status)].get("content")
     if content is None:
         return None
-    return {**content["application/json"]["schema"], "components": SPEC["components"]}
+    media_type = "text/plain" if isinstance(answer.body, str) else "application/json"
+    return {**content[media_type]["schema"], "components": SPEC["components"]}
 
 
 async def seed_calendar_events(ctx: AppContext, tenant: Tenant) -> None:
@@ -107,6 +115,12 @@ async def ctx_connection(ctx: AppContext, tenant: Tenant) -> Connection:
         connection = await session.get(Connection, row.id)
     assert connection is not None
     return connection
+
+
+async def seed_push_channels(ctx: AppContext, tenant: Tenant) -> tuple[Channel, Channel]:
+    [google] = await make_indexed_calendars(ctx, tenant.workspace_id, "google", account="push@example.com")
+    [graph] = await make_indexed_calendars(ctx, tenant.workspace_id, "microsoft", account="push@example.com")
+    return await make_push_channel(ctx, google), await make_push_channel(ctx, graph)
 
 
 @pytest.fixture
@@ -171,6 +185,21 @@ async def test_every_declared_route_answers_exactly_its_documented_shape(
     await api.call("GET", f"/v1/webhooks/replays/{replay['id']}")
     await api.call("POST", f"/v1/webhooks/replays/{replay['id']}/cancel")
     assert other.delivery_id
+    # Provider push (§7), no key needed (the tenant's header is ignored): a channel of each provider.
+    google, graph = await seed_push_channels(app_ctx, tenant)
+    await api.call(
+        "POST",
+        "/v1/providers/google/notifications",
+        headers={
+            "X-Goog-Channel-ID": google.channel_id,
+            "X-Goog-Channel-Token": google.secret,
+            "X-Goog-Resource-State": "exists",
+        },
+    )
+    item = {"subscriptionId": graph.channel_id, "clientState": graph.secret, "changeType": "updated"}
+    for path in ("/v1/providers/microsoft/notifications", "/v1/providers/microsoft/lifecycle"):
+        assert await api.call("POST", f"{path}?validationToken=token-1") == "token-1"
+        await api.call("POST", path, json={"value": [{**item, "lifecycleEvent": "missed"}]})
     # Deletions last: they answer 204 with no body.
     await api.call("DELETE", f"/v1/webhooks/subscriptions/{ed['id']}")
     await api.call("DELETE", f"/v1/calendar/connections/{connection['id']}")
