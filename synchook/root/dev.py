@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from arq.worker import Worker
@@ -50,10 +52,63 @@ def dev_settings(data_dir: Path = DEFAULT_DATA_DIR, **overrides: object) -> Sett
     defaults.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**defaults)  # type: ignore[arg-type]
     check_port(settings.host, settings.port)
+    if "SYNCHOOK_PUBLIC_URL" not in os.environ and settings.public_url is None:
+        # With the fake providers on loopback, push works out of the box: they notify this server directly.
+        own = loopback_public_url(settings)
+        if own is not None:
+            defaults["public_url"] = own
+            settings = Settings(**defaults)  # type: ignore[arg-type]
     data_dir.mkdir(parents=True, exist_ok=True)
     if "SYNCHOOK_SECRET_KEY" in os.environ:
         return settings
     return Settings(**defaults, secret_key=_dev_secret(data_dir / "secret.key"))  # type: ignore[arg-type]
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def loopback_public_url(settings: Settings) -> str | None:
+    """This dev server's own URL, when every provider URL points at loopback (`python -m synchook.fakes`).
+
+    Real providers cannot reach a loopback address, so with them push stays off until SYNCHOOK_PUBLIC_URL is set.
+    """
+    provider_urls = (settings.google_api_url, settings.microsoft_graph_url)
+    if settings.port == 0 or not all(_is_loopback(url) for url in provider_urls):
+        return None
+    host = settings.host
+    if not host or _is_unspecified(host):  # listening everywhere: the fakes reach it on loopback
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def describe_push(settings: Settings) -> str:
+    """The line `synchook dev` prints about push (CONTRACT §7)."""
+    if settings.push_enabled:
+        return (
+            f"Push: on, providers notify {settings.public_url}/v1/providers/… (debounce {settings.push_debounce:g} s)"
+        )
+    return (
+        "Push: off (set SYNCHOOK_PUBLIC_URL to a URL the providers can reach); "
+        f"calendars are polled every {settings.background_sync_interval} s"
+    )
 
 
 def check_port(host: str, port: int) -> None:
@@ -197,6 +252,7 @@ async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
     print(f"Synchook dev is running: API {base}/v1 (workspace dev = {workspace_id})", flush=True)
     print(f"Admin console: {base}/admin", flush=True)
     print(f"Redis (embedded): {settings.redis_url}   Database: {settings.database_url}", flush=True)
+    print(describe_push(settings), flush=True)
     if raw_key:
         print("API key (all scopes), keep it secret:", flush=True)
         print(raw_key, flush=True)

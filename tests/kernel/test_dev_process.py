@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from synchook.fakes import FakeProviders
 from synchook.queue import free_port
 from synchook.root.dev import DEV_REDIS_FILE, running_dev_redis_url
 from tests.support.cluster import base_env
@@ -206,3 +207,13 @@ def test_dev_on_a_busy_port_says_so_in_one_line_and_creates_nothing(start_dev: o
     assert suggested > port
     assert "running" not in output and "wbk_" not in output
     assert not (tmp_path / ".synchook").exists()
+
+
+def test_dev_with_the_fake_providers_turns_push_on_at_its_own_url(start_dev: object) -> None:
+    # No SYNCHOOK_PUBLIC_URL: the fakes on loopback reach dev directly, so push needs no setting (§7).
+    with FakeProviders() as fake:
+        dev: Dev = start_dev(**fake.settings_env())  # type: ignore[operator]
+        dev.wait_healthy()
+        dev.popen.send_signal(signal.SIGTERM)
+        assert dev.wait_exit() == 0
+    assert f"Push: on, providers notify http://127.0.0.1:{dev.port}/v1/providers/" in dev.log()
