@@ -12,7 +12,7 @@ covered by a queued job. The protocol:
   provider yet), so the flag is dropped; a *running* one may have read the provider before the change, so the
   flag stays and a follow-up comes after it. With no such job it creates the push job (and its
   calendar.sync.queued event) and commits, then drops the flag, and only then enqueues the job's run.
-- When any job finishes (sync_trigger/tasks.py), every flag still set on a calendar of its connections gets a
+- When any job finishes (sync_trigger/tasks.py), every flag still set on a calendar it covered gets a
   ``push_sync`` at once: the follow-up. A running job also has its flag checked back every `CHECK_BACK` seconds,
   so a worker killed between a job's end and that hook delays the follow-up instead of losing it.
 
@@ -141,6 +141,8 @@ async def push_sync(app: AppContext, calendar_id: str, token: str) -> Outcome:
     async with app.db.session() as session:
         decision = await _decide(session, calendar_id)
     if decision.outcome is Outcome.WAITING:
+        # The flag lives as long as it waits (a long sync must not outlast it), and is looked at again.
+        await redis.expire(wanted_key(calendar_id), flag_ttl(app))
         await _check_back(app, calendar_id, token)
         return decision.outcome
     # After the commit and before the run is enqueued (see the module's docstring).
@@ -220,15 +222,16 @@ async def _check_back(app: AppContext, calendar_id: str, token: str) -> None:
 
 
 async def follow_up(app: AppContext, job: SyncJob) -> int:
-    """After `job` ended (committed): a push_sync now for each calendar of its connections still wanted.
+    """After `job` ended (committed): a push_sync now for each calendar it covered that is still wanted.
 
-    Every calendar of the job's connections, not only those it covered: the waiting push_syncs of the others
-    check back on their own, this only makes them prompt. Returns how many were enqueued.
+    Returns how many were enqueued.
     """
     if app.redis is None:
         return 0
     async with app.db.session() as session:
         query = select(col(Calendar.id)).where(col(Calendar.workspace_id) == job.workspace_id)
+        if job.calendar_id is not None:
+            query = query.where(col(Calendar.id) == job.calendar_id)
         if job.connection_id is not None:
             query = query.where(col(Calendar.connection_id) == job.connection_id)
         if job.provider is not None:
