@@ -26,7 +26,7 @@ from synchook.ids import new_id
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
 from synchook.timeutil import utcnow
-from tests.factories import make_tenant
+from tests.factories import Tenant, make_tenant
 from tests.factories.push_rows import Channel, make_push_channel
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon
 from tests.support.workers import running
@@ -50,8 +50,12 @@ def settings_overrides(providers_server: FakeProviders) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def h(app_ctx: AppContext, fake: FakeProviders) -> SyncHarness:
-    tenant = await make_tenant(app_ctx)
+async def tenant(app_ctx: AppContext) -> Tenant:
+    return await make_tenant(app_ctx)
+
+
+@pytest.fixture
+async def h(app_ctx: AppContext, fake: FakeProviders, tenant: Tenant) -> SyncHarness:
     harness = SyncHarness(app_ctx, fake, tenant.workspace_id)
     await harness.connect("google")
     # The first sync indexes both calendars (and holds their sync tokens); it is over before the test starts.
@@ -100,7 +104,12 @@ async def poll(check: Callable[[], Awaitable[bool]], *, what: str, timeout: floa
 
 
 async def test_notifications_within_the_window_make_one_push_job_of_that_calendar_only(
-    client: httpx.AsyncClient, app_ctx: AppContext, h: SyncHarness, channel: Channel, run_worker: RunWorker
+    client: httpx.AsyncClient,
+    app_ctx: AppContext,
+    h: SyncHarness,
+    tenant: Tenant,
+    channel: Channel,
+    run_worker: RunWorker,
 ) -> None:
     h.fake.put_event("google", ALICE, ALICE, summary="Pushed", start=soon())
     h.fake.put_event("google", ALICE, "cal-1", summary="Not notified", start=soon())
@@ -127,8 +136,10 @@ async def test_notifications_within_the_window_make_one_push_job_of_that_calenda
     assert [e.type for e in lifecycle] == ["calendar.sync.queued", "calendar.sync.started", "calendar.sync.completed"]
     assert all(e.data["trigger"] == "push" for e in lifecycle)
     assert [e.type for e in events if e.type == "calendar.event.created"] == ["calendar.event.created"]
-    # Push jobs never count against the on-demand cap.
+    # Push jobs never count against the on-demand cap, and the API shows them as such.
     assert quota.used == 0
+    shown = (await client.get(f"/v1/calendar/sync/{job.id}", headers=tenant.headers)).json()["data"]
+    assert (shown["trigger"], shown["status"]) == ("push", "completed")
     # The window is closed: the next notification makes the next job.
     assert await app_ctx.redis.get(wanted_key(channel.calendar_id)) is None  # type: ignore[union-attr]
     assert (await client.post(GOOGLE, headers=notification(channel))).status_code == 200

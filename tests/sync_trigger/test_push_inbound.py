@@ -331,3 +331,17 @@ async def test_outcomes_are_counted_in_metrics_and_secrets_never_logged(
         assert f'synchook_push_notifications_total{{outcome="{outcome}",provider="{provider}"}}' in text
     secrets_seen = [google.secret, *(c.secret for c in graph)]
     assert not [s for s in secrets_seen if s in caplog.text]
+
+
+@pytest.mark.parametrize(
+    ("host", "source"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # one host holds a whole /64: one budget
+        (None, "unknown"),
+    ],
+)
+def test_the_budget_is_kept_per_address_and_per_ipv6_64(host: str | None, source: str) -> None:
+    assert inbound.source_of(host) == source
