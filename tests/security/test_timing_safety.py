@@ -32,6 +32,8 @@ SECRET_HANDLING = [
     "webhooks/signing.py",
     "subscriptions/keys.py",
     "subscriptions/service.py",
+    "sync_trigger/push/inbound.py",  # channel tokens and Graph clientStates (CONTRACT §7)
+    "sync_trigger/push/routes.py",
 ]
 SECRET_NAME = re.compile(r"(secret|signature|digest|token|raw_key|password|mac\b|^key$|expected|given)", re.I)
 

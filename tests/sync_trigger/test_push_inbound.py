@@ -124,6 +124,14 @@ async def test_google_change_schedules_one_debounced_sync_of_that_calendar(
     assert score is not None and score > (time.time() + 20) * 1000
 
 
+async def test_a_burst_of_concurrent_notifications_opens_one_window(
+    client: httpx.AsyncClient, google: Channel, redis: ArqRedis
+) -> None:
+    answers = await asyncio.gather(*(client.post(GOOGLE, headers=google_headers(google)) for _ in range(100)))
+    assert {a.status_code for a in answers} == {200}
+    assert len(await queued(redis)) == 1
+
+
 @pytest.mark.parametrize(
     "forge",
     ["unknown_channel", "wrong_token", "missing_token", "token_of_another_channel"],
