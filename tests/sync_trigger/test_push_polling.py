@@ -38,7 +38,7 @@ async def connect(ctx: AppContext, workspace_id: str, provider: str, account: st
     if provider == "caldav":
         body = CalDAVConnectionBody(
             provider="caldav", account=account, server_url="https://dav.example.com", username="u", password="p"
-        )  # type: ignore[arg-type]
+        )
     else:
         body = OAuthConnectionBody(
             provider=provider,  # type: ignore[arg-type]
