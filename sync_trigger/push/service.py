@@ -19,8 +19,10 @@ from sync_trigger.models import Connection
 from sync_trigger.push.models import PushChannel, PushStatus
 from sync_trigger.push.views import PushView, aggregate
 from synchook.context import AppContext
+from synchook.crypto import SecretBox
 from synchook.db import Database
 from synchook.providers import Provider
+from synchook.reseal import ResealCount, reseal_columns
 from synchook.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -270,3 +272,12 @@ async def connection_push(
 
 def push_of(views: dict[str, PushView], key: str) -> PushView:
     return views.get(key) or PushView.off()
+
+
+# --- Secrets ---------------------------------------------------------------------------------------
+
+
+async def reseal_channel_secrets(db: Database, box: SecretBox) -> ResealCount:
+    """Re-encrypt every channel secret under the newest master key (sealed with the calendar id as context)."""
+    table = PushChannel.__table__  # type: ignore[attr-defined]
+    return await reseal_columns(db, box, table, ("secret_sealed",), key="calendar_id")
