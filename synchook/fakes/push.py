@@ -238,6 +238,8 @@ class PushHub:
             self.deliveries: list[PushDelivery] = []
             self.drop = False  # lose change notifications
             self.duplicate = False  # Graph: every notification twice
+            self.retries = 2  # more attempts after a 5xx answer
+            self.retry_backoff = 0.2  # seconds before the first retry, doubling
 
     # ---- channels ------------------------------------------------------------------------
 
@@ -420,19 +422,28 @@ class PushHub:
     async def _post(
         self, provider: str, channel_id: str, kind: str, url: str, headers: dict[str, str], body: bytes, generation: int
     ) -> None:
+        """One message; a 500/502/503/504 answer is retried `retries` times with backoff, as both providers do.
+        Every attempt is logged. Nothing goes out for a channel of the state before the last reset."""
         session = await self.sender.session()
-        status, problem = None, ""
-        try:
-            async with session.post(url, data=body, headers=headers) as answer:
-                await answer.read()
-                status = answer.status
-        except TimeoutError:
-            problem = "timeout"
-        except aiohttp.ClientError as exc:
-            problem = type(exc).__name__
-        with self._lock:
-            if generation == self._generation:
-                self.deliveries.append(PushDelivery(provider, channel_id, kind, url, status, error=problem))
+        for attempt in range(self.retries + 1):
+            if generation != self._generation:
+                return
+            status, problem = None, ""
+            try:
+                async with session.post(url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    status = answer.status
+            except TimeoutError:
+                problem = "timeout"
+            except aiohttp.ClientError as exc:
+                problem = type(exc).__name__
+            with self._lock:
+                if generation == self._generation:
+                    self.deliveries.append(PushDelivery(provider, channel_id, kind, url, status, error=problem))
+            if status not in _RETRIED or attempt == self.retries:
+                return
+            await asyncio.sleep(self.retry_backoff * 2**attempt)
 
 
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
+_RETRIED = frozenset({500, 502, 503, 504})

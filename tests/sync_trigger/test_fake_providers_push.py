@@ -4,6 +4,7 @@ delivering to a recording receiver. No connector involved."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -221,6 +222,36 @@ async def test_google_message_on_command(fake: FakeProviders, api: httpx.AsyncCl
     messages = await receiver.wait_for(2, path="/google")
     assert messages[1].headers["X-Goog-Resource-State"] == "not_exists"
     assert (await api.post("/_ctl/google/channels/nope/notify", json={})).status_code == 404
+
+
+async def test_google_retries_a_5xx_answer(fake: FakeProviders, api: httpx.AsyncClient, receiver: PushReceiver) -> None:
+    acc = fake.add_account("google")
+    event_id = fake.put_event("google", ALICE, ALICE)
+    receiver.program("/google", statuses=[200, 503, 404, 200])
+    await watch(api, acc.access_token, receiver.url("/google"))
+    await receiver.wait_for(1, path="/google")
+    fake.edit_event("google", ALICE, ALICE, event_id, {"summary": "Changed"})
+    messages = await receiver.wait_for(3, path="/google")
+    # The same message again after the 503; the 404 is a failure Google does not retry.
+    assert messages[1].headers["X-Goog-Message-Number"] == messages[2].headers["X-Goog-Message-Number"]
+    await fake.asettle_push()
+    assert [d.status for d in fake.push_deliveries("google")] == [200, 503, 404]
+
+
+def test_google_watch_to_an_unreachable_address_is_logged(fake: FakeProviders) -> None:
+    """From sync code: settle_push blocks until the sync message has failed."""
+    acc = fake.add_account("google")
+    answer = httpx.post(
+        fake.base_url + WATCH,
+        json={"id": "c1", "type": "web_hook", "address": "http://127.0.0.1:9/hook"},
+        headers=bearer(acc.access_token),
+    )
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 10
+    while not fake.push_deliveries() and time.monotonic() < deadline:
+        fake.settle_push()  # the sync message is scheduled once the answer has gone out
+    [sync] = fake.push_deliveries("google", "sync")
+    assert sync.status is None and sync.error and sync.url == "http://127.0.0.1:9/hook"
 
 
 # ---- Graph ---------------------------------------------------------------------------------------
