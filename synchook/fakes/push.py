@@ -240,6 +240,7 @@ class PushHub:
             self.duplicate = False  # Graph: every notification twice
             self.retries = 2  # more attempts after a 5xx answer
             self.retry_backoff = 0.2  # seconds before the first retry, doubling
+            self.validation_timeout = VALIDATION_TIMEOUT  # Graph's 10 s; tests of a slow endpoint may lower it
 
     # ---- channels ------------------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class PushHub:
                 target,
                 data=b"",
                 headers={"Content-Type": "text/plain; charset=utf-8"},
-                timeout=aiohttp.ClientTimeout(total=VALIDATION_TIMEOUT),
+                timeout=aiohttp.ClientTimeout(total=self.validation_timeout),
             ) as answer:
                 status = answer.status
                 body = (await answer.read()).decode("utf-8", "replace")
@@ -340,7 +341,7 @@ class PushHub:
                 elif body != token:
                     problem = "did not answer the decoded validationToken as its body"
         except TimeoutError:
-            problem = f"did not answer within {VALIDATION_TIMEOUT:g} s"
+            problem = f"did not answer within {self.validation_timeout:g} s"
         except aiohttp.ClientError as exc:
             problem = f"could not be reached ({type(exc).__name__})"
         with self._lock:
@@ -362,9 +363,8 @@ class PushHub:
                 "subscriptionId": sub.id,
                 "subscriptionExpirationDateTime": utc_millis(sub.expiration),
                 "tenantId": TENANT_ID,
-                "clientState": sub.token,
                 "lifecycleEvent": event,
-            }
+            } | _client_state(sub)
             if event == "subscriptionRemoved":
                 sub.state = "removed"
             url, generation = sub.lifecycle_url, self._generation
@@ -378,7 +378,7 @@ class PushHub:
             "subscriptionExpirationDateTime": utc_millis(sub.expiration),
             "changeType": change,
             "resource": resource,
-            "clientState": sub.token,
+            **_client_state(sub),
             "tenantId": TENANT_ID,
             "resourceData": {
                 "@odata.type": "#Microsoft.Graph.Event",
@@ -447,3 +447,8 @@ class PushHub:
 
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 _RETRIED = frozenset({500, 502, 503, 504})
+
+
+def _client_state(sub: PushChannel) -> dict[str, str]:
+    """Graph sends clientState only for a subscription created with one."""
+    return {"clientState": sub.token} if sub.token is not None else {}

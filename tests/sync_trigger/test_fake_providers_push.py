@@ -3,6 +3,7 @@ delivering to a recording receiver. No connector involved."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -309,6 +310,17 @@ async def test_graph_create_fails_when_a_handshake_is_answered_wrong(
     assert fake.push_channels() == []
 
 
+async def test_graph_create_fails_when_a_handshake_is_too_slow(
+    fake: FakeProviders, api: httpx.AsyncClient, receiver: PushReceiver
+) -> None:
+    acc = fake.add_account("microsoft")
+    fake.push.validation_timeout = 0.2  # Graph waits 10 s
+    receiver.on_validation = lambda: asyncio.sleep(2)
+    answer = await subscribe(api, acc.access_token, receiver)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "ValidationError"
+    assert "did not answer within" in answer.json()["error"]["message"]
+
+
 async def test_graph_create_fails_when_the_endpoint_is_unreachable(fake: FakeProviders, api: httpx.AsyncClient) -> None:
     acc = fake.add_account("microsoft")
     body = {
@@ -450,11 +462,15 @@ async def test_graph_lifecycle_events_on_command(
     assert (await api.post(reauthorize, headers=bearer(acc.access_token))).status_code == 404
 
 
-async def test_graph_lifecycle_needs_a_lifecycle_url(
+async def test_graph_subscription_without_lifecycle_url_or_client_state(
     fake: FakeProviders, api: httpx.AsyncClient, receiver: PushReceiver
 ) -> None:
     acc = fake.add_account("microsoft")
-    sub = (await subscribe(api, acc.access_token, receiver, lifecycleNotificationUrl=None)).json()
+    sub = (await subscribe(api, acc.access_token, receiver, lifecycleNotificationUrl=None, clientState=None)).json()
+    fake.put_event("microsoft", ALICE, ALICE)
+    await receiver.wait_for(1, path="/notify")
+    [item] = receiver.items("/notify")
+    assert "clientState" not in item  # Graph sends it only when the subscription has one
     answer = await api.post(f"/_ctl/microsoft/subscriptions/{sub['id']}/lifecycle", json={"event": "missed"})
     assert answer.status_code == 400
     assert (
