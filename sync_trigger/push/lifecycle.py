@@ -218,20 +218,29 @@ async def _plan(
 
 
 def _connector(
-    app: AppContext, http: aiohttp.ClientSession, connection: Connection, tokens: Tokens | None = None
+    app: AppContext, http: aiohttp.ClientSession, *, provider: str, connection_id: str, tokens: Tokens
 ) -> GoogleConnector | MicrosoftConnector:
-    if connection.status != ConnectionStatus.ACTIVE:
-        raise ReauthRequired("the connection needs to be reconnected before push can be set up")
+    """The provider's connector over the connection's tokens; a refresh is stored on the connection (if it still
+    exists) like any sync's."""
     connector = build_connector(
-        connection.provider,
+        provider,
         http,
         runner.provider_endpoints(app.settings),
-        tokens or runner.open_tokens(app, connection),
-        runner.token_saver(app, connection.id),
+        tokens,
+        runner.token_saver(app, connection_id),
         max_throttle_wait=app.settings.max_throttle_wait,
     )
     assert isinstance(connector, GoogleConnector | MicrosoftConnector)
     return connector
+
+
+def _live_connector(
+    app: AppContext, http: aiohttp.ClientSession, connection: Connection
+) -> GoogleConnector | MicrosoftConnector:
+    if connection.status != ConnectionStatus.ACTIVE:
+        raise ReauthRequired("the connection needs to be reconnected before push can be set up")
+    tokens = runner.open_tokens(app, connection)
+    return _connector(app, http, provider=connection.provider, connection_id=connection.id, tokens=tokens)
 
 
 async def _confirm(app: AppContext, connector: GoogleConnector | MicrosoftConnector, lease: Leased) -> Confirmed:
@@ -334,7 +343,7 @@ async def refresh_channel(
         return None
     try:
         async with aiohttp.ClientSession(timeout=runner.HTTP_TIMEOUT) as http:
-            connector = _connector(app, http, lease.connection)
+            connector = _live_connector(app, http, lease.connection)
             confirmed = await _confirm(app, connector, lease)
             kept = await _record_active(app, lease, confirmed)
             if not kept:
@@ -371,22 +380,18 @@ async def stop_channels(app: AppContext, order: service.StopOrder) -> int:
     """Stop a deleted connection's (or a vanished calendar's) channels; returns how many the provider stopped."""
     async with app.db.session() as session:
         connection = await session.get(Connection, order.connection_id)
-    if connection is None:
-        # Deleted: the tokens it had, carried sealed by the order.
-        connection = Connection(
-            id=order.connection_id,
-            workspace_id="",
-            provider=order.provider,
-            account="",
-            access_token_sealed=order.access_token_sealed,
-            refresh_token_sealed=order.refresh_token_sealed,
-            token_expires_at=parse_datetime(order.token_expires_at) if order.token_expires_at else None,
-            created_at=utcnow(),
-        )
     stopped = 0
     try:
+        if connection is not None:  # a vanished calendar: the connection's tokens as they are now
+            tokens = runner.open_tokens(app, connection)
+        else:  # a deleted connection: the tokens it had, carried sealed by the order
+            tokens = Tokens(
+                access_token=app.box.open(order.access_token_sealed, context=order.connection_id),
+                refresh_token=app.box.open(order.refresh_token_sealed, context=order.connection_id),
+                expires_at=parse_datetime(order.token_expires_at) if order.token_expires_at else None,
+            )
         async with aiohttp.ClientSession(timeout=runner.HTTP_TIMEOUT) as http:
-            connector = _connector(app, http, connection)
+            connector = _connector(app, http, provider=order.provider, connection_id=order.connection_id, tokens=tokens)
             for channel_id, resource_id in order.channels:
                 try:
                     if isinstance(connector, GoogleConnector):
