@@ -353,7 +353,10 @@ async def test_deleting_a_connection_stops_its_channels(
     queued = b"".join([await redis.get(key) or b"" for key in await redis.keys("arq:job:*")])
     assert b"push_stop_channels" in queued
     assert not [s for s in secrets if s.encode() in queued]
+    # The deleted connection's access token expired meanwhile: its sealed refresh token still stops the channel.
+    fake.expire_access_tokens(G)
     await run_worker()
+    assert [r.status for r in fake.requests(G, "/channels/stop")] == [401, 204]
     assert fake.push_channels() == []
     ended = {c.id: c.status for c in fake.push_channels(include_ended=True)}
     assert ended == {google_row.channel_id: "stopped", microsoft_row.channel_id: "stopped"}
