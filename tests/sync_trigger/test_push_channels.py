@@ -20,6 +20,7 @@ from sqlmodel import col
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.models import Connection
 from sync_trigger.push import lifecycle, service
+from sync_trigger.push import tasks as push_tasks
 from sync_trigger.push.models import PushChannel
 from sync_trigger.push.tasks import renew_push_channels
 from synchook.context import AppContext
@@ -158,6 +159,20 @@ async def test_a_graph_calendar_gets_a_subscription_after_its_first_sync(
     assert row.expires_at == sub.expiration
 
 
+async def test_a_calendar_added_later_gets_its_channel_after_its_own_first_sync(
+    h: SyncHarness, fake: FakeProviders, run_worker: RunWorker
+) -> None:
+    await synced_with_channel(h, run_worker, M)
+    fake.add_calendar(M, ALICE, "team", name="Team")
+    await h.run()
+    await run_worker()
+    assert sorted(c.calendar_id for c in fake.push_channels(M)) == [ALICE, "team"]
+    assert [r.status for r in await rows(h.ctx)] == ["active", "active"]
+    # Nothing is missing any more: a further sync queues no channel work.
+    await h.run()
+    assert [k for k in await h.ctx.redis.keys("arq:job:*") if b"push_" in k] == []  # type: ignore[union-attr]
+
+
 async def test_the_google_channel_is_stored_before_the_watch_call(h: SyncHarness, fake: FakeProviders) -> None:
     # A notification can arrive while the watch call is in flight: the row must name the channel by then.
     await h.connect(G)
@@ -249,6 +264,22 @@ async def test_a_failed_graph_validation_fails_the_create(
 
 
 # --- Renewal ---------------------------------------------------------------------------------------
+
+
+async def test_the_renewal_cron_runs_on_a_worker_only_with_push_on(
+    h: SyncHarness, fake: FakeProviders, run_worker: RunWorker, make_worker: Callable[..., Worker]
+) -> None:
+    assert push_tasks.cron_jobs(h.ctx.settings.model_copy(update={"public_url": None})) == []
+    [job] = push_tasks.cron_jobs(h.ctx.settings)
+    assert job.name == "cron:renew_push_channels" and job.unique
+    await synced_with_channel(h, run_worker, M)
+    await make_due(h.ctx)
+    # A burst worker with its crons runs them at start-up: the renewal is queued (and run, or left for the next).
+    await make_worker(with_cron=True).main()
+    await run_worker()
+    assert [r.method for r in fake.requests(M, "/subscriptions")] == ["POST", "PATCH"]
+    [row] = await rows(h.ctx)
+    assert row.status == "active" and row.renew_at is not None and row.renew_at > utcnow()
 
 
 async def test_google_renewal_creates_a_new_channel_then_stops_the_old(
