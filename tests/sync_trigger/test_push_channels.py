@@ -25,7 +25,7 @@ from sync_trigger.push.models import PushChannel
 from sync_trigger.push.tasks import renew_push_channels
 from synchook.context import AppContext
 from synchook.fakes import FakeProviders
-from synchook.timeutil import utcnow
+from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, make_tenant
 from tests.support.receiver import Receiver
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings
@@ -119,7 +119,7 @@ async def make_due(ctx: AppContext) -> None:
 
 
 async def test_a_google_calendar_gets_a_watch_channel_after_its_first_sync(
-    h: SyncHarness, endpoint: Endpoint, run_worker: RunWorker
+    h: SyncHarness, endpoint: Endpoint, run_worker: RunWorker, client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     connection, row = await synced_with_channel(h, run_worker, G)
     [channel] = h.fake.push_channels(G)
@@ -137,6 +137,12 @@ async def test_a_google_calendar_gets_a_watch_channel_after_its_first_sync(
     assert row.expires_at == channel.expiration and row.failures == 0
     # Renewal is due an hour before expiry.
     assert row.renew_at == channel.expiration - timedelta(hours=1)
+    # The API shows it on the calendar and on its connection.
+    push = {"status": "active", "expires_at": isoformat(channel.expiration)}
+    calendars = (await client.get("/v1/calendar/calendars", headers=tenant.headers)).json()["data"]
+    assert [c["push"] for c in calendars] == [push]
+    shown = (await client.get(f"/v1/calendar/connections/{connection.id}", headers=tenant.headers)).json()["data"]
+    assert shown["push"] == push
     # Google's `sync` message reached the address.
     [sync] = await endpoint.wait_for(1)
     assert sync.headers["X-Goog-Resource-State"] == "sync" and sync.headers["X-Goog-Channel-ID"] == channel.id
