@@ -184,14 +184,14 @@ async def test_the_google_channel_is_stored_before_the_watch_call(h: SyncHarness
     await h.connect(G)
     await h.run()
     cal = await calendar_id(h.ctx, G)
-    fake.latency = 0.5
+    fake.latency = 2.0  # the fake holds its answer: the watch call is in flight meanwhile
     creating = asyncio.create_task(lifecycle.refresh_channel(h.ctx, cal))
-    seen: list[PushChannel] = []
-    while not creating.done() and not seen:
-        seen = await rows(h.ctx)
+    while not fake.requests(G, "/events/watch"):  # the request has reached Google
+        assert not creating.done()
         await asyncio.sleep(0.01)
+    [during] = await rows(h.ctx)
+    assert not creating.done()
     assert await creating == "active"
-    [during] = seen
     [after] = await rows(h.ctx)
     [channel] = fake.push_channels(G)
     assert during.status == "pending" and during.channel_id == channel.id == after.channel_id
