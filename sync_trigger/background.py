@@ -70,10 +70,11 @@ async def schedule_background_syncs(ctx: dict[str, Any]) -> int:
 @dataclass(frozen=True)
 class Cutoffs:
     """A connection is due when its last background sync is older than `polled`, or — every calendar of it on an
-    active push channel — older than `pushed` (None: push off)."""
+    active, unexpired push channel at `now` — older than `pushed` (None: push off)."""
 
     polled: datetime
     pushed: datetime | None = None
+    now: datetime | None = None
 
 
 def _cutoffs(settings: Settings) -> Cutoffs:
@@ -83,7 +84,7 @@ def _cutoffs(settings: Settings) -> Cutoffs:
         return Cutoffs(polled)
     # Push never makes a connection polled more often than without it.
     fallback = max(settings.push_fallback_interval, settings.background_sync_interval)
-    return Cutoffs(polled, now - timedelta(seconds=fallback))
+    return Cutoffs(polled, now - timedelta(seconds=fallback), now)
 
 
 async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: datetime | Cutoffs) -> str | None:
@@ -137,14 +138,13 @@ def _due(cutoff: datetime | Cutoffs) -> Any:
     due = _last_background_sync() < cutoff.polled
     if cutoff.pushed is None:
         return due
-    # Push-active: a push provider's connection with calendars, every one of them on an active channel.
+    # Push-active: a push provider's connection with calendars, every one of them on an active channel that has not
+    # expired (renewal late, e.g. no worker ran: polling must not wait on a channel that no longer notifies).
     calendars = select(col(Calendar.id)).where(col(Calendar.connection_id) == col(Connection.id))
+    live = (col(PushChannel.status) == PushStatus.ACTIVE) & (col(PushChannel.expires_at) > (cutoff.now or utcnow()))
     unpushed = (
         select(col(Calendar.id))
-        .outerjoin(
-            PushChannel,
-            (col(PushChannel.calendar_id) == col(Calendar.id)) & (col(PushChannel.status) == PushStatus.ACTIVE),
-        )
+        .outerjoin(PushChannel, (col(PushChannel.calendar_id) == col(Calendar.id)) & live)
         .where(col(Calendar.connection_id) == col(Connection.id), col(PushChannel.calendar_id).is_(None))
     )
     push_active = and_(col(Connection.provider).in_(PUSH_PROVIDERS), exists(calendars), ~exists(unpushed))

@@ -13,7 +13,7 @@ from sqlmodel import col
 from sync_trigger import connections
 from sync_trigger.background import schedule_background_syncs
 from sync_trigger.models import Connection, SyncJob
-from sync_trigger.push.models import PushStatus
+from sync_trigger.push.models import PushChannel, PushStatus
 from sync_trigger.schemas import CalDAVConnectionBody, OAuthConnectionBody
 from synchook.context import AppContext
 from synchook.timeutil import utcnow
@@ -119,6 +119,21 @@ async def test_a_calendar_without_a_channel_keeps_its_connection_polled(
     await last_polled(app_ctx, BACKGROUND + 60)
     assert accounts["all_active"].id in await polled(app_ctx)
     assert accounts["graph_active"].id not in await polled(app_ctx)
+
+
+async def test_an_expired_channel_no_longer_holds_the_poll_back(
+    app_ctx: AppContext, accounts: dict[str, Connection]
+) -> None:
+    # Its renewal is late (no worker ran): the channel no longer notifies, so the connection is polled again.
+    async with app_ctx.db.session() as session:
+        await session.execute(
+            update(PushChannel)
+            .where(col(PushChannel.connection_id) == accounts["graph_active"].id)
+            .values(expires_at=utcnow() - timedelta(minutes=1))
+        )
+    await last_polled(app_ctx, BACKGROUND + 60)
+    found = await polled(app_ctx)
+    assert accounts["graph_active"].id in found and accounts["all_active"].id not in found
 
 
 async def test_with_push_off_everyone_is_polled_at_the_background_interval(
