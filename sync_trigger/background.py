@@ -5,21 +5,28 @@ A connection is due when it is active, its last background sync was queued more 
 job covers it. A newly connected account waits one interval for its first one: right after connecting, the
 caller syncs on demand, and a second job seconds later (with "events_created": 0) only confuses.
 Background jobs carry trigger=SyncTrigger.BACKGROUND, so they never count against the on-demand cap.
+A connection every calendar of which is on an active push channel (CONTRACT §7) is polled only every
+`push_fallback_interval` seconds (providers do not promise delivery); CalDAV, and calendars whose channel is
+pending or failed, keep the normal interval.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from arq import cron
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from sync_trigger import service
+from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob, SyncTrigger
+from sync_trigger.push.models import PushChannel, PushStatus
+from sync_trigger.push.service import PUSH_PROVIDERS
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import hand_off, record_event
@@ -39,7 +46,7 @@ async def schedule_background_syncs(ctx: dict[str, Any]) -> int:
     interval = app.settings.background_sync_interval
     if interval <= 0:
         return 0
-    cutoff = utcnow() - timedelta(seconds=interval)
+    cutoff = _cutoffs(app.settings)
     async with app.db.session() as session:
         candidates = [
             row[0]
@@ -60,7 +67,27 @@ async def schedule_background_syncs(ctx: dict[str, Any]) -> int:
     return queued
 
 
-async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: datetime) -> str | None:
+@dataclass(frozen=True)
+class Cutoffs:
+    """A connection is due when its last background sync is older than `polled`, or — every calendar of it on an
+    active, unexpired push channel at `now` — older than `pushed` (None: push off)."""
+
+    polled: datetime
+    pushed: datetime | None = None
+    now: datetime | None = None
+
+
+def _cutoffs(settings: Settings) -> Cutoffs:
+    now = utcnow()
+    polled = now - timedelta(seconds=settings.background_sync_interval)
+    if not settings.push_enabled:
+        return Cutoffs(polled)
+    # Push never makes a connection polled more often than without it.
+    fallback = max(settings.push_fallback_interval, settings.background_sync_interval)
+    return Cutoffs(polled, now - timedelta(seconds=fallback), now)
+
+
+async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: datetime | Cutoffs) -> str | None:
     """One connection: job + calendar.sync.queued event in one transaction, then hand off and enqueue."""
     async with app.db.session() as session:
         # Re-checked under the connection's row lock: another scheduler (or a racing tick) may have queued it.
@@ -105,8 +132,23 @@ def _last_background_sync() -> Any:
     return func.coalesce(col(Connection.last_background_sync_at), col(Connection.created_at))
 
 
-def _due(cutoff: datetime) -> Any:
-    return _last_background_sync() < cutoff
+def _due(cutoff: datetime | Cutoffs) -> Any:
+    if isinstance(cutoff, datetime):
+        cutoff = Cutoffs(cutoff)
+    due = _last_background_sync() < cutoff.polled
+    if cutoff.pushed is None:
+        return due
+    # Push-active: a push provider's connection with calendars, every one of them on an active channel that has not
+    # expired (renewal late, e.g. no worker ran: polling must not wait on a channel that no longer notifies).
+    calendars = select(col(Calendar.id)).where(col(Calendar.connection_id) == col(Connection.id))
+    live = (col(PushChannel.status) == PushStatus.ACTIVE) & (col(PushChannel.expires_at) > (cutoff.now or utcnow()))
+    unpushed = (
+        select(col(Calendar.id))
+        .outerjoin(PushChannel, (col(PushChannel.calendar_id) == col(Calendar.id)) & live)
+        .where(col(Calendar.connection_id) == col(Connection.id), col(PushChannel.calendar_id).is_(None))
+    )
+    push_active = and_(col(Connection.provider).in_(PUSH_PROVIDERS), exists(calendars), ~exists(unpushed))
+    return and_(due, or_(~push_active, _last_background_sync() < cutoff.pushed))
 
 
 async def _covered(session: AsyncSession, connection: Connection) -> bool:

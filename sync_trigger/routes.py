@@ -8,6 +8,7 @@ from starlette.responses import Response
 from sync_trigger import connections, service
 from sync_trigger.calendar_index import routes as calendar_index_routes
 from sync_trigger.errors import InvalidServerURL, SyncCapReached, SyncInProgress, SyncQuota
+from sync_trigger.push import service as push
 from sync_trigger.schemas import (
     CalDAVConnectionBody,
     ConnectionCreateBody,
@@ -81,7 +82,9 @@ async def list_connections(call: Call[PageQuery, None]) -> Page:
         rows = await connections.list_connections(
             session, workspace_id=call.workspace_id, limit=call.query.limit, after_id=call.query.after_id
         )
-    items: list[BaseModel] = [ConnectionView.of(c) for c in rows[: call.query.limit]]
+        shown = rows[: call.query.limit]
+        views = await push.connection_push(session, settings=call.ctx.settings, connections=shown)
+    items: list[BaseModel] = [ConnectionView.of(c, push.push_of(views, c.id)) for c in shown]
     return Page(items, next_cursor([c.id for c in rows], call.query.limit))
 
 
@@ -90,16 +93,23 @@ async def get_connection(call: Call[None, None]) -> ConnectionView:
         connection = await connections.get_connection(
             session, workspace_id=call.workspace_id, connection_id=call.path["connection_id"]
         )
-    return ConnectionView.of(connection)
+        views = await push.connection_push(session, settings=call.ctx.settings, connections=[connection])
+    return ConnectionView.of(connection, push.push_of(views, connection.id))
 
 
 async def delete_connection(call: Call[None, None]) -> Response:
     async with call.ctx.db.session() as session:
-        event_ids = await connections.delete_connection(
+        connection = await connections.get_connection(
             session, workspace_id=call.workspace_id, connection_id=call.path["connection_id"]
+        )
+        # Collected before the delete: its channel rows go with it (cascade), the channels at the provider do not.
+        stop = await push.stop_order(session, connection=connection)
+        event_ids = await connections.delete_connection(
+            session, workspace_id=call.workspace_id, connection_id=connection.id
         )
     # The failed jobs' calendar.sync.failed events, after commit (the outbox sweeper covers a miss).
     await hand_off(call.ctx.enqueue if call.ctx.redis is not None else None, event_ids)
+    await push.queue_stop(call.ctx, stop)
     return Response(status_code=204)
 
 
@@ -179,7 +189,8 @@ ENDPOINTS: list[Endpoint] = [
         scope=Scope.WRITE_CALENDAR,
         status=204,
         errors=(404,),
-        description="Its queued and running sync jobs end `failed` with `connection_deleted`.",
+        description="Its queued and running sync jobs end `failed` with `connection_deleted`; its push channels are "
+        "stopped at the provider.",
     ),
     *calendar_index_routes.ENDPOINTS,
 ]

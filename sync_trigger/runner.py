@@ -34,7 +34,9 @@ from sync_trigger.connectors import (
     UrlCheck,
     build_connector,
 )
+from sync_trigger.connectors.base import TokensCallback
 from sync_trigger.models import Connection, ConnectionStatus, SyncJob
+from sync_trigger.push import service as push
 from sync_trigger.service import DEFAULT_LOOKAHEAD, DEFAULT_LOOKBACK
 from synchook.context import AppContext
 from synchook.crypto import DecryptionError
@@ -173,11 +175,7 @@ async def _sync_connection(
     if connection.provider not in PROVIDERS:
         raise SyncFailure("connector_unavailable", f"No calendar connector for provider {connection.provider!r}")
     try:
-        tokens = Tokens(
-            access_token=app.box.open(connection.access_token_sealed, context=connection.id),
-            refresh_token=app.box.open(connection.refresh_token_sealed, context=connection.id),
-            expires_at=connection.token_expires_at,
-        )
+        tokens = open_tokens(app, connection)
     except DecryptionError:
         # Our key, not the account: this worker's SYNCHOOK_SECRET_KEY lacks the key that sealed the tokens (one
         # not yet rolled out to it). The tokens are fine, so the connection stays active for a worker that has it.
@@ -187,17 +185,6 @@ async def _sync_connection(
             "the connection is unchanged",
         ) from None
 
-    async def save_tokens(fresh: Tokens) -> None:
-        # Its own short transaction, at once: Microsoft has already revoked the refresh token it replaced.
-        values: dict[str, Any] = {
-            "access_token_sealed": app.box.seal(fresh.access_token, context=connection.id),
-            "token_expires_at": fresh.expires_at,
-        }
-        if fresh.refresh_token:
-            values["refresh_token_sealed"] = app.box.seal(fresh.refresh_token, context=connection.id)
-        async with app.db.session() as session:
-            await session.execute(update(Connection).where(col(Connection.id) == connection.id).values(**values))
-
     caldav = None
     if connection.provider == "caldav":
         caldav = CalDAVCredentials(connection.server_url or "", connection.username or "", tokens.access_token)
@@ -206,7 +193,7 @@ async def _sync_connection(
         http,
         provider_endpoints(app.settings),
         tokens,
-        save_tokens,
+        token_saver(app, connection.id),
         max_throttle_wait=app.settings.max_throttle_wait,
         on_retry=_retry_reporter(app, job.id),
         caldav=caldav,
@@ -230,6 +217,34 @@ async def _sync_connection(
         await session.execute(
             update(Connection).where(col(Connection.id) == connection.id).values(last_synced_at=utcnow())
         )
+    # Its calendars synced: the ones without a push channel get one, from a task (§7).
+    await push.after_connection_synced(app, connection)
+
+
+def open_tokens(app: AppContext, connection: Connection) -> Tokens:
+    """The connection's tokens (a CalDAV password is its access token); raises DecryptionError without our key."""
+    return Tokens(
+        access_token=app.box.open(connection.access_token_sealed, context=connection.id),
+        refresh_token=app.box.open(connection.refresh_token_sealed, context=connection.id),
+        expires_at=connection.token_expires_at,
+    )
+
+
+def token_saver(app: AppContext, connection_id: str) -> TokensCallback:
+    """Persists refreshed tokens, sealed, in their own short transaction at once: Microsoft has already revoked
+    the refresh token it replaced. A connection deleted meanwhile is simply not updated."""
+
+    async def save_tokens(fresh: Tokens) -> None:
+        values: dict[str, Any] = {
+            "access_token_sealed": app.box.seal(fresh.access_token, context=connection_id),
+            "token_expires_at": fresh.expires_at,
+        }
+        if fresh.refresh_token:
+            values["refresh_token_sealed"] = app.box.seal(fresh.refresh_token, context=connection_id)
+        async with app.db.session() as session:
+            await session.execute(update(Connection).where(col(Connection.id) == connection_id).values(**values))
+
+    return save_tokens
 
 
 async def _sync_calendars(
@@ -240,7 +255,9 @@ async def _sync_calendars(
         calendars = await _indexed_calendar(app, connection, job.calendar_id)
     else:
         listed = await connector.list_calendars()
+        vanished = await push.vanished_channels(app.db, connection=connection, listed=listed)
         calendars, removed = await index.sync_calendars(app.db, connection=connection, calendars=listed, job_id=job.id)
+        await push.queue_stop(app, vanished)
         await _applied(app, stats, removed)
     window = job_window(job, now=utcnow())
     for calendar in calendars:

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, St
 from pydantic_core import PydanticCustomError
 
 from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode, SyncTrigger
+from sync_trigger.push.views import PushView
 from synchook.http.fields import IsoDateTime
 from synchook.http.wire import Timestamp, Wire
 from synchook.providers import Provider
@@ -184,16 +185,18 @@ class ConnectionView(Wire):
     provider: Provider
     account: str
     status: str
+    push: PushView = Field(description="Over its calendars' channels (§7): failed if any failed, active if all are")
     created_at: Timestamp
     last_synced_at: Timestamp | None
 
     @classmethod
-    def of(cls, connection: Connection) -> ConnectionView:
+    def of(cls, connection: Connection, push: PushView | None = None) -> ConnectionView:
         return cls(
             id=connection.id,
             provider=Provider(connection.provider),
             account=connection.account,
             status=connection.status,
+            push=push or PushView.off(),
             created_at=connection.created_at,
             last_synced_at=connection.last_synced_at,
         )

@@ -14,6 +14,7 @@ from sync_trigger.background import background_cron_jobs
 from sync_trigger.calendar_index.changes import purge_changes as purge_changes_older
 from sync_trigger.models import SyncJob
 from sync_trigger.push import debounce
+from sync_trigger.push import tasks as push_tasks
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.janitor import live_workers
@@ -142,7 +143,7 @@ async def purge_changes(ctx: dict[str, Any]) -> int:
     return await purge_changes_older(app.db, retention_days=app.settings.retention_days)
 
 
-FUNCTIONS: list[Any] = [run_sync_job, push_sync]
+FUNCTIONS: list[Any] = [run_sync_job, push_sync, *push_tasks.FUNCTIONS]
 
 
 def cron_jobs(settings: Settings) -> list[Any]:
@@ -150,4 +151,5 @@ def cron_jobs(settings: Settings) -> list[Any]:
         # Every 5 s (and at start-up): a dead worker's running job is back within seconds. One indexed query.
         cron(recover_sync_jobs, second=set(range(0, 60, 5)), run_at_startup=True, unique=True, timeout=120),
         *background_cron_jobs(settings),
+        *push_tasks.cron_jobs(settings),
     ]

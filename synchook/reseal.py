@@ -30,48 +30,65 @@ class ResealCount:
     skipped: int = 0  # rows written by someone else on every try
 
 
-async def reseal_columns(db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str]) -> ResealCount:
-    """Reseal ``columns`` (nullable or not) of every row of ``table`` not yet under the newest key."""
+async def reseal_columns(
+    db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str], *, key: str = "id"
+) -> ResealCount:
+    """Reseal ``columns`` (nullable or not) of every row of ``table`` not yet under the newest key.
+
+    ``key`` names the primary-key column, which is also the context the values were sealed with."""
     count = ResealCount()
     last_id = ""
-    while rows := await read_sealed(db, table, columns, after=last_id):
+    while rows := await read_sealed(db, table, columns, after=last_id, key=key):
         last_id = rows[-1]["id"]
-        batch = await reseal_rows(db, box, table, columns, rows)
+        batch = await reseal_rows(db, box, table, columns, rows, key=key)
         count.changed += batch.changed
         count.skipped += batch.skipped
     return count
 
 
 async def read_sealed(
-    db: Database, table: sa.Table, columns: Sequence[str], *, after: str = "", ids: Sequence[str] | None = None
+    db: Database,
+    table: sa.Table,
+    columns: Sequence[str],
+    *,
+    after: str = "",
+    ids: Sequence[str] | None = None,
+    key: str = "id",
 ) -> list[SealedRow]:
-    """The next batch of rows after ``after`` in id order, or exactly the rows ``ids``."""
-    which = table.c.id.in_(ids) if ids is not None else table.c.id > after
-    query = sa.select(table.c.id, *(table.c[name] for name in columns)).where(which)
+    """The next batch of rows after ``after`` in key order, or exactly the rows ``ids``; the key read as "id"."""
+    column = table.c[key]
+    which = column.in_(ids) if ids is not None else column > after
+    query = sa.select(column.label("id"), *(table.c[name] for name in columns)).where(which)
     async with db.session() as session:
-        result = await session.execute(query.order_by(table.c.id).limit(RESEAL_BATCH))
+        result = await session.execute(query.order_by(column).limit(RESEAL_BATCH))
         return [dict(row._mapping) for row in result]
 
 
 async def reseal_rows(
-    db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str], rows: Sequence[SealedRow]
+    db: Database,
+    box: SecretBox,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[SealedRow],
+    *,
+    key: str = "id",
 ) -> ResealCount:
     """Write these rows (as read earlier) back resealed; a row changed since is read again and retried."""
     count = ResealCount()
     pending = list(rows)
     for _ in range(RESEAL_TRIES):
-        changed, lost = await _swap(db, box, table, columns, pending)
+        changed, lost = await _swap(db, box, table, columns, pending, key=key)
         count.changed += changed
         if not lost:
             return count
         # Deleted rows drop out here; the others are resealed from what their writer stored.
-        pending = await read_sealed(db, table, columns, ids=[row["id"] for row in lost])
+        pending = await read_sealed(db, table, columns, ids=[row["id"] for row in lost], key=key)
     count.skipped += len(pending)
     return count
 
 
 async def _swap(
-    db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str], rows: Sequence[SealedRow]
+    db: Database, box: SecretBox, table: sa.Table, columns: Sequence[str], rows: Sequence[SealedRow], *, key: str
 ) -> tuple[int, list[SealedRow]]:
     """Compare-and-swap each row that needs it; returns how many were written and the rows that had changed."""
     changed = 0
@@ -86,7 +103,7 @@ async def _swap(
             if not values:
                 continue
             result = await session.execute(
-                sa.update(table).where(table.c.id == row["id"], *_unchanged(table, columns, row)).values(**values)
+                sa.update(table).where(table.c[key] == row["id"], *_unchanged(table, columns, row)).values(**values)
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 changed += 1

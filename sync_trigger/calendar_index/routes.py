@@ -15,6 +15,8 @@ from pydantic_core import PydanticCustomError
 
 from sync_trigger.calendar_index import changes, service
 from sync_trigger.calendar_index.models import Calendar, CalendarChange
+from sync_trigger.push import service as push
+from sync_trigger.push.views import PushView
 from synchook.auth.models import Scope
 from synchook.errors import DomainError, ValidationFailed
 from synchook.http.endpoint import Call, Endpoint, Page
@@ -143,30 +145,24 @@ class CalendarsQuery(PageQuery):
     connection_id: ConnectionFilter | None = None
 
 
-class CalendarPushView(Wire):
-    status: Literal["off", "pending", "active", "failed"]
-    expires_at: Timestamp | None
-
-
 class CalendarView(Wire):
     id: str = Field(pattern="^cal_")
     connection_id: str = Field(pattern="^conn_")
     provider: Provider
     provider_calendar_id: str
     name: str
-    push: CalendarPushView
+    push: PushView
     synced_at: Timestamp | None
 
     @classmethod
-    def of(cls, calendar: Calendar) -> CalendarView:
+    def of(cls, calendar: Calendar, push: PushView | None = None) -> CalendarView:
         return cls(
             id=calendar.id,
             connection_id=calendar.connection_id,
             provider=Provider(calendar.provider),
             provider_calendar_id=calendar.calendar_id,
             name=calendar.name,
-            # Provider push (§7) is not built yet: every calendar is polled.
-            push=CalendarPushView(status="off", expires_at=None),
+            push=push or PushView.off(),  # no channel: polled only
             synced_at=calendar.synced_at,
         )
 
@@ -181,7 +177,9 @@ async def list_calendars(call: Call[CalendarsQuery, None]) -> Page:
             after_id=query.after_id,
             connection_id=query.connection_id,
         )
-    items: list[BaseModel] = [CalendarView.of(c) for c in rows[: query.limit]]
+        shown = rows[: query.limit]
+        views = await push.calendar_push(session, settings=call.ctx.settings, calendar_ids=[c.id for c in shown])
+    items: list[BaseModel] = [CalendarView.of(c, views.get(c.id)) for c in shown]
     return Page(items, next_cursor([c.id for c in rows], query.limit))
 
 

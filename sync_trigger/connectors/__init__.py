@@ -17,7 +17,9 @@ import aiohttp
 
 from sync_trigger.connectors.base import (
     CalendarInfo,
+    ChangeChannel,
     ChangePage,
+    ChannelGone,
     Connector,
     ConnectorError,
     CursorExpired,
@@ -41,7 +43,9 @@ __all__ = [
     "CalDAVConnector",
     "CalDAVCredentials",
     "CalendarInfo",
+    "ChangeChannel",
     "ChangePage",
+    "ChannelGone",
     "Connector",
     "ConnectorError",
     "CursorExpired",

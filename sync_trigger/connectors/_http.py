@@ -78,8 +78,13 @@ class Requester:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        empty_ok: bool = False,
     ) -> Any:
-        """The decoded JSON body of a 2xx reply; raises a ConnectorError otherwise."""
+        """The decoded JSON body of a 2xx reply; raises a ConnectorError otherwise.
+
+        `json_body` is sent as JSON; `empty_ok` accepts a 2xx without a body (a 204) as `{}`.
+        """
         provider = self._policy.provider
         backoff = Backoff(self._max_throttle_wait, self._sleep, self._on_retry)
         refreshed = False
@@ -90,7 +95,9 @@ class Requester:
                 token = await self._auth.access_token()
                 send_headers["Authorization"] = f"Bearer {token}"
             try:
-                reply = await self._send(method, url, params=params, headers=send_headers, data=data)
+                reply = await self._send(
+                    method, url, params=params, headers=send_headers, data=data, json_body=json_body
+                )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 logger.warning("%s request failed (%s), retrying", provider, type(exc).__name__)
                 failed = f"{provider} unreachable ({_network_failure(exc)})"
@@ -102,6 +109,9 @@ class Requester:
                 continue
 
             if 200 <= reply.status < 300:
+                if reply.payload is None and empty_ok:
+                    await backoff.recovered()
+                    return {}
                 if reply.payload is None:
                     raise ProviderError(f"{provider} sent an unreadable response", status=reply.status)
                 await backoff.recovered()
@@ -147,11 +157,12 @@ class Requester:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
+        json_body: Any = None,
     ) -> _Reply:
         if self._semaphore is None:
-            return await self._exchange(method, url, params=params, headers=headers, data=data)
+            return await self._exchange(method, url, params=params, headers=headers, data=data, json_body=json_body)
         async with self._semaphore:  # held until the body is read: that is what the mailbox limit counts
-            return await self._exchange(method, url, params=params, headers=headers, data=data)
+            return await self._exchange(method, url, params=params, headers=headers, data=data, json_body=json_body)
 
     async def _exchange(
         self,
@@ -161,9 +172,10 @@ class Requester:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
+        json_body: Any = None,
     ) -> _Reply:
         async with self._session.request(
-            method, url, params=params, headers=headers, data=data, allow_redirects=False
+            method, url, params=params, headers=headers, data=data, json=json_body, allow_redirects=False
         ) as response:
             body = await response.read()
             return _Reply(response.status, _decode(body), response.headers.get("Retry-After"))

@@ -15,7 +15,9 @@ from sync_trigger.connectors.normalized import NormalizedEvent
 
 __all__ = [
     "CalendarInfo",
+    "ChangeChannel",
     "ChangePage",
+    "ChannelGone",
     "Connector",
     "ConnectorError",
     "CursorExpired",
@@ -91,6 +93,16 @@ class EventChange:
     event: NormalizedEvent | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class ChangeChannel:
+    """A push channel as the provider confirmed it (PROVIDERS.md §1.5, §2.5): Google's channel (its id is ours,
+    `resource_id` is needed to stop it) or a Graph subscription (its id is Graph's). No secret is kept here."""
+
+    channel_id: str
+    expires_at: datetime
+    resource_id: str | None = None
+
+
 @dataclass
 class ChangePage:
     """One provider page. `next_cursor` is set only on the final page of a round."""
@@ -129,6 +141,12 @@ class CursorExpired(ConnectorError):
     """The sync token / deltaLink is gone (410): drop the calendar's local items, sync with cursor=None."""
 
     code = "full_sync_required"
+
+
+class ChannelGone(ConnectorError):
+    """The push channel or subscription no longer exists at the provider (404): create a new one."""
+
+    code = "channel_gone"
 
 
 class ProviderError(ConnectorError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +21,7 @@ from sync_trigger.connectors._http import error_message
 from sync_trigger.connectors._time import date_midnight_utc, parse_timestamp, rfc3339
 from sync_trigger.connectors.base import (
     CalendarInfo,
+    ChangeChannel,
     ChangePage,
     ConnectorError,
     CursorExpired,
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_EVENTS_PAGE = 2500
 MAX_CALENDARS_PAGE = 250
 THROTTLE_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"})
+# events.watch: the lifetime we ask for (7 days, Google's maximum for calendar channels, CONTRACT §7).
+WATCH_TTL_SECONDS = 604_800
 
 
 def _reasons(payload: Any) -> set[str]:
@@ -152,6 +155,41 @@ class GoogleConnector:
             logger.debug("google calendar round done after %d pages", pages)
             yield ChangePage(changes, next_cursor=sync_token)
             return
+
+    # --- Push (PROVIDERS.md §1.5) ----------------------------------------------------------------
+
+    async def watch(
+        self, calendar_id: str, *, channel_id: str, address: str, token: str, ttl: int = WATCH_TTL_SECONDS
+    ) -> ChangeChannel:
+        """`events.watch`: a new channel `channel_id` (ours) delivering to `address` with `token`."""
+        url = f"{self._base}/calendars/{quote(calendar_id, safe='')}/events/watch"
+        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token, "params": {"ttl": str(ttl)}}
+        started = datetime.now(UTC)
+        payload = await self._requester.request("POST", url, json_body=body)
+        resource_id = payload.get("resourceId") if isinstance(payload, dict) else None
+        if not isinstance(resource_id, str) or not resource_id:
+            raise ProviderError("Google created a channel without a resourceId")
+        expires_at = _millis(payload.get("expiration")) or started + timedelta(seconds=ttl)
+        return ChangeChannel(channel_id=channel_id, resource_id=resource_id, expires_at=expires_at)
+
+    async def stop_channel(self, channel_id: str, resource_id: str) -> bool:
+        """`channels.stop`; False when Google no longer knows the channel (stopped or expired: nothing to do)."""
+        try:
+            body = {"id": channel_id, "resourceId": resource_id}
+            await self._requester.request("POST", f"{self._base}/channels/stop", json_body=body, empty_ok=True)
+        except ProviderError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+def _millis(value: Any) -> datetime | None:
+    # `expiration` is Unix milliseconds as a string.
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _change(calendar_id: str, item: Any) -> EventChange | None:

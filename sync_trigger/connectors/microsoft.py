@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -22,7 +22,9 @@ from sync_trigger.connectors._http import error_message
 from sync_trigger.connectors._time import date_midnight_utc, parse_timestamp, parse_zoned, rfc3339
 from sync_trigger.connectors.base import (
     CalendarInfo,
+    ChangeChannel,
     ChangePage,
+    ChannelGone,
     ConnectorError,
     CursorExpired,
     EventChange,
@@ -34,11 +36,14 @@ from sync_trigger.connectors.base import (
 from sync_trigger.connectors.mapping import from_graph
 from sync_trigger.connectors.oauth import authorized_requester
 from sync_trigger.connectors.throttle import RetryHook, Sleep
+from synchook.timeutil import isoformat
 
 logger = logging.getLogger(__name__)
 
 MAILBOX_CONCURRENCY = 4
 CURSOR_GONE_CODES = frozenset({"syncstatenotfound", "resyncrequired", "invaliddeltatoken"})
+# Subscriptions on Outlook events: at most 4,230 minutes ahead (CONTRACT §7, PROVIDERS.md §2.5).
+SUBSCRIPTION_MINUTES = 4230
 
 
 def _error_code(payload: Any) -> str:
@@ -159,6 +164,67 @@ class MicrosoftConnector:
             logger.debug("graph calendar round done after %d pages", pages)
             yield ChangePage(changes, next_cursor=self._checked_link(delta_link))
             return
+
+    # --- Change notifications (PROVIDERS.md §2.5) -----------------------------------------------
+
+    async def subscribe(
+        self,
+        calendar_id: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        minutes: int = SUBSCRIPTION_MINUTES,
+    ) -> ChangeChannel:
+        """`POST /subscriptions` on the calendar's events; Graph validates both URLs before it answers."""
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url,
+            "resource": f"me/calendars/{calendar_id}/events",
+            "expirationDateTime": _expiry(minutes),
+            "clientState": client_state,
+        }
+        payload = await self._requester.request("POST", f"{self._base}/subscriptions", json_body=body)
+        subscription_id = payload.get("id") if isinstance(payload, dict) else None
+        if not isinstance(subscription_id, str) or not subscription_id:
+            raise ProviderError("Graph created a subscription without an id")
+        return ChangeChannel(channel_id=subscription_id, expires_at=_expires_at(payload, minutes))
+
+    async def renew_subscription(self, subscription_id: str, *, minutes: int = SUBSCRIPTION_MINUTES) -> ChangeChannel:
+        """`PATCH /subscriptions/{id}` with a new expiry; ChannelGone when Graph no longer has it (404)."""
+        try:
+            payload = await self._requester.request(
+                "PATCH", self._subscription_url(subscription_id), json_body={"expirationDateTime": _expiry(minutes)}
+            )
+        except ProviderError as exc:
+            if exc.status == 404:
+                raise ChannelGone("Graph no longer has this subscription", status=404) from None
+            raise
+        return ChangeChannel(channel_id=subscription_id, expires_at=_expires_at(payload, minutes))
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        """`DELETE /subscriptions/{id}`; False when it was already gone (expired or removed: nothing to do)."""
+        try:
+            await self._requester.request("DELETE", self._subscription_url(subscription_id), empty_ok=True)
+        except ProviderError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def _subscription_url(self, subscription_id: str) -> str:
+        return f"{self._base}/subscriptions/{quote(subscription_id, safe='')}"
+
+
+def _expiry(minutes: int) -> str:
+    return isoformat(datetime.now(UTC) + timedelta(minutes=minutes)) or ""
+
+
+def _expires_at(payload: Any, minutes: int) -> datetime:
+    # Graph may grant less than asked: its answer wins; without one, what we asked for.
+    granted = parse_timestamp(payload.get("expirationDateTime")) if isinstance(payload, dict) else None
+    return granted or datetime.now(UTC) + timedelta(minutes=minutes)
 
 
 def _change(calendar_id: str, item: Any) -> EventChange | None:

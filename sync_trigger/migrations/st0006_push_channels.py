@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=True),
         sa.Column("renew_at", UTCDateTime(), nullable=True),
         sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("leased_until", UTCDateTime(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.UniqueConstraint("provider", "channel_id", name="uq_calendar_push_channels_provider_channel"),

@@ -17,7 +17,7 @@ class PushStatus(StrEnum):
     OFF = "off"
     PENDING = "pending"  # a channel is being created (or re-created after the provider removed it)
     ACTIVE = "active"
-    FAILED = "failed"  # create or renew failed: polled at the background interval, retried at `retry_at`
+    FAILED = "failed"  # create or renew failed: polled at the background interval, retried at `renew_at`
 
 
 class PushChannel(SQLModel, table=True):
@@ -52,6 +52,9 @@ class PushChannel(SQLModel, table=True):
     # When the channel is next renewed (active) or its create retried (failed); consecutive failures back off.
     renew_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     failures: int = Field(default=0)
+    # While a worker creates, renews or replaces this channel (a provider call in flight): others leave it alone
+    # until then. A worker that died mid-call frees it by running out.
+    leased_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 

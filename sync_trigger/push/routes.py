@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from starlette.responses import PlainTextResponse, Response
 
-from sync_trigger.push import debounce
+from sync_trigger.push import debounce, service
 from sync_trigger.push.inbound import (
     MAX_NOTIFICATION_BYTES,
     MAX_VALIDATION_TOKEN,
@@ -35,9 +35,6 @@ from synchook.http.wire import Wire
 from synchook.metrics import record_push_notification
 from synchook.queue import REDIS_LOST
 
-# Implemented by the channel side (sync_trigger/push, h20-channels); enqueued here by name only.
-RENEW_CHANNEL_TASK = "push_renew_channel"
-RECREATE_CHANNEL_TASK = "push_recreate_channel"
 # Graph batches stay far below this; look-ups go in chunks so no IN list outgrows a database's parameter limit.
 _LOOKUP_CHUNK = 500
 _NO_KEY = "Called by the provider, no API key. "
@@ -220,10 +217,10 @@ async def graph_lifecycle(call: Call[GraphQuery, None]) -> Response | Reply:
     for item, calendar_id in verified:
         event = item.get("lifecycleEvent")
         if event == "reauthorizationRequired":
-            await _enqueue_channel_task(call.ctx, RENEW_CHANNEL_TASK, calendar_id)
+            await _enqueue_channel_task(call.ctx, service.RENEW_TASK, calendar_id)
             record_push_notification("microsoft", "renew")
         elif event == "subscriptionRemoved":
-            await _enqueue_channel_task(call.ctx, RECREATE_CHANNEL_TASK, calendar_id)
+            await _enqueue_channel_task(call.ctx, service.RECREATE_TASK, calendar_id)
             record_push_notification("microsoft", "recreate")
             await _want(call.ctx, calendar_id, "microsoft")
         elif event == "missed":
@@ -238,7 +235,7 @@ _ERRORS = (400, 404, 413, 429, 503)
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
         method="POST",
-        path="/v1/providers/google/notifications",
+        path=service.GOOGLE_NOTIFICATIONS,
         handler=google_notification,
         summary="Google Calendar push notification",
         tag="providers",
@@ -252,7 +249,7 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         method="POST",
-        path="/v1/providers/microsoft/notifications",
+        path=service.MICROSOFT_NOTIFICATIONS,
         handler=graph_notifications,
         summary="Microsoft Graph change notifications",
         tag="providers",
@@ -269,7 +266,7 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         method="POST",
-        path="/v1/providers/microsoft/lifecycle",
+        path=service.MICROSOFT_LIFECYCLE,
         handler=graph_lifecycle,
         summary="Microsoft Graph lifecycle notifications",
         tag="providers",

@@ -34,16 +34,41 @@ dev server and other processes (no auth, loopback):
 Google sync tokens do not filter by the original window (changes outside it come too); Graph
 deltaLinks stay within their window and report events that left it as `@removed`.
 
+Push (PROVIDERS.md §1.5, §2.5; module `push`). Google `POST {api}/calendars/{id}/events/watch` and
+`POST {api}/channels/stop`; Graph `POST /subscriptions` (the validation handshake on notificationUrl
+and lifecycleNotificationUrl before the 201), `GET`/`PATCH`/`DELETE /subscriptions/{id}` and
+`POST /subscriptions/{id}/reauthorize`; all authenticated, faulted and logged like the other API
+calls. http addresses are accepted (loopback tests). Every event change (`put_event`, `edit_event`,
+`set_attendee_response`, `delete_event`, the control calls above) notifies each live channel of its
+calendar from a sender thread, never blocking the change: Google an `exists` message (changes made
+while one is queued join it), Graph a notification per subscription whose changeType names the change.
+5xx answers are retried twice. Expired channels send nothing; expired subscriptions answer 404.
+In Python: `push_channels(provider, calendar_id=, include_ended=)`, `drop_notifications(True)`,
+`duplicate_notifications(True)`, `expire_push_channel(provider, id)`, `send_lifecycle(id, event)`,
+`send_google_message(id, state)`, `push_deliveries(provider, kind)`, `settle_push()` /
+`await asettle_push()` (until every scheduled message has been answered). Over HTTP:
+
+    GET    /_ctl/push/channels[?provider=&calendar_id=&all=1]   live channels/subscriptions (all: ended too)
+    POST   /_ctl/push                         {"drop": true, "duplicate": true}: lose / double notifications
+    GET    /_ctl/push                         the switches
+    GET    /_ctl/push/deliveries[?provider=&kind=]             every outbound push request (and dropped ones)
+    POST   /_ctl/google/channels/{id}/expire                  the channel expires now
+    POST   /_ctl/google/channels/{id}/notify                  {"state": "exists"|"not_exists"|"sync"}
+    POST   /_ctl/microsoft/subscriptions/{id}/expire          the subscription expires now (then 404)
+    POST   /_ctl/microsoft/subscriptions/{id}/lifecycle       {"event": "reauthorizationRequired"|
+                                                               "subscriptionRemoved" (ends it)|"missed"}
+
 Modules: `models` (accounts, calendars, events), `content` (the §5 fields, edits), `state` (what the
 tests set and read), `paging` (page tokens, sync cursors), `oauth` (token endpoints), `google` and
-`graph` (the APIs), `server` (`FakeProviders`: the HTTP side), `cli` (manual runs:
-`python -m synchook.fakes --port 8555 --seed` prints the URLs and tokens).
+`graph` (the APIs), `push` (channels, subscriptions, the sender), `server` (`FakeProviders`: the HTTP
+side), `cli` (manual runs: `python -m synchook.fakes --port 8555 --seed` prints the URLs and tokens).
 """
 
 from synchook.fakes.cli import main
 from synchook.fakes.google import GOOGLE_SYNC_INCOMPATIBLE
 from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, RequestRecord
 from synchook.fakes.oauth import CLIENTS
+from synchook.fakes.push import PushChannel, PushDelivery
 from synchook.fakes.server import FakeProviders
 
 __all__ = [
@@ -55,6 +80,8 @@ __all__ = [
     "FakeCalendar",
     "FakeEvent",
     "FakeProviders",
+    "PushChannel",
+    "PushDelivery",
     "RequestRecord",
     "main",
 ]

@@ -11,9 +11,30 @@ from datetime import UTC, datetime, timedelta
 from synchook.fakes.models import GOOGLE, MICROSOFT
 from synchook.fakes.server import FakeProviders
 
+_CONTROL = """control calls (no auth, loopback; {provider} is google or microsoft):
+  POST   /_ctl/{provider}/calendars/{calendar_id}/events               create an event
+  POST   /_ctl/{provider}/calendars/{calendar_id}/events/{event_id}    edit: {"summary": "New"}
+  DELETE /_ctl/{provider}/calendars/{calendar_id}/events/{event_id}    delete
+  POST   /_ctl/{provider}/calendars/{calendar_id}/events/{event_id}/attendees/{email}  {"response": "declined"}
+push (every change notifies the calendar's live channels / subscriptions):
+  GET    /_ctl/push/channels[?provider=&calendar_id=&all=1]   live channels (all: stopped/expired too)
+  POST   /_ctl/push  {"drop": true}                           lose change notifications (test the fallback poll)
+  POST   /_ctl/push  {"duplicate": true}                      Graph sends each notification twice
+  GET    /_ctl/push/deliveries[?provider=&kind=]              what was sent, and answered
+  POST   /_ctl/google/channels/{id}/expire                    expire a channel now
+  POST   /_ctl/google/channels/{id}/notify  {"state": "exists"|"not_exists"}
+  POST   /_ctl/microsoft/subscriptions/{id}/expire            expire a subscription now
+  POST   /_ctl/microsoft/subscriptions/{id}/lifecycle
+         {"event": "reauthorizationRequired"|"subscriptionRemoved"|"missed"}  a lifecycle notification
+"""
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Fake Google Calendar + Microsoft Graph for manual runs")
+    parser = argparse.ArgumentParser(
+        description="Fake Google Calendar + Microsoft Graph for manual runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_CONTROL,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--seed", action="store_true", help="add alice@example.com on both with 20 events each")

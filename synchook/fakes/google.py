@@ -5,10 +5,13 @@ Sync tokens do not filter by the original window: changes outside it come too.
 
 from __future__ import annotations
 
+import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -16,12 +19,14 @@ from synchook.fakes import content
 from synchook.fakes._common import clamp, new_token, utc_millis
 from synchook.fakes.models import GOOGLE, FakeAccount, FakeCalendar, FakeEvent, Fault
 from synchook.fakes.paging import Owner, Snapshot
+from synchook.fakes.push import GOOGLE_MAX_TTL, PushChannel, google_resource_id
 from synchook.fakes.state import ProviderState
 
 GOOGLE_SYNC_INCOMPATIBLE = frozenset(
     {"iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin"}
 )
 _EVENTS, _CALENDARS = "calendar#events", "calendar#calendarList"
+_CHANNEL_ID = re.compile(r"[A-Za-z0-9\-_+/=]{1,64}")
 
 
 def calendars(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:
@@ -107,6 +112,92 @@ def _serve(fakes: ProviderState, snap: Snapshot, offset: int, size: int, kind: s
     else:
         body.update(snap.final)
     return JSONResponse(body)
+
+
+# ---- push (PROVIDERS.md §1.5) -------------------------------------------------------------------
+
+
+def watch(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:
+    """`POST /calendars/{calendarId}/events/watch`: a channel; its `sync` message follows the answer."""
+    cal = acc.calendars.get(request.path_params["calendar_id"])
+    if cal is None:
+        return error(404, "global", "notFound", "Not Found")
+    body = request.state.body
+    if body is None:
+        return error(400, "global", "parseError", "Parse Error")
+    channel_id, address, token = body.get("id"), body.get("address"), body.get("token")
+    if not isinstance(channel_id, str) or not channel_id:
+        return error(400, "global", "required", "Required: channel id", location="id")
+    if not _CHANNEL_ID.fullmatch(channel_id):
+        return error(400, "global", "invalid", f"Invalid channel id: {channel_id[:80]!r}", location="id")
+    if body.get("type") not in ("web_hook", "webhook"):
+        return error(400, "global", "invalid", "Invalid value for channel type", location="type")
+    # Google takes https only; http is allowed here for loopback tests.
+    if (
+        not isinstance(address, str)
+        or urlsplit(address).scheme not in ("https", "http")
+        or not urlsplit(address).netloc
+    ):
+        return error(400, "push", "push.webhookUrlNotHttps", "WebHook callback must be HTTPS: " + str(address)[:200])
+    if token is not None and (not isinstance(token, str) or len(token) > 256):
+        return error(400, "global", "invalid", "Invalid channel token: at most 256 characters", location="token")
+    try:
+        ttl = _channel_ttl(body)
+    except ValueError as exc:
+        return error(400, "global", "invalid", str(exc), location="params.ttl")
+    existing = fakes.push.get(GOOGLE, channel_id)
+    if existing is not None and existing.live():
+        return error(400, "push", "channelIdNotUnique", "Channel id not unique")
+    channel = PushChannel(
+        GOOGLE, channel_id, acc.account, cal.id, address, datetime.now(UTC).replace(microsecond=0) + ttl, token,
+        resource_id=google_resource_id(acc.account, cal.id),
+        resource=f"{_root(request)}/calendars/{quote(request.path_params['calendar_id'], safe='')}/events?alt=json",
+    )  # fmt: skip
+    fakes.push.add(channel)
+    answer = {
+        "kind": "api#channel",
+        "id": channel.id,
+        "resourceId": channel.resource_id,
+        "resourceUri": channel.resource,
+        "expiration": str(int(channel.expiration.timestamp() * 1000)),
+    }
+    if token is not None:
+        answer["token"] = token
+    return JSONResponse(answer, background=BackgroundTask(fakes.push.after_watch, channel.id))
+
+
+def stop_channel(fakes: ProviderState, request: Request, acc: FakeAccount) -> Response:
+    """`POST /channels/stop` `{"id", "resourceId"}` → 204; 404 for a channel this account does not have live."""
+    body = request.state.body
+    if body is None:
+        return error(400, "global", "parseError", "Parse Error")
+    channel_id, resource_id = body.get("id"), body.get("resourceId")
+    if not isinstance(channel_id, str) or not isinstance(resource_id, str):
+        return error(400, "global", "required", "Required: id and resourceId")
+    channel = fakes.push.get(GOOGLE, channel_id)
+    if channel is None or not channel.live() or channel.resource_id != resource_id or channel.account != acc.account:
+        return error(404, "global", "notFound", f"Channel '{channel_id[:80]}' not found for project 'synchook-fake'")
+    channel.state = "stopped"
+    return Response(status_code=204)
+
+
+def _channel_ttl(body: dict[str, Any]) -> timedelta:
+    """`params.ttl` in seconds (a string on the wire), capped at 7 days, 7 days when absent."""
+    params = body.get("params") or {}
+    raw = params.get("ttl") if isinstance(params, dict) else None
+    if raw is None:
+        return GOOGLE_MAX_TTL
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid value for params.ttl: {str(raw)[:40]!r}") from None
+    if seconds <= 0:
+        raise ValueError("params.ttl must be positive")
+    return min(timedelta(seconds=seconds), GOOGLE_MAX_TTL)
+
+
+def _root(request: Request) -> str:
+    return f"{str(request.base_url).rstrip('/')}/google/calendar/v3"
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -24,6 +25,7 @@ from synchook.fakes.oauth import CLIENTS
 from synchook.fakes.state import ProviderState
 
 Handler = Callable[[ProviderState, Request, FakeAccount], Response]
+AsyncHandler = Callable[[ProviderState, Request, FakeAccount], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _CTL = "/_ctl/{provider:str}/calendars/{calendar_id:str}/events"
@@ -68,6 +70,7 @@ class FakeProviders(ProviderState):
             self._server.should_exit = True
             self._thread.join(timeout=10)
         self._server = self._thread = None
+        self.push.sender.close()
 
     def __enter__(self) -> FakeProviders:
         return self.start()
@@ -98,19 +101,107 @@ class FakeProviders(ProviderState):
     # ---- HTTP ------------------------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
+        subscription = "/graph/v1.0/subscriptions/{subscription_id}"
         return [
             Route("/google/calendar/v3/users/me/calendarList", self._api(GOOGLE, google.calendars)),
             Route("/google/calendar/v3/calendars/{calendar_id:path}/events", self._api(GOOGLE, google.events)),
+            Route(
+                "/google/calendar/v3/calendars/{calendar_id:path}/events/watch",
+                self._api(GOOGLE, google.watch, body=True),
+                methods=["POST"],
+            ),
+            Route(
+                "/google/calendar/v3/channels/stop", self._api(GOOGLE, google.stop_channel, body=True), methods=["POST"]
+            ),
             Route("/google/token", self._token(GOOGLE), methods=["POST"]),
             Route("/graph/v1.0/me/calendars", self._api(MICROSOFT, graph.calendars)),
             Route("/graph/v1.0/me/calendars/{calendar_id:path}/calendarView/delta", self._api(MICROSOFT, graph.delta)),
+            Route(
+                "/graph/v1.0/subscriptions",
+                self._api(MICROSOFT, graph.create_subscription, body=True),
+                methods=["POST"],
+            ),
+            Route(subscription, self._api(MICROSOFT, graph.get_subscription), methods=["GET"]),
+            Route(subscription, self._api(MICROSOFT, graph.update_subscription, body=True), methods=["PATCH"]),
+            Route(subscription, self._api(MICROSOFT, graph.delete_subscription), methods=["DELETE"]),
+            Route(
+                f"{subscription}/reauthorize", self._api(MICROSOFT, graph.reauthorize_subscription), methods=["POST"]
+            ),
             Route("/microsoft/token", self._token(MICROSOFT), methods=["POST"]),
             # Control calls (no auth, loopback): what a user does in the provider's own UI.
             Route(f"{_CTL}", self._ctl_create, methods=["POST"]),
             Route(f"{_CTL}/{{event_id}}", self._ctl_edit, methods=["POST"]),
             Route(f"{_CTL}/{{event_id}}", self._ctl_delete, methods=["DELETE"]),
             Route(f"{_CTL}/{{event_id}}/attendees/{{email}}", self._ctl_respond, methods=["POST"]),
+            # Push control: what the providers do on their own (lifecycle events, lost or late messages).
+            Route("/_ctl/push", self._ctl_push, methods=["GET", "POST"]),
+            Route("/_ctl/push/channels", self._ctl_push_channels, methods=["GET"]),
+            Route("/_ctl/push/deliveries", self._ctl_push_deliveries, methods=["GET"]),
+            Route("/_ctl/google/channels/{channel_id:path}/expire", self._ctl_expire(GOOGLE), methods=["POST"]),
+            Route("/_ctl/google/channels/{channel_id:path}/notify", self._ctl_google_notify, methods=["POST"]),
+            Route("/_ctl/microsoft/subscriptions/{channel_id}/expire", self._ctl_expire(MICROSOFT), methods=["POST"]),
+            Route("/_ctl/microsoft/subscriptions/{channel_id}/lifecycle", self._ctl_lifecycle, methods=["POST"]),
         ]
+
+    # ---- push control calls -----------------------------------------------------------------
+
+    async def _ctl_push(self, request: Request) -> Response:
+        """`{"drop": bool, "duplicate": bool}` (either or both) sets the switches; answers them."""
+        if request.method == "POST":
+            payload = _json_object(await request.body())
+            if payload is None or any(not isinstance(payload.get(k, False), bool) for k in ("drop", "duplicate")):
+                return JSONResponse({"error": 'want {"drop": bool, "duplicate": bool}'}, 400)
+            if "drop" in payload:
+                self.drop_notifications(payload["drop"])
+            if "duplicate" in payload:
+                self.duplicate_notifications(payload["duplicate"])
+        return JSONResponse({"drop": self.push.drop, "duplicate": self.push.duplicate})
+
+    async def _ctl_push_channels(self, request: Request) -> Response:
+        """`?provider=google|microsoft&calendar_id=…&all=1` (all: stopped, removed and expired ones too)."""
+        query = request.query_params
+        channels = self.push_channels(
+            query.get("provider"), calendar_id=query.get("calendar_id"), include_ended=query.get("all") in ("1", "true")
+        )
+        return JSONResponse({"channels": [c.describe() for c in channels]})
+
+    async def _ctl_push_deliveries(self, request: Request) -> Response:
+        found = self.push_deliveries(request.query_params.get("provider"), request.query_params.get("kind"))
+        return JSONResponse({"deliveries": [d.describe() for d in found]})
+
+    def _ctl_expire(self, provider: str) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            try:
+                self.expire_push_channel(provider, request.path_params["channel_id"])
+            except KeyError:
+                return JSONResponse({"error": "no such channel"}, 404)
+            return Response(status_code=204)
+
+        return endpoint
+
+    async def _ctl_google_notify(self, request: Request) -> Response:
+        """`{"state": "exists"|"not_exists"|"sync"}`: a message without a change."""
+        payload = _json_object(await request.body()) or {}
+        return self._push_command(
+            lambda: self.send_google_message(request.path_params["channel_id"], payload.get("state", "exists"))
+        )
+
+    async def _ctl_lifecycle(self, request: Request) -> Response:
+        """`{"event": "reauthorizationRequired"|"subscriptionRemoved"|"missed"}`."""
+        payload = _json_object(await request.body()) or {}
+        return self._push_command(
+            lambda: self.send_lifecycle(request.path_params["channel_id"], payload.get("event", ""))
+        )
+
+    @staticmethod
+    def _push_command(command: Callable[[], None]) -> Response:
+        try:
+            command()
+        except KeyError:
+            return JSONResponse({"error": "no such live channel"}, 404)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return Response(status_code=202)
 
     # ---- control calls --------------------------------------------------------------------
 
@@ -191,12 +282,20 @@ class FakeProviders(ProviderState):
         item = google.render(event) if provider == GOOGLE else graph.render(event)
         return JSONResponse(item, status)
 
-    def _api(self, provider: str, handler: Handler) -> Endpoint:
-        """An API endpoint: bearer-token check, queued faults, latency, in-flight counts, the request log."""
+    def _api(self, provider: str, handler: Handler | AsyncHandler, *, body: bool = False) -> Endpoint:
+        """An API endpoint: bearer-token check, queued faults, latency, in-flight counts, the request log.
+
+        `body`: the JSON object body is read first, into `request.state.body` (None if it is not one).
+        A sync handler runs under the state lock; an async one (Graph's subscription create, which waits
+        on its handshake) runs outside it and takes the lock itself for what it touches.
+        """
+        is_async = inspect.iscoroutinefunction(handler)
 
         async def endpoint(request: Request) -> Response:
             token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             record = self._record(provider, request, dict(request.query_params))
+            if body:
+                request.state.body = _json_object(await request.body())
             with self._lock:
                 owner = self.tokens.access.get(token)
                 key = (provider, owner[1]) if owner and owner[0] == provider else None
@@ -207,13 +306,18 @@ class FakeProviders(ProviderState):
             try:
                 if self.latency:
                     await asyncio.sleep(self.latency)
+                response: Response | None = None
                 with self._lock:
                     if key is None or owner is None or owner[2] < time.time():
                         response = _UNAUTHORIZED[provider]()
                     elif self._faults[provider]:
                         response = _FAULT[provider](self._faults[provider].popleft())
-                    else:
-                        response = handler(self, request, self._accounts[key])
+                    elif not is_async:
+                        response = cast(Handler, handler)(self, request, self._accounts[key])
+                    account = self._accounts[key] if key else None
+                if response is None and account is not None:
+                    response = await cast(AsyncHandler, handler)(self, request, account)
+                assert response is not None
             finally:
                 if key:
                     with self._lock:
@@ -240,3 +344,11 @@ class FakeProviders(ProviderState):
         with self._lock:
             self._requests.append(record)
         return record
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,7 +1,8 @@
-"""What the tests set and read: accounts, calendars, events, injected faults, counters and the request log."""
+"""What the tests set and read: accounts, calendars, events, injected faults, counters, the request log and push."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import secrets
 import threading
@@ -15,6 +16,7 @@ from synchook.fakes._common import utc
 from synchook.fakes.models import GOOGLE, MICROSOFT, FakeAccount, FakeCalendar, FakeEvent, Fault, RequestRecord
 from synchook.fakes.oauth import TokenBook, new_secret
 from synchook.fakes.paging import Pager
+from synchook.fakes.push import PushChannel, PushDelivery, PushHub
 
 
 class ProviderState:
@@ -22,6 +24,7 @@ class ProviderState:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self.push = PushHub(self._lock)
         self.reset()
 
     def reset(self) -> None:
@@ -37,6 +40,7 @@ class ProviderState:
             self.page_size = {GOOGLE: 250, MICROSOFT: 10}
             self.access_ttl = 3600
             self.latency = 0.0
+            self.push.reset()
 
     def add_account(
         self,
@@ -95,6 +99,7 @@ class ProviderState:
             cal = self._accounts[(provider, account)].calendars[calendar_id]
             cal.seq += 1
             old = cal.events.get(event_id or "")
+            change = "updated" if old is not None and not old.deleted else "created"
             start = start or (old.start if old else datetime(2024, 5, 2, 9, tzinfo=UTC))
             end = end or (old.end if old else utc(start) + timedelta(minutes=30))
             event_id = event_id or _new_id(provider)
@@ -106,6 +111,7 @@ class ProviderState:
                 event_id, body | build(summary, spec, event_id), start, end, datetime.now(UTC), cal.seq,
                 time_zone=time_zone,
             )  # fmt: skip
+            self.push.event_changed(provider, account, calendar_id, cal.events[event_id], change)
             return event_id
 
     def edit_event(self, provider: str, account: str, calendar_id: str, event_id: str, changes: dict[str, Any]) -> None:
@@ -214,6 +220,7 @@ class ProviderState:
             cal.seq += 1
             event = cal.events[event_id]
             event.deleted, event.seq, event.updated = True, cal.seq, datetime.now(UTC)
+            self.push.event_changed(provider, account, calendar_id, event, "deleted")
 
     def _change_event(
         self, provider: str, account: str, calendar_id: str, event_id: str, change: Callable[[FakeEvent], None]
@@ -231,6 +238,7 @@ class ProviderState:
             cal.seq += 1
             edited.seq, edited.updated = cal.seq, datetime.now(UTC)
             cal.events[event_id] = edited
+            self.push.event_changed(provider, account, calendar_id, edited, "updated")
 
     def invalidate_sync_tokens(
         self, provider: str, account: str, calendar_id: str, *, graph_code: str = "SyncStateNotFound"
@@ -266,6 +274,53 @@ class ProviderState:
         """The next Graph delta round repeats its first `count` changes at its end."""
         with self._lock:
             self.pager.duplicates = count
+
+    # ---- push (PROVIDERS.md §1.5, §2.5; see synchook.fakes.push) ---------------------------
+
+    def push_channels(
+        self, provider: str | None = None, *, calendar_id: str | None = None, include_ended: bool = False
+    ) -> list[PushChannel]:
+        """Live Google channels / Graph subscriptions (copies, oldest first); stopped, removed and
+        expired ones too with `include_ended` (their `status` says which)."""
+        return self.push.list(provider, calendar_id=calendar_id, include_ended=include_ended)
+
+    def drop_notifications(self, drop: bool = True) -> None:
+        """Lose every change notification from now on (the `sync` message, the handshake and lifecycle still go)."""
+        self.push.drop = drop
+
+    def duplicate_notifications(self, duplicate: bool = True) -> None:
+        """Graph sends every change notification twice from now on."""
+        self.push.duplicate = duplicate
+
+    def expire_push_channel(self, provider: str, channel_id: str) -> None:
+        """The channel / subscription is past its expiry now: no more notifications, Graph PATCH/DELETE 404."""
+        self.push.expire(provider, channel_id)
+
+    def send_lifecycle(self, subscription_id: str, event: str) -> None:
+        """A Graph lifecycle notification: reauthorizationRequired | subscriptionRemoved (also ends it) | missed."""
+        self.push.lifecycle(subscription_id, event)
+
+    def send_google_message(self, channel_id: str, state: str = "exists") -> None:
+        """A Google message of `state` (exists | not_exists | sync) on a live channel, without a change."""
+        self.push.google_message(channel_id, state)
+
+    def push_deliveries(self, provider: str | None = None, kind: str | None = None) -> list[PushDelivery]:
+        """Every outbound push request since the last reset (and every dropped one, `dropped=True`)."""
+        with self._lock:
+            return [
+                d
+                for d in self.push.deliveries
+                if (provider is None or d.provider == provider) and (kind is None or d.kind == kind)
+            ]
+
+    def settle_push(self, timeout: float = 10.0) -> None:
+        """Block until every scheduled push request has been answered (or failed). From sync code only:
+        an async test whose own loop serves the receiver awaits `asettle_push` instead."""
+        self.push.sender.run(self.push.sender.idle()).result(timeout)
+
+    async def asettle_push(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            await asyncio.wrap_future(self.push.sender.run(self.push.sender.idle()))
 
     # ---- counters -------------------------------------------------------------------------
 

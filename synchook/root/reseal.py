@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from subscriptions.service import reseal_subscription_secrets
+from sync_trigger.push.service import reseal_channel_secrets
 from sync_trigger.service import reseal_connection_tokens
 from synchook.crypto import SecretBox
 from synchook.db import Database
@@ -16,7 +17,11 @@ Resealer = Callable[[Database, SecretBox], Awaitable[ResealCount]]
 
 
 def resealers() -> dict[str, Resealer]:
-    return {"connection tokens": reseal_connection_tokens, "webhook secrets": reseal_subscription_secrets}
+    return {
+        "connection tokens": reseal_connection_tokens,
+        "webhook secrets": reseal_subscription_secrets,
+        "push channel secrets": reseal_channel_secrets,
+    }
 
 
 async def reseal_everything(settings: Settings) -> dict[str, ResealCount]:

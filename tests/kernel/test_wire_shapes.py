@@ -17,6 +17,7 @@ import jsonschema_rs
 import pytest
 
 from sync_trigger.calendar_index import service as index
+from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.connectors import CalendarInfo, EventChange
 from sync_trigger.connectors.mapping import from_google
 from sync_trigger.models import Connection
@@ -25,7 +26,7 @@ from synchook.context import AppContext
 from synchook.root.app import api_endpoints, openapi_document
 from tests.factories import Tenant, make_tenant
 from tests.factories.admin import seed_delivery
-from tests.factories.push_rows import Channel, make_indexed_calendars, make_push_channel
+from tests.factories.push import Channel, add_channel, make_indexed_calendars, make_push_channel
 from tests.factories.webhooks import make_subscription
 
 SPEC = openapi_document()
@@ -123,6 +124,18 @@ async def seed_push_channels(ctx: AppContext, tenant: Tenant) -> tuple[Channel, 
     return await make_push_channel(ctx, google), await make_push_channel(ctx, graph)
 
 
+async def ctx_calendar(ctx: AppContext, calendar_id: str) -> Calendar:
+    async with ctx.db.session() as session:
+        calendar = await session.get(Calendar, calendar_id)
+    assert calendar is not None
+    return calendar
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"public_url": "https://hooks.example.com"}  # push on: calendars and connections show their channels
+
+
 @pytest.fixture
 async def tenant(app_ctx: AppContext) -> Tenant:
     return await make_tenant(app_ctx, scopes=ALL_SCOPES)
@@ -149,7 +162,12 @@ async def test_every_declared_route_answers_exactly_its_documented_shape(
     await seed_calendar_events(app_ctx, tenant)
     events = await api.call("GET", "/v1/calendar/events")
     assert events, "the events list must hold a row for its shape to be checked"
-    assert await api.call("GET", f"/v1/calendar/calendars?connection_id={events[0]['connection_id']}")
+    # The calendar on an active push channel: `push` with an expiry, on the calendar and its connection.
+    await add_channel(app_ctx, await ctx_calendar(app_ctx, events[0]["calendar_id"]), expires_at=T0)
+    calendars = await api.call("GET", f"/v1/calendar/calendars?connection_id={events[0]['connection_id']}")
+    assert calendars[0]["push"]["status"] == "active"
+    listed = await api.call("GET", "/v1/calendar/connections")
+    assert [c["push"]["status"] for c in listed if c["id"] == events[0]["connection_id"]] == ["active"]
     feed = await api.call("GET", "/v1/calendar/changes?limit=10")
     assert [c["type"] for c in feed] == ["created", "updated", "created", "deleted"]
     # Subscriptions: both signature types.

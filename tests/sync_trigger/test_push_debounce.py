@@ -27,7 +27,7 @@ from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
 from synchook.timeutil import utcnow
 from tests.factories import Tenant, make_tenant
-from tests.factories.push_rows import Channel, make_push_channel
+from tests.factories.push import Channel, make_push_channel
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon
 from tests.support.workers import running
 

@@ -25,7 +25,7 @@ from synchook.root.app import create_app
 from synchook.settings import Settings
 from tests.conftest import serve
 from tests.factories import make_tenant
-from tests.factories.push_rows import Channel, make_indexed_calendars, make_push_channel
+from tests.factories.push import Channel, make_indexed_calendars, make_push_channel
 
 GOOGLE = "/v1/providers/google/notifications"
 GRAPH = "/v1/providers/microsoft/notifications"

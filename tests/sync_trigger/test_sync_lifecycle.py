@@ -36,6 +36,7 @@ EVENT_DATA_KEYS = {
     "job_id",
     "workspace_id",
     "mode",
+    "trigger",
     "provider",
     "status",
     "queued_at",
