@@ -47,6 +47,8 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
     stats: dict[str, Any] | None = None
     changes: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    # The sync's change events go to the queue after the job's own last write (see sync_trigger.runner).
+    change_event_ids: list[str] = []
     if started.exhausted:
         error = {"code": "internal_error", "message": "The sync was interrupted too many times"}
     elif started.connections_deleted:
@@ -57,9 +59,9 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
         budget = max(1.0, app.settings.sync_job_timeout * 0.9)
         try:
             result = await asyncio.wait_for(runner.run_sync(app, started.job, started.connections), timeout=budget)
-            stats, changes = result.as_dict(), result.changes()
+            stats, changes, change_event_ids = result.as_dict(), result.changes(), result.event_ids
         except runner.SyncFailure as failure:
-            stats, error = failure.stats.as_dict(), failure.as_error()
+            stats, error, change_event_ids = failure.stats.as_dict(), failure.as_error(), failure.stats.event_ids
         except runner.JobEnded:
             # Failed meanwhile (its connection was deleted), with its event: nothing left to record.
             return "noop"
@@ -72,7 +74,7 @@ async def _run(app: AppContext, job_id: str, *, worker_id: str | None = None) ->
             error = {"code": "internal_error", "message": "The sync failed unexpectedly"}
     async with app.db.session() as session:
         event_ids = await service.finish_job(session, job_id=job_id, stats=stats, error=error, changes=changes)
-    await hand_off(app.enqueue, event_ids)
+    await hand_off(app.enqueue, change_event_ids + event_ids)
     return "failed" if error is not None else "completed"
 
 
