@@ -9,6 +9,7 @@ numbers with the rollback). SQLite serialises every writer anyway. Both kinds of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ __all__ = [
     "latest_sequence",
     "list_changes",
     "public_event",
+    "public_event_json",
     "purge_changes",
     "updated",
     "write_changes",
@@ -46,15 +48,24 @@ ChangeType = Literal["created", "updated", "deleted"]
 EVENT_TYPE_PREFIX = "calendar.event."
 _changes = cast(sa.Table, CalendarChange.__table__)  # type: ignore[attr-defined]
 _events = cast(sa.Table, Event.__table__)  # type: ignore[attr-defined]
+# JSON columns written as the text write_changes built (synchook.bulk `encoded`).
+_CHANGE_JSON = frozenset({"event", "changed_fields", "previous"})
+_EVENT_JSON = frozenset({"data"})
+_NULL = json.dumps(None)
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """One change about to be written: the public event (§6.1, with our ids) and its diff."""
+    """One change about to be written: the public event (§6.1, with our ids) as JSON text, and its diff.
+
+    The event is encoded once, by concatenation onto the normalised event's text that the index row stores,
+    and that text goes into both the change row and the outbox event's body. Encoding it per row was 5 of the
+    8 JSON encodes per event of a first import.
+    """
 
     type: ChangeType
     event_row_id: str
-    event: dict[str, Any]
+    event: str
     changed_fields: list[str]
     previous: dict[str, Any] | None
 
@@ -81,25 +92,39 @@ def public_event(calendar: Calendar, row_id: str, normalized: dict[str, Any]) ->
     }
 
 
-def created(calendar: Calendar, row_id: str, normalized: dict[str, Any]) -> Pending:
-    event = public_event(calendar, row_id, normalized)
-    # §6.2: a created change lists every field that has a value.
-    fields = [name for name, value in event.items() if value is not None]
-    return Pending("created", row_id, event, fields, None)
+def public_event_json(calendar: Calendar, row_id: str, normalized: str) -> str:
+    """`public_event` as JSON text, from the normalised event's text (`json.dumps` of it): the same text as
+    `json.dumps(public_event(...))`, without encoding the event again."""
+    ids = {"id": row_id, "calendar_id": calendar.id, "connection_id": calendar.connection_id}
+    ours = json.dumps({**ids, "provider": calendar.provider})
+    return ours if normalized == "{}" else f"{ours[:-1]}, {normalized[1:]}"
 
 
-def updated(calendar: Calendar, row_id: str, old: dict[str, Any], new: dict[str, Any]) -> Pending | None:
-    """None when only what is no content (a bare `updated_at`) differs: no change at all."""
+def created(calendar: Calendar, row_id: str, normalized: dict[str, Any], encoded: str) -> Pending:
+    """`encoded`: `json.dumps(normalized)`, as the index row stores it."""
+    # §6.2: a created change lists every field that has a value (our ids and provider always have one).
+    fields = [*_OUR_FIELDS, *(name for name, value in normalized.items() if value is not None)]
+    return Pending("created", row_id, public_event_json(calendar, row_id, encoded), fields, None)
+
+
+def updated(calendar: Calendar, row_id: str, old: dict[str, Any], new: dict[str, Any], encoded: str) -> Pending | None:
+    """None when only what is no content (a bare `updated_at`) differs: no change at all.
+
+    `encoded`: `json.dumps(new)`, as the index row stores it."""
     fields = changed_fields(old, new)
     if not fields:
         return None
-    return Pending("updated", row_id, public_event(calendar, row_id, new), fields, {f: old.get(f) for f in fields})
+    event = public_event_json(calendar, row_id, encoded)
+    return Pending("updated", row_id, event, fields, {f: old.get(f) for f in fields})
 
 
 def deleted(calendar: Calendar, row_id: str, last_known: dict[str, Any]) -> Pending:
     # §6.2: the last known event, marked cancelled.
-    event = public_event(calendar, row_id, {**last_known, "status": EventStatus.CANCELLED.value})
+    event = public_event_json(calendar, row_id, json.dumps({**last_known, "status": EventStatus.CANCELLED.value}))
     return Pending("deleted", row_id, event, [], {})
+
+
+_OUR_FIELDS = ("id", "calendar_id", "connection_id", "provider")
 
 
 async def write_changes(
@@ -117,11 +142,23 @@ async def write_changes(
         return written
     now = now or utcnow()
     first = await _allocate(session, calendar.workspace_id, len(pending))
+    # The §6.2 body, as json.dumps would write it: the same text, with the event's text spliced in, not re-encoded.
+    where = json.dumps(
+        {
+            "workspace_id": calendar.workspace_id,
+            "job_id": job_id,
+            "connection_id": calendar.connection_id,
+            "calendar_id": calendar.id,
+            "provider": calendar.provider,
+        }
+    )[1:-1]
     change_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     for offset, change in enumerate(pending):
         sequence = first + offset
         is_initial = initial and change.type == "created"
+        fields = json.dumps(change.changed_fields)
+        previous = _NULL if change.previous is None else json.dumps(change.previous)
         change_rows.append(
             {
                 "workspace_id": calendar.workspace_id,
@@ -134,8 +171,8 @@ async def write_changes(
                 "event_id": change.event_row_id,
                 "initial": is_initial,
                 "event": change.event,
-                "changed_fields": change.changed_fields,
-                "previous": change.previous,
+                "changed_fields": fields,
+                "previous": previous,
             }
         )
         event_id = new_id("evt")
@@ -146,26 +183,18 @@ async def write_changes(
                 "type": EVENT_TYPE_PREFIX + change.type,
                 "provider": calendar.provider,
                 "target_subscription_id": None,
-                "data": {
-                    "sequence": sequence,
-                    "workspace_id": calendar.workspace_id,
-                    "job_id": job_id,
-                    "connection_id": calendar.connection_id,
-                    "calendar_id": calendar.id,
-                    "provider": calendar.provider,
-                    "initial": is_initial,
-                    "event": change.event,
-                    "changed_fields": change.changed_fields,
-                    "previous": change.previous,
-                },
+                "data": (
+                    f'{{"sequence": {sequence}, {where}, "initial": {"true" if is_initial else "false"}, '
+                    f'"event": {change.event}, "changed_fields": {fields}, "previous": {previous}}}'
+                ),
                 "created_at": now,
                 "dispatched_at": None,
             }
         )
         written.event_ids.append(event_id)
         setattr(written, change.type, getattr(written, change.type) + 1)
-    await insert_rows(session, _changes, change_rows)
-    await insert_rows(session, _events, event_rows)
+    await insert_rows(session, _changes, change_rows, encoded=_CHANGE_JSON)
+    await insert_rows(session, _events, event_rows, encoded=_EVENT_JSON)
     written.last_sequence = first + len(pending) - 1
     return written
 
