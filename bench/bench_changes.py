@@ -6,15 +6,14 @@ row's `completed_at - started_at`.
 
 - Import: the first (full) sync of the calendar into a workspace with 10 subscriptions to
   `calendar.event.*`, against the **baseline**: the same import into a workspace without subscriptions, on
-  workers that write no change rows and no outbox events (`python -m bench.bench_changes baseline-worker`:
-  `changes.write_changes` replaced by a count of the changes). The baseline still stores the normalised
-  event with each index row and still tells created/updated/deleted apart, so it is the index as it was
-  before change events, plus the §6.1 event. The baseline import runs before and after the measured one,
-  and the ratio uses their mean (the machine's speed drifts).
+  as many baseline workers (bench/baseline_worker.py: no change rows, no outbox events; their own queue).
+  The baseline still stores the normalised event with each index row and still tells created/updated/
+  deleted apart, so it is the index as it was before change events, plus the §6.1 event. The baseline
+  import runs before and after the measured one, and the ratio uses their mean (the machine's speed drifts).
 - Deliveries: the 100,000 deliveries of that import (10,000 events x 10 subscriptions), from first to last
   receipt, as a ratio to the run's raw limit; every one recorded, a sample of signatures verified.
-- Incremental: one event edited at the fake, then an incremental sync, in alternating blocks of rounds on
-  baseline workers and on real workers (with the 10 subscriptions); the ratio of the medians.
+- Incremental: one event edited at the fake, then an incremental sync, alternating round by round between
+  the baseline and the real workspace (with its 10 subscriptions); the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -31,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import sqlalchemy as sa
+from arq.constants import job_key_prefix
 
+from bench.baseline_worker import BASELINE_QUEUE
 from bench.driver import Tenant, check, wait_recorded
 from sync_trigger import connections
 from sync_trigger import service as sync_service
@@ -85,40 +86,20 @@ def _tokens(account: Any) -> tuple[str, str]:
     return account.access_token, account.refresh_token
 
 
-# --- the baseline worker -------------------------------------------------------------------------------
+# --- workers -------------------------------------------------------------------------------------------
 
 
-def _baseline_worker() -> int:
-    """`synchook worker` whose index writes no change rows and no outbox events (the scenario's baseline)."""
-    from sync_trigger.calendar_index import changes
-    from synchook.cli import main
-
-    async def count_only(session: Any, *, pending: Any, **_: Any) -> changes.Written:
-        written = changes.Written(event_ids=[])
-        for change in pending:
-            setattr(written, change.type, getattr(written, change.type) + 1)
-        return written
-
-    changes.write_changes = count_only
-    return main(["worker"])
-
-
-def _start_workers(bench: Bench, *, baseline: bool) -> None:
-    if not baseline:
-        bench.stack.start_workers()
-        return
-    # Stack.start_workers runs `synchook worker`; the baseline's differ only in their command.
+def _start_baseline_workers(bench: Bench) -> None:
+    """The stack's worker count again, as baseline workers (bench/baseline_worker.py) on their own queue."""
     import redis
 
-    from synchook.queue import QUEUE_NAME
-
     client = redis.Redis.from_url(bench.stack.redis.url)
-    health_key = QUEUE_NAME + ":health-check"
+    health_key = BASELINE_QUEUE + ":health-check"
     client.delete(health_key)
     for _ in range(bench.stack.workers):
         bench.stack.worker_procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bench.bench_changes", "baseline-worker"],
+                [sys.executable, "-m", "bench.baseline_worker"],
                 env=bench.stack.env(),
                 cwd=bench.stack.run_dir,
                 stdout=bench.stack._log("worker"),
@@ -151,29 +132,43 @@ async def _workspace(ctx: AppContext, name: str, account: str, tokens: tuple[str
 
 
 async def _sync(
-    ctx: AppContext, workspace_id: str, *, poll: float, timeout: float = 300
+    ctx: AppContext, workspace_id: str, *, baseline: bool, poll: float, timeout: float = 300
 ) -> tuple[float, dict[str, Any]]:
-    """Queue an incremental sync as the API does, wait for it; (seconds from start to completion, stats)."""
+    """Queue an incremental sync as the API does (a baseline one on the baseline workers' queue), wait for it;
+    (seconds from its start to its completion, its stats)."""
+
+    async def to_baseline(function: str, *args: Any, **kwargs: Any) -> Any:
+        assert ctx.redis is not None
+        return await ctx.redis.enqueue_job(function, *args, _queue_name=BASELINE_QUEUE, **kwargs)
+
     accepted = await sync_service.trigger_sync(
-        ctx.db, workspace_id=workspace_id, body=TriggerSyncBody(), cap=10**9, enqueue=ctx.enqueue
+        ctx.db,
+        workspace_id=workspace_id,
+        body=TriggerSyncBody(),
+        cap=10**9,
+        enqueue=to_baseline if baseline else ctx.enqueue,
     )
     job_id = accepted.data["job_id"]
+    # Watched in Redis (arq deletes the job's key once it has run), not by polling the row: on SQLite every
+    # session is a write transaction, and polls would queue with the sync's own writes.
+    assert ctx.redis is not None
+    key = job_key_prefix + job_id
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while await ctx.redis.exists(key):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sync job {job_id} did not finish in {timeout:.0f}s")
         await asyncio.sleep(poll)
-        async with ctx.db.session() as session:
-            row = (
-                await session.execute(
-                    sa.select(_jobs.c.status, _jobs.c.started_at, _jobs.c.completed_at, _jobs.c.stats, _jobs.c.error)
-                    .where(_jobs.c.id == job_id)
-                )
-            ).one()  # fmt: skip
-        status, started, completed, stats, error = row
-        if status in ("completed", "failed"):
-            if status == "failed":
-                raise RuntimeError(f"sync job {job_id} failed: {error}")
-            return (completed - started).total_seconds(), dict(stats or {})
-    raise RuntimeError(f"sync job {job_id} did not finish in {timeout:.0f}s")
+    async with ctx.db.session() as session:
+        row = (
+            await session.execute(
+                sa.select(_jobs.c.status, _jobs.c.started_at, _jobs.c.completed_at, _jobs.c.stats, _jobs.c.error)
+                .where(_jobs.c.id == job_id)
+            )
+        ).one()  # fmt: skip
+    status, started, completed, stats, error = row
+    if status != "completed":
+        raise RuntimeError(f"sync job {job_id} ended {status}: {error}")
+    return (completed - started).total_seconds(), dict(stats or {})
 
 
 async def _edit(http: aiohttp.ClientSession, base_url: str, account: str, event_id: str, summary: str) -> None:
@@ -182,17 +177,27 @@ async def _edit(http: aiohttp.ClientSession, base_url: str, account: str, event_
         response.raise_for_status()
 
 
-async def _incremental_block(
-    bench: Bench, http: aiohttp.ClientSession, fakes: dict[str, Any], workspace_id: str, account: str, rounds: int
-) -> list[float]:
-    times: list[float] = []
-    for _ in range(rounds):
-        event_id = fakes["ids"][account][len(times) % len(fakes["ids"][account])]
-        await _edit(http, fakes["base_url"], account, event_id, f"Edited {time.time()}")
-        seconds, stats = await _sync(bench.ctx, workspace_id, poll=0.02)
+async def _incremental_rounds(
+    bench: Bench, http: aiohttp.ClientSession, fakes: dict[str, Any], base: str, chg: str, delivered: list[int]
+) -> tuple[list[float], list[float]]:
+    """Alternating rounds, baseline then real: one event edited at the fake, then an incremental sync. A real
+    round's 10 deliveries are awaited before the next round, so no sync runs beside the previous one's
+    deliveries. Returns the seconds of each (baseline, real)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for index in range(bench.args.changes_rounds * 2):
+        baseline = index % 2 == 0
+        account = ACCOUNTS[0] if baseline else ACCOUNTS[1]
+        event_id = fakes["ids"][account][(index // 2) % len(fakes["ids"][account])]
+        await _edit(http, fakes["base_url"], account, event_id, f"Edited {index}")
+        seconds, stats = await _sync(bench.ctx, base if baseline else chg, baseline=baseline, poll=0.005)
         if (stats.get("events_created"), stats.get("events_updated"), stats.get("events_deleted")) != (0, 1, 0):
             raise RuntimeError(f"an incremental sync of one edit wrote {stats}")
-        times.append(seconds)
+        times[0 if baseline else 1].append(seconds)
+        if not baseline:
+            delivered[0] += SUBSCRIPTIONS
+            if not await bench.receiver.wait_healthy(delivered[0], timeout=60):
+                raise RuntimeError("an incremental sync's deliveries did not arrive")
+            await wait_recorded(bench.ctx, [chg], delivered[0], timeout=60)
     return times
 
 
@@ -223,7 +228,8 @@ async def scenario(bench: Bench) -> None:
 
 
 async def _run(bench: Bench, http: aiohttp.ClientSession, fakes: dict[str, Any]) -> dict[str, Any]:
-    ctx, events, rounds = bench.ctx, bench.args.changes_events, bench.args.changes_rounds
+    ctx, events = bench.ctx, bench.args.changes_events
+    began = time.perf_counter()
     base_account, chg_account = ACCOUNTS
     base = await _workspace(ctx, "changes-base", base_account, fakes["tokens"][base_account])
     base2 = await _workspace(ctx, "changes-base2", base_account, fakes["tokens"][base_account])
@@ -239,18 +245,16 @@ async def _run(bench: Bench, http: aiohttp.ClientSession, fakes: dict[str, Any])
         if stats.get("events_created") != events:
             raise RuntimeError(f"the import created {stats.get('events_created')} of {events} events")
 
-    # Baseline: import, then a block of incremental rounds.
-    _start_workers(bench, baseline=True)
-    base_import, stats = await _sync(ctx, base, poll=0.1)
+    # The baseline's import before and after the real one (the machine's speed drifts), each kind of worker
+    # alone; then both kinds, each on its own queue, for incremental rounds alternating one by one.
+    _start_baseline_workers(bench)
+    base_import, stats = await _sync(ctx, base, baseline=True, poll=0.05)
     expect_import(stats)
-    base_inc = await _incremental_block(bench, http, fakes, base, base_account, rounds)
     bench._stop_workers("g")
-
-    # Change events with 10 subscriptions: import, its deliveries, then incremental rounds.
     await bench.receiver.reset()
-    _start_workers(bench, baseline=False)
+    bench.stack.start_workers()
     started = time.time()
-    chg_import, stats = await _sync(ctx, chg, poll=0.1)
+    chg_import, stats = await _sync(ctx, chg, baseline=False, poll=0.05)
     expect_import(stats)
     expected = events * SUBSCRIPTIONS
     complete = await bench.receiver.wait_healthy(expected, timeout=max(180, expected / 200))
@@ -260,17 +264,10 @@ async def _run(bench: Bench, http: aiohttp.ClientSession, fakes: dict[str, Any])
     rate = (len(rows) - 1) / max(last - first, 1e-6)
     recorded_at = await wait_recorded(ctx, [chg], expected, timeout=60)
     checks = await check(ctx, bench.receiver, [tenant], rows)
-    chg_inc = await _incremental_block(bench, http, fakes, chg, chg_account, rounds)
-    bench._stop_workers("g")
-
-    # Baseline again (the machine drifts): a second import, and a second block of rounds.
-    _start_workers(bench, baseline=True)
-    base_import2, stats = await _sync(ctx, base2, poll=0.1)
+    _start_baseline_workers(bench)
+    base_import2, stats = await _sync(ctx, base2, baseline=True, poll=0.05)
     expect_import(stats)
-    base_inc += await _incremental_block(bench, http, fakes, base, base_account, rounds)
-    bench._stop_workers("g")
-    _start_workers(bench, baseline=False)
-    chg_inc += await _incremental_block(bench, http, fakes, chg, chg_account, rounds)
+    base_inc, chg_inc = await _incremental_rounds(bench, http, fakes, base, chg, [expected])
     peaks = bench._stop_workers("g")
 
     baseline_import = statistics.mean([base_import, base_import2])
@@ -296,11 +293,17 @@ async def _run(bench: Bench, http: aiohttp.ClientSession, fakes: dict[str, Any])
             "baseline_ms": [t * 1000 for t in base_inc],
             "ms": [t * 1000 for t in chg_inc],
             "ratio": statistics.median(chg_inc) / statistics.median(base_inc),
+            "ratio_of_lower_quartiles": _quartile(chg_inc) / _quartile(base_inc),
         },
         "worker_peak_rss_mib": peaks,
+        "seconds": time.perf_counter() - began,
     }
     _print(bench, result)
     return result
+
+
+def _quartile(values: list[float]) -> float:
+    return statistics.quantiles(values, n=4)[0] if len(values) >= 2 else values[0]
 
 
 def _print(bench: Bench, r: dict[str, Any]) -> None:
@@ -319,7 +322,8 @@ def _print(bench: Bench, r: dict[str, Any]) -> None:
     bench.line(
         f"(g) incremental, 1 change of {r['events']:,}  median {statistics.median(inc['ms']):.1f} ms vs "
         f"{statistics.median(inc['baseline_ms']):.1f} ms baseline = {inc['ratio']:.2f} x  "
-        f"[{len(inc['ms'])} rounds each, in alternating blocks]"
+        f"(lower quartiles: {inc['ratio_of_lower_quartiles']:.2f} x)  [{len(inc['ms'])} rounds each, alternating]  "
+        f"(g) took {r['seconds']:.0f} s"
     )
 
 
@@ -334,9 +338,3 @@ def verdict(r: dict[str, Any]) -> list[str]:
         f"(g) deliveries {dl['ratio']:.2f} x raw, all recorded (target >= 0.5): {mark(delivered)}",
         f"(g) incremental {inc:.2f} x baseline (target <= {TARGET_INCREMENTAL}): {mark(inc <= TARGET_INCREMENTAL)}",
     ]
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["baseline-worker"]:
-        sys.exit(_baseline_worker())
-    sys.exit("usage: python -m bench.bench_changes baseline-worker (scenario (g) runs inside python -m bench)")

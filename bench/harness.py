@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-seconds", type=float, default=8.0)
     parser.add_argument("--raw-requests", type=int, default=20_000)
     parser.add_argument("--changes-events", type=int, default=10_000, help="(g): events of the imported calendar")
-    parser.add_argument("--changes-rounds", type=int, default=5, help="(g): incremental rounds per block (4 blocks)")
+    parser.add_argument("--changes-rounds", type=int, default=20, help="(g): incremental rounds of each kind")
     parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")], default=list("abcdeg"))
     parser.add_argument("--label", default="", help="stored in the JSON report (e.g. before/after)")
     args = parser.parse_args(argv)
