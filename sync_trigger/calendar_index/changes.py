@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -148,7 +149,6 @@ async def write_changes(
         calendar.id,
         calendar.provider,
     )
-    first = await _allocate(session, workspace_id, len(pending))
     # The §6.2 body, as json.dumps would write it: the same text, with the event's text spliced in, not re-encoded.
     where = json.dumps(
         {
@@ -159,51 +159,127 @@ async def write_changes(
             "provider": provider,
         }
     )[1:-1]
-    change_rows: list[dict[str, Any]] = []
-    event_rows: list[dict[str, Any]] = []
-    for offset, change in enumerate(pending):
-        sequence = first + offset
+    parts: list[_Parts] = []
+    for change in pending:
         is_initial = initial and change.type == "created"
         fields = json.dumps(change.changed_fields)
         previous = _NULL if change.previous is None else json.dumps(change.previous)
-        change_rows.append(
-            {
-                "workspace_id": workspace_id,
-                "sequence": sequence,
-                "type": change.type,
-                "occurred_at": now,
-                "job_id": job_id,
-                "connection_id": connection_id,
-                "calendar_id": calendar_id,
-                "event_id": change.event_row_id,
-                "initial": is_initial,
-                "event": change.event,
-                "changed_fields": fields,
-                "previous": previous,
-            }
+        tail = (
+            f', {where}, "initial": {"true" if is_initial else "false"}, '
+            f'"event": {change.event}, "changed_fields": {fields}, "previous": {previous}}}'
         )
-        event_id = new_id("evt")
-        event_rows.append(
-            {
-                "id": event_id,
-                "workspace_id": workspace_id,
-                "type": EVENT_TYPE_PREFIX + change.type,
-                "provider": provider,
-                "target_subscription_id": None,
-                "data": (
-                    f'{{"sequence": {sequence}, {where}, "initial": {"true" if is_initial else "false"}, '
-                    f'"event": {change.event}, "changed_fields": {fields}, "previous": {previous}}}'
-                ),
-                "created_at": now,
-                "dispatched_at": None,
-            }
-        )
-        written.event_ids.append(event_id)
+        parts.append(_Parts(change, new_id("evt"), is_initial, fields, previous, tail))
         setattr(written, change.type, getattr(written, change.type) + 1)
-    await insert_rows(session, _changes, change_rows, encoded=_CHANGE_JSON)
-    await insert_rows(session, _events, event_rows, encoded=_EVENT_JSON)
+    written.event_ids = [part.event_id for part in parts]
+    if (await session.connection()).dialect.name == "postgresql":
+        first = await _write_postgres(session, calendar, job_id, now, parts)
+    else:
+        first = await _allocate(session, workspace_id, len(parts))
+        change_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        for offset, part in enumerate(parts):
+            sequence = first + offset
+            change_rows.append(
+                {
+                    "workspace_id": workspace_id,
+                    "sequence": sequence,
+                    "type": part.change.type,
+                    "occurred_at": now,
+                    "job_id": job_id,
+                    "connection_id": connection_id,
+                    "calendar_id": calendar_id,
+                    "event_id": part.change.event_row_id,
+                    "initial": part.initial,
+                    "event": part.change.event,
+                    "changed_fields": part.fields,
+                    "previous": part.previous,
+                }
+            )
+            event_rows.append(
+                {
+                    "id": part.event_id,
+                    "workspace_id": workspace_id,
+                    "type": EVENT_TYPE_PREFIX + part.change.type,
+                    "provider": provider,
+                    "target_subscription_id": None,
+                    "data": f'{{"sequence": {sequence}{part.tail}',
+                    "created_at": now,
+                    "dispatched_at": None,
+                }
+            )
+        await insert_rows(session, _changes, change_rows, encoded=_CHANGE_JSON)
+        await insert_rows(session, _events, event_rows, encoded=_EVENT_JSON)
     written.last_sequence = first + len(pending) - 1
     return written
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """A change's texts that do not depend on its sequence number; the body is `{"sequence": N` + `tail`."""
+
+    change: Pending
+    event_id: str
+    initial: bool
+    fields: str
+    previous: str
+    tail: str
+
+
+# PostgreSQL: the counter's bump and both inserts in one statement, one round trip instead of three (a
+# one-change page took 8.6 ms against 5.0 ms without change rows, at load average 18). The counter's
+# UPDATE runs first and locks the row until commit, as `_allocate` does; no row (the workspace's first
+# change) means nothing was inserted.
+_POSTGRES_WRITE = """
+WITH seq AS (
+    UPDATE calendar_change_counters SET last_sequence = last_sequence + $1
+    WHERE workspace_id = $2 RETURNING last_sequence - $1 AS base
+), src AS (
+    SELECT seq.base + u.n AS sequence, u.*
+    FROM seq, unnest($3::VARCHAR[], $4::VARCHAR[], $5::BOOLEAN[], $6::JSON[], $7::JSON[], $8::JSON[],
+                     $9::VARCHAR[], $10::TEXT[]) WITH ORDINALITY
+        AS u(type, event_id, initial, event, changed_fields, previous, outbox_id, tail, n)
+), changes AS (
+    INSERT INTO calendar_changes (workspace_id, sequence, type, occurred_at, job_id, connection_id, calendar_id,
+                                  event_id, initial, event, changed_fields, previous)
+    SELECT $2, sequence, type, $11, $12, $13, $14, event_id, initial, event, changed_fields, previous FROM src
+), outbox AS (
+    INSERT INTO events (id, workspace_id, type, provider, target_subscription_id, data, created_at, dispatched_at)
+    SELECT outbox_id, $2, 'calendar.event.' || type, $15, NULL, CAST('{"sequence": ' || sequence || tail AS JSON),
+           $11, NULL
+    FROM src
+)
+SELECT base + 1 FROM seq
+"""
+
+
+async def _write_postgres(
+    session: AsyncSession, calendar: Calendar, job_id: str | None, now: datetime, parts: list[_Parts]
+) -> int:
+    """Bump the counter and insert the change rows and outbox events in one statement; the first sequence."""
+    connection = await session.connection()
+    parameters = (
+        len(parts),
+        calendar.workspace_id,
+        [part.change.type for part in parts],
+        [part.change.event_row_id for part in parts],
+        [part.initial for part in parts],
+        [part.change.event for part in parts],
+        [part.fields for part in parts],
+        [part.previous for part in parts],
+        [part.event_id for part in parts],
+        [part.tail for part in parts],
+        _bound(_changes.c.occurred_at, connection.dialect, now),
+        job_id,
+        calendar.connection_id,
+        calendar.id,
+        calendar.provider,
+    )
+    for _ in (1, 2):
+        first = (await connection.exec_driver_sql(_POSTGRES_WRITE, parameters)).scalar()
+        if first is not None:
+            return int(first)
+        await _ensure_counter(session, calendar.workspace_id)
+    raise RuntimeError("the workspace's change counter is missing")  # pragma: no cover - created just above
 
 
 async def _allocate(session: AsyncSession, workspace_id: str, count: int) -> int:
@@ -216,16 +292,26 @@ async def _allocate(session: AsyncSession, workspace_id: str, count: int) -> int
     )
     last = (await session.execute(bump)).scalar_one_or_none()
     if last is None:
-        # The workspace's first change: create its counter (a concurrent first change may race us to it).
-        dialect = (await session.connection()).dialect.name
-        make = pg_insert if dialect == "postgresql" else sqlite_insert
-        await session.execute(
-            make(ChangeCounter)
-            .values(workspace_id=workspace_id, last_sequence=0, purged_through=0)
-            .on_conflict_do_nothing(index_elements=["workspace_id"])
-        )
+        await _ensure_counter(session, workspace_id)
         last = (await session.execute(bump)).scalar_one()
     return int(last) - count + 1
+
+
+async def _ensure_counter(session: AsyncSession, workspace_id: str) -> None:
+    """The workspace's first change: create its counter (a concurrent first change may race us to it)."""
+    dialect = (await session.connection()).dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        make(ChangeCounter)
+        .values(workspace_id=workspace_id, last_sequence=0, purged_through=0)
+        .on_conflict_do_nothing(index_elements=["workspace_id"])
+    )
+
+
+def _bound(column: sa.Column[Any], dialect: Dialect, value: Any) -> Any:
+    """`value` as the column's type binds it (what an ORM insert would send)."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process is not None else value
 
 
 async def latest_sequence(session: AsyncSession, workspace_id: str) -> tuple[int, int]:
