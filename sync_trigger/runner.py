@@ -7,9 +7,9 @@ The cursor is stored with the round's final page, so a round cut short is simply
 The change events each page commits are collected in the stats, not handed to the queue page by page:
 the job hands them off once it has finished (tasks._run). Handed off at once, their fan-out and
 deliveries ran beside the rest of the sync on the same workers and, on SQLite, the same write lock:
-a 10,000-event first import with 10 subscriptions took 20 x as long as without them, and a one-change
-incremental sync 2 x (docs/performance.md, scenario (g)). The relay sweeper still dispatches the events
-of a sync that runs past `relay_grace_seconds`, so a long import's deliveries start while it runs.
+a 10,000-event first import with 10 subscriptions took 18-20 x as long as without them (docs/performance.md,
+scenario (g)). The relay sweeper still dispatches the events of a sync that runs past `relay_grace_seconds`,
+so a long import's deliveries start while it runs.
 """
 
 from __future__ import annotations
