@@ -45,7 +45,6 @@ from tests.factories.webhooks import make_subscription
 if TYPE_CHECKING:
     from bench.harness import Bench
 
-EVENTS = 10_000
 SUBSCRIPTIONS = 10
 TARGET_IMPORT = 2.0
 TARGET_INCREMENTAL = 1.2
