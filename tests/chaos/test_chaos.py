@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -30,7 +29,7 @@ from tests.chaos.receiver import ChaosReceiver
 from tests.factories import Tenant, make_tenant
 from tests.factories.webhooks import make_subscription, sync_data
 from tests.support.cluster import Cluster, Proc, base_env
-from tests.support.postgres import asyncpg_dsn
+from tests.support.postgres import fetch
 
 # One xdist group with the other multi-process tests: they must not overlap (timing, CPU).
 pytestmark = pytest.mark.xdist_group("heavy")
@@ -84,14 +83,6 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 async def receiver() -> AsyncIterator[ChaosReceiver]:
     async with ChaosReceiver(hang_for=DELIVERY_TIMEOUT + 2) as server:
         yield server
-
-
-async def fetch(database: str, query: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(database), timeout=10)
-    try:
-        return list(await conn.fetch(query))
-    finally:
-        await conn.close()
 
 
 class Run:

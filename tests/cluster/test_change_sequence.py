@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -21,7 +20,7 @@ from synchook.crypto import generate_master_key
 from synchook.fakes import FakeProviders
 from synchook.queue import EmbeddedRedis
 from tests.support.cluster import Cluster, base_env
-from tests.support.postgres import asyncpg_dsn
+from tests.support.postgres import fetch
 from tests.support.sync_harness import soon
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300), pytest.mark.xdist_group("heavy")]
@@ -44,14 +43,6 @@ def cluster(database: str, fake: FakeProviders, tmp_path: Path) -> Iterator[Clus
         )
         with Cluster(env, workdir=tmp_path / "cluster") as running:
             yield running
-
-
-async def fetch(database: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(database))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
 
 
 async def settle(database: str, cluster: Cluster) -> None:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -24,7 +23,7 @@ from synchook.crypto import generate_master_key
 from synchook.fakes import FakeProviders
 from synchook.queue import EmbeddedRedis
 from tests.support.cluster import Cluster, base_env
-from tests.support.postgres import asyncpg_dsn
+from tests.support.postgres import fetch
 from tests.support.receiver import Receiver
 from webhooks import WebhookVerificationError, verify
 
@@ -92,14 +91,6 @@ def cluster(database: str, fake: FakeProviders, tmp_path: Path) -> Iterator[Clus
         )
         with Cluster(env, workdir=tmp_path / "cluster") as running:
             yield running
-
-
-async def fetch(database: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(database))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
 
 
 async def wait_until(predicate: object, *, timeout: float, what: str, cluster: Cluster) -> None:

@@ -23,7 +23,7 @@ from synchook.queue import QUEUE_NAME, EmbeddedRedis
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 from tests.support.cluster import Cluster, base_env
-from tests.support.postgres import asyncpg_dsn
+from tests.support.postgres import asyncpg_dsn, fetch
 from tests.support.sync_harness import soon
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300), pytest.mark.xdist_group("heavy")]
@@ -58,14 +58,6 @@ def running(database: str, fake: FakeProviders, tmp_path: Path) -> Iterator[Runn
         )
         with Cluster(env, workdir=tmp_path / "cluster") as cluster:
             yield Running(cluster, redis.url, secret_key)
-
-
-async def fetch(database: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(database))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], *, what: str, cluster: Cluster) -> None:

@@ -144,3 +144,13 @@ def start_postgres(*, timeout: float = 60) -> None:
 def restart_postgres(*, mode: str = "fast", timeout: float = 60) -> None:
     """Restarts the server, dropping every connection, and waits until it accepts new ones."""
     _pg_ctl("restart", "-m", mode, "-l", _log_file(), "-w", "-t", str(int(timeout)), timeout=timeout + 10)
+
+
+async def fetch(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """Rows of one query on its own connection: what a test reads behind the processes it runs."""
+    # A bounded connect: chaos tests read while PostgreSQL restarts.
+    conn = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
