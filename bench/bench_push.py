@@ -206,8 +206,9 @@ async def _push_active(
 
 
 async def _stages(ctx: AppContext, fake: FakeProviders, edits: Edits, latencies: dict[int, float]) -> str:
-    """Where an edit's time goes (medians): edit → the fake's notification sent → the push job queued → started →
-    the delivery received. An edit's job is the last push job of its calendar started before the delivery came."""
+    """Where an edit's time goes (medians): edit → the fake's notification answered by our API → the push job queued
+    → started → the delivery received. An edit's job is the last push job of its calendar started before the delivery
+    came."""
     async with ctx.db.session() as session:
         rows = (
             await session.execute(
@@ -542,6 +543,7 @@ async def _scenarios(
             f"(target max < {TARGETS['storm_latency_s']} s): {_mark(ok)}"
         )
         print(lines[-1], flush=True)
+        print(f"push: where those edits' time went: {await _stages(ctx, fake, during, two['per_edit'])}", flush=True)
 
     # 3. Idle calendars: provider calls per hour.
     three = await _idle_calls(ctx, off, fake, cals)
