@@ -13,6 +13,8 @@ server of SYNCHOOK_BENCH_POSTGRES_URL / SYNCHOOK_TEST_POSTGRES_URL), then runs t
   (d)  isolation: one hanging endpoint among healthy ones vs no failure (alternating rounds)
   (e)  API: POST /v1/calendar/sync and GET job status, requests/s and p99 over many workspaces
   (f)  peak RSS (VmHWM) of every worker, in each scenario (workers restart per scenario)
+  (g)  change events at scale: a 10,000-event first import with 10 subscriptions to calendar.event.*
+       and its 100,000 deliveries, and a 1-change incremental sync, against a baseline (bench/bench_changes.py)
 
 Each delivery scenario checks that every delivery the receiver counted (by path and webhook-id) has
 a 2xx attempt row and that a sample of >= 1,000 signatures verifies with webhooks.verify.
@@ -38,7 +40,7 @@ from typing import Any
 import aiohttp
 import sqlalchemy as sa
 
-from bench import api_load, raw
+from bench import api_load, bench_changes, raw
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
 from subscriptions.models import Subscription, SubscriptionStatus
@@ -376,6 +378,7 @@ async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> di
                     "c": bench.backlog,
                     "d": bench.isolation,
                     "e": bench.api,
+                    "g": lambda: bench_changes.scenario(bench),
                 }
                 for key in args.only:
                     await steps[key]()
@@ -411,6 +414,8 @@ def _verdict(report: dict[str, Any]) -> list[str]:
     if "d_isolation" in report:
         r = report["d_isolation"]["healthy_ratio"]
         lines.append(f"(d) healthy {r:.2f} x no-failure (target >= {TARGETS['isolation']}): {mark(r >= 0.9)}")
+    if "g_changes" in report:
+        lines.extend(bench_changes.verdict(report["g_changes"]))
     if peaks:
         lines.append(f"(f) worker peak RSS {max(peaks):.0f} MiB (target < 200): {mark(max(peaks) < 200)}")
     return lines
@@ -428,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isolation-rounds", type=int, default=2, help="(d): alternating pairs of runs")
     parser.add_argument("--api-seconds", type=float, default=8.0)
     parser.add_argument("--raw-requests", type=int, default=20_000)
-    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")], default=list("abcde"))
+    parser.add_argument("--changes-events", type=int, default=10_000, help="(g): events of the imported calendar")
+    parser.add_argument("--changes-rounds", type=int, default=20, help="(g): incremental rounds of each kind")
+    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")], default=list("abcdeg"))
     parser.add_argument("--label", default="", help="stored in the JSON report (e.g. before/after)")
     args = parser.parse_args(argv)
 

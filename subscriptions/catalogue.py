@@ -103,6 +103,9 @@ def _sync_data_base(status: str) -> dict[str, Any]:
             # Who asked: POST /v1/calendar/sync, the background poll, or a provider notification (§7). Not
             # required: events recorded before push (and replayed now) lack it.
             "trigger": {"enum": ["api", "background", "push"]},
+            # The one connection (a poll) or calendar (a push sync) the job covers; null: all of its provider.
+            "connection_id": {"type": ["string", "null"], "pattern": "^conn_"},
+            "calendar_id": {"type": ["string", "null"], "pattern": "^cal_"},
             "provider": {"enum": [*PROVIDERS, None]},
             "status": {"const": status},
             "queued_at": _TIMESTAMP,

@@ -69,9 +69,28 @@ def in_scope(subscription: Subscription, event_type: str, data: Mapping[str, Any
     if event_type.startswith(CHANGE_PREFIX):
         return data.get("connection_id") in (connections or ()) or data.get("calendar_id") in (calendars or ())
     if event_type.startswith(SYNC_PREFIX):
-        provider = data.get("provider")
-        return provider is None or provider in (subscription.scope_providers or ())
+        return _job_in_scope(subscription, data)
     return True
+
+
+def _job_in_scope(subscription: Subscription, data: Mapping[str, Any]) -> bool:
+    """Whether a lifecycle event's job covered a listed connection or calendar.
+
+    A push job names its calendar and connection, so it matches exactly. A poll names its connection: exact for
+    a connection filter, while a calendar filter falls back to the provider (which connection a listed calendar
+    belongs to is not on the subscription row). A job of a whole provider (or of all) covers every calendar of it.
+    """
+    connections, calendars = subscription.connection_ids or (), subscription.calendar_ids or ()
+    connection, calendar = data.get("connection_id"), data.get("calendar_id")
+    if calendar is not None:
+        return calendar in calendars or connection in connections
+    if connection is not None:
+        if connection in connections:
+            return True
+        if not calendars:
+            return False
+    provider = data.get("provider")
+    return provider is None or provider in (subscription.scope_providers or ())
 
 
 def signing_secrets(subscription: Subscription, box: SecretBox, *, now: datetime) -> tuple[list[str], list[str]]:

@@ -50,6 +50,10 @@ def job_event_data(job: SyncJob) -> dict[str, Any]:
         "mode": job.mode,
         "trigger": job.trigger,
         "provider": job.provider,
+        # What the job covers beyond its provider: one connection (a poll), one calendar (a push sync), or
+        # null (every connection of the provider); subscription filters match on them (§4.2).
+        "connection_id": job.connection_id,
+        "calendar_id": job.calendar_id,
         "status": job.status,
         "queued_at": isoformat(job.queued_at),
         "started_at": isoformat(job.started_at),

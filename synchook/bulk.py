@@ -23,31 +23,47 @@ __all__ = ["insert_rows", "update_rows"]
 Row = Mapping[str, Any]
 
 
-async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[Row]) -> None:
-    """``INSERT`` these rows (each a mapping with the same keys, the columns to set)."""
+async def insert_rows(
+    session: AsyncSession, table: sa.Table, rows: Sequence[Row], *, encoded: frozenset[str] = frozenset()
+) -> None:
+    """``INSERT`` these rows (each a mapping with the same keys, the columns to set).
+
+    ``encoded`` names JSON columns whose values are already their JSON text (``json.dumps(value)``, what the
+    column's own bind processor makes): a caller that encoded a value once for several rows passes the text.
+    """
     if not rows:
         return
     connection = await session.connection()
     dialect = connection.dialect
     columns = tuple(rows[0])
     sql = _insert_sql(dialect, table, columns)
-    await connection.exec_driver_sql(sql, _parameters(dialect, table, columns, rows))
+    await connection.exec_driver_sql(sql, _parameters(dialect, table, columns, rows, encoded))
 
 
-async def update_rows(session: AsyncSession, table: sa.Table, rows: Sequence[Row], *, key: str = "id") -> None:
-    """``UPDATE`` each row found by ``row[key]``, setting its other keys (the same in every row)."""
+async def update_rows(
+    session: AsyncSession,
+    table: sa.Table,
+    rows: Sequence[Row],
+    *,
+    key: str = "id",
+    encoded: frozenset[str] = frozenset(),
+) -> None:
+    """``UPDATE`` each row found by ``row[key]``, setting its other keys (the same in every row); ``encoded``
+    as for ``insert_rows``."""
     if not rows:
         return
     connection = await session.connection()
     dialect = connection.dialect
     columns = (*(name for name in rows[0] if name != key), key)
     sql = _update_sql(dialect, table, columns)
-    await connection.exec_driver_sql(sql, _parameters(dialect, table, columns, rows))
+    await connection.exec_driver_sql(sql, _parameters(dialect, table, columns, rows, encoded))
 
 
-def _parameters(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Row]) -> Any:
+def _parameters(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Row], encoded: frozenset[str]
+) -> Any:
     values = [[row[name] for row in rows] for name in columns]
-    for index, process in enumerate(_processors(dialect, table, columns)):
+    for index, process in enumerate(_processors(dialect, table, columns, encoded)):
         if process is not None:
             values[index] = [process(value) for value in values[index]]
     if dialect.name == "postgresql":
@@ -56,8 +72,13 @@ def _parameters(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], row
 
 
 @lru_cache(maxsize=64)
-def _processors(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
-    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
+def _processors(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], encoded: frozenset[str]
+) -> list[Callable[[Any], Any] | None]:
+    return [
+        None if name in encoded else table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        for name in columns
+    ]
 
 
 @lru_cache(maxsize=64)

@@ -67,7 +67,7 @@ class CalendarEvent(SQLModel, table=True):
     updated: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     status: str = Field(default="confirmed", max_length=20)
     raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    # sha256 of everything above that comes from the provider: a repeat of the same change is not an update.
+    # sha256 of the stored `raw` and `normalized` texts: what the provider reported (changes compare `normalized`).
     content_hash: str = Field(max_length=64)
     indexed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     # The §6.1 normalised event without our ids (NormalizedEvent.as_json); None on rows indexed before st0004.

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -23,9 +23,10 @@ from sync_trigger.calendar_index.models import Calendar, CalendarEvent
 from sync_trigger.connectors.base import CalendarInfo, EventChange
 from sync_trigger.connectors.normalized import EventStatus, EventTime, NormalizedEvent
 from sync_trigger.models import Connection
+from synchook.bulk import insert_rows, update_rows
 from synchook.db import Database
 from synchook.ids import looks_like_id, new_id
-from synchook.timeutil import isoformat, utcnow
+from synchook.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ RAW_ESSENTIAL = (
 )  # fmt: skip
 
 Window = tuple[datetime, datetime]
+_index = cast(Table, CalendarEvent.__table__)  # type: ignore[attr-defined]
+# JSON columns _event_values hands over as text (synchook.bulk `encoded`).
+_INDEX_JSON = frozenset({"raw", "normalized"})
 T = TypeVar("T")
 
 
@@ -220,8 +224,8 @@ async def apply_changes(
         pending: list[feed.Pending] = []
         for event_id, change in latest.items():
             found = existing.get(event_id)
-            values = None if change.deleted else _event_values(change)
-            if values is None:
+            made = None if change.deleted else _event_values(change)
+            if made is None:
                 if change.deleted and seen is not None:
                     seen.discard(event_id)
                 if found is not None:
@@ -230,6 +234,7 @@ async def apply_changes(
                 continue
             if seen is not None:
                 seen.add(event_id)
+            values, normalized = made
             values["indexed_at"] = now
             if found is None:
                 row_id = new_id(EVENT_ID_PREFIX)
@@ -244,19 +249,18 @@ async def apply_changes(
                         **values,
                     }
                 )
-                pending.append(feed.created(calendar, row_id, values["normalized"]))
+                pending.append(feed.created(calendar, row_id, normalized, values["normalized"]))
                 continue
-            change_of = feed.updated(calendar, found.row_id, found.normalized, values["normalized"])
+            change_of = feed.updated(calendar, found.row_id, found.normalized, normalized, values["normalized"])
             # Same normalised content (a no-op save, an etag bump, a repeat): nothing is written or sent.
             if change_of is not None:
                 updates.append({"id": found.row_id, **values})
                 pending.append(change_of)
         for chunk in _chunks(deletes):
             await session.execute(delete(CalendarEvent).where(col(CalendarEvent.id).in_(chunk)))
-        if inserts:
-            await session.execute(insert(CalendarEvent), inserts)
-        if updates:
-            await session.execute(update(CalendarEvent), updates)
+        # One statement each (synchook.bulk): on PostgreSQL an ORM update ran one statement per row.
+        await insert_rows(session, _index, inserts, encoded=_INDEX_JSON)
+        await update_rows(session, _index, updates, encoded=_INDEX_JSON)
         if cursor is not None:
             await session.execute(
                 update(Calendar).where(col(Calendar.id) == calendar.id).values(sync_cursor=cursor, synced_at=now)
@@ -323,13 +327,19 @@ async def _lock_calendar(session: AsyncSession, calendar_row_id: str) -> _Locked
     return _Locked(row[0]) if row is not None else None
 
 
-def _event_values(change: EventChange) -> dict[str, Any] | None:
+def _event_values(change: EventChange) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The index row's provider columns (`raw` and `normalized` as their JSON text) and the normalised event.
+
+    Each JSON value is encoded once: the change row and the outbox event reuse the normalised event's text.
+    """
     start = change.start or change.end
     if start is None or change.event is None:
         # Nothing to place on a timeline: the provider sent an event we cannot read.
         logger.debug("event without a readable start skipped")
         return None
-    raw = trim_raw(change.raw)
+    _, raw = _trimmed(change.raw)
+    normalized = change.event.as_json()
+    encoded = json.dumps(normalized)
     status = change.raw.get("status")
     values: dict[str, Any] = {
         "summary": change.summary[:SUMMARY_MAX_CHARS] if isinstance(change.summary, str) else None,
@@ -339,12 +349,12 @@ def _event_values(change: EventChange) -> dict[str, Any] | None:
         "updated": change.updated,
         "status": status[:20] if isinstance(status, str) and status else "confirmed",
         "raw": raw,
+        "normalized": encoded,
+        # Of the two texts the columns above derive from; nothing compares it any more (the normalised event is
+        # compared field by field), and it costs one hash instead of a third encode of the event.
+        "content_hash": hashlib.sha256(f"{raw}\n{encoded}".encode()).hexdigest(),
     }
-    fingerprint = {k: isoformat(v) if isinstance(v, datetime) else v for k, v in values.items()}
-    encoded = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), default=str)
-    values["content_hash"] = hashlib.sha256(encoded.encode()).hexdigest()
-    values["normalized"] = change.event.as_json()
-    return values
+    return values, normalized
 
 
 def _legacy_normalized(
@@ -377,13 +387,21 @@ def _legacy_normalized(
 
 def trim_raw(raw: dict[str, Any]) -> dict[str, Any]:
     """The provider's event JSON without its bulky parts, at most RAW_MAX_CHARS when serialised."""
+    return _trimmed(raw)[0]
+
+
+def _trimmed(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`trim_raw` and its JSON text (as the column would encode it: the measured text is the stored one)."""
     trimmed = {k: v for k, v in raw.items() if k not in RAW_DROPPED}
-    if len(json.dumps(trimmed, default=str)) <= RAW_MAX_CHARS:
-        return trimmed
+    encoded = json.dumps(trimmed, default=str)
+    if len(encoded) <= RAW_MAX_CHARS:
+        return trimmed, encoded
     trimmed = {k: raw[k] for k in RAW_ESSENTIAL if k in raw}
-    if len(json.dumps(trimmed, default=str)) <= RAW_MAX_CHARS:
-        return trimmed
-    return {"id": raw.get("id"), "truncated": True}
+    encoded = json.dumps(trimmed, default=str)
+    if len(encoded) <= RAW_MAX_CHARS:
+        return trimmed, encoded
+    trimmed = {"id": raw.get("id"), "truncated": True}
+    return trimmed, json.dumps(trimmed)
 
 
 # --- Listing ---------------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ covered by a queued job. The protocol:
   flag stays and a follow-up comes after it. With no such job it creates the push job (and its
   calendar.sync.queued event) and commits, then drops the flag, and only then enqueues the job's run.
 - When any job finishes (sync_trigger/tasks.py), every flag still set on a calendar it covered gets a
-  ``push_sync`` at once: the follow-up. A running job also has its flag checked back every `CHECK_BACK` seconds,
-  so a worker killed between a job's end and that hook delays the follow-up instead of losing it.
+  ``push_sync`` at once: the follow-up (a window still open is left to close by itself: the token names its
+  end). A running job also has its flag checked back every `CHECK_BACK` seconds, so a worker killed between a
+  job's end and that hook delays the follow-up instead of losing it.
+- Push jobs of one calendar are at least MIN_GAP apart: a push_sync that comes sooner puts itself off until then,
+  keeping the flag, so a notification storm makes a job at its start and one after it, not one per window.
 
 Why this is race-free:
 - Dropping a flag is compare-and-delete on its token, so a flag set again meanwhile (a newer notification,
@@ -23,7 +26,8 @@ Why this is race-free:
   before the push job's run was enqueued: the job has not read the provider yet, so it covers the notification.
 - The finishing job commits its end before its hook reads the flags; a notification sets its flag before its
   push_sync reads the jobs. So either the hook sees the flag (and enqueues a push_sync that will find the job
-  ended), or the flag was set after the job's end was committed (and its own push_sync finds no running job).
+  ended, or leaves it to the window's own push_sync, which runs later still), or the flag was set after the
+  job's end was committed (and its own push_sync finds no running job).
 - Two push_syncs of one calendar (the deferred one, a hook's, a check-back) serialise on the connection's row
   lock (SQLite: BEGIN IMMEDIATE serialises every writer): the second finds the first's queued job, or a
   changed flag, and does nothing.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -56,6 +61,12 @@ logger = logging.getLogger(__name__)
 
 PUSH_SYNC_TASK = "push_sync"
 WANTED_PREFIX = "synchook:push:wanted:"
+# Set for MIN_GAP when a calendar's push job is queued: its next one waits until the key is gone.
+RECENT_PREFIX = "synchook:push:recent:"
+# At most one push job per calendar per MIN_GAP seconds. A window closes every `push_debounce`, so a notification
+# storm (issue 20: 1,000 in one second, debounce 0.2 s) made a sync every 0.2 s, five for that second; with the gap
+# it makes two (one at once, one for everything after it). A calendar edited now and then never meets the gap.
+MIN_GAP = 1.0
 # While a running job covers a wanted calendar, its flag is looked at again this often (the hook is the fast path).
 CHECK_BACK = 5.0
 # A flag outlives the longest wait it stands for (the debounce, then a whole running sync) by this margin;
@@ -93,7 +104,10 @@ async def want_sync(app: AppContext, calendar_id: str) -> Wanted:
     Raises what Redis raises when it is unreachable: the caller answers 503, so the provider retries.
     """
     redis = _redis(app)
-    token = secrets.token_hex(8)
+    # The token names the window's end (Unix ms), before arq's own score for the deferred push_sync: that
+    # push_sync always runs at or after it, by the same clock arq runs it by (see _window_open).
+    closes_at = int(time.time() * 1000) + int(app.settings.push_debounce * 1000)
+    token = f"{secrets.token_hex(8)}.{closes_at}"
     if not await redis.set(wanted_key(calendar_id), token, nx=True, ex=flag_ttl(app)):
         return Wanted.COALESCED
     try:
@@ -120,8 +134,10 @@ class Outcome(StrEnum):
 
     QUEUED = "queued"  # a push job was created (and its run enqueued)
     STALE = "stale"  # the flag is gone or holds another token: nothing to do here
+    EARLY = "early"  # the debounce window is still open: its own deferred push_sync comes at its end
     COVERED = "covered"  # a queued job covers the calendar: the flag was dropped
     WAITING = "waiting"  # a running job covers it: the follow-up comes when it ends
+    SPACED = "spaced"  # its last push job was queued less than MIN_GAP ago: this push_sync runs again after it
     GONE = "gone"  # the calendar or its connection is gone or inactive: the flag was dropped
 
 
@@ -138,6 +154,14 @@ async def push_sync(app: AppContext, calendar_id: str, token: str) -> Outcome:
     current = await redis.get(wanted_key(calendar_id))
     if current is None or current.decode() != token:
         return Outcome.STALE
+    if _window_open(token):
+        # A job of the calendar ended while this window is open: the window's own push_sync closes it.
+        return Outcome.EARLY
+    wait_ms = int(await redis.pttl(RECENT_PREFIX + calendar_id))
+    if wait_ms > 0:
+        # Too soon after the calendar's last push job: the flag stays (later notifications join it) until then.
+        await _check_back(app, calendar_id, token, after=wait_ms / 1000)
+        return Outcome.SPACED
     async with app.db.session() as session:
         decision = await _decide(session, calendar_id)
     if decision.outcome is Outcome.WAITING:
@@ -145,12 +169,19 @@ async def push_sync(app: AppContext, calendar_id: str, token: str) -> Outcome:
         await redis.expire(wanted_key(calendar_id), flag_ttl(app))
         await _check_back(app, calendar_id, token)
         return decision.outcome
+    if decision.job is not None:
+        await redis.set(RECENT_PREFIX + calendar_id, 1, px=int(MIN_GAP * 1000))
     # After the commit and before the run is enqueued (see the module's docstring).
     await drop_flag(redis, calendar_id, token)
     if decision.job is not None and decision.event_id is not None:
         await hand_off(app.enqueue, [decision.event_id])
         await service.enqueue_job_run(app.enqueue, decision.job.id)
     return decision.outcome
+
+
+def _window_open(token: str) -> bool:
+    _, _, closes_at = token.rpartition(".")
+    return closes_at.isdigit() and time.time() * 1000 < int(closes_at)
 
 
 async def _decide(session: AsyncSession, calendar_id: str) -> Decision:
@@ -210,14 +241,14 @@ async def _covering_statuses(session: AsyncSession, calendar: Calendar) -> list[
     return [str(status) for status in rows.scalars()]
 
 
-async def _check_back(app: AppContext, calendar_id: str, token: str) -> None:
+async def _check_back(app: AppContext, calendar_id: str, token: str, *, after: float = CHECK_BACK) -> None:
     # An id of its own: this push_sync is still in progress, so arq would swallow a second enqueue of its id.
     await app.enqueue(
         PUSH_SYNC_TASK,
         calendar_id,
         token,
         _job_id=f"{PUSH_SYNC_TASK}:{calendar_id}:{token}:{secrets.token_hex(4)}",
-        _defer_by=CHECK_BACK,
+        _defer_by=after,
     )
 
 

@@ -117,3 +117,41 @@ async def test_fan_out_matches_connection_and_calendar_filters(
     assert found[by_calendar] == {*on_google, google_job, any_job}
     assert found[by_connection] == {*on_graph, any_job}
     assert found[everything] == set(ids)
+
+
+async def test_lifecycle_events_of_scoped_jobs_match_the_connection_or_calendar_they_covered(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, google: Calendar, graph: Calendar
+) -> None:
+    other_google = await connection_with_calendar(app_ctx, tenant, "google")
+    by_calendar = (await create(client, tenant, calendar_ids=[google.id])).json()["data"]["id"]
+    by_connection = (await create(client, tenant, connection_ids=[graph.connection_id])).json()["data"]["id"]
+
+    def job(provider: str, *, connection_id: str, calendar_id: str | None) -> dict[str, object]:
+        return {
+            "job_id": new_id("cal_sync"),
+            "workspace_id": tenant.workspace_id,
+            "provider": provider,
+            "connection_id": connection_id,
+            "calendar_id": calendar_id,
+        }
+
+    jobs = {
+        # Push syncs name their calendar: only the listed one matches, not another calendar of the provider.
+        "push_listed": job("google", connection_id=google.connection_id, calendar_id=google.id),
+        "push_other": job("google", connection_id=other_google.connection_id, calendar_id=other_google.id),
+        # Polls name their connection: exact for a connection filter.
+        "poll_listed": job("microsoft", connection_id=graph.connection_id, calendar_id=None),
+        "poll_other_google": job("google", connection_id=other_google.connection_id, calendar_id=None),
+    }
+    ids: dict[str, str] = {}
+    async with app_ctx.db.session() as session:
+        for name, data in jobs.items():
+            ids[name] = record_event(
+                session, workspace_id=tenant.workspace_id, type="calendar.sync.completed",
+                provider=str(data["provider"]), data=data,
+            ).id  # fmt: skip
+    await dispatch_events(app_ctx, list(ids.values()), worker=None)
+    found = await deliveries_by_subscription(app_ctx, list(ids.values()))
+    # A calendar filter cannot tell which connection a poll covered: it falls back to the provider.
+    assert found[by_calendar] == {ids["push_listed"], ids["poll_other_google"]}
+    assert found[by_connection] == {ids["poll_listed"]}

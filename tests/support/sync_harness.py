@@ -16,6 +16,7 @@ from sync_trigger.schemas import OAuthConnectionBody
 from synchook.context import AppContext
 from synchook.fakes import FakeProviders
 from synchook.ids import new_id
+from synchook.outbox import hand_off
 from synchook.timeutil import utcnow
 
 ALICE = "alice@example.com"
@@ -75,9 +76,16 @@ class SyncHarness:
         return job
 
     async def run(self, **job_fields: Any) -> runner.SyncStats:
-        """run_sync over the workspace's active connections, as the lifecycle task calls it."""
+        """run_sync over the workspace's active connections, then its change events to the queue, as the
+        lifecycle task does."""
         job = await self.job(**job_fields)
-        return await runner.run_sync(self.ctx, job, await self.active_connections())
+        try:
+            stats = await runner.run_sync(self.ctx, job, await self.active_connections())
+        except runner.SyncFailure as failure:
+            await hand_off(self.ctx.enqueue if self.ctx.redis is not None else None, failure.stats.event_ids)
+            raise
+        await hand_off(self.ctx.enqueue if self.ctx.redis is not None else None, stats.event_ids)
+        return stats
 
     async def active_connections(self) -> list[Connection]:
         async with self.ctx.db.session() as session:

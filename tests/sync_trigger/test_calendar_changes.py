@@ -4,10 +4,11 @@ each with its calendar.event.* outbox event; repeats and duplicates are nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import jsonschema_rs
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -236,3 +237,43 @@ async def test_a_failed_change_write_rolls_the_index_write_back(app_ctx: AppCont
         indexed = (await session.execute(select(col(CalendarEvent.id)))).all()
     assert indexed == [] and await change_events(app_ctx, calendar.workspace_id) == []
     assert [c.event_id for c in await feed(app_ctx, calendar.workspace_id)] == ["cev_x"]
+
+
+async def test_stored_json_is_what_encoding_each_value_gives(app_ctx: AppContext, calendar: Calendar) -> None:
+    # The event is encoded once and spliced into the change row and the outbox body: the stored texts must be
+    # exactly json.dumps of the values a reader decodes, as when each column encoded its own value.
+    await apply(app_ctx, calendar, change("a", summary='Quote " and é'), job_id=JOB)
+    await finish_round(app_ctx, calendar)
+    await apply(app_ctx, calendar, change("a", summary="Renamed"))
+    await apply(app_ctx, calendar, change("a", deleted=True))
+    for row in await feed(app_ctx, calendar.workspace_id):
+        assert row.event["id"].startswith("cev_")
+    async with app_ctx.db.session() as session:
+        texts = [
+            *(
+                await session.execute(
+                    text(
+                        "SELECT CAST(event AS TEXT), CAST(changed_fields AS TEXT), CAST(previous AS TEXT) "
+                        "FROM calendar_changes WHERE workspace_id = :w ORDER BY sequence"
+                    ),
+                    {"w": calendar.workspace_id},
+                )
+            ).all(),
+            *(
+                await session.execute(
+                    text(
+                        "SELECT CAST(data AS TEXT) FROM events WHERE workspace_id = :w AND type LIKE 'calendar.event.%'"
+                    ),
+                    {"w": calendar.workspace_id},
+                )
+            ).all(),
+        ]
+    assert len(texts) == 6
+    for row in texts:
+        for value in row:
+            assert value == json.dumps(json.loads(value))
+    bodies = [json.loads(row[0]) for row in texts[3:]]
+    assert sorted(b["sequence"] for b in bodies) == [1, 2, 3]
+    created = next(b for b in bodies if b["sequence"] == 1)
+    assert created["event"] == json.loads(texts[0][0]) and created["event"]["title"] == 'Quote " and é'
+    assert created["previous"] is None and created["initial"] is True and created["job_id"] == JOB

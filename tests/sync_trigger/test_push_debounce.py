@@ -5,6 +5,8 @@ follow-up after it, one while a covering job is queued is covered by it, and a p
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -225,8 +227,15 @@ async def test_a_push_job_for_a_calendar_removed_since_it_was_queued_completes_w
 ) -> None:
     assert (await client.post(GOOGLE, headers=notification(channel))).status_code == 200
     token = (await redis.get(wanted_key(channel.calendar_id))) or b""
-    # The window closes (as the worker would run it), then the provider's calendar goes before the job runs.
-    assert await debounce.push_sync(app_ctx, channel.calendar_id, token.decode()) == debounce.Outcome.QUEUED
+    # The window closes (push_sync as the worker would run it), then the calendar goes before the job runs.
+    assert await debounce.push_sync(app_ctx, channel.calendar_id, token.decode()) == debounce.Outcome.EARLY
+
+    async def window_closed() -> bool:
+        return await debounce.push_sync(app_ctx, channel.calendar_id, token.decode()) != debounce.Outcome.EARLY
+
+    await poll(window_closed, what="the debounce window closed")
+    [job] = await push_jobs(app_ctx)
+    assert job.status == "queued"
     async with app_ctx.db.session() as session:
         await session.execute(delete(Calendar).where(col(Calendar.id) == channel.calendar_id))
     await run_worker()
@@ -248,3 +257,35 @@ async def _completed(ctx: AppContext, job_id: str) -> bool:
 async def _one_push_job_done(ctx: AppContext) -> bool:
     jobs = await push_jobs(ctx)
     return bool(jobs) and all(j.status in ("completed", "failed") for j in jobs)
+
+
+async def test_a_notification_storm_makes_a_push_job_per_gap_not_one_per_window(
+    client: httpx.AsyncClient,
+    app_ctx: AppContext,
+    redis: ArqRedis,
+    h: SyncHarness,
+    channel: Channel,
+    make_worker: Callable[..., Worker],
+) -> None:
+    h.fake.put_event("google", ALICE, ALICE, summary="Storm", start=soon())
+    async with running(make_worker(burst=False)):
+        started, sent = time.monotonic(), 0
+        # Notifications back to back for three seconds: ten debounce windows' worth.
+        while time.monotonic() - started < 3.0:
+            assert (await client.post(GOOGLE, headers=notification(channel))).status_code == 200
+            sent += 1
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+
+        async def settled() -> bool:
+            pending = [j for j in await redis.zrange(QUEUE_NAME, 0, -1) if j.startswith(b"push_sync:")]
+            jobs = await push_jobs(app_ctx)
+            return not pending and all(j.status in ("completed", "failed") for j in jobs)
+
+        await poll(settled, what="the storm settled")
+    jobs = await push_jobs(app_ctx)
+    # One at the start, then at most one per MIN_GAP while it lasts, and one after it; however slow the machine
+    # was, the bound follows the time the storm took. Without the gap: one per 0.3 s window.
+    assert 2 <= len(jobs) <= math.floor(elapsed / debounce.MIN_GAP) + 2, (sent, elapsed, len(jobs))
+    assert all(j.status == "completed" for j in jobs)
+    assert await redis.get(wanted_key(channel.calendar_id)) is None

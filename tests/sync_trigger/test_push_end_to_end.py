@@ -104,3 +104,48 @@ async def test_an_edit_at_the_provider_reaches_a_subscriber_through_push(
     assert "Standup (moved)" in delivery.body.decode()
     [job] = await push_jobs(app_ctx)
     assert job.stats is not None and job.stats["events_updated"] == 1
+
+
+async def test_graph_subscription_removed_makes_a_new_subscription_and_a_sync(
+    app_ctx: AppContext,
+    settings: Settings,
+    api_url: str,
+    client: httpx.AsyncClient,
+    fake: FakeProviders,
+    make_worker: Callable[..., Worker],
+) -> None:
+    fake.add_account("microsoft", ALICE)
+    tenant = await make_tenant(app_ctx)
+    h = SyncHarness(app_ctx, fake, tenant.workspace_id)
+    await h.connect("microsoft")
+    worker = make_worker(burst=False, settings=settings.model_copy(update={"public_url": api_url}))
+    async with running(worker):
+        assert (await client.post("/v1/calendar/sync", headers=tenant.headers, json={})).status_code == 202
+
+        async def channel_ids() -> list[tuple[str | None, str]]:
+            async with app_ctx.db.session() as session:
+                rows = await session.execute(select(col(PushChannel.channel_id), col(PushChannel.status)))
+            return [(r[0], r[1]) for r in rows]
+
+        async def one_active() -> bool:
+            return [status for _, status in await channel_ids()] == ["active"]
+
+        await poll(one_active, what="the subscription is active")
+        [(removed, _)] = await channel_ids()
+        assert removed is not None
+        fake.put_event("microsoft", ALICE, ALICE, summary="While removed", start=soon())
+        fake.drop_notifications()  # the change's own notification is lost: only the lifecycle's sync brings it
+        fake.send_lifecycle(removed, "subscriptionRemoved")
+
+        async def replaced() -> bool:
+            rows = await channel_ids()
+            return len(rows) == 1 and rows[0][1] == "active" and rows[0][0] != removed
+
+        await poll(replaced, what="a new subscription replaced the removed one")
+
+        async def synced() -> bool:
+            return [j.status for j in await push_jobs(app_ctx)] == ["completed"]
+
+        await poll(synced, what="the calendar was synced")
+    assert [c.id for c in fake.push_channels("microsoft")] != [removed]
+    assert "While removed" in {e.summary for e in (await h.events()).values()}

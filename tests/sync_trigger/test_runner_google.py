@@ -14,11 +14,11 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from subscriptions.catalogue import CATALOGUE
-from sync_trigger import runner
+from sync_trigger import runner, tasks
 from sync_trigger.models import SyncJob
 from synchook.context import AppContext
 from synchook.fakes import FakeProviders
-from synchook.outbox import Event
+from synchook.outbox import RELAY_TASK, Event
 from tests.factories import make_tenant
 from tests.support.sync_harness import ALICE, SyncHarness, provider_settings, soon, stats
 
@@ -232,6 +232,40 @@ async def test_post_sync_runs_on_the_worker_and_completed_event_carries_the_stat
     assert stored is not None and stored.trigger == "api"
     listed = (await client.get("/v1/calendar/events", headers=tenant.headers)).json()
     assert [e["title"] for e in listed["data"]] == [f"Event {n}" for n in range(7)]
+
+
+async def test_change_events_go_to_the_queue_once_the_job_has_finished(
+    app_ctx: AppContext, fake: FakeProviders, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Handed off page by page, their fan-out and deliveries ran beside the rest of the sync on the same workers
+    # (and SQLite's one write lock): a 10,000-event import with 10 subscriptions took 20 x as long (bench (g)).
+    tenant = await make_tenant(app_ctx)
+    fake.add_events(G, ALICE, ALICE, 3, first=soon())
+    fake.page_size[G] = 1  # three pages, each committing its change
+    acc = fake.account(G)
+    body = {"provider": G, "account": ALICE, "access_token": acc.access_token, "refresh_token": acc.refresh_token}
+    assert (await client.post("/v1/calendar/connections", headers=tenant.headers, json=body)).status_code == 201
+    job_id = (await client.post("/v1/calendar/sync", headers=tenant.headers, json={})).json()["data"]["job_id"]
+    relayed: list[tuple[list[str], str]] = []  # (event ids, the job's status when they were enqueued)
+    enqueue = app_ctx.enqueue
+
+    async def watch(function: str, *args: Any, **kwargs: Any) -> Any:
+        if function == RELAY_TASK:
+            async with app_ctx.db.session() as session:
+                job = await session.get(SyncJob, job_id)
+            relayed.append((list(args[0]), job.status if job is not None else "missing"))
+        return await enqueue(function, *args, **kwargs)
+
+    monkeypatch.setattr(app_ctx, "enqueue", watch)
+    monkeypatch.setattr(tasks, "RELAY_CHUNK", 2)  # a relay job per chunk: an import's fan-out shared by workers
+    assert await tasks.run_sync_job({"app": app_ctx}, job_id) == "completed"
+    async with app_ctx.db.session() as session:
+        rows = await session.execute(select(Event).where(col(Event.type) == "calendar.event.created"))
+        change_ids = {e.id for e in rows.scalars()}
+    assert len(change_ids) == 3
+    handed = [(ids, status) for ids, status in relayed if change_ids & set(ids)]
+    assert [status for _, status in handed] == ["completed", "completed"]
+    assert [len(ids) for ids, _ in handed] == [2, 1] and change_ids == {i for ids, _ in handed for i in ids}
 
 
 async def test_nul_from_the_provider_is_stored_as_u_fffd(h: SyncHarness) -> None:

@@ -37,6 +37,8 @@ EVENT_DATA_KEYS = {
     "workspace_id",
     "mode",
     "trigger",
+    "connection_id",
+    "calendar_id",
     "provider",
     "status",
     "queued_at",
