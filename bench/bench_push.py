@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import os
 import re
 import shutil
@@ -48,7 +49,7 @@ from sync_trigger.background import schedule_background_syncs
 from sync_trigger.connectors.google import WATCH_TTL_SECONDS
 from sync_trigger.connectors.microsoft import SUBSCRIPTION_MINUTES
 from sync_trigger.models import ACTIVE_STATUSES, Connection, SyncJob, SyncTrigger
-from sync_trigger.push.debounce import wanted_key
+from sync_trigger.push.debounce import MIN_GAP, wanted_key
 from sync_trigger.push.lifecycle import RENEW_MARGIN
 from sync_trigger.schemas import OAuthConnectionBody
 from synchook.context import AppContext
@@ -532,7 +533,9 @@ async def _scenarios(
         lines.append(
             f"(h) push storm: {storm['notifications']} notifications for one calendar "
             f"sent in {storm['sent_in_s']:.2f} s, answered {storm['statuses']} by {storm['answered_in_s']:.2f} s "
-            f"-> {syncs} push sync(s) of it, {overlaps} queued before the previous one completed "
+            f"-> {syncs} push sync(s) of it ({1 + math.ceil(storm['answered_in_s'] / MIN_GAP)} at most by the "
+            f"{MIN_GAP:.0f}-s gap over the {storm['answered_in_s']:.1f} s our API took to take them), "
+            f"{overlaps} queued before the previous one completed "
             f"(target <= {TARGETS['storm_syncs']}, 0): {_mark(syncs <= TARGETS['storm_syncs'] and overlaps == 0)}"
         )
         print(lines[-1], flush=True)
