@@ -66,6 +66,7 @@ TARGETS = {"latency_p99_s": 1.5, "storm_syncs": 2, "storm_latency_s": 2.0}
 DEBOUNCE = 0.2
 PER_CONNECTION = 5  # calendars per connection (a poll lists the connection's calendars once)
 EVENTS_PER_CALENDAR = 4
+IDLE_SECONDS = 2.0
 LIGHT_EDITS, LIGHT_RATE = 10, 2.0  # scenario 1's first part: an edit at a time (the pipeline's own latency)
 POLL_INTERVAL = 300  # SYNCHOOK_BACKGROUND_SYNC_INTERVAL default
 FALLBACK_INTERVAL = 3600  # SYNCHOOK_PUSH_FALLBACK_INTERVAL default
@@ -498,9 +499,15 @@ async def _scenarios(
         edits = Edits()
         api_pid = stack._api.pid if stack._api else 0
         worker_pids = [p.pid for p in stack.worker_procs]
+        # The workers' CPU while nothing happens (arq polls Redis every SYNCHOOK_WORKER_POLL_DELAY), to tell it apart.
+        idle_started, idle_cpu = time.monotonic(), _cpu_seconds(worker_pids)
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_share = (_cpu_seconds(worker_pids) - idle_cpu) / (time.monotonic() - idle_started)
         cpu_api, cpu_workers = _cpu_seconds([api_pid]), _cpu_seconds(worker_pids)
+        started = time.monotonic()
         await _paced_edits(fake, cals, edits, args.edits, args.edit_rate)
         one = await _latencies(receiver, sub.secret, edits, expected=args.edits, timeout=60)
+        busy = time.monotonic() - started
         cpu_api, cpu_workers = _cpu_seconds([api_pid]) - cpu_api, _cpu_seconds(worker_pids) - cpu_workers
         ok = one["missing"] == 0 and one["signatures_failed"] == 0 and one["p99_s"] < TARGETS["latency_p99_s"]
         lines.append(
@@ -514,7 +521,9 @@ async def _scenarios(
         per_api, per_workers = cpu_api / args.edits * 1000, cpu_workers / args.edits * 1000
         print(
             f"push: CPU per edit: API {per_api:.1f} ms, workers {per_workers:.1f} ms (at {args.edit_rate:.0f} edits/s: "
-            f"{(cpu_api + cpu_workers) / args.edits * args.edit_rate:.2f} of the 2 cores)",
+            f"{(cpu_api + cpu_workers) / args.edits * args.edit_rate:.2f} of the 2 cores); of the workers' share, "
+            f"{idle_share * busy / args.edits * 1000:.1f} ms per edit is what they spend idle "
+            f"({idle_share:.2f} cores for the 2 of them)",
             flush=True,
         )
 
