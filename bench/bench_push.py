@@ -585,7 +585,7 @@ def main() -> None:
     parser.add_argument("--storm-edits", type=int, default=20, help="edits on other calendars during the storm")
     args = parser.parse_args()
     began = time.perf_counter()
-    run_dir = Path(tempfile.mkdtemp(prefix="synchook-bench-push-"))
+    run_dir = Path(tempfile.mkdtemp(prefix="synchook-pushbench-"))
     pg_name = None
     if args.db == "postgres":
         from tests.support.postgres import create_database, unique_name
