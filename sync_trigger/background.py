@@ -28,8 +28,7 @@ from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, S
 from sync_trigger.push.models import PushChannel, PushStatus
 from sync_trigger.push.service import PUSH_PROVIDERS
 from synchook.context import AppContext
-from synchook.ids import new_id
-from synchook.outbox import hand_off, record_event
+from synchook.outbox import hand_off
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 
@@ -103,27 +102,11 @@ async def queue_background_sync(app: AppContext, *, connection_id: str, cutoff: 
         if connection is None or await _covered(session, connection):
             return None
         now = utcnow()
-        job = SyncJob(
-            id=new_id("cal_sync"),
-            workspace_id=connection.workspace_id,
-            mode="incremental",
-            provider=connection.provider,
-            trigger=SyncTrigger.BACKGROUND,
-            connection_id=connection.id,
-            status="queued",
-            queued_at=now,
-        )
-        session.add(job)
-        event = record_event(
-            session,
-            workspace_id=job.workspace_id,
-            type="calendar.sync.queued",
-            provider=job.provider,
-            data=service.job_event_data(job),
-            at=now,
+        job, event_id = service.add_incremental_job(
+            session, connection=connection, trigger=SyncTrigger.BACKGROUND, now=now
         )
         connection.last_background_sync_at = now
-    await hand_off(app.enqueue, [event.id])
+    await hand_off(app.enqueue, [event_id])
     await service.enqueue_job_run(app.enqueue, job.id)
     return job.id
 

@@ -67,6 +67,39 @@ def job_event_data(job: SyncJob) -> dict[str, Any]:
 # --- Triggering ------------------------------------------------------------------------------------
 
 
+def add_incremental_job(
+    session: AsyncSession,
+    *,
+    connection: Connection,
+    trigger: SyncTrigger,
+    now: datetime,
+    calendar_id: str | None = None,
+) -> tuple[SyncJob, str]:
+    """A queued incremental job of one connection (a poll) or one of its calendars (a push sync), and the id of
+    its calendar.sync.queued event, both in the caller's transaction; the caller hands both off after commit."""
+    job = SyncJob(
+        id=new_id("cal_sync"),
+        workspace_id=connection.workspace_id,
+        mode="incremental",
+        provider=connection.provider,
+        trigger=trigger,
+        connection_id=connection.id,
+        calendar_id=calendar_id,
+        status="queued",
+        queued_at=now,
+    )
+    session.add(job)
+    event = record_event(
+        session,
+        workspace_id=job.workspace_id,
+        type="calendar.sync.queued",
+        provider=job.provider,
+        data=job_event_data(job),
+        at=now,
+    )
+    return job, event.id
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     status_code: int

@@ -53,8 +53,7 @@ from sync_trigger import service
 from sync_trigger.calendar_index.models import Calendar
 from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, JobStatus, SyncJob, SyncTrigger
 from synchook.context import AppContext
-from synchook.ids import new_id
-from synchook.outbox import hand_off, record_event
+from synchook.outbox import hand_off
 from synchook.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -200,28 +199,10 @@ async def _decide(session: AsyncSession, calendar_id: str) -> Decision:
         return Decision(Outcome.COVERED)
     if JobStatus.RUNNING in statuses:
         return Decision(Outcome.WAITING)
-    now = utcnow()
-    job = SyncJob(
-        id=new_id("cal_sync"),
-        workspace_id=calendar.workspace_id,
-        mode="incremental",
-        provider=calendar.provider,
-        trigger=SyncTrigger.PUSH,
-        connection_id=connection.id,
-        calendar_id=calendar.id,
-        status=JobStatus.QUEUED,
-        queued_at=now,
+    job, event_id = service.add_incremental_job(
+        session, connection=connection, trigger=SyncTrigger.PUSH, now=utcnow(), calendar_id=calendar.id
     )
-    session.add(job)
-    event = record_event(
-        session,
-        workspace_id=job.workspace_id,
-        type="calendar.sync.queued",
-        provider=job.provider,
-        data=service.job_event_data(job),
-        at=now,
-    )
-    return Decision(Outcome.QUEUED, job=job, event_id=event.id)
+    return Decision(Outcome.QUEUED, job=job, event_id=event_id)
 
 
 async def _covering_statuses(session: AsyncSession, calendar: Calendar) -> list[str]:

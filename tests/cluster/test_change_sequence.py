@@ -21,28 +21,13 @@ from synchook.crypto import generate_master_key
 from synchook.fakes import FakeProviders
 from synchook.queue import EmbeddedRedis
 from tests.support.cluster import Cluster, base_env
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database, require_postgres, unique_name
+from tests.support.postgres import asyncpg_dsn
 from tests.support.sync_harness import soon
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300), pytest.mark.xdist_group("heavy")]
 
 EVENTS = 300
 ACCOUNT = "seq@example.com"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    base = require_postgres()
-    name = unique_name("synchook_seq")
-    url = asyncio.run(create_database(base, name))
-    yield url
-    asyncio.run(drop_database(base, name))
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProviders]:
-    with FakeProviders() as providers:
-        yield providers
 
 
 @pytest.fixture

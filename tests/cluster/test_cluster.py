@@ -24,7 +24,7 @@ from synchook.crypto import generate_master_key
 from synchook.fakes import FakeProviders
 from synchook.queue import EmbeddedRedis
 from tests.support.cluster import Cluster, base_env
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database, require_postgres, unique_name
+from tests.support.postgres import asyncpg_dsn
 from tests.support.receiver import Receiver
 from webhooks import WebhookVerificationError, verify
 
@@ -65,21 +65,6 @@ def matches(pattern: str, event_type: str) -> bool:
     if pattern in ("*", event_type):
         return True
     return pattern.endswith(".*") and event_type.startswith(pattern[:-1])
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    base = require_postgres()
-    name = unique_name("synchook_cluster")
-    url = asyncio.run(create_database(base, name))
-    yield url
-    asyncio.run(drop_database(base, name))
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProviders]:
-    with FakeProviders() as providers:
-        yield providers
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from synchook.queue import QUEUE_NAME, EmbeddedRedis
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
 from tests.support.cluster import Cluster, base_env
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database, require_postgres, unique_name
+from tests.support.postgres import asyncpg_dsn
 from tests.support.sync_harness import soon
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300), pytest.mark.xdist_group("heavy")]
@@ -40,21 +40,6 @@ class Running:
     cluster: Cluster
     redis_url: str
     secret_key: str
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    base = require_postgres()
-    name = unique_name("synchook_push")
-    url = asyncio.run(create_database(base, name))
-    yield url
-    asyncio.run(drop_database(base, name))
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProviders]:
-    with FakeProviders() as providers:
-        yield providers
 
 
 @pytest.fixture
