@@ -1,6 +1,6 @@
 """(h) Push (CONTRACT §7): change latency, a notification storm, provider calls for idle calendars.
 
-    python -m bench.bench_push [--db sqlite|postgres] [--calendars 50] [--edits 200] [--storm 1000]
+    python -m bench.bench_push [--db sqlite|postgres] [--calendars 50] [--edits 200] [--edit-rate 10] [--storm 1000]
 
 The real stack (bench/stack.py): `synchook api` serving the inbound endpoints at SYNCHOOK_PUBLIC_URL, real
 worker processes, Redis, the recording receiver (bench/receiver.py); the fake providers (synchook/fakes) run in
@@ -8,8 +8,9 @@ this process on loopback and call our notification URLs back. SYNCHOOK_PUSH_DEBO
 is off in the workers while latency is measured, so only push can bring a change.
 
 1. Latency: `--calendars` calendars (half Google, half Microsoft, 5 per connection) reach push.status active
-   (read from GET /v1/calendar/calendars); `--edits` edits at the fake, 20 a second round-robin over them;
-   edit → `calendar.event.updated` at the receiver (signature verified): p50 / p99, target p99 < 1.5 s.
+   (read from GET /v1/calendar/calendars). First 10 edits one at a time (the pipeline's floor), then `--edits`
+   edits at the fake, `--edit-rate` a second round-robin over them: edit → `calendar.event.updated` at the
+   receiver (signature verified): p50 / p99, target p99 < 1.5 s; where the time goes; CPU per edit.
 2. Storm: `--storm` genuine Google notifications (the channel's id and token from the fake's channel list)
    for one calendar within 1 s, straight to our endpoint, while other calendars are edited: the storm
    calendar's push jobs (from the database; target <= 2) and the other edits' worst latency (target < 2 s).
@@ -17,7 +18,8 @@ is off in the workers while latency is measured, so only push can bring a change
    (SYNCHOOK_BACKGROUND_SYNC_INTERVAL 300 s, SYNCHOOK_PUSH_FALLBACK_INTERVAL 3600 s), run against the same
    calendars with their last poll backdated (instead of waiting an hour): which connections it polls, with
    push on and off; the polls run on the workers and the fakes' request log gives the calls per poll.
-   Calls per hour per calendar = calls per poll x polls per hour (+ channel renewals for push), x 1,000.
+   Calls per hour per calendar = calls per poll x polls per hour (+ channel renewals for push, + token
+   refreshes), x 1,000.
 """
 
 from __future__ import annotations
