@@ -50,6 +50,7 @@ chaos: $(TEST_STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.bench_caldav
+	$(BIN)/python -m bench.bench_push
 
 clean:
 	rm -rf $(VENV) .synchook .pytest_cache .mypy_cache .ruff_cache
