@@ -109,16 +109,63 @@ async def spend_budget(redis: ArqRedis | None, source: str, count: int = 1) -> N
         logger.warning("push notification budget not recorded: %s", type(exc).__name__)
 
 
+class ChannelCache:
+    """Channels recently found, per process, for `CACHE_SECONDS`: a storm of notifications for one calendar (a
+    provider may send hundreds a second) costs one database look-up, not one each (on SQLite each look-up would
+    queue for the write lock behind the workers).
+
+    Only channels that exist are kept, and every notification still proves its secret against the cached row. A
+    stale entry can only accept notifications of a channel stopped or replaced within the last seconds, which
+    schedule at most a harmless sync, as the provider's own late notifications after a stop would.
+    """
+
+    CACHE_SECONDS = 5.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], tuple[float, PushChannel]] = {}
+
+    def get(self, provider: str, channel_id: str) -> PushChannel | None:
+        entry = self._rows.get((provider, channel_id))
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self.CACHE_SECONDS:
+            del self._rows[(provider, channel_id)]
+            return None
+        return entry[1]
+
+    def put(self, provider: str, channels: dict[str, PushChannel]) -> None:
+        if len(self._rows) + len(channels) > self.MAX_ENTRIES:
+            self._rows.clear()  # bounded memory; the next look-ups refill it
+        now = time.monotonic()
+        for channel_id, channel in channels.items():
+            self._rows[(provider, channel_id)] = (now, channel)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+CHANNELS = ChannelCache()
+
+
 async def find_channels(db: Database, *, provider: str, channel_ids: Sequence[str]) -> dict[str, PushChannel]:
     """The channels of `provider` named by `channel_ids` (Google channel ids, Graph subscription ids), by id."""
     wanted = sorted({c for c in channel_ids if c and len(c) <= 128})
-    if not wanted:
-        return {}
+    found: dict[str, PushChannel] = {}
+    for channel_id in wanted:
+        cached = CHANNELS.get(provider, channel_id)
+        if cached is not None:
+            found[channel_id] = cached
+    missing = [c for c in wanted if c not in found]
+    if not missing:
+        return found
     async with db.session() as session:
         rows = await session.execute(
-            select(PushChannel).where(col(PushChannel.provider) == provider, col(PushChannel.channel_id).in_(wanted))
+            select(PushChannel).where(col(PushChannel.provider) == provider, col(PushChannel.channel_id).in_(missing))
         )
-        return {str(channel.channel_id): channel for channel in rows.scalars()}
+        loaded = {str(channel.channel_id): channel for channel in rows.scalars()}
+    CHANNELS.put(provider, loaded)
+    return found | loaded
 
 
 def secret_matches(box: SecretBox, channel: PushChannel, supplied: str | None) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from arq.connections import ArqRedis
 from sqlalchemy import select
 
@@ -130,6 +131,29 @@ async def test_a_burst_of_concurrent_notifications_opens_one_window(
     answers = await asyncio.gather(*(client.post(GOOGLE, headers=google_headers(google)) for _ in range(100)))
     assert {a.status_code for a in answers} == {200}
     assert len(await queued(redis)) == 1
+
+
+async def test_a_storm_for_one_channel_reads_the_channel_once_and_still_checks_every_secret(
+    client: httpx.AsyncClient, google: Channel, app_ctx: AppContext
+) -> None:
+    inbound.CHANNELS.clear()
+    lookups: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "calendar_push_channels" in statement:
+            lookups.append(statement)
+
+    engine = app_ctx.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(50):
+            assert (await client.post(GOOGLE, headers=google_headers(google))).status_code == 200
+        # A cached channel still proves each notification's token.
+        forged = await client.post(GOOGLE, headers=google_headers(google, token="not-the-token"))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert len(lookups) == 1
+    assert forged.status_code == 404
 
 
 @pytest.mark.parametrize(
