@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.driver import check, make_tenant, publish, wait_recorded
-from bench.stack import SYNCHOOK, peak_rss_mib
+from bench.stack import SYNCHOOK, cpu_seconds, peak_rss_mib
 from synchook.queue import free_port
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ async def dev_throughput(bench: Bench) -> None:
         expected = bursts * _BURST * _SUBSCRIPTIONS
         recorded_at = await wait_recorded(bench.ctx, [tenant.workspace_id], expected, timeout=60)
         checks = await check(bench.ctx, bench.receiver, [tenant], rows)
+        cpu = sum(cpu_seconds(pid) for pid in _tree(proc.pid))
     finally:
         code = _stop(proc)
     rate = (len(rows) - len(spans)) / max(sum(last - first for first, last in spans), 1e-6)
@@ -127,6 +128,8 @@ async def dev_throughput(bench: Bench) -> None:
         "peak_rss_mib": peaks,
         "worker_peak_rss_mib": [max(peaks.values(), default=0.0)],
         "exit_code": code,
+        # Every process of dev's (API, worker, not Redis: here the bench's own): the whole of its cost.
+        "worker_cpu_us_per_delivery": cpu / max(len(rows), 1) * 1e6,
     }
     bench.report["a_dev"] = result
     bench._print_delivery(

@@ -130,6 +130,7 @@ class Bench:
         rate = (len(rows) - 1) / max(last - first, 1e-6)
         recorded_at = await wait_recorded(self.ctx, [t.workspace_id for t in tenants], expected, timeout=60)
         checks = await check(self.ctx, self.receiver, tenants, rows)
+        cpu = self.stack.worker_cpu()
         peaks = self._stop_workers(scenario)
         return {
             "deliveries": expected,
@@ -141,6 +142,7 @@ class Bench:
             "ratio": rate / self.raw,
             "checks": checks,
             "worker_peak_rss_mib": peaks,
+            "worker_cpu_us_per_delivery": cpu / max(len(rows), 1) * 1e6,
         }
 
     def _print_delivery(self, name: str, r: dict[str, Any], what: str) -> None:
@@ -150,7 +152,8 @@ class Bench:
             f"{r['received']}/{r['deliveries']} received, recorded in {r['seconds_to_recorded'] or float('nan'):.1f}s; "
             f"{c['signatures_verified']} signatures verified, {c['unrecorded']} unrecorded, "
             f"{c['duplicates']} duplicates{_why(c)}: {'OK' if c['ok'] and r['complete'] else 'FAILED'}]  "
-            f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB"
+            f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB, "
+            f"CPU {r.get('worker_cpu_us_per_delivery', float('nan')):.0f} us per delivery"
         )
 
     # --- (b) ------------------------------------------------------------------------------------------
