@@ -133,7 +133,8 @@ class Stack:
                     stderr=subprocess.STDOUT,
                 )
             )
-        deadline = time.monotonic() + 30
+        # A loaded 2-core machine took over 30 s to import a worker (load average 10, two benches at once).
+        deadline = time.monotonic() + 120
         while not client.exists(health_key):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.worker_procs):
                 raise RuntimeError(f"a worker did not start (see {self.run_dir}/worker.log)")
