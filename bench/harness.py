@@ -1,6 +1,6 @@
 """`make bench`: the real stack end to end, every throughput as a ratio to the machine's raw limit.
 
-    python -m bench [--db sqlite|postgres] [--workers N] [--backlog N] [--only a,b,c,d,e] [--label TEXT]
+    python -m bench [--db sqlite|postgres] [--workers N] [--backlog N] [--only a,dev,b,c,d,g,i,e] [--label TEXT]
 
 Starts redis-server, the bench receiver, `synchook api` and N x `synchook worker` as separate
 processes on a fresh database (SQLite in a temporary directory, or a new database on the PostgreSQL
@@ -8,13 +8,15 @@ server of SYNCHOOK_BENCH_POSTGRES_URL / SYNCHOOK_TEST_POSTGRES_URL), then runs t
 
   raw  an aiohttp client posting signed payloads to the receiver at concurrency 64 (start and end)
   (a)  sustained throughput: 100 subscriptions x many events
+  (a-dev) the same through `synchook dev` alone (what `make run` starts): bench/dev_run.py
   (b)  commit -> receipt latency p50/p99 at steady offered loads (500 events/s is the target)
   (c)  backlog drain rate: a large pending backlog (bulk SQL) vs a 10k one (drained before and after)
   (d)  isolation: one hanging endpoint among healthy ones vs no failure (alternating rounds)
-  (e)  API: POST /v1/calendar/sync and GET job status, requests/s and p99 over many workspaces
+  (e)  API routes, requests/s and p99 over many workspaces, as a ratio to a bare starlette endpoint
   (f)  peak RSS (VmHWM) of every worker, in each scenario (workers restart per scenario)
   (g)  change events at scale: a 10,000-event first import with 10 subscriptions to calendar.event.*
        and its 100,000 deliveries, and a 1-change incremental sync, against a baseline (bench/bench_changes.py)
+  (i)  cost growth with 10 / 1,000 / 100,000 subscriptions and 1 / 100 / 10,000 workspaces: bench/growth.py
 
 Each delivery scenario checks that every delivery the receiver counted (by path and webhook-id) has
 a 2xx attempt row and that a sample of >= 1,000 signatures verifies with webhooks.verify.
@@ -33,20 +35,23 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
 
-from bench import api_load, bench_changes, raw
+from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
+from synchook.queue import free_port
 from synchook.root import migrate
 from synchook.settings import Settings
 from synchook.timeutil import utcnow
@@ -127,6 +132,7 @@ class Bench:
         rate = (len(rows) - 1) / max(last - first, 1e-6)
         recorded_at = await wait_recorded(self.ctx, [t.workspace_id for t in tenants], expected, timeout=60)
         checks = await check(self.ctx, self.receiver, tenants, rows)
+        cpu = self.stack.worker_cpu()
         peaks = self._stop_workers(scenario)
         return {
             "deliveries": expected,
@@ -138,6 +144,7 @@ class Bench:
             "ratio": rate / self.raw,
             "checks": checks,
             "worker_peak_rss_mib": peaks,
+            "worker_cpu_us_per_delivery": cpu / max(len(rows), 1) * 1e6,
         }
 
     def _print_delivery(self, name: str, r: dict[str, Any], what: str) -> None:
@@ -147,7 +154,8 @@ class Bench:
             f"{r['received']}/{r['deliveries']} received, recorded in {r['seconds_to_recorded'] or float('nan'):.1f}s; "
             f"{c['signatures_verified']} signatures verified, {c['unrecorded']} unrecorded, "
             f"{c['duplicates']} duplicates{_why(c)}: {'OK' if c['ok'] and r['complete'] else 'FAILED'}]  "
-            f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB"
+            f"worker peak RSS {max(r['worker_peak_rss_mib'], default=0):.0f} MiB, "
+            f"CPU {r.get('worker_cpu_us_per_delivery', float('nan')):.0f} us per delivery"
         )
 
     # --- (b) ------------------------------------------------------------------------------------------
@@ -289,13 +297,23 @@ class Bench:
 
     async def api(self) -> None:
         self.stack.start_workers()
-        result = await api_load.api_scenario(self.ctx, self.stack.api_url, seconds=self.args.api_seconds)
+        env = {**self.stack.env()}
+        with bare_api.running(env, free_port(), self.stack.run_dir / "bare_api.log") as bare_url:
+            result = await api_load.api_scenario(
+                self.ctx, self.stack.api_url, bare_url, self.stack.receiver_url, seconds=self.args.api_seconds
+            )
         result["worker_peak_rss_mib"] = self._stop_workers("e")
         self.report["e_api"] = result
-        for key, name in (("post_sync", "POST /v1/calendar/sync"), ("get_job", "GET /v1/calendar/sync/{id}")):
+        bare = result["bare"]
+        self.line(
+            f"(e) bare starlette + 1 SELECT {bare['rps']:7.0f} req/s  (first {bare['first']['rps']:.0f}, "
+            f"last {bare['last']['rps']:.0f}; 1 uvicorn process, as `synchook api`)"
+        )
+        for key, (name, target) in api_load.ROUTES.items():
             r = result[key]
             self.line(
-                f"(e) {name:<28}{r['rps']:7.0f} req/s  p50 {r['p50_ms']:5.1f} ms  p99 {r['p99_ms']:5.1f} ms  "
+                f"(e) {name:<42}{r['rps']:7.0f} req/s = {r['ratio']:.2f} x bare (target >= {target})  "
+                f"p50 {r['p50_ms'] or float('nan'):5.1f} ms  p99 {r['p99_ms'] or float('nan'):5.1f} ms  "
                 f"[{result['workspaces']} workspaces, concurrency {result['concurrency']}, {r['errors']} errors]"
             )
 
@@ -372,8 +390,10 @@ async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> di
             async with aiohttp.ClientSession() as http:
                 bench = Bench(args, stack, ctx, http)
                 await bench.raw_limit()
-                steps = {
+                steps: dict[str, Callable[[], Awaitable[None]]] = {
                     "a": bench.throughput,
+                    "dev": partial(dev_run.dev_throughput, bench),
+                    "i": partial(growth.growth, bench),
                     "b": bench.latency,
                     "c": bench.backlog,
                     "d": bench.isolation,
@@ -401,6 +421,9 @@ def _verdict(report: dict[str, Any]) -> list[str]:
     if "a_throughput" in report:
         r = report["a_throughput"]["ratio"]
         lines.append(f"(a) {r:.2f} x raw (target >= {TARGETS['throughput']}): {mark(r >= TARGETS['throughput'])}")
+    if "a_dev" in report:
+        r = report["a_dev"]["ratio"]
+        lines.append(f"(a-dev) {r:.2f} x raw (target >= {dev_run.TARGET}): {mark(r >= dev_run.TARGET)}")
     if "b_latency" in report:
         at500 = [p for p in report["b_latency"]["points"] if p["offered"] == 500]
         if at500:
@@ -416,9 +439,23 @@ def _verdict(report: dict[str, Any]) -> list[str]:
         lines.append(f"(d) healthy {r:.2f} x no-failure (target >= {TARGETS['isolation']}): {mark(r >= 0.9)}")
     if "g_changes" in report:
         lines.extend(bench_changes.verdict(report["g_changes"]))
+    if "e_api" in report:
+        for key, (name, target) in api_load.ROUTES.items():
+            r = report["e_api"][key]["ratio"]
+            lines.append(f"(e) {name} {r:.2f} x bare (target >= {target}): {mark(r >= target)}")
+    if "i_growth" in report:
+        for key in ("fan_out", "workspaces"):
+            change = report["i_growth"].get(f"{key}_largest_to_smallest")
+            if change is not None:
+                ok = change >= 1 - growth.FLAT_WITHIN
+                lines.append(f"(i) {key}: largest at {change:.2f} x the smallest (target >= 0.8): {mark(ok)}")
     if peaks:
         lines.append(f"(f) worker peak RSS {max(peaks):.0f} MiB (target < 200): {mark(max(peaks) < 200)}")
     return lines
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,11 +468,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=1_000_000, help="(c): pending deliveries of the large backlog")
     parser.add_argument("--isolation-events", type=int, default=3000)
     parser.add_argument("--isolation-rounds", type=int, default=2, help="(d): alternating pairs of runs")
-    parser.add_argument("--api-seconds", type=float, default=8.0)
+    parser.add_argument("--api-seconds", type=float, default=5.0, help="(e): seconds per route")
+    parser.add_argument("--dev-bursts", type=int, default=2, help="(a-dev): bursts of 300 events x 100 subscriptions")
+    parser.add_argument("--growth-deliveries", type=int, default=20_000, help="(i): deliveries per case")
+    parser.add_argument("--growth-fanout", type=_ints, default=[10, 1_000, 100_000], help="(i): subscriptions")
+    parser.add_argument("--growth-workspaces", type=_ints, default=[1, 100, 10_000], help="(i): workspaces")
     parser.add_argument("--raw-requests", type=int, default=20_000)
     parser.add_argument("--changes-events", type=int, default=10_000, help="(g): events of the imported calendar")
     parser.add_argument("--changes-rounds", type=int, default=20, help="(g): incremental rounds of each kind")
-    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")], default=list("abcdeg"))
+    parser.add_argument(
+        # (e) last: the sync jobs its POSTs queue held the workers' job slots for minutes after it (a run of (i)
+        # after (e) received 1,138 of 20,000 deliveries in 120 s).
+        "--only",
+        type=lambda s: [x.strip() for x in s.split(",")],
+        default=["a", "dev", "b", "c", "d", "g", "i", "e"],
+    )
     parser.add_argument("--label", default="", help="stored in the JSON report (e.g. before/after)")
     args = parser.parse_args(argv)
 

@@ -30,6 +30,15 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far, from /proc (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Stack:
     def __init__(self, *, database_url: str, workers: int, run_dir: Path, env: dict[str, str] | None = None) -> None:
         self.database_url = database_url
@@ -124,7 +133,8 @@ class Stack:
                     stderr=subprocess.STDOUT,
                 )
             )
-        deadline = time.monotonic() + 30
+        # A loaded 2-core machine took over 30 s to import a worker (load average 10, two benches at once).
+        deadline = time.monotonic() + 120
         while not client.exists(health_key):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.worker_procs):
                 raise RuntimeError(f"a worker did not start (see {self.run_dir}/worker.log)")
@@ -135,6 +145,10 @@ class Stack:
 
     def worker_peaks(self) -> list[float]:
         return [peak_rss_mib(p.pid) or 0.0 for p in self.worker_procs]
+
+    def worker_cpu(self) -> float:
+        """CPU seconds the running workers have used: on a shared machine, a steadier cost than a rate."""
+        return sum(cpu_seconds(p.pid) for p in self.worker_procs)
 
     def stop_workers(self) -> None:
         for proc in self.worker_procs:

@@ -22,7 +22,7 @@ from subscriptions.keys import generate_ed25519_keypair, generate_webhook_secret
 from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter, SubscriptionStatus
 from subscriptions.schemas import CreateSubscription, UpdateSubscription
 from synchook.crypto import Revealed, SecretBox
-from synchook.db import Database
+from synchook.db import Database, among
 from synchook.errors import ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Event, record_event
@@ -250,13 +250,15 @@ async def record_endpoint_health(
         # The WHERE avoids rewriting healthy rows.
         await session.execute(
             sa.update(_subscriptions)
-            .where(s.id.in_(sorted(succeeded)), s.failing_since.is_not(None))
+            .where(among(s.id, sorted(succeeded)), s.failing_since.is_not(None))
             .values(failing_since=None)
         )
     only_failed = sorted(set(failed) - set(succeeded))
     if only_failed:
         await session.execute(
-            sa.update(_subscriptions).where(s.id.in_(only_failed), s.failing_since.is_(None)).values(failing_since=now)
+            sa.update(_subscriptions)
+            .where(among(s.id, only_failed), s.failing_since.is_(None))
+            .values(failing_since=now)
         )
 
 

@@ -139,7 +139,7 @@ def redis_server_binary() -> str:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the forked child, before exec: have Linux SIGTERM it when its parent dies, even by SIGKILL."""
     with contextlib.suppress(Exception):  # not Linux: the owner's stop() is then the only way it ends
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -189,7 +189,7 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=self._tied,
             # The kernel watches the thread that forks: `synchook dev` starts Redis from its main thread.
-            preexec_fn=_die_with_parent if self._tied else None,
+            preexec_fn=die_with_parent if self._tied else None,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

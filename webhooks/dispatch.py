@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
-from synchook.db import unindexed
+from synchook.db import among, unindexed
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
@@ -72,7 +72,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
             result = await session.execute(
                 sa.update(_events)
                 .where(
-                    _events.c.id.in_(ids[start : start + _CLAIM_CHUNK]), unindexed(_events.c.dispatched_at).is_(None)
+                    among(_events.c.id, ids[start : start + _CLAIM_CHUNK]), unindexed(_events.c.dispatched_at).is_(None)
                 )
                 .values(dispatched_at=now)
                 .returning(

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from subscriptions.catalogue import subscription_disabled_data
 from subscriptions.models import Subscription
 from subscriptions.service import disable_subscription, record_endpoint_health
+from synchook.db import among
 from synchook.outbox import record_event
 from synchook.timeutil import isoformat
 from webhooks.delivery.rows import cancel_open_deliveries, disabled_cancel_reason
@@ -47,7 +48,7 @@ async def update_health(
     rows = (
         await session.execute(
             sa.select(_subs.c.id, _subs.c.workspace_id, _subs.c.url, _subs.c.failing_since).where(
-                _subs.c.id.in_(only_failed),
+                among(_subs.c.id, only_failed),
                 _subs.c.status == "enabled",
                 _subs.c.deleted_at.is_(None),
                 _subs.c.failing_since <= cutoff,

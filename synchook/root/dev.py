@@ -1,4 +1,8 @@
-"""`synchook dev`: API + one worker + embedded Redis + SQLite under ./.synchook, in one process."""
+"""`synchook dev`: API + one worker + embedded Redis + SQLite under ./.synchook, one command.
+
+The API runs in this process; the worker is `synchook worker` in a child process (synchook.root.dev_worker),
+and Redis a redis-server child: both stop with dev, and die with it should it be killed.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import uvicorn
-from arq.worker import Worker
 
 from synchook.auth.models import ALL_SCOPES
 from synchook.auth.service import create_key, create_workspace, find_workspace
@@ -25,6 +28,7 @@ from synchook.db import Database
 from synchook.errors import NotFound
 from synchook.queue import EmbeddedRedis
 from synchook.root import migrate
+from synchook.root.dev_worker import WorkerProcess
 from synchook.settings import DEFAULT_DATA_DIR, Settings
 
 logger = logging.getLogger(__name__)
@@ -198,19 +202,19 @@ class _Server(uvicorn.Server):
 
 class _Stop:
     """SIGINT/SIGTERM: stop the API, then the worker, then Redis, and return (exit 0). A second one hurries:
-    the API stops waiting for open connections, the worker cancels its running jobs."""
+    the API stops waiting for open connections, the worker process is ended at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self.server: uvicorn.Server | None = None
-        self.worker: Worker | None = None
+        self.worker: WorkerProcess | None = None
 
     def __call__(self) -> None:
         if self.server is not None:
             self.server.force_exit = self.server.should_exit
             self.server.should_exit = True
         if self.requested and self.worker is not None:
-            self.worker.handle_sig(signal.SIGINT)
+            self.worker.kill()
         self.requested = True
 
     @contextlib.contextmanager
@@ -242,7 +246,6 @@ async def run_dev(settings: Settings, data_dir: Path = DEFAULT_DATA_DIR) -> None
 
 async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
     from synchook.root.app import create_app
-    from synchook.root.worker import build_worker
 
     await asyncio.to_thread(migrate.upgrade, settings.database_url)
     workspace_id, raw_key = await bootstrap_dev_workspace(settings, data_dir)
@@ -259,23 +262,9 @@ async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     server = stop.server = _Server(config)
-    worker = stop.worker = build_worker(settings, handle_signals=False)
-    worker_task = asyncio.create_task(worker.async_run())
+    worker = stop.worker = WorkerProcess(settings)
+    worker.start()
     try:
         await server.serve()
     finally:
-        await _stop_worker(worker, worker_task)
-
-
-async def _stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
-    """As `synchook worker` on SIGTERM: take no new job, give running ones job_completion_wait, then cancel."""
-    from synchook.root.worker import close_worker
-
-    running = sum(not t.done() for t in worker.tasks.values())
-    if running and not task.done():
-        logger.info("waiting for %d running job(s) to finish; Ctrl-C again cancels them", running)
-    if not task.done():
-        worker.handle_sig_wait_for_completion(signal.SIGTERM)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    await close_worker(worker)  # Redis is still up: run_dev stops it after this
+        await worker.stop()  # Redis is still up: run_dev stops it after this

@@ -85,3 +85,35 @@ async def test_nothing_to_write_runs_no_statement(database_url: str) -> None:
             await update_rows(session, missing, [])
     finally:
         await db.close()
+
+
+# Columns with one value in every row (PostgreSQL sends those once, as a scalar) beside ones that differ.
+SHARED_ROWS: list[dict[str, Any]] = [
+    {"id": f"s{i}", "count": None, "at": _SHARED, "note": f"n{i % 2}", "status": "pending"} for i in range(4)
+]
+SHARED_UPDATES: list[dict[str, Any]] = [
+    {"status": "succeeded", "count": 1, "at": None, "note": "done", "id": "s1"},
+    {"status": "succeeded", "count": 1, "at": None, "note": "done", "id": "s2"},
+]
+
+
+async def test_bulk_writes_with_shared_values_store_what_sqlalchemy_stores(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            await session.run_sync(lambda s: _metadata.create_all(s.connection()))
+            for rows in (SHARED_ROWS, [ROWS[1]]):  # a single row: every value is shared
+                await insert_rows(session, _bulk, rows)
+                await session.execute(sa.insert(_reference), rows)
+            assert await _stored(session, _bulk) == await _stored(session, _reference)
+            for updates in (SHARED_UPDATES, [UPDATES[0] | {"id": "s3"}], [{"status": "dead", "id": "r2"}]):
+                await update_rows(session, _bulk, updates)
+                for update in updates:
+                    values = {k: v for k, v in update.items() if k != "id"}
+                    await session.execute(sa.update(_reference).where(_reference.c.id == update["id"]).values(**values))
+            updated = await _stored(session, _bulk)
+            assert updated == await _stored(session, _reference)
+            assert [row[0] for row in updated if row[4] != "pending"] == ["r2", "s1", "s2", "s3"]
+            await session.run_sync(lambda s: _metadata.drop_all(s.connection()))
+    finally:
+        await db.close()

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.models import Subscription
-from synchook.db import unindexed
+from synchook.db import among, unindexed
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
@@ -57,7 +57,7 @@ async def claim_rows(session: AsyncSession, ids: list[str], *, now: datetime, le
     result = await session.execute(
         sa.update(_deliveries)
         .where(
-            _deliveries.c.id.in_(ids),
+            among(_deliveries.c.id, ids),
             unindexed(_deliveries.c.status).in_(OPEN_STATUSES),
             sa.or_(due.is_(None), due <= now),
             sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
@@ -89,7 +89,7 @@ async def _last_numbers(session: AsyncSession, replayed: list[str]) -> dict[str,
         return {}
     rows = await session.execute(
         sa.select(_attempts.c.delivery_id, sa.func.max(_attempts.c.number))
-        .where(_attempts.c.delivery_id.in_(replayed))
+        .where(among(_attempts.c.delivery_id, replayed))
         .group_by(_attempts.c.delivery_id)
     )
     return {r[0]: int(r[1] or 0) for r in rows}
@@ -98,7 +98,7 @@ async def _last_numbers(session: AsyncSession, replayed: list[str]) -> dict[str,
 async def _load_bodies(session: AsyncSession, event_ids: Iterable[str]) -> dict[str, Body]:
     rows = await session.execute(
         sa.select(_events.c.id, _events.c.workspace_id, _events.c.type, _events.c.created_at, _events.c.data).where(
-            _events.c.id.in_(sorted(event_ids))
+            among(_events.c.id, sorted(event_ids))
         )
     )
     return {row[0]: Body.of(*row) for row in rows}
@@ -112,7 +112,7 @@ async def load_subscriptions(
     Every column is read and compared, so a change by any path (API, auto-disable, reseal) is seen at
     once. Building ORM objects was a fifth of a claim: a batch of 200 deliveries names ~100 endpoints.
     """
-    rows = await session.execute(sa.select(_subscriptions).where(_subscriptions.c.id.in_(sorted(ids))))
+    rows = await session.execute(sa.select(_subscriptions).where(among(_subscriptions.c.id, sorted(ids))))
     found: dict[str, Subscription] = {}
     changed: dict[str, sa.Row[Any]] = {}
     for row in rows:
@@ -122,7 +122,7 @@ async def load_subscriptions(
         else:
             changed[row.id] = row
     if changed:
-        loaded = await session.execute(sa.select(Subscription).where(Subscription.id.in_(sorted(changed))))  # type: ignore[attr-defined]
+        loaded = await session.execute(sa.select(Subscription).where(among(_subscriptions.c.id, sorted(changed))))
         if len(known) + len(changed) > _KNOWN_SUBSCRIPTIONS:
             known.clear()
         for subscription in loaded.scalars():

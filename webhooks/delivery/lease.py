@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from synchook.context import AppContext
+from synchook.db import among
 from synchook.timeutil import utcnow
 from webhooks.models import Delivery
 
@@ -55,7 +56,7 @@ async def keep_lease(app: AppContext, lease: Lease, stop: asyncio.Event) -> None
             async with app.db.session() as session:
                 await session.execute(
                     sa.update(_deliveries)
-                    .where(_deliveries.c.id.in_(ids), _deliveries.c.lease_owner == lease.owner)
+                    .where(among(_deliveries.c.id, ids), _deliveries.c.lease_owner == lease.owner)
                     .values(lease_until=until)
                 )
             lease.until = until

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from synchook.bulk import insert_rows, update_rows
+from synchook.db import among
 from webhooks.delivery.stages import Cancelled, Deferred, Recorded, Sent, Settled
 from webhooks.health import update_health
 from webhooks.models import Delivery, DeliveryAttempt
@@ -86,7 +87,7 @@ async def _lease_owners(session: AsyncSession, ids: list[str]) -> dict[str, str 
     """
     rows = await session.execute(
         sa.select(_deliveries.c.id, _deliveries.c.lease_owner)
-        .where(_deliveries.c.id.in_(sorted(ids)))
+        .where(among(_deliveries.c.id, sorted(ids)))
         .with_for_update()
     )
     return {r[0]: r[1] for r in rows}
