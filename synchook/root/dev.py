@@ -1,7 +1,8 @@
-"""`synchook dev`: API + one worker + embedded Redis + SQLite under ./.synchook, one command.
+"""`synchook dev`: API + workers + embedded Redis + SQLite under ./.synchook, one command.
 
-The API runs in this process; the worker is `synchook worker` in a child process (synchook.root.dev_worker),
-and Redis a redis-server child: both stop with dev, and die with it should it be killed.
+The API runs in this process; the workers are `synchook worker` child processes, one per core up to two
+(synchook.root.dev_worker), and Redis a redis-server child: all stop with dev, and die with it should it be
+killed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from synchook.db import Database
 from synchook.errors import NotFound
 from synchook.queue import EmbeddedRedis
 from synchook.root import migrate
-from synchook.root.dev_worker import WorkerProcess
+from synchook.root.dev_worker import WorkerProcesses, dev_worker_count
 from synchook.settings import DEFAULT_DATA_DIR, Settings
 
 logger = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class _Stop:
     def __init__(self) -> None:
         self.requested = False
         self.server: uvicorn.Server | None = None
-        self.worker: WorkerProcess | None = None
+        self.worker: WorkerProcesses | None = None
 
     def __call__(self) -> None:
         if self.server is not None:
@@ -262,7 +263,7 @@ async def _serve(settings: Settings, data_dir: Path, stop: _Stop) -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     server = stop.server = _Server(config)
-    worker = stop.worker = WorkerProcess(settings)
+    worker = stop.worker = WorkerProcesses(settings, dev_worker_count())
     worker.start()
     try:
         await server.serve()

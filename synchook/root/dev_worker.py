@@ -1,11 +1,15 @@
-"""The worker `synchook dev` runs beside its API: `synchook worker` as a child process, tied to dev.
+"""The workers `synchook dev` runs beside its API: `synchook worker` as child processes, tied to dev.
 
 In one process, the API and the worker shared one event loop (and one core): every request waited
 behind the worker's sends and fan-outs, and the worker's SQLite went through aiosqlite's thread
 because an inline ``BEGIN`` behind an API transaction on the same loop would stall both. A worker
 process of its own runs SQLite inline and uses the second core. `make run` stays one command: dev
-starts the child, and stops it, after the API, on Ctrl-C or SIGTERM; the child dies with dev
+starts the children, and stops them, after the API, on Ctrl-C or SIGTERM; a child dies with dev
 should dev be killed, and is started again should it exit on its own.
+
+One worker process is bound to one core (the GIL), so a single child left the second core of a 2-core
+machine idle while it saturated its own: dev runs one worker per core, up to ``MAX_DEV_WORKERS`` (the
+workers share SQLite's one writer, so more would only queue on it). That is the bench's own default.
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ import sys
 from synchook.queue import die_with_parent
 from synchook.settings import Settings
 
-__all__ = ["WorkerProcess"]
+__all__ = ["WorkerProcess", "WorkerProcesses", "dev_worker_count"]
 
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
+MAX_DEV_WORKERS = 2
+
+
+def dev_worker_count() -> int:
+    """One worker process per core, at most ``MAX_DEV_WORKERS``."""
+    return max(1, min(MAX_DEV_WORKERS, len(os.sched_getaffinity(0))))
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
@@ -102,3 +112,24 @@ class WorkerProcess:
 async def _exited(process: subprocess.Popen[bytes]) -> int:
     """Its exit code, once it has exited."""
     return await asyncio.to_thread(process.wait)
+
+
+class WorkerProcesses:
+    """dev's workers, started, stopped and killed together."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self._workers = [WorkerProcess(settings) for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+
+    def kill(self) -> None:
+        for worker in self._workers:
+            worker.kill()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self._workers))
