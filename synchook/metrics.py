@@ -1,8 +1,11 @@
 """Prometheus counters and histograms: what *this* process did (deliveries by outcome, attempt latency, HTTP requests).
 
-API and workers are separate processes: sum these across instances in PromQL. The domains record into them
-(``record_attempt``, ``record_delivery_outcome``); the scrape-time gauges that read the domains' tables, and
-``GET /metrics`` itself, are the composition root's (synchook.root.metrics).
+API and workers are separate processes. ``REGISTRY`` is what the process that serves ``/metrics`` (an API)
+did itself: sum those across instances in PromQL. ``ENGINE_REGISTRY`` holds what workers count (deliveries,
+attempts): a worker serves no HTTP, so it adds them to cluster-wide totals in Redis
+(synchook.metrics_totals) that every API exposes. The domains record into them (``record_attempt``,
+``record_delivery_outcome``); the scrape-time gauges that read the domains' tables, and ``GET /metrics``
+itself, are the composition root's (synchook.root.metrics).
 """
 
 from __future__ import annotations
@@ -21,23 +24,20 @@ from synchook.providers import Provider
 # (tests/kernel/test_layering.py); tests/kernel/test_metrics.py holds the set to webhooks' DeliveryStatus.
 DELIVERY_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "dead", "cancelled")
 ATTEMPT_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "timeout", "error")
-_OTHER = "other"
+OTHER = "other"
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
+ENGINE_REGISTRY = CollectorRegistry(auto_describe=True)
 
-DELIVERIES = Counter(
-    "synchook_deliveries",
-    "Deliveries that reached an outcome in this process (succeeded, failed and rescheduled, dead, cancelled)",
-    ["outcome"],
-    registry=REGISTRY,
-)
+DELIVERIES_NAME = "synchook_deliveries"
+DELIVERIES_DOC = "Deliveries that reached an outcome on any worker (succeeded, failed and rescheduled, dead, cancelled)"
+DELIVERIES = Counter(DELIVERIES_NAME, DELIVERIES_DOC, ["outcome"], registry=ENGINE_REGISTRY)
+ATTEMPT_SECONDS_NAME = "synchook_delivery_attempt_duration_seconds"
+ATTEMPT_SECONDS_DOC = "Duration of each webhook delivery attempt, on every worker, by outcome"
+ATTEMPT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
 ATTEMPT_SECONDS = Histogram(
-    "synchook_delivery_attempt_duration_seconds",
-    "Duration of each webhook delivery attempt made by this process, by outcome",
-    ["outcome"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
-    registry=REGISTRY,
+    ATTEMPT_SECONDS_NAME, ATTEMPT_SECONDS_DOC, ["outcome"], buckets=ATTEMPT_BUCKETS, registry=ENGINE_REGISTRY
 )
 HTTP_REQUESTS = Counter(
     "synchook_http_requests",
@@ -76,14 +76,14 @@ PUSH_NOTIFICATIONS = Counter(
     registry=REGISTRY,
 )
 
-for _outcome in (*DELIVERY_OUTCOMES, _OTHER):
+for _outcome in (*DELIVERY_OUTCOMES, OTHER):
     DELIVERIES.labels(outcome=_outcome)
-for _outcome in (*ATTEMPT_OUTCOMES, _OTHER):
+for _outcome in (*ATTEMPT_OUTCOMES, OTHER):
     ATTEMPT_SECONDS.labels(outcome=_outcome)
 
 
 def _closed(value: str, allowed: tuple[str, ...]) -> str:
-    return value if value in allowed else _OTHER
+    return value if value in allowed else OTHER
 
 
 def record_attempt(outcome: str, seconds: float) -> None:

@@ -1,9 +1,10 @@
-"""``GET /metrics``: this process's counters (synchook.metrics), then gauges read from the database and Redis.
+"""``GET /metrics``: this process's counters (synchook.metrics), then figures read from the database and Redis.
 
-API and workers are separate processes. Counters and histograms (deliveries by outcome, attempt latency,
-HTTP requests) count what *this* process did: sum them across instances in PromQL. The gauges computed at
-scrape time (queue depth, outbox lag, open deliveries, sync jobs by status) read the shared database and
-Redis, so every API instance reports the same cluster-wide truth: take ``max`` across instances, not ``sum``.
+API and workers are separate processes. The HTTP and push counters count what *this* process did: sum them
+across instances in PromQL. The figures read at scrape time (queue depth, outbox lag, open deliveries, sync
+jobs by status, and the workers' delivery and attempt counters, which they add up in Redis:
+synchook.metrics_totals) come from the shared database and Redis, so every API instance reports the same
+cluster-wide truth: take ``max`` across instances, not ``sum``.
 
 ``GET /metrics`` needs no API key, like ``/healthz``: serve it on an internal network only, never publicly.
 With ``SYNCHOOK_METRICS_TOKEN`` set it needs ``Authorization: Bearer <token>``. The database figures are read
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -35,6 +36,7 @@ from sync_trigger.models import JOB_STATUSES, SyncJob
 from synchook.context import AppContext
 from synchook.errors import InvalidKey
 from synchook.metrics import REGISTRY
+from synchook.metrics_totals import engine_families, read_engine_totals
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
 from synchook.timeutil import as_utc, utcnow
@@ -59,6 +61,7 @@ class Snapshot:
     outbox_lag_seconds: float | None = None
     deliveries: dict[str, int] | None = None
     sync_jobs: dict[str, int] | None = None
+    engine_totals: dict[str, float] | None = None
     sources: dict[str, bool] = field(default_factory=dict)
 
 
@@ -91,6 +94,7 @@ async def _read_redis(ctx: AppContext, snapshot: Snapshot) -> None:
     if ctx.redis is None:
         raise ConnectionError("no Redis connection")
     snapshot.queue_depth = int(await ctx.redis.zcard(QUEUE_NAME))
+    snapshot.engine_totals = await read_engine_totals(ctx.redis)
 
 
 Reader = Callable[[AppContext, Snapshot], Awaitable[None]]
@@ -169,7 +173,7 @@ class SnapshotCollector(Collector):
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         s = self.snapshot
         up = GaugeMetricFamily(
             "synchook_metrics_source_up", "Whether the scrape could read this backing service", labels=["source"]
@@ -202,6 +206,8 @@ class SnapshotCollector(Collector):
             )
         if s.sync_jobs is not None:
             yield _by_label("synchook_sync_jobs", "Calendar sync jobs by status", "status", s.sync_jobs.items())
+        if s.engine_totals is not None:
+            yield from engine_families(s.engine_totals)
 
 
 def _by_label(name: str, documentation: str, label: str, values: Iterable[tuple[str, int]]) -> GaugeMetricFamily:

@@ -16,6 +16,7 @@ import webhooks.tasks
 from synchook import idempotency
 from synchook.context import AppContext
 from synchook.janitor import Liveness, new_worker_id
+from synchook.metrics_totals import flush_engine_totals, flush_every
 from synchook.queue import QUEUE_NAME, REDIS_LOST, decode_job, encode_job, redis_settings
 from synchook.settings import Settings
 from webhooks.delivery.runtime import WorkerContext
@@ -61,6 +62,7 @@ def build_worker(
         ctx[webhooks.tasks.CONTEXT] = WorkerContext.open(app)
         ctx["worker_id"] = liveness.worker_id
         await liveness.start(ctx["redis"])
+        ctx[_METRICS_FLUSH] = asyncio.create_task(flush_every(ctx["redis"]), name="worker.metrics-flush")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # arq has waited for the running jobs: nothing of this worker's is left to keep alive.
@@ -69,6 +71,7 @@ def build_worker(
         delivery: WorkerContext | None = ctx.pop(webhooks.tasks.CONTEXT, None)
         if delivery is not None:
             await delivery.close()  # what was sent is recorded before the database closes
+        await _last_metrics_flush(ctx)  # after the recorder's last outcomes
         app: AppContext | None = ctx.get("app")
         if app is not None:
             await app.db.close()
@@ -105,6 +108,22 @@ def build_worker(
     # The janitor ages an unowned job by how much of this in-progress timeout its key has left.
     liveness.in_progress_timeout_s = worker.in_progress_timeout_s
     return worker
+
+
+_METRICS_FLUSH = "metrics_flush"
+
+
+async def _last_metrics_flush(ctx: dict[str, Any]) -> None:
+    flushing: asyncio.Task[None] | None = ctx.pop(_METRICS_FLUSH, None)
+    if flushing is None:
+        return
+    flushing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flushing
+    try:
+        await flush_engine_totals(ctx["redis"])
+    except Exception as exc:  # Redis gone as the worker stops: at most its last second of counts is lost
+        logger.warning("last delivery metrics flush failed: %s", type(exc).__name__)
 
 
 # arq's poll loop raises on the first Redis error (REDIS_LOST): a Redis restart would end every worker process.

@@ -9,13 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from synchook.fakes import FakeProviders
 from synchook.queue import free_port
@@ -165,6 +168,66 @@ def test_dev_runs_a_worker_process_per_core_up_to_two(start_dev: object) -> None
     assert len(workers) == dev_worker_count() == min(2, len(os.sched_getaffinity(0)))
     # Both deliver: each takes jobs from the one queue (a worker that died at start would not be listed).
     assert all(alive(pid) for pid in workers)
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[str, list[str]]]:
+    """A webhook receiver on loopback: its URL and the webhook-ids it was sent (answering 200)."""
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            received.append(self.headers.get("webhook-id", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def _engine_figures(text: str) -> dict[str, float]:
+    return {
+        f"{sample.name}{{{sample.labels.get('outcome')}}}": sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name in ("synchook_deliveries", "synchook_delivery_attempt_duration_seconds")
+        for sample in family.samples
+        if not sample.name.endswith("_bucket")
+    }
+
+
+def test_dev_metrics_count_the_deliveries_its_worker_processes_made(
+    start_dev: object, hooks: tuple[str, list[str]]
+) -> None:
+    """The workers count deliveries and serve no HTTP: `/metrics` of dev's API said 0 while they delivered."""
+    url, received = hooks
+    dev: Dev = start_dev()  # type: ignore[operator]
+    dev.wait_healthy()
+    key = [line for line in dev.log().splitlines() if line.startswith("wbk_")][-1]
+    base = f"http://127.0.0.1:{dev.port}"
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as api:
+        created = api.post("/v1/webhooks/subscriptions", json={"url": url, "event_types": ["*"]})
+        assert created.status_code == 201, created.text
+        sub_id = created.json()["data"]["id"]
+        for _ in range(3):
+            assert api.post(f"/v1/webhooks/subscriptions/{sub_id}/test").status_code == 202
+        deadline = time.monotonic() + START_BOUND
+        while (
+            len(received) < 3
+            or _engine_figures(api.get("/metrics").text).get("synchook_deliveries_total{succeeded}") != 3
+        ):
+            assert time.monotonic() < deadline, (len(received), _engine_figures(api.get("/metrics").text))
+            time.sleep(0.1)
+        figures = _engine_figures(api.get("/metrics").text)
+    assert figures["synchook_delivery_attempt_duration_seconds_count{succeeded}"] == 3
+    assert figures["synchook_deliveries_total{dead}"] == 0
 
 
 def test_dev_stops_with_a_sync_job_running(start_dev: object) -> None:

@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 
 from subscriptions.models import Subscription
 from sync_trigger.models import SyncJob
-from synchook import metrics
+from synchook import metrics, metrics_totals
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
@@ -187,7 +187,7 @@ async def test_route_template_keeps_path_parameters_as_placeholders() -> None:
     assert "thing_secret_looking_id" not in text
 
 
-async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient) -> None:
+async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient, app_ctx: AppContext) -> None:
     before = await scrape(client)
     metrics.record_attempt("succeeded", 0.2)
     metrics.record_attempt("timeout", 15.0)
@@ -195,6 +195,10 @@ async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient
     metrics.record_delivery_outcome("dead")
     metrics.record_delivery_outcome("made-up")
     metrics.record_delivery_outcome("succeeded", 3)  # a recorder flush counts its outcomes at once
+    # Counted in this process (a worker's, in production): the API shows the totals its workers flushed.
+    dead = "synchook_deliveries_total"
+    assert value(await scrape(client), dead, outcome="dead") == value(before, dead, outcome="dead")
+    await metrics_totals.flush_engine_totals(app_ctx.redis)
     after = await scrape(client)
 
     def delta(name: str, **labels: str) -> float:
@@ -206,6 +210,42 @@ async def test_engine_api_counts_attempts_and_outcomes(client: httpx.AsyncClient
     assert delta("synchook_deliveries_total", outcome="dead") == 1
     assert delta("synchook_deliveries_total", outcome="other") == 1
     assert delta("synchook_deliveries_total", outcome="succeeded") == 3
+
+
+def _total(totals: dict[str, float], outcome: str) -> float:
+    return totals.get(f"synchook_deliveries_total|{outcome}|", 0.0)
+
+
+async def test_each_count_reaches_the_cluster_totals_once(app_ctx: AppContext) -> None:
+    redis = app_ctx.redis
+    await metrics_totals.flush_engine_totals(redis)  # whatever earlier tests of this process counted
+    start = _total(await metrics_totals.read_engine_totals(redis), "cancelled")
+    metrics.record_delivery_outcome("cancelled", 2)
+    await metrics_totals.flush_engine_totals(redis)
+    await metrics_totals.flush_engine_totals(redis)  # nothing new: adds nothing
+    metrics.record_delivery_outcome("cancelled")
+    await asyncio.gather(*(metrics_totals.flush_engine_totals(redis) for _ in range(3)))
+    assert _total(await metrics_totals.read_engine_totals(redis), "cancelled") == start + 3
+
+
+async def test_counts_a_failed_flush_could_not_send_go_with_the_next(app_ctx: AppContext) -> None:
+    from redis.asyncio import Redis
+
+    from synchook.queue import free_port
+
+    redis = app_ctx.redis
+    await metrics_totals.flush_engine_totals(redis)
+    start = _total(await metrics_totals.read_engine_totals(redis), "cancelled")
+    metrics.record_delivery_outcome("cancelled", 5)
+    unreachable = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    try:
+        with pytest.raises(Exception):
+            await metrics_totals.flush_engine_totals(unreachable)
+    finally:
+        await unreachable.aclose()
+    assert _total(await metrics_totals.read_engine_totals(redis), "cancelled") == start
+    await metrics_totals.flush_engine_totals(redis)
+    assert _total(await metrics_totals.read_engine_totals(redis), "cancelled") == start + 5
 
 
 async def test_scrape_answers_when_redis_is_unreachable(app_ctx: AppContext) -> None:
