@@ -136,10 +136,11 @@ def _due(cutoff: datetime | Cutoffs) -> Any:
 
 async def _covered(session: AsyncSession, connection: Connection) -> bool:
     # A queued or running job of the workspace that would sync this connection: its own background job,
-    # or an on-demand job for every provider or for this one.
+    # or an on-demand job for every provider or for this one. Not a push sync: it syncs one calendar alone.
     query = select(col(SyncJob.id)).where(
         col(SyncJob.workspace_id) == connection.workspace_id,
         col(SyncJob.status).in_(ACTIVE_STATUSES),
+        col(SyncJob.calendar_id).is_(None),
         or_(
             col(SyncJob.connection_id) == connection.id,
             (col(SyncJob.connection_id).is_(None))

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, update
 from sqlmodel import col
 
-from sync_trigger import connections
+from sync_trigger import connections, service
 from sync_trigger.background import schedule_background_syncs
-from sync_trigger.models import Connection, SyncJob
+from sync_trigger.models import Connection, SyncJob, SyncTrigger
 from sync_trigger.push.models import PushChannel, PushStatus
 from sync_trigger.schemas import CalDAVConnectionBody, OAuthConnectionBody
 from synchook.context import AppContext
@@ -150,3 +150,17 @@ async def test_a_fallback_shorter_than_the_background_interval_never_polls_more_
     app_ctx.settings = app_ctx.settings.model_copy(update={"push_fallback_interval": 10})
     await last_polled(app_ctx, 60)
     assert await polled(app_ctx) == set()
+
+
+async def test_a_push_sync_of_one_calendar_does_not_hold_back_its_connections_poll(
+    app_ctx: AppContext, accounts: dict[str, Connection]
+) -> None:
+    # A queued push sync of one calendar syncs that calendar alone: the connection's other calendars are still due.
+    connection = accounts["one_pending"]
+    calendar = await add_calendar(app_ctx, connection, "pushed")
+    async with app_ctx.db.session() as session:
+        service.add_incremental_job(
+            session, connection=connection, trigger=SyncTrigger.PUSH, now=utcnow(), calendar_id=calendar.id
+        )
+    await last_polled(app_ctx, BACKGROUND + 60)
+    assert connection.id in await polled(app_ctx)
