@@ -232,6 +232,25 @@ async def graph_lifecycle(call: Call[GraphQuery, None]) -> Response | Reply:
 
 _ERRORS = (400, 404, 413, 429, 503)
 
+
+def _graph_endpoint(path: str, handler: Any, summary: str, otherwise: str) -> Endpoint:
+    """Graph's two notification URLs: both answer the validation handshake, then take a batch (202)."""
+    return Endpoint(
+        method="POST",
+        path=path,
+        handler=handler,
+        summary=summary,
+        tag="providers",
+        scope=None,
+        query=GraphQuery,
+        response=NotificationReceived,
+        status=202,
+        errors=_ERRORS,
+        text_alternatives=((200, "text/plain"),),
+        description=_NO_KEY + "With `validationToken`: 200 text/plain echoing it. " + otherwise,
+    )
+
+
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
         method="POST",
@@ -247,37 +266,20 @@ ENDPOINTS: list[Endpoint] = [
         "`sync` → 200 and nothing else; `exists`/`not_exists` → 200 and a sync of that calendar is scheduled "
         "(debounced). An unknown channel or a wrong token: 404; missing headers: 400; a body over 1 MiB: 413.",
     ),
-    Endpoint(
-        method="POST",
-        path=service.MICROSOFT_NOTIFICATIONS,
-        handler=graph_notifications,
-        summary="Microsoft Graph change notifications",
-        tag="providers",
-        scope=None,
-        query=GraphQuery,
-        response=NotificationReceived,
-        status=202,
-        errors=_ERRORS,
-        text_alternatives=((200, "text/plain"),),
-        description=_NO_KEY
-        + 'With `validationToken`: 200 text/plain echoing it. Otherwise a JSON body `{"value": [...]}` '
-        "(PROVIDERS.md §2.5) → 202; each item whose subscriptionId is known and whose clientState matches "
-        "schedules a sync of its calendar (debounced), the others are ignored. Malformed JSON: 400.",
+    _graph_endpoint(
+        service.MICROSOFT_NOTIFICATIONS,
+        graph_notifications,
+        "Microsoft Graph change notifications",
+        'Otherwise a JSON body `{"value": [...]}` (PROVIDERS.md §2.5) → 202; each item whose subscriptionId is '
+        "known and whose clientState matches schedules a sync of its calendar (debounced), the others are "
+        "ignored. Malformed JSON: 400.",
     ),
-    Endpoint(
-        method="POST",
-        path=service.MICROSOFT_LIFECYCLE,
-        handler=graph_lifecycle,
-        summary="Microsoft Graph lifecycle notifications",
-        tag="providers",
-        scope=None,
-        query=GraphQuery,
-        response=NotificationReceived,
-        status=202,
-        errors=_ERRORS,
-        text_alternatives=((200, "text/plain"),),
-        description=_NO_KEY + 'With `validationToken`: 200 text/plain echoing it. Otherwise `{"value": [...]}` → 202: '
-        "reauthorizationRequired renews the subscription now, subscriptionRemoved creates a new one and syncs "
-        "the calendar, missed syncs the calendar; unknown subscriptions and wrong clientStates are ignored.",
+    _graph_endpoint(
+        service.MICROSOFT_LIFECYCLE,
+        graph_lifecycle,
+        "Microsoft Graph lifecycle notifications",
+        'Otherwise `{"value": [...]}` → 202: reauthorizationRequired renews the subscription now, '
+        "subscriptionRemoved creates a new one and syncs the calendar, missed syncs the calendar; unknown "
+        "subscriptions and wrong clientStates are ignored.",
     ),
 ]
