@@ -8,14 +8,11 @@ query plus `pageToken` until a page carries `nextSyncToken`; empty pages may sti
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 from sync_trigger.connectors._http import error_message
 from sync_trigger.connectors._time import date_midnight_utc, parse_timestamp, rfc3339
@@ -28,12 +25,9 @@ from sync_trigger.connectors.base import (
     EventChange,
     ProviderEndpoints,
     ProviderError,
-    Tokens,
-    TokensCallback,
 )
 from sync_trigger.connectors.mapping import from_google
-from sync_trigger.connectors.oauth import authorized_requester
-from sync_trigger.connectors.throttle import RetryHook, Sleep
+from sync_trigger.connectors.oauth import OAuthConnector
 
 logger = logging.getLogger(__name__)
 
@@ -66,40 +60,17 @@ class GooglePolicy:
         return ProviderError(f"Google answered {status} {reasons}: {detail}".rstrip(": "), status=status)
 
 
-class GoogleConnector:
+class GoogleConnector(OAuthConnector):
     provider = "google"
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        endpoints: ProviderEndpoints,
-        tokens: Tokens,
-        on_tokens_refreshed: TokensCallback,
-        *,
-        max_throttle_wait: float = 60.0,
-        page_size: int | None = None,
-        sleep: Sleep = asyncio.sleep,
-        on_retry: RetryHook | None = None,
-    ) -> None:
+    def _configure(self, endpoints: ProviderEndpoints) -> None:
         self._base = endpoints.google_api_url.rstrip("/") + "/calendar/v3"
-        self._page_size = page_size
-        self._auth, self._requester = authorized_requester(
-            session,
-            GooglePolicy(),
-            provider="google",
-            token_url=endpoints.google_token_url,
-            client_id=endpoints.google_client_id,
-            client_secret=endpoints.google_client_secret,
-            tokens=tokens,
-            on_refreshed=on_tokens_refreshed,
-            max_throttle_wait=max_throttle_wait,
-            sleep=sleep,
-            on_retry=on_retry,
-        )
 
-    @property
-    def tokens(self) -> Tokens:
-        return self._auth.tokens
+    def _policy(self) -> GooglePolicy:
+        return GooglePolicy()
+
+    def _token_endpoint(self, endpoints: ProviderEndpoints) -> tuple[str, str | None, str | None]:
+        return endpoints.google_token_url, endpoints.google_client_id, endpoints.google_client_secret
 
     async def list_calendars(self) -> list[CalendarInfo]:
         calendars: list[CalendarInfo] = []

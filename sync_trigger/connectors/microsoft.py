@@ -9,14 +9,11 @@ At most 4 requests of one connector are in flight (Outlook's per-mailbox limit).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
-
-import aiohttp
 
 from sync_trigger.connectors._http import error_message
 from sync_trigger.connectors._time import date_midnight_utc, parse_timestamp, parse_zoned, rfc3339
@@ -30,12 +27,9 @@ from sync_trigger.connectors.base import (
     EventChange,
     ProviderEndpoints,
     ProviderError,
-    Tokens,
-    TokensCallback,
 )
 from sync_trigger.connectors.mapping import from_graph
-from sync_trigger.connectors.oauth import authorized_requester
-from sync_trigger.connectors.throttle import RetryHook, Sleep
+from sync_trigger.connectors.oauth import OAuthConnector
 from synchook.timeutil import isoformat
 
 logger = logging.getLogger(__name__)
@@ -66,43 +60,20 @@ class GraphPolicy:
         return ProviderError(f"Graph answered {status} {code or 'error'}: {detail}".rstrip(": "), status=status)
 
 
-class MicrosoftConnector:
+class MicrosoftConnector(OAuthConnector):
     provider = "microsoft"
+    concurrency = MAILBOX_CONCURRENCY
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        endpoints: ProviderEndpoints,
-        tokens: Tokens,
-        on_tokens_refreshed: TokensCallback,
-        *,
-        max_throttle_wait: float = 60.0,
-        page_size: int | None = None,
-        sleep: Sleep = asyncio.sleep,
-        on_retry: RetryHook | None = None,
-    ) -> None:
+    def _configure(self, endpoints: ProviderEndpoints) -> None:
         self._base = endpoints.microsoft_graph_url.rstrip("/")
         origin = urlsplit(self._base)
         self._origin = (origin.scheme, origin.netloc)
-        self._page_size = page_size
-        self._auth, self._requester = authorized_requester(
-            session,
-            GraphPolicy(),
-            provider="microsoft",
-            token_url=endpoints.microsoft_token_url,
-            client_id=endpoints.microsoft_client_id,
-            client_secret=endpoints.microsoft_client_secret,
-            tokens=tokens,
-            on_refreshed=on_tokens_refreshed,
-            max_throttle_wait=max_throttle_wait,
-            sleep=sleep,
-            on_retry=on_retry,
-            limit=MAILBOX_CONCURRENCY,
-        )
 
-    @property
-    def tokens(self) -> Tokens:
-        return self._auth.tokens
+    def _policy(self) -> GraphPolicy:
+        return GraphPolicy()
+
+    def _token_endpoint(self, endpoints: ProviderEndpoints) -> tuple[str, str | None, str | None]:
+        return endpoints.microsoft_token_url, endpoints.microsoft_client_id, endpoints.microsoft_client_secret
 
     def _headers(self) -> dict[str, str]:
         # Ask for UTC so event times never carry Windows zone names we cannot map.

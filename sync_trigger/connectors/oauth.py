@@ -18,6 +18,7 @@ import aiohttp
 from sync_trigger.connectors._http import ErrorPolicy, Requester
 from sync_trigger.connectors.base import (
     ConnectorError,
+    ProviderEndpoints,
     ProviderError,
     ReauthRequired,
     Tokens,
@@ -161,3 +162,58 @@ def authorized_requester(
         session, policy, auth=auth, limit=limit, max_throttle_wait=max_throttle_wait, sleep=sleep, on_retry=on_retry
     )
     return auth, requester
+
+
+class OAuthConnector:
+    """What both OAuth providers' connectors share: a requester that keeps the connection's tokens fresh.
+
+    A subclass names its ``provider``, its API's error policy and its token endpoint; ``concurrency`` bounds
+    its requests in flight (Graph throttles per mailbox).
+    """
+
+    provider: str
+    concurrency: int | None = None
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoints: ProviderEndpoints,
+        tokens: Tokens,
+        on_tokens_refreshed: TokensCallback,
+        *,
+        max_throttle_wait: float = 60.0,
+        page_size: int | None = None,
+        sleep: Sleep = asyncio.sleep,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self._page_size = page_size
+        token_url, client_id, client_secret = self._token_endpoint(endpoints)
+        self._auth, self._requester = authorized_requester(
+            session,
+            self._policy(),
+            provider=self.provider,
+            token_url=token_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            tokens=tokens,
+            on_refreshed=on_tokens_refreshed,
+            max_throttle_wait=max_throttle_wait,
+            sleep=sleep,
+            on_retry=on_retry,
+            limit=self.concurrency,
+        )
+        self._configure(endpoints)
+
+    @property
+    def tokens(self) -> Tokens:
+        return self._auth.tokens
+
+    def _policy(self) -> ErrorPolicy:
+        raise NotImplementedError
+
+    def _token_endpoint(self, endpoints: ProviderEndpoints) -> tuple[str, str | None, str | None]:
+        """The token URL, client id and client secret."""
+        raise NotImplementedError
+
+    def _configure(self, endpoints: ProviderEndpoints) -> None:
+        """The subclass's own set-up from the endpoints (its API's base URL)."""
