@@ -4,6 +4,7 @@ throttling and 5xx retries within a bounded wait, provider-specific error mappin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -159,24 +160,13 @@ class Requester:
         data: Mapping[str, str] | None,
         json_body: Any = None,
     ) -> _Reply:
-        if self._semaphore is None:
-            return await self._exchange(method, url, params=params, headers=headers, data=data, json_body=json_body)
-        async with self._semaphore:  # held until the body is read: that is what the mailbox limit counts
-            return await self._exchange(method, url, params=params, headers=headers, data=data, json_body=json_body)
-
-    async def _exchange(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str],
-        data: Mapping[str, str] | None,
-        json_body: Any = None,
-    ) -> _Reply:
-        async with self._session.request(
-            method, url, params=params, headers=headers, data=data, json=json_body, allow_redirects=False
-        ) as response:
+        # The semaphore is held until the body is read: that is what the mailbox limit counts.
+        async with (
+            self._semaphore or contextlib.nullcontext(),
+            self._session.request(
+                method, url, params=params, headers=headers, data=data, json=json_body, allow_redirects=False
+            ) as response,
+        ):
             body = await response.read()
             return _Reply(response.status, _decode(body), response.headers.get("Retry-After"))
 
