@@ -66,7 +66,7 @@ async def list_subscriptions(call: Call[PageQuery, None]) -> Page:
 
 
 async def get_subscription(call: Call[None, None]) -> SubscriptionView:
-    async with call.ctx.db.session() as session:
+    async with call.ctx.db.read() as session:  # one SELECT: no transaction, no SQLite write lock
         subscription = await service.get_subscription(
             session, workspace_id=call.workspace_id, subscription_id=call.path["id"]
         )

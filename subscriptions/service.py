@@ -25,7 +25,7 @@ from synchook.crypto import Revealed, SecretBox
 from synchook.db import Database, among
 from synchook.errors import ValidationFailed
 from synchook.ids import looks_like_id, new_id
-from synchook.outbox import Event, record_event
+from synchook.outbox import Event
 from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import utcnow
 from synchook.url_safety import UnsafeURL, check_resolves_public
@@ -154,17 +154,36 @@ async def get_subscription(session: AsyncSession, *, workspace_id: str, subscrip
     """A live subscription of the workspace; SubscriptionNotFound for anything else."""
     if not looks_like_id(subscription_id, ID_PREFIX):
         raise SubscriptionNotFound()
-    rows = await session.execute(
-        sa.select(Subscription).where(
-            col(Subscription.id) == subscription_id,
-            col(Subscription.workspace_id) == workspace_id,
-            col(Subscription.deleted_at).is_(None),
-        )
-    )
+    rows = await session.execute(_ONE_SUBSCRIPTION, {"subscription_id": subscription_id, "workspace_id": workspace_id})
     subscription = rows.scalars().first()
     if subscription is None:
         raise SubscriptionNotFound()
     return subscription
+
+
+_events = Event.__table__  # type: ignore[attr-defined]
+
+# Built once: composing the statements cost more CPU per request than running them.
+_INSERT_TEST_EVENT = sa.insert(_events).from_select(
+    ["id", "workspace_id", "type", "target_subscription_id", "data", "created_at"],
+    sa.select(
+        sa.bindparam("event_id", type_=_events.c.id.type),
+        col(Subscription.workspace_id),
+        sa.literal("webhook.test", type_=_events.c.type.type),
+        col(Subscription.id),
+        sa.bindparam("data", type_=_events.c.data.type),
+        sa.bindparam("created_at", type_=_events.c.created_at.type),
+    ).where(
+        col(Subscription.id) == sa.bindparam("subscription_id"),
+        col(Subscription.workspace_id) == sa.bindparam("workspace_id"),
+        col(Subscription.deleted_at).is_(None),
+    ),
+)
+_ONE_SUBSCRIPTION = sa.select(Subscription).where(
+    col(Subscription.id) == sa.bindparam("subscription_id"),
+    col(Subscription.workspace_id) == sa.bindparam("workspace_id"),
+    col(Subscription.deleted_at).is_(None),
+)
 
 
 async def update_subscription(
@@ -317,17 +336,33 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
 
 
 async def send_test_event(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> Event:
-    """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit."""
-    subscription = await get_subscription(session, workspace_id=workspace_id, subscription_id=subscription_id)
-    event = record_event(
-        session,
+    """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit.
+
+    One statement: the event is inserted from the subscription's row, so only for a live subscription of the
+    workspace (SubscriptionNotFound otherwise), where loading the subscription and then inserting took two."""
+    if not looks_like_id(subscription_id, ID_PREFIX):
+        raise SubscriptionNotFound()
+    event = Event(
+        id=new_id("evt"),
         workspace_id=workspace_id,
         type="webhook.test",
-        data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription.id),
-        target_subscription_id=subscription.id,
+        target_subscription_id=subscription_id,
+        data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
+        created_at=utcnow(),
     )
-    await session.flush()
-    logger.info("test event %s recorded for subscription %s", event.id, subscription.id)
+    inserted = await session.execute(
+        _INSERT_TEST_EVENT,
+        {
+            "event_id": event.id,
+            "workspace_id": workspace_id,
+            "subscription_id": subscription_id,
+            "data": event.data,
+            "created_at": event.created_at,
+        },
+    )
+    if inserted.rowcount != 1:  # type: ignore[attr-defined]
+        raise SubscriptionNotFound()
+    logger.info("test event %s recorded for subscription %s", event.id, subscription_id)
     return event
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, Select, func, or_, select, update
+from sqlalchemy import CursorResult, Result, Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import col
 
 from sync_trigger.calendar_index.changes import latest_sequence
@@ -22,7 +23,7 @@ from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
-from synchook.db import Database
+from synchook.db import Database, UTCDateTime
 from synchook.errors import NotFound, ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import Enqueue, hand_off, record_event
@@ -150,9 +151,11 @@ async def trigger_sync(
             await _lock_workspace(session, workspace_id)
             # The clock is read under the lock, so queued_at order matches commit order.
             now = utcnow()
-            await _require_connection(session, workspace_id=workspace_id, provider=body.provider)
-            quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=now)
-            if await _full_sync_overlaps(session, workspace_id=workspace_id, provider=body.provider):
+            admission = await _admission(session, workspace_id=workspace_id, provider=body.provider, now=now)
+            if not admission.connected:
+                raise NoConnection(body.provider)
+            quota = SyncQuota(limit=cap, used=admission.used, oldest_queued_at=admission.oldest_queued_at, now=now)
+            if admission.full_sync_overlaps:
                 raise SyncInProgress(quota)
             if quota.used >= cap:
                 raise SyncCapReached(quota)
@@ -233,44 +236,88 @@ async def sync_quota(session: AsyncSession, *, workspace_id: str, cap: int, now:
 async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
     # PostgreSQL: a row lock serialises the workspace's requests. SQLite renders no FOR UPDATE, but the
     # engine opens every transaction with BEGIN IMMEDIATE, which serialises all writers already.
-    await session.execute(select(col(Workspace.id)).where(col(Workspace.id) == workspace_id).with_for_update())
+    await session.execute(_LOCK_WORKSPACE, {"workspace_id": workspace_id})
 
 
-async def _require_connection(session: AsyncSession, *, workspace_id: str, provider: str | None) -> None:
-    query = select(col(Connection.id)).where(
-        col(Connection.workspace_id) == workspace_id,
-        col(Connection.status) == ConnectionStatus.ACTIVE,
+# FOR NO KEY UPDATE, not FOR UPDATE: it serialises this endpoint's requests (and bulk replays') just the same, but
+# does not block the KEY SHARE lock every insert referencing the workspace takes (foreign keys), so a sync request
+# no longer holds up the workers' and other requests' inserts of the workspace's events and rows meanwhile.
+_LOCK_WORKSPACE = (
+    select(col(Workspace.id)).where(col(Workspace.id) == bindparam("workspace_id")).with_for_update(key_share=True)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    connected: bool
+    full_sync_overlaps: bool
+    used: int
+    oldest_queued_at: datetime | None
+
+
+async def _admission(session: AsyncSession, *, workspace_id: str, provider: str | None, now: datetime) -> _Admission:
+    """What decides an on-demand sync, read under the workspace lock in one statement: an active connection (of
+    the provider), a queued or running full sync it overlaps, and the rolling hour's accepted syncs (sync_quota)."""
+    statement = _ADMISSION_OF_ALL if provider is None else _ADMISSION_OF_PROVIDER
+    row = (
+        await session.execute(statement, {"workspace_id": workspace_id, "provider": provider, "since": now - WINDOW})
+    ).one()
+    return _Admission(
+        connected=bool(row.connected),
+        full_sync_overlaps=bool(row.overlaps),
+        used=int(row.used),
+        oldest_queued_at=row.oldest,
     )
-    if provider is not None:
-        query = query.where(col(Connection.provider) == provider)
-    if (await session.execute(query.limit(1))).first() is None:
-        raise NoConnection(provider)
 
 
-async def _full_sync_overlaps(session: AsyncSession, *, workspace_id: str, provider: str | None) -> bool:
+def _admission_statement(*, of_provider: bool) -> Select[Any]:
+    workspace: BindParameter[str] = bindparam("workspace_id")
+    connection = select(col(Connection.id)).where(
+        col(Connection.workspace_id) == workspace, col(Connection.status) == ConnectionStatus.ACTIVE
+    )
     # Any request (full or incremental) overlapping a queued or running full sync is refused: the full
     # sync rebuilds the same index. provider NULL means every provider, so it overlaps everything.
-    query = select(col(SyncJob.id)).where(
-        col(SyncJob.workspace_id) == workspace_id,
+    full_sync = select(col(SyncJob.id)).where(
+        col(SyncJob.workspace_id) == workspace,
         col(SyncJob.mode) == "full",
         col(SyncJob.status).in_(ACTIVE_STATUSES),
     )
-    if provider is not None:
-        query = query.where(or_(col(SyncJob.provider).is_(None), col(SyncJob.provider) == provider))
-    return (await session.execute(query.limit(1))).first() is not None
+    if of_provider:
+        provider: BindParameter[str] = bindparam("provider")
+        connection = connection.where(col(Connection.provider) == provider)
+        full_sync = full_sync.where(or_(col(SyncJob.provider).is_(None), col(SyncJob.provider) == provider))
+    quota = (
+        select(func.count(col(SyncJob.id)).label("used"), func.min(col(SyncJob.queued_at)).label("oldest"))
+        .where(
+            col(SyncJob.workspace_id) == workspace,
+            col(SyncJob.trigger) == SyncTrigger.API,
+            col(SyncJob.queued_at) > bindparam("since", type_=UTCDateTime),
+        )
+        .subquery()
+    )
+    return select(
+        connection.exists().label("connected"), full_sync.exists().label("overlaps"), quota.c.used, quota.c.oldest
+    )
+
+
+# Built once: composing them cost more CPU per request than running them.
+_ADMISSION_OF_ALL = _admission_statement(of_provider=False)
+_ADMISSION_OF_PROVIDER = _admission_statement(of_provider=True)
 
 
 async def get_job(session: AsyncSession, *, workspace_id: str, job_id: str) -> SyncJob:
     job = None
     if looks_like_id(job_id, "cal_sync"):
-        job = (
-            await session.execute(
-                select(SyncJob).where(col(SyncJob.id) == job_id, col(SyncJob.workspace_id) == workspace_id)
-            )
-        ).scalar_one_or_none()
+        job = (await session.execute(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})).scalar_one_or_none()
     if job is None:
         raise NotFound("Sync job")
     return job
+
+
+# Built once: composing the statement cost more CPU per request than running it.
+_ONE_JOB = select(SyncJob).where(
+    col(SyncJob.id) == bindparam("job_id"), col(SyncJob.workspace_id) == bindparam("workspace_id")
+)
 
 
 # --- Lifecycle (worker side) -----------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, any_, bindparam, exc
+from sqlalchemy import ARRAY, DateTime, any_, bindparam, event, exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -16,7 +17,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import NullType, TypeDecorator
 
 from synchook.sqlite.datetimes import sqlite_datetime, sqlite_text
-from synchook.sqlite.engine import create_sqlite_engine, sqlite_write_lock
+from synchook.sqlite.engine import create_sqlite_engine, sqlite_file, sqlite_write_lock
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -114,24 +115,68 @@ def _compile_among_postgresql(element: among, compiler: Any, **kw: Any) -> str:
 HIDE_PARAMETERS = True
 
 
-def create_engine(url: str, *, pool_size: int = 10, inline_sqlite: bool = False) -> AsyncEngine:
+# A pooled PostgreSQL connection idle at least this long is pinged before use; one in steady use is not.
+IDLE_PING_AFTER = 5.0
+
+
+# PostgreSQL connections a process keeps: at most this many, and once opened they are kept. The pool was 10 plus
+# 10 overflow, the same peak, but an overflow connection is closed as soon as it is returned to a full pool: under
+# concurrent requests the API opened and closed connections continuously (3-10 % of its samples in (e), and a
+# server backend started for each).
+POOL_SIZE = 20
+
+
+def create_engine(url: str, *, pool_size: int = POOL_SIZE, inline_sqlite: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         return create_sqlite_engine(url, inline=inline_sqlite, hide_parameters=HIDE_PARAMETERS)
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=HIDE_PARAMETERS
-    )
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, hide_parameters=HIDE_PARAMETERS)
+    ping_after_idle(engine, IDLE_PING_AFTER)
+    return engine
+
+
+def ping_after_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled connection at checkout only if it sat in the pool ``idle_seconds`` or more.
+
+    ``pool_pre_ping`` pinged at every checkout: a round trip before each unit of work, the API's largest
+    cost after its queries (a request opens one or two). What it guards against is a connection that died
+    while it sat unused (a server restart, an idle timeout on the way): that is what is still pinged. A
+    connection in steady use that the server drops fails at its first statement instead, as a connection
+    error: the API answers 503 ``unavailable`` with Retry-After, the worker's steps retry, and SQLAlchemy
+    then invalidates the whole pool, so each process sees at most that one failure per restart.
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or back from work a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):  # type: ignore[arg-type]
+                # The pool drops this connection and checks out another (a new one if need be).
+                raise exc.DisconnectionError() from error
+            raise
 
 
 class Database:
     """Engine plus session factory; `session()` is a unit of work that commits or rolls back."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, inline_sqlite: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, inline_sqlite: bool = False) -> None:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, inline_sqlite=inline_sqlite)
         # The bare factory: no SQLite write lock. Product code opens units of work with session().
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         # Every SQLite session is a write transaction (BEGIN IMMEDIATE): they queue on this lock.
         self._sqlite_lock = sqlite_write_lock(url)
+        self._reader = _reader_engine(url, self.engine)
+        self._reads = async_sessionmaker(self._reader, expire_on_commit=False, class_=AsyncSession)
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -150,6 +195,29 @@ class Database:
                 await session.rollback()
                 raise
 
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only, outside any transaction: each statement sees what was committed when it ran.
+
+        For reads of one statement (or several that need no common snapshot): an API key lookup, one row by
+        id. No BEGIN and COMMIT round trips on PostgreSQL; on SQLite no write lock and no BEGIN IMMEDIATE, so
+        readers run beside the one writer (WAL) instead of queueing behind it. Nothing may be written here
+        (SQLite refuses: query_only).
+        """
+        if self._reader is self.engine and self.dialect == "sqlite":
+            # In-memory SQLite: one database per connection, no reader of its own; an ordinary session.
+            async with self.session() as session:
+                yield session
+            return
+        # Closed here, not by the session's own `async with`, which closes in a new task it shields (a task and
+        # a turn of the loop per read, and meanwhile other requests took more connections from the pool). With
+        # no transaction to end, closing does no I/O: it cannot be interrupted halfway.
+        session = self._reads()
+        try:
+            yield session
+        finally:
+            await session.close()
+
     async def ping(self) -> None:
         from sqlalchemy import text
 
@@ -157,9 +225,26 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._reader.dialect.name == "sqlite" and self._reader is not self.engine:
+            await self._reader.dispose()
         await self.engine.dispose()
         if self._sqlite_lock is not None:
             self._sqlite_lock.close()
+
+
+def _reader_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
+    """What `Database.read()` reads through: PostgreSQL shares the pool, in autocommit (a statement is its own
+    transaction, so no BEGIN/COMMIT round trips); SQLite on a file has reader connections of its own, inline.
+
+    Inline (synchook.sqlite.inline) even in the API, which otherwise keeps aiosqlite's threads: a WAL reader takes
+    no lock to wait on, and read() serves lookups of a row by a unique key, microseconds of SQLite. Through a thread
+    each statement cost more than that in hand-offs (the thread, the GIL, waking the loop), and the readers' pool
+    churned overflow connections, each a new thread, under concurrent requests."""
+    if engine.dialect.name != "sqlite":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    if sqlite_file(url) is None:
+        return engine
+    return create_sqlite_engine(url, inline=True, hide_parameters=HIDE_PARAMETERS, reader=True)
 
 
 # SQLSTATE classes meaning "the server is not there for you right now": 08 connection exceptions,

@@ -8,9 +8,10 @@ import os
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from synchook.auth.models import ALL_SCOPES, ApiKey, Principal, Workspace
 from synchook.errors import Conflict, InvalidKey, NotFound, ValidationFailed
@@ -122,8 +123,15 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
         raise InvalidKey(f"malformed Authorization header: send Authorization: Bearer {KEY_PREFIX}…")
     if len(token) < 40:
         raise InvalidKey()
-    key = (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))).scalars().first()  # type: ignore[arg-type]
+    # Looked up on every request, never cached: a revoked key stops working at once. The columns, not the
+    # entity: nothing here needs an ORM object, and building one was a fifth of this lookup's CPU.
+    key = (await session.execute(_KEY_LOOKUP, {"key_hash": hash_key(token)})).first()
     now = utcnow()
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         raise InvalidKey()
     return Principal(workspace_id=key.workspace_id, key_id=key.id, scopes=frozenset(key.scopes))
+
+
+_KEY_LOOKUP = select(
+    col(ApiKey.id), col(ApiKey.workspace_id), col(ApiKey.scopes), col(ApiKey.revoked_at), col(ApiKey.expires_at)
+).where(col(ApiKey.key_hash) == bindparam("key_hash"))

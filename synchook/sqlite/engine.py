@@ -26,8 +26,11 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_sqlite_engine(url: str, *, inline: bool, hide_parameters: bool) -> AsyncEngine:
-    """``inline``: run SQLite on the loop's thread (synchook.sqlite.inline), for a file database."""
+def create_sqlite_engine(url: str, *, inline: bool, hide_parameters: bool, reader: bool = False) -> AsyncEngine:
+    """``inline``: run SQLite on the loop's thread (synchook.sqlite.inline), for a file database.
+
+    ``reader``: connections that only read, each statement on its own (no BEGIN IMMEDIATE, so no write lock):
+    in WAL mode they read the last commit beside the one writer instead of queueing behind it."""
     ensure_sqlite_dir(url)
     path = sqlite_file(url)
     if inline and path:
@@ -35,13 +38,38 @@ def create_sqlite_engine(url: str, *, inline: bool, hide_parameters: bool) -> As
             url,
             async_creator=inline_connector(path, timeout=SQLITE_LOCK_TIMEOUT),
             hide_parameters=hide_parameters,
+            **_reader_options(reader),
         )
     else:
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT}, hide_parameters=hide_parameters
+            url,
+            connect_args={"timeout": SQLITE_LOCK_TIMEOUT},
+            hide_parameters=hide_parameters,
+            **_reader_options(reader),
         )
-    configure_sqlite(engine)
+    if reader:
+        configure_sqlite_reader(engine)
+    else:
+        configure_sqlite(engine)
     return engine
+
+
+def _reader_options(reader: bool) -> dict[str, Any]:
+    # A reader never opens a transaction: there is nothing to roll back when a connection goes back to the pool
+    # (aiosqlite would still send that no-op to its thread and wait for the answer).
+    return {"pool_reset_on_return": None} if reader else {}
+
+
+def configure_sqlite_reader(engine: AsyncEngine) -> None:
+    # No BEGIN at all: the driver is in autocommit mode (isolation_level None), so each SELECT is a read
+    # transaction of its own. query_only: a write sent here by mistake fails instead of skipping the write lock.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
 
 
 def configure_sqlite(engine: AsyncEngine) -> None:

@@ -86,8 +86,10 @@ def test_the_scanner_catches_a_plain_comparison(tmp_path: Path) -> None:
 
 
 def test_api_keys_are_looked_up_by_hash() -> None:
+    # One equality on the stored hash, in SQL (a statement built once, the hash bound per request).
     source = inspect.getsource(auth_service.authenticate)
-    assert "ApiKey.key_hash == hash_key(token)" in source
+    assert '{"key_hash": hash_key(token)}' in source
+    assert str(auth_service._KEY_LOOKUP.whereclause) == "api_keys.key_hash = :key_hash"
     assert auth_service.hash_key("wbk_x") == auth_service.hash_key("wbk_x") != "wbk_x"
     assert len(auth_service.hash_key("wbk_x")) == 64  # SHA-256 hex: the stored form, never the key
 
