@@ -32,11 +32,14 @@ async def match_subscriptions(
     event_type: str,
     provider: str | None,
     target_subscription_id: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[Subscription]:
     """Every live subscription of the workspace that wants the event, enabled or disabled, ordered by id.
 
     ``provider`` None puts no condition on providers. With ``target_subscription_id`` only that
     subscription is returned (if it is the workspace's and not deleted), whatever its filters.
+    ``after`` and ``limit`` read one page of them: the first ``limit`` with an id greater than ``after``.
     """
     query = sa.select(Subscription).where(
         col(Subscription.workspace_id) == workspace_id, col(Subscription.deleted_at).is_(None)
@@ -52,7 +55,9 @@ async def match_subscriptions(
             wanted = wanted.where(col(SubscriptionFilter.provider).in_((provider, ANY)))
         # IN (subquery) rather than JOIN + DISTINCT: PostgreSQL cannot DISTINCT over the JSON columns.
         query = query.where(col(Subscription.id).in_(wanted.distinct()))
-    rows = await session.execute(query.order_by(col(Subscription.id)))
+    if after is not None:
+        query = query.where(col(Subscription.id) > after)
+    rows = await session.execute(query.order_by(col(Subscription.id)).limit(limit))
     return list(rows.scalars())
 
 
