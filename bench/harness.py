@@ -48,6 +48,7 @@ from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
 from subscriptions.models import Subscription, SubscriptionStatus
+from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
@@ -358,8 +359,8 @@ async def _insert_backlog(ctx: AppContext, tenant: Tenant, count: int) -> list[s
                     )
                 )
         async with ctx.db.session() as session:
-            await session.execute(sa.insert(events_table), event_rows)
-            await session.execute(sa.insert(deliveries), rows)
+            await insert_rows(session, events_table, event_rows)
+            await insert_rows(session, deliveries, rows)
         ids.extend(r["id"] for r in rows)
         made += len(rows)
     return ids

