@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +44,9 @@ from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.delivery.stages import Batch, Body, Claimed
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
+
+if TYPE_CHECKING:
+    from subscriptions.matching import Scoped
 
 __all__ = ["dispatch_events"]
 
@@ -83,7 +86,7 @@ class _Rows:
     bodies: dict[str, Body] = field(default_factory=dict)
     held: dict[str, Subscription] = field(default_factory=dict)
 
-    def add(self, event: Any, subscriptions: Sequence[Subscription]) -> None:
+    def add(self, event: Any, subscriptions: Sequence[Scoped]) -> None:
         """One row per subscription that wants the event (its filters matched; its scope is checked here)."""
         from subscriptions.matching import in_scope
 
@@ -112,6 +115,7 @@ class _Rows:
                 len(self.inline) < self.inline_limit
                 and row["status"] == "pending"
                 and worker is not None
+                and isinstance(subscription, Subscription)  # a batch's match: the ORM object the send needs
                 and not worker.runtime.is_slow(subscription.id, self.clock)
             ):
                 # Sent by this job right after commit: leased at insert, no claim needed.
@@ -255,7 +259,7 @@ async def _next_page(
 ) -> tuple[int, str | None, bool]:
     """Add the next page's deliveries to ``made``; returns the subscriptions read, the new cursor, and whether
     it was the last page (also when another dispatcher has finished the event)."""
-    from subscriptions.matching import match_subscriptions
+    from subscriptions.matching import match_page
 
     event = (
         await session.execute(
@@ -273,7 +277,7 @@ async def _next_page(
     # subscription given a delivery (by an earlier or a concurrent dispatcher).
     cursor = max((c for c in (after, done) if c is not None), default=None)
     _id, workspace_id, event_type, provider, target, _data, _created_at = event
-    subscriptions = await match_subscriptions(
+    subscriptions = await match_page(
         session,
         workspace_id=workspace_id,
         event_type=event_type,

@@ -133,7 +133,7 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def kill_at_insert(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
-    """Make the fan-out's ``number``-th insert of deliveries fail after writing its rows, as a worker killed mid-page."""
+    """Make the ``number``-th insert of deliveries fail after writing its rows, as a worker killed mid-page."""
     import webhooks.dispatch
 
     real = webhooks.dispatch.insert_rows
