@@ -402,7 +402,11 @@ async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> di
                     "g": lambda: bench_changes.scenario(bench),
                 }
                 for key in args.only:
+                    began = time.perf_counter()
                     await steps[key]()
+                    took = time.perf_counter() - began
+                    bench.report.setdefault("seconds_per_scenario", {})[key] = took
+                    bench.line(f"bench: ({key}) took {took:.0f}s")
                 await bench.raw_limit()
                 bench.report["raw"] = {"rates": bench.raw_rates, "mean": bench.raw, "concurrency": 64}
                 return bench.report
