@@ -4,13 +4,14 @@ One transaction claims the events (``dispatched_at`` set only where still NULL, 
 and sweepers hand each event out exactly once) and inserts their deliveries; only after commit are
 jobs enqueued. A failed enqueue loses nothing: the delivery sweeper finds due rows.
 
-An event that matches more than a page of subscriptions (or would make the batch's transaction hold more
-than ``_BATCH_ROWS`` rows, or whose fan-out already started) is fanned out page by page instead: each page
+A batch stops before an event that would take its transaction past ``_BATCH_ROWS`` rows: that event starts
+the next batch. An event that matches more than a page of subscriptions (or whose fan-out already started) is
+fanned out page by page instead: each page
 of subscriptions, in id order after the last one that has a delivery of the event, is inserted and enqueued
 in a transaction of its own that holds the event's row lock, and the last page sets ``dispatched_at``. Until
 then the event stays undispatched, so a worker that dies mid-way leaves it to the outbox sweeper, which
 resumes after the last committed page: every (event, subscription) delivery is made once, and memory holds
-one page, not 100,000 rows. Events after a paged one in the same batch are paged too, to keep id order.
+one page, not 100,000 rows. The events after it go in the next batch: id order is kept.
 
 On a worker (given its ``WorkerContext``) the first batch skips the queue: those rows are inserted
 already leased, and after commit this job sends them itself with the bodies and subscriptions it
@@ -140,19 +141,34 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
     With a ``worker`` (on a worker process) the first batch is sent by this call instead; without (no
     worker at hand: the CLI, tests) every delivery goes to the queue.
     """
-    ids = list(dict.fromkeys(event_ids))
-    if not ids:
-        return 0
+    left = list(dict.fromkeys(event_ids))
+    claimed: int | None = None
+    while left:
+        # Only the first batch is sent inline: this job should not hold its later rows' leases while it sends.
+        count, left, page_first = await _dispatch_batch(app, left, worker, inline=claimed is None)
+        claimed = count if claimed is None else claimed
+        if left and page_first:
+            await _fan_out_in_pages(app, left[0])
+            left = left[1:]
+    return claimed or 0
+
+
+async def _dispatch_batch(
+    app: AppContext, ids: list[str], worker: WorkerContext | None, *, inline: bool
+) -> tuple[int, list[str], bool]:
+    """One transaction: claim these events and insert the deliveries of those that fit; returns how many were
+    claimed, the ones left (set back to undispatched, in id order), and whether the first of those goes page by
+    page (else the batch was full: it starts the next batch)."""
     now = utcnow()
     lease = Lease(now + timedelta(seconds=app.settings.delivery_lease_seconds), [])
-    inline_limit = app.settings.delivery_batch_size if worker is not None else 0
+    inline_limit = app.settings.delivery_batch_size if worker is not None and inline else 0
     made = _Rows(now, lease, inline_limit, worker)
     async with app.db.session() as session:
         events = await _claim(session, ids, now)
-        paged = await _fill_batch(session, events, made)
-        if paged:
-            # Left undispatched until their last page: a replay waits for them, and the sweeper resumes them.
-            await session.execute(sa.update(_events).where(among(_events.c.id, paged)).values(dispatched_at=None))
+        left, page_first = await _fill_batch(session, events, made)
+        if left:
+            # Left undispatched until their deliveries are made: a replay waits for them, the sweeper resumes them.
+            await session.execute(sa.update(_events).where(among(_events.c.id, left)).values(dispatched_at=None))
         await insert_rows(session, _deliveries, made.rows)
     pending = made.queued()
     if pending:
@@ -172,9 +188,7 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
             logger.warning(
                 "inline delivery of %d deliveries failed, left to the sweeper: %s", len(made.inline), type(exc).__name__
             )
-    for event_id in paged:
-        await _fan_out_in_pages(app, event_id)
-    return len(events)
+    return len(events), left, page_first
 
 
 async def _claim(session: AsyncSession, ids: list[str], now: datetime) -> list[Any]:
@@ -191,9 +205,10 @@ async def _claim(session: AsyncSession, ids: list[str], now: datetime) -> list[A
     return sorted(events)
 
 
-async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> list[str]:
-    """Add the deliveries of the claimed events to ``made``, in id order, until one must go page by page;
-    returns that event's id and every later one's."""
+async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> tuple[list[str], bool]:
+    """Add the deliveries of the claimed events to ``made``, in id order, until one does not fit; returns that
+    event's id and every later one's, and whether it goes page by page (more than a page of subscriptions, or a
+    fan-out begun) rather than in the next batch."""
     from subscriptions.matching import match_subscriptions
 
     started = await _fan_outs_begun(session, [event[0] for event in events])
@@ -202,7 +217,7 @@ async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> 
     for index, event in enumerate(events):
         event_id, workspace_id, event_type, provider, target, _data, _created_at = event
         if event_id in started:
-            return [later[0] for later in events[index:]]
+            return [later[0] for later in events[index:]], True
         key: MatchKey = (workspace_id, event_type, provider, target)
         subscriptions = matches.get(key)
         if subscriptions is None:
@@ -215,9 +230,9 @@ async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> 
                 limit=_PAGE + 1,
             )
         if len(subscriptions) > _PAGE or (made.rows and len(made.rows) + len(subscriptions) > _BATCH_ROWS):
-            return [later[0] for later in events[index:]]
+            return [later[0] for later in events[index:]], len(subscriptions) > _PAGE
         made.add(event, subscriptions)
-    return []
+    return [], False
 
 
 async def _fan_outs_begun(session: AsyncSession, event_ids: list[str]) -> set[str]:

@@ -261,3 +261,29 @@ async def test_a_paged_fan_out_is_delivered_by_workers_exactly_once(
     assert len({(r.path, r.headers["webhook-id"]) for r in receiver.requests()}) == 24
     rows = await deliveries(app_ctx)
     assert len(rows) == 24 and {r.status for r in rows} == {"succeeded"}
+
+
+@pytest.mark.usefixtures("small_pages")
+async def test_a_batch_past_its_row_budget_goes_on_in_the_next_batch(
+    app_ctx: AppContext, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await make_tenant(app_ctx)
+    subs = await subscribers(app_ctx, tenant.workspace_id, 2, receiver)
+    ids = await make_events(app_ctx, tenant.workspace_id, count=5, hand_off_now=False)
+    import webhooks.dispatch
+
+    real = webhooks.dispatch.insert_rows
+    sizes: list[int] = []
+
+    async def counted(session: Any, table: Any, rows: Any, **kwargs: Any) -> None:
+        sizes.append(len(rows))
+        await real(session, table, rows, **kwargs)
+
+    monkeypatch.setattr(webhooks.dispatch, "insert_rows", counted)
+
+    assert await dispatch_events(app_ctx, ids, worker=None) == 5
+
+    assert sizes == [6, 4]  # 3 events of 2 in the first transaction, the other 2 in the next: no page needed
+    rows = await deliveries(app_ctx)
+    assert sorted((d.event_id, d.subscription_id) for d in rows) == sorted((e, s) for e in ids for s in subs)
+    assert await undispatched(app_ctx) == []
