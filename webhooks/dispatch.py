@@ -6,9 +6,9 @@ jobs enqueued. A failed enqueue loses nothing: the delivery sweeper finds due ro
 
 A batch stops before an event that would take its transaction past ``_BATCH_ROWS`` rows: that event starts
 the next batch. An event that matches more than a page of subscriptions (or whose fan-out already started) is
-fanned out page by page instead: each page
-of subscriptions, in id order after the last one that has a delivery of the event, is inserted and enqueued
-in a transaction of its own that holds the event's row lock, and the last page sets ``dispatched_at``. Until
+fanned out page by page instead: each page of subscriptions, in id order after the last one that has a
+delivery of the event, is inserted and enqueued in a transaction of its own that holds the event's row lock,
+and the last page sets ``dispatched_at``. Until
 then the event stays undispatched, so a worker that dies mid-way leaves it to the outbox sweeper, which
 resumes after the last committed page: every (event, subscription) delivery is made once, and memory holds
 one page, not 100,000 rows. The events after it go in the next batch: id order is kept.
@@ -58,7 +58,7 @@ _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _CLAIM_CHUNK = 500
 # Subscriptions per page of a large fan-out: one transaction and what memory holds at a time.
 _PAGE = 1_000
-# Deliveries one batch transaction may insert before its later events go page by page ((a): 20 x 100).
+# Deliveries one batch transaction may insert; later events go in the next batch ((a)'s batches: 20 x 100).
 _BATCH_ROWS = 5_000
 _EVENT_COLUMNS = (
     _events.c.id,
