@@ -17,12 +17,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from bench.driver import Tenant
 from subscriptions.keys import generate_webhook_secret
 from subscriptions.models import ANY, Subscription, SubscriptionFilter
 from synchook.auth.models import Workspace
+from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import hand_off, record_event
@@ -85,7 +84,7 @@ async def make_tenants(
     ):
         for start in range(0, len(rows), _CHUNK):
             async with ctx.db.session() as session:
-                await session.execute(sa.insert(table), rows[start : start + _CHUNK])
+                await insert_rows(session, table, rows[start : start + _CHUNK])
     return tenants
 
 

@@ -48,6 +48,7 @@ from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
 from subscriptions.models import Subscription, SubscriptionStatus
+from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.ids import new_id
 from synchook.outbox import Event
@@ -358,8 +359,8 @@ async def _insert_backlog(ctx: AppContext, tenant: Tenant, count: int) -> list[s
                     )
                 )
         async with ctx.db.session() as session:
-            await session.execute(sa.insert(events_table), event_rows)
-            await session.execute(sa.insert(deliveries), rows)
+            await insert_rows(session, events_table, event_rows)
+            await insert_rows(session, deliveries, rows)
         ids.extend(r["id"] for r in rows)
         made += len(rows)
     return ids
@@ -401,7 +402,11 @@ async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> di
                     "g": lambda: bench_changes.scenario(bench),
                 }
                 for key in args.only:
+                    began = time.perf_counter()
                     await steps[key]()
+                    took = time.perf_counter() - began
+                    bench.report.setdefault("seconds_per_scenario", {})[key] = took
+                    bench.line(f"bench: ({key}) took {took:.0f}s")
                 await bench.raw_limit()
                 bench.report["raw"] = {"rates": bench.raw_rates, "mean": bench.raw, "concurrency": 64}
                 return bench.report

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +23,32 @@ from synchook.crypto import SecretBox
 CHANGE_PREFIX = "calendar.event."
 SYNC_PREFIX = "calendar.sync."
 
-__all__ = ["in_scope", "match_subscriptions", "signing_secrets"]
+__all__ = ["Scoped", "in_scope", "match_page", "match_subscriptions", "signing_secrets"]
+
+
+class Scoped(Protocol):
+    """What the fan-out reads of a matched subscription: an ORM ``Subscription`` or a row of ``SCOPE_COLUMNS``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def workspace_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def disabled_reason(self) -> str | None: ...
+    @property
+    def connection_ids(self) -> list[str] | None: ...
+    @property
+    def calendar_ids(self) -> list[str] | None: ...
+    @property
+    def scope_providers(self) -> list[str] | None: ...
+
+
+_SCOPE_COLUMNS = tuple(
+    Subscription.__table__.c[name]  # type: ignore[attr-defined]
+    for name in ("id", "workspace_id", "status", "disabled_reason", "connection_ids", "calendar_ids", "scope_providers")
+)
 
 
 async def match_subscriptions(
@@ -32,31 +58,91 @@ async def match_subscriptions(
     event_type: str,
     provider: str | None,
     target_subscription_id: str | None = None,
+    limit: int | None = None,
 ) -> list[Subscription]:
     """Every live subscription of the workspace that wants the event, enabled or disabled, ordered by id.
 
     ``provider`` None puts no condition on providers. With ``target_subscription_id`` only that
     subscription is returned (if it is the workspace's and not deleted), whatever its filters.
+    ``limit``: only the first ones.
     """
-    query = sa.select(Subscription).where(
-        col(Subscription.workspace_id) == workspace_id, col(Subscription.deleted_at).is_(None)
-    )
-    if target_subscription_id is not None:
-        query = query.where(col(Subscription.id) == target_subscription_id)
-    else:
-        wanted = sa.select(col(SubscriptionFilter.subscription_id)).where(
-            col(SubscriptionFilter.workspace_id) == workspace_id,
-            col(SubscriptionFilter.event_pattern).in_(patterns_for(event_type)),
-        )
-        if provider is not None:
-            wanted = wanted.where(col(SubscriptionFilter.provider).in_((provider, ANY)))
-        # IN (subquery) rather than JOIN + DISTINCT: PostgreSQL cannot DISTINCT over the JSON columns.
-        query = query.where(col(Subscription.id).in_(wanted.distinct()))
-    rows = await session.execute(query.order_by(col(Subscription.id)))
+    statement = _statement(False, provider is not None, target_subscription_id is not None, False, limit is not None)
+    params = _params(workspace_id, event_type, provider, target_subscription_id, None, limit)
+    rows = await session.execute(statement, params)
     return list(rows.scalars())
 
 
-def in_scope(subscription: Subscription, event_type: str, data: Mapping[str, Any]) -> bool:
+async def match_page(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    event_type: str,
+    provider: str | None,
+    target_subscription_id: str | None,
+    after: str | None,
+    limit: int,
+) -> list[Scoped]:
+    """One page of what ``match_subscriptions`` returns (the first ``limit`` with an id greater than ``after``),
+    as rows of the columns the fan-out reads: building ORM objects was 9 % of a worker fanning out 100,000."""
+    statement = _statement(True, provider is not None, target_subscription_id is not None, after is not None, True)
+    params = _params(workspace_id, event_type, provider, target_subscription_id, after, limit)
+    rows = await session.execute(statement, params)
+    return cast(list[Scoped], rows.all())
+
+
+def _params(
+    workspace_id: str,
+    event_type: str,
+    provider: str | None,
+    target_subscription_id: str | None,
+    after: str | None,
+    limit: int | None,
+) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "patterns": patterns_for(event_type),
+        "provider": provider,
+        "target": target_subscription_id,
+        "after": after,
+        "limit": limit,
+    }
+
+
+# Built once per shape, with bound parameters: building the statement for each call was 5 % of a worker whose relay
+# batches name 20 workspaces (one match each).
+@lru_cache(maxsize=32)
+def _statement(columns: bool, provider: bool, target: bool, after: bool, limit: bool) -> sa.Select[Any]:
+    query = sa.select(*_SCOPE_COLUMNS) if columns else sa.select(Subscription)
+    query = query.where(
+        col(Subscription.workspace_id) == sa.bindparam("workspace_id"), col(Subscription.deleted_at).is_(None)
+    )
+    if target:
+        query = query.where(col(Subscription.id) == sa.bindparam("target"))
+    else:
+        wanted = sa.select(col(SubscriptionFilter.subscription_id)).where(
+            col(SubscriptionFilter.workspace_id) == sa.bindparam("workspace_id"),
+            col(SubscriptionFilter.event_pattern).in_(sa.bindparam("patterns", expanding=True)),
+        )
+        if provider:
+            wanted = wanted.where(
+                col(SubscriptionFilter.provider).in_([sa.bindparam("provider", type_=sa.String()), ANY])
+            )
+        if not after:
+            # IN (subquery) rather than JOIN + DISTINCT: PostgreSQL cannot DISTINCT over the JSON columns.
+            query = query.where(col(Subscription.id).in_(wanted.distinct()))
+        else:
+            # A later page of a large fan-out: walk the workspace's subscriptions from ``after`` in id order and
+            # probe each one's filters, instead of listing every match again (SQLite built the whole list of
+            # 100,000 for each page of 1,000: 66 ms a page, against 5 ms this way).
+            wanted = wanted.where(col(SubscriptionFilter.subscription_id) == col(Subscription.id))
+            query = query.where(wanted.exists())
+    if after:
+        query = query.where(col(Subscription.id) > sa.bindparam("after"))
+    query = query.order_by(col(Subscription.id))
+    return query.limit(sa.bindparam("limit", type_=sa.Integer())) if limit else query
+
+
+def in_scope(subscription: Scoped, event_type: str, data: Mapping[str, Any]) -> bool:
     """Whether the event passes the subscription's ``connection_ids`` / ``calendar_ids`` filters (§4.2).
 
     In memory, on the rows ``match_subscriptions`` loaded: no query per event. A change event passes when its
@@ -73,7 +159,7 @@ def in_scope(subscription: Subscription, event_type: str, data: Mapping[str, Any
     return True
 
 
-def _job_in_scope(subscription: Subscription, data: Mapping[str, Any]) -> bool:
+def _job_in_scope(subscription: Scoped, data: Mapping[str, Any]) -> bool:
     """Whether a lifecycle event's job covered a listed connection or calendar.
 
     A push job names its calendar and connection, so it matches exactly. A poll names its connection: exact for

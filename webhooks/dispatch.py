@@ -1,8 +1,17 @@
 """Fan-out: each outbox event becomes one delivery row per matching subscription, then ids go to the queue.
 
 One transaction claims the events (``dispatched_at`` set only where still NULL, so concurrent relays
-and sweepers hand each event out exactly once) and inserts all their deliveries; only after commit
-are jobs enqueued. A failed enqueue loses nothing: the delivery sweeper finds due rows.
+and sweepers hand each event out exactly once) and inserts their deliveries; only after commit are
+jobs enqueued. A failed enqueue loses nothing: the delivery sweeper finds due rows.
+
+A batch stops before an event that would take its transaction past ``_BATCH_ROWS`` rows: that event starts
+the next batch. An event that matches more than a page of subscriptions (or whose fan-out already started) is
+fanned out page by page instead: each page of subscriptions, in id order after the last one that has a
+delivery of the event, is inserted and enqueued in a transaction of its own that holds the event's row lock,
+and the last page sets ``dispatched_at``. Until
+then the event stays undispatched, so a worker that dies mid-way leaves it to the outbox sweeper, which
+resumes after the last committed page: every (event, subscription) delivery is made once, and memory holds
+one page, not 100,000 rows. The events after it go in the next batch: id order is kept.
 
 On a worker (given its ``WorkerContext``) the first batch skips the queue: those rows are inserted
 already leased, and after commit this job sends them itself with the bodies and subscriptions it
@@ -15,10 +24,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.bulk import insert_rows
@@ -35,6 +46,9 @@ from webhooks.delivery.stages import Batch, Body, Claimed
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
 
+if TYPE_CHECKING:
+    from subscriptions.matching import Scoped
+
 __all__ = ["dispatch_events"]
 
 logger = logging.getLogger(__name__)
@@ -42,8 +56,83 @@ logger = logging.getLogger(__name__)
 _events = Event.__table__  # type: ignore[attr-defined]
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _CLAIM_CHUNK = 500
+# Subscriptions per page of a large fan-out: one transaction and what memory holds at a time.
+_PAGE = 1_000
+# Deliveries one batch transaction may insert; later events go in the next batch ((a)'s batches: 20 x 100).
+_BATCH_ROWS = 5_000
+_EVENT_COLUMNS = (
+    _events.c.id,
+    _events.c.workspace_id,
+    _events.c.type,
+    _events.c.provider,
+    _events.c.target_subscription_id,
+    _events.c.data,
+    _events.c.created_at,
+)
 
 MatchKey = tuple[str, str, str | None, str | None]
+
+
+@dataclass
+class _Rows:
+    """The deliveries one transaction inserts, and those of them this job sends itself after commit."""
+
+    now: datetime
+    lease: Lease
+    inline_limit: int
+    worker: WorkerContext | None
+    clock: float = field(default_factory=time.monotonic)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    inline: list[Claimed] = field(default_factory=list)
+    bodies: dict[str, Body] = field(default_factory=dict)
+    held: dict[str, Subscription] = field(default_factory=dict)
+
+    def add(self, event: Any, subscriptions: Sequence[Scoped]) -> None:
+        """One row per subscription that wants the event (its filters matched; its scope is checked here)."""
+        from subscriptions.matching import in_scope
+
+        event_id, workspace_id, event_type, _provider, target, data, created_at = event
+        # A subscription is never told about its own disabling: it is the one endpoint known not to listen.
+        skip = data.get("subscription_id") if event_type == SUBSCRIPTION_DISABLED_EVENT else None
+        worker = self.worker
+        for subscription in subscriptions:
+            if subscription.id == skip or subscription.workspace_id != workspace_id:
+                continue
+            if target is None and not in_scope(subscription, event_type, data):
+                continue
+            row = new_delivery(
+                workspace_id=workspace_id,
+                event_id=event_id,
+                event_type=event_type,
+                subscription_id=subscription.id,
+                now=self.now,
+                # A disabled subscription still gets its rows, cancelled, for a later replay.
+                cancel_reason=None
+                if subscription.status == SubscriptionStatus.ENABLED
+                else disabled_cancel_reason(subscription.disabled_reason),
+            )
+            self.rows.append(row)
+            if (
+                len(self.inline) < self.inline_limit
+                and row["status"] == "pending"
+                and worker is not None
+                and isinstance(subscription, Subscription)  # a batch's match: the ORM object the send needs
+                and not worker.runtime.is_slow(subscription.id, self.clock)
+            ):
+                # Sent by this job right after commit: leased at insert, no claim needed.
+                row["lease_until"], row["lease_owner"] = self.lease.until, self.lease.owner
+                self.inline.append(
+                    Claimed.inserted(
+                        row["id"], workspace_id=workspace_id, event_id=event_id, subscription_id=subscription.id
+                    )
+                )
+                self.held[subscription.id] = subscription
+                if event_id not in self.bodies:
+                    self.bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
+
+    def queued(self) -> list[str]:
+        """The pending rows not sent inline: they go to deliver jobs."""
+        return [row["id"] for row in self.rows if row["status"] == "pending" and row["lease_until"] is None]
 
 
 async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: WorkerContext | None) -> int:
@@ -52,103 +141,167 @@ async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: 
     With a ``worker`` (on a worker process) the first batch is sent by this call instead; without (no
     worker at hand: the CLI, tests) every delivery goes to the queue.
     """
-    from subscriptions.matching import in_scope, match_subscriptions
+    left = list(dict.fromkeys(event_ids))
+    claimed: int | None = None
+    while left:
+        # Only the first batch is sent inline: this job should not hold its later rows' leases while it sends.
+        count, left, page_first = await _dispatch_batch(app, left, worker, inline=claimed is None)
+        claimed = count if claimed is None else claimed
+        if left and page_first:
+            await _fan_out_in_pages(app, left[0])
+            left = left[1:]
+    return claimed or 0
 
-    ids = list(dict.fromkeys(event_ids))
-    if not ids:
-        return 0
+
+async def _dispatch_batch(
+    app: AppContext, ids: list[str], worker: WorkerContext | None, *, inline: bool
+) -> tuple[int, list[str], bool]:
+    """One transaction: claim these events and insert the deliveries of those that fit; returns how many were
+    claimed, the ones left (set back to undispatched, in id order), and whether the first of those goes page by
+    page (else the batch was full: it starts the next batch)."""
     now = utcnow()
     lease = Lease(now + timedelta(seconds=app.settings.delivery_lease_seconds), [])
-    inline_limit = app.settings.delivery_batch_size if worker is not None else 0
-    clock = time.monotonic()
-    rows: list[dict[str, Any]] = []
-    inline: list[Claimed] = []
-    bodies: dict[str, Body] = {}
-    held: dict[str, Subscription] = {}
-    claimed = 0
+    inline_limit = app.settings.delivery_batch_size if worker is not None and inline else 0
+    made = _Rows(now, lease, inline_limit, worker)
     async with app.db.session() as session:
-        events: list[Any] = []
-        for start in range(0, len(ids), _CLAIM_CHUNK):
-            result = await session.execute(
-                sa.update(_events)
-                .where(
-                    among(_events.c.id, ids[start : start + _CLAIM_CHUNK]), unindexed(_events.c.dispatched_at).is_(None)
-                )
-                .values(dispatched_at=now)
-                .returning(
-                    _events.c.id,
-                    _events.c.workspace_id,
-                    _events.c.type,
-                    _events.c.provider,
-                    _events.c.target_subscription_id,
-                    _events.c.data,
-                    _events.c.created_at,
-                )
-            )
-            events.extend(result.all())
-        claimed = len(events)
-        # A batch of lifecycle events mostly shares a few (workspace, type, provider) keys: match each once.
-        matches: dict[MatchKey, list[Subscription]] = {}
-        for event_id, workspace_id, event_type, provider, target, data, created_at in sorted(events):
-            key: MatchKey = (workspace_id, event_type, provider, target)
-            subscriptions = matches.get(key)
-            if subscriptions is None:
-                subscriptions = await match_subscriptions(
-                    session,
-                    workspace_id=workspace_id,
-                    event_type=event_type,
-                    provider=provider,
-                    target_subscription_id=target,
-                )
-                matches[key] = subscriptions
-            # A subscription is never told about its own disabling: it is the one endpoint known not to listen.
-            skip = data.get("subscription_id") if event_type == SUBSCRIPTION_DISABLED_EVENT else None
-            for subscription in subscriptions:
-                if subscription.id == skip or subscription.workspace_id != workspace_id:
-                    continue
-                if target is None and not in_scope(subscription, event_type, data):
-                    continue
-                row = new_delivery(
-                    workspace_id=workspace_id,
-                    event_id=event_id,
-                    event_type=event_type,
-                    subscription_id=subscription.id,
-                    now=now,
-                    # A disabled subscription still gets its rows, cancelled, for a later replay.
-                    cancel_reason=None
-                    if subscription.status == SubscriptionStatus.ENABLED
-                    else disabled_cancel_reason(subscription.disabled_reason),
-                )
-                rows.append(row)
-                if (
-                    len(inline) < inline_limit
-                    and row["status"] == "pending"
-                    and worker is not None
-                    and not worker.runtime.is_slow(subscription.id, clock)
-                ):
-                    # Sent by this job right after commit: leased at insert, no claim needed.
-                    row["lease_until"], row["lease_owner"] = lease.until, lease.owner
-                    inline.append(
-                        Claimed.inserted(
-                            row["id"], workspace_id=workspace_id, event_id=event_id, subscription_id=subscription.id
-                        )
-                    )
-                    held[subscription.id] = subscription
-                    if event_id not in bodies:
-                        bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
-        await insert_rows(session, _deliveries, rows)
-    pending = [row["id"] for row in rows if row["status"] == "pending" and row["lease_until"] is None]
+        events = await _claim(session, ids, now)
+        left, page_first = await _fill_batch(session, events, made)
+        if left:
+            # Left undispatched until their deliveries are made: a replay waits for them, the sweeper resumes them.
+            await session.execute(sa.update(_events).where(among(_events.c.id, left)).values(dispatched_at=None))
+        await insert_rows(session, _deliveries, made.rows)
+    pending = made.queued()
     if pending:
         await schedule_deliveries(app, pending)
-    logger.debug("dispatched %d events into %d deliveries (%d sent inline)", claimed, len(rows), len(inline))
-    if inline and worker is not None:
-        inline.sort(key=lambda c: c.id)
-        lease.ids = [c.id for c in inline]
+    logger.debug(
+        "dispatched %d events into %d deliveries (%d sent inline)", len(events), len(made.rows), len(made.inline)
+    )
+    if made.inline and worker is not None:
+        made.inline.sort(key=lambda c: c.id)
+        lease.ids = [c.id for c in made.inline]
         try:
-            await run(worker, Batch(lease=lease, claimed=inline, bodies=bodies, subscriptions=held, now=now))
+            await run(
+                worker, Batch(lease=lease, claimed=made.inline, bodies=made.bodies, subscriptions=made.held, now=now)
+            )
         except Exception as exc:
             # The events are dispatched and the rows stored: their lease runs out and the sweeper re-enqueues them.
             logger.warning(
-                "inline delivery of %d deliveries failed, left to the sweeper: %s", len(inline), type(exc).__name__
+                "inline delivery of %d deliveries failed, left to the sweeper: %s", len(made.inline), type(exc).__name__
             )
-    return claimed
+    return len(events), left, page_first
+
+
+async def _claim(session: AsyncSession, ids: list[str], now: datetime) -> list[Any]:
+    """Mark the undispatched ones among these events dispatched; their rows, sorted by id."""
+    events: list[Any] = []
+    for start in range(0, len(ids), _CLAIM_CHUNK):
+        result = await session.execute(
+            sa.update(_events)
+            .where(among(_events.c.id, ids[start : start + _CLAIM_CHUNK]), unindexed(_events.c.dispatched_at).is_(None))
+            .values(dispatched_at=now)
+            .returning(*_EVENT_COLUMNS)
+        )
+        events.extend(result.all())
+    return sorted(events)
+
+
+async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> tuple[list[str], bool]:
+    """Add the deliveries of the claimed events to ``made``, in id order, until one does not fit; returns that
+    event's id and every later one's, and whether it goes page by page (more than a page of subscriptions, or a
+    fan-out begun) rather than in the next batch."""
+    from subscriptions.matching import match_subscriptions
+
+    started = await _fan_outs_begun(session, [event[0] for event in events])
+    # A batch of lifecycle events mostly shares a few (workspace, type, provider) keys: match each once.
+    matches: dict[MatchKey, list[Subscription]] = {}
+    for index, event in enumerate(events):
+        event_id, workspace_id, event_type, provider, target, _data, _created_at = event
+        if event_id in started:
+            return [later[0] for later in events[index:]], True
+        key: MatchKey = (workspace_id, event_type, provider, target)
+        subscriptions = matches.get(key)
+        if subscriptions is None:
+            subscriptions = matches[key] = await match_subscriptions(
+                session,
+                workspace_id=workspace_id,
+                event_type=event_type,
+                provider=provider,
+                target_subscription_id=target,
+                limit=_PAGE + 1,
+            )
+        if len(subscriptions) > _PAGE or (made.rows and len(made.rows) + len(subscriptions) > _BATCH_ROWS):
+            return [later[0] for later in events[index:]], len(subscriptions) > _PAGE
+        made.add(event, subscriptions)
+    return [], False
+
+
+async def _fan_outs_begun(session: AsyncSession, event_ids: list[str]) -> set[str]:
+    """Those of these events that already have deliveries: a paged fan-out that stopped mid-way (a killed worker)."""
+    if not event_ids:
+        return set()
+    rows = await session.execute(
+        sa.select(_deliveries.c.event_id).where(among(_deliveries.c.event_id, event_ids)).distinct()
+    )
+    return {row[0] for row in rows}
+
+
+async def _fan_out_in_pages(app: AppContext, event_id: str) -> None:
+    """The deliveries of one undispatched event, a page of subscriptions per transaction, each enqueued after commit.
+
+    Each page holds the event's row lock (PostgreSQL; SQLite's transactions take the one write lock) and starts
+    after the last subscription that has a delivery of the event, so two dispatchers of the same event (a relay
+    job and the sweeper) take turns and never insert a pair twice. The last page marks the event dispatched.
+    """
+    after: str | None = None
+    while True:
+        now = utcnow()
+        made = _Rows(now, Lease(now, []), 0, None)
+        async with app.db.session() as session:
+            page, after, last = await _next_page(session, event_id, after, made)
+            await insert_rows(session, _deliveries, made.rows)
+            if last:
+                await session.execute(sa.update(_events).where(_events.c.id == event_id).values(dispatched_at=now))
+        pending = made.queued()
+        if pending:
+            await schedule_deliveries(app, pending)
+        logger.debug("fan-out of %s: a page of %d subscriptions, %d deliveries", event_id, page, len(made.rows))
+        if last:
+            return
+
+
+async def _next_page(
+    session: AsyncSession, event_id: str, after: str | None, made: _Rows
+) -> tuple[int, str | None, bool]:
+    """Add the next page's deliveries to ``made``; returns the subscriptions read, the new cursor, and whether
+    it was the last page (also when another dispatcher has finished the event)."""
+    from subscriptions.matching import match_page
+
+    event = (
+        await session.execute(
+            sa.select(*_EVENT_COLUMNS)
+            .where(_events.c.id == event_id, _events.c.dispatched_at.is_(None))
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: the deliveries' foreign key still reads it
+        )
+    ).first()
+    if event is None:
+        return 0, after, True
+    done = await session.scalar(
+        sa.select(sa.func.max(_deliveries.c.subscription_id)).where(_deliveries.c.event_id == event_id)
+    )
+    # Resume after whichever is further: this call's cursor (its last page may have made no rows), or the last
+    # subscription given a delivery (by an earlier or a concurrent dispatcher).
+    cursor = max((c for c in (after, done) if c is not None), default=None)
+    _id, workspace_id, event_type, provider, target, _data, _created_at = event
+    subscriptions = await match_page(
+        session,
+        workspace_id=workspace_id,
+        event_type=event_type,
+        provider=provider,
+        target_subscription_id=target,
+        after=cursor,
+        limit=_PAGE + 1,
+    )
+    page = subscriptions[:_PAGE]
+    made.add(event, page)
+    last = len(subscriptions) <= _PAGE
+    return len(page), (page[-1].id if page else cursor), last

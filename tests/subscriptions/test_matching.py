@@ -218,3 +218,34 @@ async def test_matching_uses_the_filter_index(app_ctx: AppContext, tenant: Tenan
         sql, params = selects[0]
         plan = (await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)).all()
     assert "ix_subscription_filters_match" in " ".join(str(row) for row in plan)
+
+
+async def test_pages_of_matches_cover_the_same_subscriptions_in_id_order(app_ctx: AppContext, tenant: Tenant) -> None:
+    from subscriptions.matching import match_page
+
+    kinds = [["*"], ["calendar.sync.*"], ["calendar.sync.failed"], ["calendar.sync.completed"]]
+    for index in range(9):
+        providers = {"providers": ["microsoft"]} if index % 4 == 3 else {}
+        await subscribe(app_ctx, tenant, kinds[index % 4], **providers)
+    other = await make_tenant(app_ctx)
+    await subscribe(app_ctx, other, ["*"])
+    everything = await matches(app_ctx, tenant, "calendar.sync.completed", "google")
+
+    paged: list[str] = []
+    after: str | None = None
+    while True:
+        async with app_ctx.db.session() as session:
+            page = await match_page(
+                session,
+                workspace_id=tenant.workspace_id,
+                event_type="calendar.sync.completed",
+                provider="google",
+                target_subscription_id=None,
+                after=after,
+                limit=2,
+            )
+        paged.extend(row.id for row in page)
+        if len(page) < 2:
+            break
+        after = page[-1].id
+    assert paged == everything and len(everything) == 5
