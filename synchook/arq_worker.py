@@ -19,17 +19,21 @@ from arq.worker import Worker
 
 __all__ = ["QueueWorker"]
 
-# KEYS: the queue, then each job's in-progress key; ARGV: now (ms), the in-progress TTL (ms), then the job ids.
-# A job is started where arq would start it: not in progress, still queued, due (score <= now).
+# KEYS: the queue; ARGV: now (ms), the in-progress TTL (ms), how many to start at most, the in-progress key
+# prefix, then the job ids read from the queue head, in order. A job is started where arq would start it: not
+# in progress, still queued, due (score <= now). The ids are scanned in Redis up to the limit: jobs in progress
+# stay at the queue head until they end, and arq's loop paid three round trips to skip each of them.
 _START_JOBS = """
-local now = tonumber(ARGV[1])
+local now, limit, prefix = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4]
 local started = {}
-for i = 2, #KEYS do
-  local id = ARGV[i + 1]
-  if redis.call('EXISTS', KEYS[i]) == 0 then
+for i = 5, #ARGV do
+  if #started >= 2 * limit then break end
+  local id = ARGV[i]
+  local key = prefix .. id
+  if redis.call('EXISTS', key) == 0 then
     local score = redis.call('ZSCORE', KEYS[1], id)
     if score and tonumber(score) <= now then
-      redis.call('PSETEX', KEYS[i], ARGV[2], '1')
+      redis.call('PSETEX', key, ARGV[2], '1')
       started[#started + 1] = id
       started[#started + 1] = score
     end
@@ -45,26 +49,23 @@ class QueueWorker(Worker):
     _start_script: Any = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        waiting = [job_id.decode() for job_id in job_ids]
-        while waiting:
-            free = self.max_jobs - self.job_counter
-            if free <= 0:
-                return
-            offered, waiting = waiting[:free], waiting[free:]
-            for job_id, score in await self._start(offered):
-                # A slot is free (counted above): this never waits, as in arq's own loop.
-                await self.sem.acquire()
-                self.job_counter += 1
-                task = self.loop.create_task(self.run_job(job_id, score))
-                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-                self.tasks[job_id] = task
+        free = self.max_jobs - self.job_counter
+        if free <= 0 or not job_ids:
+            return
+        for job_id, score in await self._start(job_ids, free):
+            # A slot is free (counted above): this never waits, as in arq's own loop.
+            await self.sem.acquire()
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
-    async def _start(self, job_ids: list[str]) -> list[tuple[str, int]]:
-        """Mark these jobs in progress where arq would; the ones marked, with their scores."""
+    async def _start(self, job_ids: list[bytes], limit: int) -> list[tuple[str, int]]:
+        """Mark up to ``limit`` of these jobs in progress, where arq would; the ones marked, with their scores."""
         if self._start_script is None:
             self._start_script = self.pool.register_script(_START_JOBS)
         reply = await self._start_script(
-            keys=[self.queue_name, *(in_progress_key_prefix + job_id for job_id in job_ids)],
-            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), *job_ids],
+            keys=[self.queue_name],
+            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), limit, in_progress_key_prefix, *job_ids],
         )
         return [(reply[i].decode(), int(float(reply[i + 1]))) for i in range(0, len(reply), 2)]
