@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.models import Subscription
@@ -98,17 +99,8 @@ async def _claim_with_bodies(
 
     Each event's data comes back on one of its rows only: a batch of 200 deliveries usually names 2 events.
     """
-    claimed = _claim_update(ids, now=now, lease=lease).cte("claimed")
-    first = (sa.func.row_number().over(partition_by=claimed.c.event_id) == 1).label("first")
     result = await session.execute(
-        sa.select(
-            *(claimed.c[name] for name in _CLAIMED_COLUMNS),
-            _events.c.workspace_id,
-            _events.c.type,
-            _events.c.created_at,
-            sa.case((first, _events.c.data), else_=sa.null()).label("data"),
-            first,
-        ).select_from(claimed.outerjoin(_events, _events.c.id == claimed.c.event_id))
+        _CLAIM_WITH_BODIES, {"ids": ids, "now": now, "until": lease.until, "owner": lease.owner}
     )
     rows: list[Any] = []
     bodies: dict[str, Body] = {}
@@ -119,6 +111,40 @@ async def _claim_with_bodies(
         if is_first and event_workspace is not None:
             bodies[row[2]] = Body.of(row[2], event_workspace, event_type, created_at, data)
     return await _numbered(session, rows), bodies
+
+
+def _claim_with_bodies_statement() -> sa.Select[Any]:
+    """Built once, values bound at execution: SQLAlchemy builds its cache key once per statement object, and
+    building this one (and its key) for every claim cost 1.4 ms of a worker's CPU, twice a plain claim's."""
+    due = unindexed(_deliveries.c.next_attempt_at)
+    now = sa.bindparam("now", type_=_deliveries.c.next_attempt_at.type)
+    claimed = (
+        sa.update(_deliveries)
+        .where(
+            _deliveries.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(_deliveries.c.id.type))),
+            unindexed(_deliveries.c.status).in_(OPEN_STATUSES),
+            sa.or_(due.is_(None), due <= now),
+            sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now),
+        )
+        .values(
+            lease_until=sa.bindparam("until", type_=_deliveries.c.lease_until.type),
+            lease_owner=sa.bindparam("owner", type_=_deliveries.c.lease_owner.type),
+        )
+        .returning(*(_deliveries.c[name] for name in _CLAIMED_COLUMNS))
+        .cte("claimed")
+    )
+    first = (sa.func.row_number().over(partition_by=claimed.c.event_id) == 1).label("first")
+    return sa.select(
+        *(claimed.c[name] for name in _CLAIMED_COLUMNS),
+        _events.c.workspace_id,
+        _events.c.type,
+        _events.c.created_at,
+        sa.case((first, _events.c.data), else_=sa.null()).label("data"),
+        first,
+    ).select_from(claimed.outerjoin(_events, _events.c.id == claimed.c.event_id))
+
+
+_CLAIM_WITH_BODIES = _claim_with_bodies_statement()
 
 
 async def _numbered(session: AsyncSession, found: Sequence[Any]) -> list[Claimed]:
