@@ -54,28 +54,70 @@ async def update_rows(
     *,
     key: str = "id",
     encoded: frozenset[str] = frozenset(),
-) -> None:
+    guard: tuple[str, str] | None = None,
+) -> list[Any]:
     """``UPDATE`` each row found by ``row[key]``, setting its other keys (the same in every row); ``encoded``
-    as for ``insert_rows``."""
+    as for ``insert_rows``. Returns the keys of the rows updated when there is a ``guard``, else [].
+
+    ``guard`` is (row key, column): a row is updated only where that column still holds ``row[row key]``
+    (compared before the update, so the column may be set too); that row key is not set. On PostgreSQL the
+    check is in the update's WHERE and the keys come back by RETURNING: one statement, no ``SELECT ... FOR
+    UPDATE`` before it. On SQLite (one writer, the transaction holds the write lock from BEGIN IMMEDIATE) a
+    read of the column before a plain update is as good, and executemany cannot return rows.
+    """
     if not rows:
-        return
+        return []
     connection = await session.connection()
     dialect = connection.dialect
-    columns = (*(name for name in rows[0] if name != key), key)
-    values = _values(dialect, table, columns, rows, encoded)
-    if dialect.name != "postgresql":
-        await connection.exec_driver_sql(_update_sql(dialect, table, columns), _tuples(values))
-        return
+    guard_key, guard_column = guard if guard is not None else ("", "")
+    settable = tuple(name for name in rows[0] if name not in (key, guard_key))
+    if guard is not None and dialect.name != "postgresql":
+        rows = await _guarded(session, table, rows, key, guard_key, guard_column)
+        if not rows:
+            return []
+    if guard is None or dialect.name != "postgresql":
+        columns = (*settable, key)
+        values = _values(dialect, table, columns, rows, encoded)
+        if dialect.name != "postgresql":
+            await connection.exec_driver_sql(_update_sql(dialect, table, columns), _tuples(values))
+            return [row[key] for row in rows] if guard is not None else []
+        shared = _shared(values)
+        await connection.exec_driver_sql(_update_sql_pg(dialect, table, columns, shared), _arrays(values, shared))
+        return []
+    columns = (*settable, guard_key, key)
+    values = _values(dialect, table, columns, rows, encoded, typed=(*settable, guard_column, key))
     shared = _shared(values)
-    await connection.exec_driver_sql(_update_sql_pg(dialect, table, columns, shared), _arrays(values, shared))
+    sql = _update_sql_pg(dialect, table, (*settable, guard_column, key), shared, guarded=True)
+    result = await connection.exec_driver_sql(sql, _arrays(values, shared))
+    return [r[0] for r in result]
+
+
+async def _guarded(
+    session: AsyncSession, table: sa.Table, rows: Sequence[Row], key: str, guard_key: str, guard_column: str
+) -> list[Row]:
+    """The rows whose ``guard_column`` still holds their ``guard_key`` value (SQLite: read, then update)."""
+    from synchook.db import among
+
+    found = await session.execute(
+        sa.select(table.c[key], table.c[guard_column]).where(among(table.c[key], sorted({r[key] for r in rows})))
+    )
+    now: dict[Any, Any] = {r[0]: r[1] for r in found}
+    return [row for row in rows if row[key] in now and now[row[key]] == row[guard_key]]
 
 
 def _values(
-    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Row], encoded: frozenset[str]
+    dialect: Dialect,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    rows: Sequence[Row],
+    encoded: frozenset[str],
+    *,
+    typed: tuple[str, ...] | None = None,
 ) -> list[list[Any]]:
-    """One list per column, each value converted by the column type's bind processor."""
+    """One list per row key in ``columns``, each value converted by the bind processor of its column (the
+    same name, or the one at the same place in ``typed``)."""
     values = [[row[name] for row in rows] for name in columns]
-    for index, process in enumerate(_processors(dialect, table, columns, encoded)):
+    for index, process in enumerate(_processors(dialect, table, typed or columns, encoded)):
         if process is not None:
             values[index] = [process(value) for value in values[index]]
     return values
@@ -131,13 +173,19 @@ def _insert_sql_pg(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], 
 
 
 @lru_cache(maxsize=256)
-def _update_sql_pg(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], shared: tuple[bool, ...]) -> str:
-    """``columns`` ends with the key."""
+def _update_sql_pg(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], shared: tuple[bool, ...], *, guarded: bool = False
+) -> str:
+    """``columns`` ends with the key, after the guard's column if ``guarded`` (then the keys updated are returned)."""
     quote = dialect.identifier_preparer.quote
     terms, source = _terms(dialect, table, columns, shared)
     *settable, key = columns
+    where = f"t.{quote(key)} = {terms[-1]}"
+    if guarded:
+        *settable, guard = settable
+        where += f" AND t.{quote(guard)} = {terms[-2]} RETURNING t.{quote(key)}"
     assignments = ", ".join(f"{quote(name)} = {term}" for name, term in zip(settable, terms, strict=False))
-    return f"UPDATE {quote(table.name)} AS t SET {assignments}{source} WHERE t.{quote(key)} = {terms[-1]}"
+    return f"UPDATE {quote(table.name)} AS t SET {assignments}{source} WHERE {where}"
 
 
 def _terms(

@@ -13,11 +13,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.jobs import serialize_job
 from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -90,6 +93,33 @@ async def due_job_ids(redis: ArqRedis, *, limit: int) -> list[str]:
     """The first ``limit`` jobs due now, in queue order: those waiting for a worker and those in progress."""
     ids = await redis.zrangebyscore(QUEUE_NAME, "-inf", int(time.time() * 1000), start=0, num=limit)
     return [job_id.decode() for job_id in ids]
+
+
+async def enqueue_many(
+    redis: ArqRedis, function: str, jobs: Sequence[tuple[Any, ...]], *, defer_by: float = 0.0
+) -> list[str]:
+    """Enqueue one ``function`` job per args tuple in ``jobs``, all in one round trip; returns their ids.
+
+    arq's ``enqueue_job`` takes three round trips a job (WATCH, EXISTS, MULTI/EXEC), to refuse a caller's
+    ``_job_id`` that is taken: a fresh random id never is. The keys, values and scores are arq's own
+    (a fan-out of 2,000 deliveries enqueued 9 jobs: 27 round trips, now 1).
+    """
+    if not jobs:
+        return []
+    enqueued_at = int(time.time() * 1000)
+    score = enqueued_at + int(defer_by * 1000)
+    expires_ms = score - enqueued_at + redis.expires_extra_ms
+    ids = [uuid.uuid4().hex for _ in jobs]
+    async with redis.pipeline(transaction=True) as pipe:
+        for job_id, args in zip(ids, jobs, strict=True):
+            pipe.psetex(
+                job_key_prefix + job_id,
+                expires_ms,
+                serialize_job(function, args, {}, None, enqueued_at, serializer=encode_job),
+            )
+        pipe.zadd(QUEUE_NAME, dict.fromkeys(ids, score))
+        await pipe.execute()
+    return ids
 
 
 async def waiting_due_jobs(redis: ArqRedis, *, sample: int) -> int:

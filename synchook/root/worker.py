@@ -14,6 +14,7 @@ from arq.worker import Worker, func
 import sync_trigger.tasks
 import webhooks.tasks
 from synchook import idempotency
+from synchook.arq_worker import QueueWorker
 from synchook.context import AppContext
 from synchook.janitor import Liveness, new_worker_id
 from synchook.metrics_totals import flush_engine_totals, flush_every
@@ -81,7 +82,7 @@ def build_worker(
     if redis is not None and redis.job_deserializer is not decode_job:
         # The worker enqueues (crons, retries) through this pool: a pickling pool would undo the codec.
         raise ValueError("the worker's Redis pool must come from synchook.queue.connect (JSON jobs)")
-    worker = Worker(
+    worker = QueueWorker(
         functions=[liveness.owned(func(f)) for f in FUNCTIONS],
         cron_jobs=[liveness.owned(c) for c in cron_jobs(settings)] if with_cron else [],
         queue_name=QUEUE_NAME,

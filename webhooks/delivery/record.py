@@ -9,11 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from synchook.bulk import insert_rows, update_rows
-from synchook.db import among
 from webhooks.delivery.stages import Cancelled, Deferred, Recorded, Sent, Settled
 from webhooks.health import update_health
 from webhooks.models import Delivery, DeliveryAttempt
@@ -24,6 +22,8 @@ __all__ = ["record_outcomes"]
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 _ERROR_LIMIT = 1000
+# The row key of an outcome update naming the lease it was sent under (checked, not set).
+_HELD_BY = "held_by"
 
 
 async def record_outcomes(
@@ -38,28 +38,34 @@ async def record_outcomes(
     """Write the outcomes of each group (one lease, by its owner) whose rows that lease still holds; the
     caller commits. Returns what to schedule after commit.
     """
-    retries: dict[str, float] = {}
-    outcomes: dict[str, int] = {}
-    attempts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    succeeded: set[str] = set()
-    failed: set[str] = set()
-    owners = await _lease_owners(session, [s.claimed.id for batch, _ in groups for s in batch])
+    due: dict[str, float] = {}
     for batch, lease_owner in groups:
         for settled in batch:
-            claimed = settled.claimed
-            if owners.get(claimed.id) != lease_owner:
-                continue  # our lease ran out and another worker took over: its record wins
             update, retry = _update_for(settled, schedule, max_retry_after, now)
+            update[_HELD_BY] = lease_owner
             updates.append(update)
-            outcomes[update["status"]] = outcomes.get(update["status"], 0) + 1
             if retry is not None:
-                retries[claimed.id] = retry
-            if isinstance(settled, Sent):
+                due[settled.claimed.id] = retry
+    # Only the rows our lease still holds: if it ran out and another worker took one over, its record wins.
+    # On PostgreSQL the owner is checked in the update's WHERE (one statement, no SELECT ... FOR UPDATE first);
+    # in id order, the order the rows were locked in before, so two writers of the same rows queue, not deadlock.
+    updates.sort(key=lambda u: u["id"])
+    recorded = set(await update_rows(session, _deliveries, updates, guard=(_HELD_BY, "lease_owner")))
+    outcomes: dict[str, int] = {}
+    for update in updates:
+        if update["id"] in recorded:
+            outcomes[update["status"]] = outcomes.get(update["status"], 0) + 1
+    retries = {delivery_id: delay for delivery_id, delay in due.items() if delivery_id in recorded}
+    attempts: list[dict[str, Any]] = []
+    succeeded: set[str] = set()
+    failed: set[str] = set()
+    for batch, _ in groups:
+        for settled in batch:
+            if isinstance(settled, Sent) and settled.claimed.id in recorded:
                 attempts.append(_attempt_row(settled))
-                (succeeded if settled.outcome.ok else failed).add(claimed.subscription_id)
+                (succeeded if settled.outcome.ok else failed).add(settled.claimed.subscription_id)
     await insert_rows(session, _attempts, attempts)
-    await update_rows(session, _deliveries, updates)
     events: list[str] = []
     if succeeded or failed:
         events = await update_health(session, succeeded=succeeded, failed=failed, now=now, disable_after=disable_after)
@@ -78,19 +84,6 @@ def _attempt_row(sent: Sent) -> dict[str, Any]:
         "error": outcome.error[:_ERROR_LIMIT] if outcome.error else None,
         "response_body": outcome.response_body,
     }
-
-
-async def _lease_owners(session: AsyncSession, ids: list[str]) -> dict[str, str | None]:
-    """Who holds each row's lease now; one query for every lease in the flush.
-
-    FOR UPDATE (PostgreSQL) holds the rows until commit; SQLite's BEGIN IMMEDIATE already serialises writers.
-    """
-    rows = await session.execute(
-        sa.select(_deliveries.c.id, _deliveries.c.lease_owner)
-        .where(among(_deliveries.c.id, sorted(ids)))
-        .with_for_update()
-    )
-    return {r[0]: r[1] for r in rows}
 
 
 def _update_for(
