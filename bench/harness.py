@@ -65,6 +65,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
 
 TARGETS = {"throughput": 0.5, "latency_p99_ms": 50.0, "backlog": 0.9, "isolation": 0.9, "rss_mib": 200.0}
+WHOLE_RUN_SECONDS = 600
+ALL_SCENARIOS = ("a", "dev", "b", "c", "d", "g", "i", "e")
+# Issue 22 raised (a): at least this much of the raw limit, by database.
+THROUGHPUT_BY_DB = {"sqlite": 0.55, "postgres": 0.6}
+# (b)'s loads with a p99 target: 500 events/s on both databases, 2,000/s on PostgreSQL (issue 22).
+LATENCY_TARGET_LOADS = {"sqlite": (500,), "postgres": (500, 2000)}
 
 
 def _why(checks: dict[str, Any]) -> str:
@@ -416,7 +422,7 @@ async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> di
         stack.stop()
 
 
-def _verdict(report: dict[str, Any]) -> list[str]:
+def _verdict(report: dict[str, Any], *, db: str) -> list[str]:
     lines = []
     peaks = [max(p or [0]) for p in report.get("worker_peaks", {}).values()]
 
@@ -425,16 +431,18 @@ def _verdict(report: dict[str, Any]) -> list[str]:
 
     if "a_throughput" in report:
         r = report["a_throughput"]["ratio"]
-        lines.append(f"(a) {r:.2f} x raw (target >= {TARGETS['throughput']}): {mark(r >= TARGETS['throughput'])}")
+        target = THROUGHPUT_BY_DB.get(db, TARGETS["throughput"])
+        lines.append(f"(a) {r:.2f} x raw (target >= {target} on {db}): {mark(r >= target)}")
     if "a_dev" in report:
         r = report["a_dev"]["ratio"]
         lines.append(f"(a-dev) {r:.2f} x raw (target >= {dev_run.TARGET}): {mark(r >= dev_run.TARGET)}")
     if "b_latency" in report:
-        at500 = [p for p in report["b_latency"]["points"] if p["offered"] == 500]
-        if at500:
-            p99 = at500[0]["p99_ms"]
-            ok = p99 < TARGETS["latency_p99_ms"]
-            lines.append(f"(b) p99 {p99:.1f} ms at 500 events/s (target < {TARGETS['latency_p99_ms']:.0f}): {mark(ok)}")
+        for point in report["b_latency"]["points"]:
+            if point["offered"] in LATENCY_TARGET_LOADS.get(db, (500,)):
+                p99, load = point["p99_ms"], point["offered"]
+                ok = p99 < TARGETS["latency_p99_ms"]
+                bound = f"target < {TARGETS['latency_p99_ms']:.0f}"
+                lines.append(f"(b) p99 {p99:.1f} ms at {load} events/s ({bound}): {mark(ok)}")
     if "c_backlog" in report:
         r = report["c_backlog"]["ratio_to_10k"]
         n = report["c_backlog"]["large"]["deliveries"]
@@ -486,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         # after (e) received 1,138 of 20,000 deliveries in 120 s).
         "--only",
         type=lambda s: [x.strip() for x in s.split(",")],
-        default=["a", "dev", "b", "c", "d", "g", "i", "e"],
+        default=list(ALL_SCENARIOS),
     )
     parser.add_argument("--label", default="", help="stored in the JSON report (e.g. before/after)")
     args = parser.parse_args(argv)
@@ -522,10 +530,13 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(drop_database(base, pg_name))
     elapsed = time.perf_counter() - began
-    verdict = _verdict(report)
+    verdict = _verdict(report, db=args.db)
     for line in verdict:
         print(line)
-    print(f"bench: done in {elapsed:.0f}s")
+    # The whole of `make bench` (every scenario, no --only) should take under 10 minutes (issues 7 and 22).
+    verdict_of_length = "met" if elapsed < WHOLE_RUN_SECONDS else "MISSED"
+    whole = f" (target < {WHOLE_RUN_SECONDS} s): {verdict_of_length}" if set(args.only) >= set(ALL_SCENARIOS) else ""
+    print(f"bench: done in {elapsed:.0f}s{whole}")
     full = {
         "label": args.label,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
