@@ -89,6 +89,12 @@ def add_incremental_job(
         status="queued",
         queued_at=now,
     )
+    return job, queue_job(session, job, now=now)
+
+
+def queue_job(session: AsyncSession, job: SyncJob, *, now: datetime) -> str:
+    """Add a queued job and its calendar.sync.queued event to the caller's transaction; the event's id, which the
+    caller hands off after commit with the job itself."""
     session.add(job)
     event = record_event(
         session,
@@ -98,7 +104,7 @@ def add_incremental_job(
         data=job_event_data(job),
         at=now,
     )
-    return job, event.id
+    return event.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,15 +176,7 @@ async def trigger_sync(
                 status="queued",
                 queued_at=now,
             )
-            session.add(job)
-            event = record_event(
-                session,
-                workspace_id=workspace_id,
-                type="calendar.sync.queued",
-                provider=job.provider,
-                data=job_event_data(job),
-                at=now,
-            )
+            event_id = queue_job(session, job, now=now)
             data = SyncAccepted.of(job).model_dump(mode="json")
             if idempotency_key is not None:
                 await idempotency.complete(
@@ -194,7 +192,7 @@ async def trigger_sync(
         if idempotency_key is not None:
             await _release_quietly(db, workspace_id=workspace_id, key=idempotency_key)
         raise
-    await hand_off(enqueue, [event.id])
+    await hand_off(enqueue, [event_id])
     await enqueue_job_run(enqueue, job.id)
     quota = SyncQuota(limit=cap, used=quota.used + 1, oldest_queued_at=quota.oldest_queued_at or now, now=utcnow())
     return Accepted(202, data, quota)
