@@ -120,9 +120,6 @@ class WorkerProcesses:
     def __init__(self, settings: Settings, count: int) -> None:
         self._workers = [WorkerProcess(settings) for _ in range(count)]
 
-    def __len__(self) -> int:
-        return len(self._workers)
-
     def start(self) -> None:
         for worker in self._workers:
             worker.start()
