@@ -45,21 +45,15 @@ import aiohttp
 import sqlalchemy as sa
 
 from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
+from bench.backlog import insert_backlog
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
 from bench.stack import Stack
 from subscriptions.models import Subscription, SubscriptionStatus
-from synchook.bulk import insert_rows
 from synchook.context import AppContext
-from synchook.ids import new_id
-from synchook.outbox import Event
 from synchook.queue import free_port
 from synchook.root import migrate
 from synchook.settings import Settings
-from synchook.timeutil import utcnow
-from tests.factories.webhooks import sync_data
-from webhooks.delivery.rows import new_delivery
 from webhooks.delivery.schedule import schedule_deliveries
-from webhooks.models import Delivery
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
@@ -242,7 +236,7 @@ class Bench:
         subs = 100
         tenant = await make_tenant(self.ctx, self.stack.receiver_url, name, healthy=subs)
         started = time.perf_counter()
-        ids = await _insert_backlog(self.ctx, tenant, count)
+        ids = await insert_backlog(self.ctx, tenant, count)
         insert_seconds = time.perf_counter() - started
         await schedule_deliveries(self.ctx, ids)
         await self.receiver.reset()
@@ -323,53 +317,6 @@ class Bench:
                 f"p50 {r['p50_ms'] or float('nan'):5.1f} ms  p99 {r['p99_ms'] or float('nan'):5.1f} ms  "
                 f"[{result['workspaces']} workspaces, concurrency {result['concurrency']}, {r['errors']} errors]"
             )
-
-
-async def _insert_backlog(ctx: AppContext, tenant: Tenant, count: int) -> list[str]:
-    """``count`` pending deliveries as fan-out leaves them (event-major), written with bulk INSERTs."""
-    events_table = Event.__table__  # type: ignore[attr-defined]
-    deliveries = Delivery.__table__  # type: ignore[attr-defined]
-    subs = tenant.subscription_ids
-    data = sync_data(tenant.workspace_id)
-    ids: list[str] = []
-    chunk_events = max(1, 20_000 // len(subs))
-    made = 0
-    while made < count:
-        now = utcnow()
-        n_events = min(chunk_events, -(-(count - made) // len(subs)))
-        event_rows = [
-            {
-                "id": new_id("evt"),
-                "workspace_id": tenant.workspace_id,
-                "type": "calendar.sync.completed",
-                "provider": "google",
-                "target_subscription_id": None,
-                "data": data,
-                "created_at": now,
-                "dispatched_at": now,
-            }
-            for _ in range(n_events)
-        ]
-        rows: list[dict[str, Any]] = []
-        for event in event_rows:
-            for sub_id in subs:
-                if made + len(rows) >= count:
-                    break
-                rows.append(
-                    new_delivery(
-                        workspace_id=tenant.workspace_id,
-                        event_id=str(event["id"]),
-                        event_type="calendar.sync.completed",
-                        subscription_id=sub_id,
-                        now=now,
-                    )
-                )
-        async with ctx.db.session() as session:
-            await insert_rows(session, events_table, event_rows)
-            await insert_rows(session, deliveries, rows)
-        ids.extend(r["id"] for r in rows)
-        made += len(rows)
-    return ids
 
 
 async def _disable_hanging(ctx: AppContext, tenant: Tenant) -> None:
