@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from synchook.db import is_connection_error, ping_after_idle
+from synchook.db import Database, is_connection_error, ping_after_idle
 from tests.support.postgres import fetch
 
 
@@ -44,3 +44,23 @@ async def test_a_connection_dropped_while_in_use_fails_once_as_a_connection_erro
         assert await _backend_pid(engine) != dropped  # the pool was invalidated: the next checkout is a new one
     finally:
         await engine.dispose()
+
+
+async def test_work_arriving_one_unit_at_a_time_reuses_the_connection_returned_last(database_url: str) -> None:
+    # A warm connection has the statements already prepared (asyncpg caches them per connection) and is not
+    # pinged; going round every pooled connection in turn (FIFO) prepared each statement once per connection.
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL connections")
+    db = Database(database_url, pool_size=4)
+    try:
+        async with db.engine.connect() as a, db.engine.connect() as b, db.engine.connect() as c:
+            opened = {await _pid_of(conn) for conn in (a, b, c)}
+        assert len(opened) == 3  # the pool now holds three idle connections
+        used = [await _backend_pid(db.engine) for _ in range(6)]
+        assert len(set(used)) == 1, used
+    finally:
+        await db.close()
+
+
+async def _pid_of(conn: AsyncConnection) -> int:
+    return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
