@@ -123,8 +123,18 @@ class Bench:
         self._print_delivery("(a) throughput", result, f"{events} events x {subs} subscriptions")
 
     async def _finish(
-        self, scenario: str, tenants: list[Tenant], expected: int, started: float, *, timeout: float
+        self,
+        scenario: str,
+        tenants: list[Tenant],
+        expected: int,
+        started: float,
+        *,
+        timeout: float,
+        keep_workers: bool = False,
+        cpu_before: float = 0.0,
     ) -> dict[str, Any]:
+        """Wait for the run's deliveries, check them, and measure it; the workers stop unless ``keep_workers``
+        (then the CPU they used since ``cpu_before`` is the run's, and their peak RSS is so far)."""
         complete = await self.receiver.wait_healthy(expected, timeout=timeout)
         rows = [r for r in await self.receiver.rows() if not r[0].startswith("/hang/")]
         last = max((r[2] for r in rows), default=time.time())
@@ -133,8 +143,8 @@ class Bench:
         rate = (len(rows) - 1) / max(last - first, 1e-6)
         recorded_at = await wait_recorded(self.ctx, [t.workspace_id for t in tenants], expected, timeout=60)
         checks = await check(self.ctx, self.receiver, tenants, rows)
-        cpu = self.stack.worker_cpu()
-        peaks = self._stop_workers(scenario)
+        cpu = self.stack.worker_cpu() - cpu_before
+        peaks = self.stack.worker_peaks() if keep_workers else self._stop_workers(scenario)
         return {
             "deliveries": expected,
             "received": len(rows),
