@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from bench.driver import ReceiverClient
-from bench.stack import Stack
+from bench.stack import Stack, postgres_server_url
 from sync_trigger import connections
 from sync_trigger.background import schedule_background_syncs
 from sync_trigger.connectors.google import WATCH_TTL_SECONDS
@@ -72,7 +72,6 @@ IDLE_SECONDS = 2.0
 LIGHT_EDITS, LIGHT_RATE = 10, 2.0  # scenario 1's first part: an edit at a time (the pipeline's own latency)
 POLL_INTERVAL = 300  # SYNCHOOK_BACKGROUND_SYNC_INTERVAL default
 FALLBACK_INTERVAL = 3600  # SYNCHOOK_PUSH_FALLBACK_INTERVAL default
-DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 _MARK = re.compile(r"bench-edit-(\d+)")
 
 
@@ -592,8 +591,7 @@ def main() -> None:
     if args.db == "postgres":
         from tests.support.postgres import create_database, unique_name
 
-        env = os.environ
-        base = env.get("SYNCHOOK_BENCH_POSTGRES_URL") or env.get("SYNCHOOK_TEST_POSTGRES_URL") or DEFAULT_PG
+        base = postgres_server_url()
         pg_name = unique_name("synchook_bench_push")
         database_url = asyncio.run(create_database(base, pg_name))
     else:

@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
 from bench.backlog import insert_backlog
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
-from bench.stack import Stack
+from bench.stack import Stack, postgres_server_url
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.context import AppContext
 from synchook.queue import free_port
@@ -56,8 +56,6 @@ from synchook.settings import Settings
 from webhooks.delivery.schedule import schedule_deliveries
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
-
 TARGETS = {"throughput": 0.5, "latency_p99_ms": 50.0, "backlog": 0.9, "isolation": 0.9, "rss_mib": 200.0}
 WHOLE_RUN_SECONDS = 600
 ALL_SCENARIOS = ("a", "dev", "b", "c", "d", "g", "i", "e")
@@ -462,9 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.db == "postgres":
         from tests.support.postgres import create_database, unique_name
 
-        base = (
-            os.environ.get("SYNCHOOK_BENCH_POSTGRES_URL") or os.environ.get("SYNCHOOK_TEST_POSTGRES_URL") or DEFAULT_PG
-        )
+        base = postgres_server_url()
         pg_name = unique_name("synchook_bench")
         database_url = asyncio.run(create_database(base, pg_name))
     else:

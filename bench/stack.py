@@ -19,6 +19,15 @@ REPO = Path(__file__).resolve().parent.parent
 SYNCHOOK = str(Path(sys.executable).with_name("synchook"))
 
 
+def postgres_server_url() -> str:
+    """The PostgreSQL server a `--db postgres` bench makes its throwaway database on (any database of it)."""
+    return (
+        os.environ.get("SYNCHOOK_BENCH_POSTGRES_URL")
+        or os.environ.get("SYNCHOOK_TEST_POSTGRES_URL")
+        or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    )
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The process's peak resident set (VmHWM) in MiB, from /proc (psutil has no peak on Linux)."""
     try:
