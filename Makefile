@@ -48,15 +48,12 @@ chaos: $(TEST_STAMP)
 	SYNCHOOK_CHAOS_HEAVY=1 $(BIN)/python -m pytest tests/chaos tests/security -m heavy
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m bench
-	$(BIN)/python -m bench.bench_caldav
-	$(BIN)/python -m bench.bench_push
+	$(BIN)/python -m bench.suite
 
 # The same on PostgreSQL, in a throwaway database made on SYNCHOOK_BENCH_POSTGRES_URL's server (default: the one on
 # 127.0.0.1:5432); (c)'s backlog is 200,000 deliveries there, which keeps it under ten minutes. CalDAV's is SQLite's.
 bench-postgres: $(BENCH_STAMP)
-	$(BIN)/python -m bench --db postgres --backlog 200000
-	$(BIN)/python -m bench.bench_push --db postgres
+	$(BIN)/python -m bench.suite --db postgres
 
 clean:
 	rm -rf $(VENV) .synchook .pytest_cache .mypy_cache .ruff_cache
