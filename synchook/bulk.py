@@ -129,7 +129,9 @@ def _tuples(values: list[list[Any]]) -> list[tuple[Any, ...]]:
 
 def _shared(values: list[list[Any]]) -> tuple[bool, ...]:
     """For each column, whether every row has the same value (compared after conversion, as stored)."""
-    return tuple(all(value == column[0] and type(value) is type(column[0]) for value in column) for column in values)
+    # list.count and a set of types run in C: the generator that compared value by value was 1 % of a worker in (a)
+    # (14 columns x 2,000 rows a fan-out batch).
+    return tuple(column.count(column[0]) == len(column) and len(set(map(type, column))) == 1 for column in values)
 
 
 def _arrays(values: list[list[Any]], shared: tuple[bool, ...]) -> tuple[Any, ...]:

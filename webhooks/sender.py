@@ -12,6 +12,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import aiohttp
 from yarl import URL
@@ -82,14 +83,12 @@ async def post(
     start = time.perf_counter()
     outcome = Outcome(started_at=started_at, duration_ms=0)
     try:
-        target = URL(url)
-        check_literal_target(target, allow_private)
         async with session.post(
-            target,
+            _target(url, allow_private),
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=_timeout(timeout),
         ) as response:
             outcome.status_code = response.status
             outcome.response_body = await _read_excerpt(response)
@@ -108,6 +107,20 @@ async def post(
     outcome.response_body = storable(outcome.response_body)
     outcome.error = storable(outcome.error)
     return outcome
+
+
+# A worker posts to the same few URLs again and again: parse each (and judge an IP literal) once, not per attempt,
+# and share one timeout object per value. Both are immutable; an URL refused raises each time (nothing is cached).
+@lru_cache(maxsize=4096)
+def _target(url: str, allow_private: bool) -> URL:
+    target = URL(url)
+    check_literal_target(target, allow_private)
+    return target
+
+
+@lru_cache(maxsize=16)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
