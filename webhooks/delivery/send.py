@@ -40,9 +40,7 @@ async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
         # attempt used) rather than hold this job, and the healthy deliveries behind it, for a timeout.
         return Deferred(claimed, utcnow() + timedelta(seconds=settings.delivery_timeout))
     runtime.in_flight[sub_id] += 1
-    loop = asyncio.get_running_loop()
-    # Mark the endpoint slow as soon as a send has taken half the timeout, not when it finally times out.
-    flag = loop.call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
+    flag: asyncio.TimerHandle | None = None
     try:
         async with runtime.slots:
             limit = ready.subscription.rate_limit_per_second
@@ -50,6 +48,11 @@ async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
                 return Deferred(claimed, utcnow() + timedelta(seconds=1))
             body = ready.body.raw
             headers = build_headers(claimed.event_id, int(time.time()), body, ready.signer, sender.USER_AGENT)
+            # Mark the endpoint slow as soon as its request has taken half the timeout, not when it finally times
+            # out. From here, not before the worker's slots: time queued behind the worker's other sends is the
+            # worker's load, not the endpoint's, and counting it marked healthy endpoints slow whenever a worker had
+            # a backlog (a few hundred deliveries deferred at a time in (a) of the bench, each a write and a job).
+            flag = asyncio.get_running_loop().call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
             outcome = await sender.post(
                 worker.http,
                 ready.subscription.url,
@@ -59,7 +62,8 @@ async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
                 allow_private=settings.allow_private_targets,
             )
     finally:
-        flag.cancel()
+        if flag is not None:
+            flag.cancel()
         slots.release()
         runtime.in_flight[sub_id] -= 1
         if not runtime.in_flight[sub_id]:
