@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
-from typing import Any
 
 from synchook import metrics as _metrics
 from synchook.context import AppContext
@@ -93,20 +92,32 @@ async def acquire_unless_slow(runtime: Runtime, sub_id: str, slots: asyncio.Sema
         return True
     if runtime.is_slow(sub_id, time.monotonic()):
         return False
-    # Wait for a slot or for the endpoint to turn slow, whichever comes first; no polling (thousands of
-    # queued sends each waking every few milliseconds cost a worker a tenth of its time).
-    acquire = asyncio.ensure_future(slots.acquire())
-    either: set[asyncio.Future[Any]] = {acquire, runtime.slow_signal(sub_id)}
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    if acquire.done():
-        return True
-    acquire.cancel()
+    # Wait for a slot; if the endpoint turns slow first, mark_slow cancels this wait, and the cancellation is taken
+    # back here. No polling (thousands of queued sends each waking every few milliseconds cost a worker a tenth of its
+    # time), and no second task and asyncio.wait per queued send: their callbacks all hung on one shared future, and
+    # each send that got its slot removed its own with a scan of that list, quadratic in the queue of one endpoint.
+    task = asyncio.current_task()
+    assert task is not None
+    gave_up = False
+
+    def give_up() -> None:
+        nonlocal gave_up
+        gave_up = True
+        task.cancel()
+
+    queued = runtime.queued.setdefault(sub_id, set())
+    queued.add(give_up)
     try:
-        await acquire
+        await slots.acquire()  # a slot handed over just as this is cancelled goes back to the next waiter
+        return True
     except asyncio.CancelledError:
-        return False
-    slots.release()  # acquired just as it was cancelled
-    return False
+        if gave_up and task.uncancel() == 0:
+            return False
+        raise  # cancelled from outside too (worker shutdown): not ours to swallow
+    finally:
+        queued.discard(give_up)
+        if not queued and runtime.queued.get(sub_id) is queued:
+            del runtime.queued[sub_id]
 
 
 def _attempt_kind(outcome: sender.Outcome) -> str:
