@@ -132,6 +132,8 @@ async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
             break
         chunks.append(chunk)
         size += len(chunk)
+        if response.content.at_eof():
+            break  # all of it read: no second read (an await) just to be told so, per attempt
     if not chunks:
         return None
     # The rest of an oversize body is never downloaded: leaving the block closes that connection.
