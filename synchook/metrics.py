@@ -86,9 +86,13 @@ def _closed(value: str, allowed: tuple[str, ...]) -> str:
     return value if value in allowed else OTHER
 
 
+# Each outcome's child, looked up once: labels() takes a lock and parses its keywords, per attempt (a delivery's).
+_ATTEMPT_CHILDREN = {outcome: ATTEMPT_SECONDS.labels(outcome=outcome) for outcome in (*ATTEMPT_OUTCOMES, OTHER)}
+
+
 def record_attempt(outcome: str, seconds: float) -> None:
     """One delivery attempt finished: outcome is succeeded | failed (non-2xx) | timeout | error (network)."""
-    ATTEMPT_SECONDS.labels(outcome=_closed(outcome, ATTEMPT_OUTCOMES)).observe(max(0.0, seconds))
+    _ATTEMPT_CHILDREN[_closed(outcome, ATTEMPT_OUTCOMES)].observe(max(0.0, seconds))
 
 
 def record_delivery_outcome(outcome: str, count: int = 1) -> None:

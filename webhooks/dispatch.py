@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
-from synchook.db import among, unindexed
+from synchook.db import among, among_bound, unindexed
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
@@ -193,16 +194,23 @@ async def _dispatch_batch(
 
 async def _claim(session: AsyncSession, ids: list[str], now: datetime) -> list[Any]:
     """Mark the undispatched ones among these events dispatched; their rows, sorted by id."""
+    statement = _CLAIM_EVENTS[(await session.connection()).dialect.name == "postgresql"]
     events: list[Any] = []
     for start in range(0, len(ids), _CLAIM_CHUNK):
-        result = await session.execute(
-            sa.update(_events)
-            .where(among(_events.c.id, ids[start : start + _CLAIM_CHUNK]), unindexed(_events.c.dispatched_at).is_(None))
-            .values(dispatched_at=now)
-            .returning(*_EVENT_COLUMNS)
-        )
+        result = await session.execute(statement, {"ids": ids[start : start + _CLAIM_CHUNK], "now": now})
         events.extend(result.all())
-    return sorted(events)
+    # By the id alone (unique): comparing whole rows went through Row.__lt__, 2 % of a worker in (b).
+    return sorted(events, key=itemgetter(0))
+
+
+# Built once per database kind (SQLite, PostgreSQL), values bound at execution: see webhooks.delivery.claim.
+_CLAIM_EVENTS = tuple(
+    sa.update(_events)
+    .where(among_bound(_events.c.id, "ids", postgres=postgres), unindexed(_events.c.dispatched_at).is_(None))
+    .values(dispatched_at=sa.bindparam("now", type_=_events.c.dispatched_at.type))
+    .returning(*_EVENT_COLUMNS)
+    for postgres in (False, True)
+)
 
 
 async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> tuple[list[str], bool]:
@@ -239,10 +247,14 @@ async def _fan_outs_begun(session: AsyncSession, event_ids: list[str]) -> set[st
     """Those of these events that already have deliveries: a paged fan-out that stopped mid-way (a killed worker)."""
     if not event_ids:
         return set()
-    rows = await session.execute(
-        sa.select(_deliveries.c.event_id).where(among(_deliveries.c.event_id, event_ids)).distinct()
-    )
-    return {row[0] for row in rows}
+    statement = _BEGUN[(await session.connection()).dialect.name == "postgresql"]
+    return {row[0] for row in await session.execute(statement, {"ids": event_ids})}
+
+
+_BEGUN = tuple(
+    sa.select(_deliveries.c.event_id).where(among_bound(_deliveries.c.event_id, "ids", postgres=postgres)).distinct()
+    for postgres in (False, True)
+)
 
 
 async def _fan_out_in_pages(app: AppContext, event_id: str) -> None:

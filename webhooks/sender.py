@@ -12,6 +12,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import aiohttp
 from yarl import URL
@@ -82,14 +83,12 @@ async def post(
     start = time.perf_counter()
     outcome = Outcome(started_at=started_at, duration_ms=0)
     try:
-        target = URL(url)
-        check_literal_target(target, allow_private)
         async with session.post(
-            target,
+            _target(url, allow_private),
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=_timeout(timeout),
         ) as response:
             outcome.status_code = response.status
             outcome.response_body = await _read_excerpt(response)
@@ -110,6 +109,20 @@ async def post(
     return outcome
 
 
+# A worker posts to the same few URLs again and again: parse each (and judge an IP literal) once, not per attempt,
+# and share one timeout object per value. Both are immutable; an URL refused raises each time (nothing is cached).
+@lru_cache(maxsize=4096)
+def _target(url: str, allow_private: bool) -> URL:
+    target = URL(url)
+    check_literal_target(target, allow_private)
+    return target
+
+
+@lru_cache(maxsize=16)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
     chunks: list[bytes] = []
     size = 0
@@ -119,6 +132,8 @@ async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
             break
         chunks.append(chunk)
         size += len(chunk)
+        if response.content.at_eof():
+            break  # all of it read: no second read (an await) just to be told so, per attempt
     if not chunks:
         return None
     # The rest of an oversize body is never downloaded: leaving the block closes that connection.

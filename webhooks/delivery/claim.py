@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.models import Subscription
-from synchook.db import among, unindexed
+from synchook.db import among, among_bound, unindexed
 from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
@@ -135,12 +135,26 @@ async def _last_numbers(session: AsyncSession, replayed: list[str]) -> dict[str,
 
 
 async def _load_bodies(session: AsyncSession, event_ids: Iterable[str]) -> dict[str, Body]:
-    rows = await session.execute(
-        sa.select(_events.c.id, _events.c.workspace_id, _events.c.type, _events.c.created_at, _events.c.data).where(
-            among(_events.c.id, sorted(event_ids))
-        )
-    )
+    statement = _BODIES[await _is_postgres(session)]
+    rows = await session.execute(statement, {"ids": sorted(event_ids)})
     return {row[0]: Body.of(*row) for row in rows}
+
+
+async def _is_postgres(session: AsyncSession) -> bool:
+    return (await session.connection()).dialect.name == "postgresql"
+
+
+# Built once per database kind, as the claim is (see _claim_update): for SQLite, then PostgreSQL.
+_BODIES = tuple(
+    sa.select(_events.c.id, _events.c.workspace_id, _events.c.type, _events.c.created_at, _events.c.data).where(
+        among_bound(_events.c.id, "ids", postgres=postgres)
+    )
+    for postgres in (False, True)
+)
+_SUBSCRIPTION_ROWS = tuple(
+    sa.select(_subscriptions).where(among_bound(_subscriptions.c.id, "ids", postgres=postgres))
+    for postgres in (False, True)
+)
 
 
 async def load_subscriptions(
@@ -151,7 +165,7 @@ async def load_subscriptions(
     Every column is read and compared, so a change by any path (API, auto-disable, reseal) is seen at
     once. Building ORM objects was a fifth of a claim: a batch of 200 deliveries names ~100 endpoints.
     """
-    rows = await session.execute(sa.select(_subscriptions).where(among(_subscriptions.c.id, sorted(ids))))
+    rows = await session.execute(_SUBSCRIPTION_ROWS[await _is_postgres(session)], {"ids": sorted(ids)})
     found: dict[str, Subscription] = {}
     changed: dict[str, sa.Row[Any]] = {}
     for row in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,9 @@ class Runtime:
     # Subscriptions whose last attempt timed out or was slow, until when (monotonic), and sends in flight.
     slow: dict[str, float] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    # Resolved when the subscription is next marked slow: sends queued for its slots give up then.
-    turned_slow: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # Sends queued for a subscription's slots, each by the call that makes it give up: called when the subscription is
+    # marked slow (see send.acquire_unless_slow).
+    queued: dict[str, set[Callable[[], None]]] = field(default_factory=dict)
     # Subscriptions as last loaded, each with the row it was built from: see claim.load_subscriptions.
     subscriptions: dict[str, tuple[sa.Row[Any], Subscription]] = field(default_factory=dict)
 
@@ -52,7 +54,7 @@ class Runtime:
             if len(self.per_subscription) > 10_000:  # forget idle endpoints, keep the busy ones
                 for key in [k for k, s in self.per_subscription.items() if not s.locked()]:
                     del self.per_subscription[key]
-                    self.turned_slow.pop(key, None)  # no send queues for its slots: nobody awaits it
+                    self.queued.pop(key, None)  # no send queues for its slots
             semaphore = self.per_subscription[subscription_id] = asyncio.Semaphore(
                 self.settings.per_subscription_concurrency
             )
@@ -69,15 +71,8 @@ class Runtime:
 
     def mark_slow(self, subscription_id: str) -> None:
         self.slow[subscription_id] = time.monotonic() + SLOW_FOR
-        signal = self.turned_slow.pop(subscription_id, None)
-        if signal is not None and not signal.done():
-            signal.set_result(None)
-
-    def slow_signal(self, subscription_id: str) -> asyncio.Future[None]:
-        signal = self.turned_slow.get(subscription_id)
-        if signal is None:
-            signal = self.turned_slow[subscription_id] = asyncio.get_running_loop().create_future()
-        return signal
+        for give_up in self.queued.pop(subscription_id, ()):
+            give_up()
 
     def observe(self, subscription_id: str, outcome: sender.Outcome) -> None:
         if outcome.timed_out or outcome.duration_ms >= self.settings.delivery_timeout * 500:

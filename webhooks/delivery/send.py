@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
-from typing import Any
 
 from synchook import metrics as _metrics
 from synchook.context import AppContext
@@ -40,9 +39,7 @@ async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
         # attempt used) rather than hold this job, and the healthy deliveries behind it, for a timeout.
         return Deferred(claimed, utcnow() + timedelta(seconds=settings.delivery_timeout))
     runtime.in_flight[sub_id] += 1
-    loop = asyncio.get_running_loop()
-    # Mark the endpoint slow as soon as a send has taken half the timeout, not when it finally times out.
-    flag = loop.call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
+    flag: asyncio.TimerHandle | None = None
     try:
         async with runtime.slots:
             limit = ready.subscription.rate_limit_per_second
@@ -50,6 +47,11 @@ async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
                 return Deferred(claimed, utcnow() + timedelta(seconds=1))
             body = ready.body.raw
             headers = build_headers(claimed.event_id, int(time.time()), body, ready.signer, sender.USER_AGENT)
+            # Mark the endpoint slow as soon as its request has taken half the timeout, not when it finally times
+            # out. From here, not before the worker's slots: time queued behind the worker's other sends is the
+            # worker's load, not the endpoint's, and counting it marked healthy endpoints slow whenever a worker had
+            # a backlog (a few hundred deliveries deferred at a time in (a) of the bench, each a write and a job).
+            flag = asyncio.get_running_loop().call_later(settings.delivery_timeout / 2, runtime.mark_slow, sub_id)
             outcome = await sender.post(
                 worker.http,
                 ready.subscription.url,
@@ -59,7 +61,8 @@ async def send(worker: WorkerContext, ready: Ready) -> Sent | Deferred:
                 allow_private=settings.allow_private_targets,
             )
     finally:
-        flag.cancel()
+        if flag is not None:
+            flag.cancel()
         slots.release()
         runtime.in_flight[sub_id] -= 1
         if not runtime.in_flight[sub_id]:
@@ -89,20 +92,32 @@ async def acquire_unless_slow(runtime: Runtime, sub_id: str, slots: asyncio.Sema
         return True
     if runtime.is_slow(sub_id, time.monotonic()):
         return False
-    # Wait for a slot or for the endpoint to turn slow, whichever comes first; no polling (thousands of
-    # queued sends each waking every few milliseconds cost a worker a tenth of its time).
-    acquire = asyncio.ensure_future(slots.acquire())
-    either: set[asyncio.Future[Any]] = {acquire, runtime.slow_signal(sub_id)}
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    if acquire.done():
-        return True
-    acquire.cancel()
+    # Wait for a slot; if the endpoint turns slow first, mark_slow cancels this wait, and the cancellation is taken
+    # back here. No polling (thousands of queued sends each waking every few milliseconds cost a worker a tenth of its
+    # time), and no second task and asyncio.wait per queued send: their callbacks all hung on one shared future, and
+    # each send that got its slot removed its own with a scan of that list, quadratic in the queue of one endpoint.
+    task = asyncio.current_task()
+    assert task is not None
+    gave_up = False
+
+    def give_up() -> None:
+        nonlocal gave_up
+        gave_up = True
+        task.cancel()
+
+    queued = runtime.queued.setdefault(sub_id, set())
+    queued.add(give_up)
     try:
-        await acquire
+        await slots.acquire()  # a slot handed over just as this is cancelled goes back to the next waiter
+        return True
     except asyncio.CancelledError:
-        return False
-    slots.release()  # acquired just as it was cancelled
-    return False
+        if gave_up and task.uncancel() == 0:
+            return False
+        raise  # cancelled from outside too (worker shutdown): not ours to swallow
+    finally:
+        queued.discard(give_up)
+        if not queued and runtime.queued.get(sub_id) is queued:
+            del runtime.queued[sub_id]
 
 
 def _attempt_kind(outcome: sender.Outcome) -> str:

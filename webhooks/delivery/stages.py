@@ -47,6 +47,12 @@ def webhook_payload(event_id: str, event_type: str, created_at: datetime, data: 
     return {"id": event_id, "type": event_type, "timestamp": isoformat(created_at), "data": data}
 
 
+# What json.dumps(payload, separators=(",", ":")) writes, without building an encoder per call (json.dumps does for
+# any argument but the defaults): 13 -> 7 us a body (timeit, loaded machine); one body per event, and in (b) of the
+# bench one event is one delivery.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 class Body(NamedTuple):
     """An event's webhook body, serialised once: these exact bytes are signed and sent on every attempt."""
 
@@ -56,7 +62,7 @@ class Body(NamedTuple):
     @classmethod
     def of(cls, event_id: str, workspace_id: str, event_type: str, created_at: datetime, data: Any) -> Body:
         payload = webhook_payload(event_id, event_type, created_at, data)
-        return cls(workspace_id, json.dumps(payload, separators=(",", ":")).encode())
+        return cls(workspace_id, _COMPACT.encode(payload).encode())
 
 
 class Claimed(NamedTuple):
