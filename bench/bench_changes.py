@@ -40,6 +40,7 @@ from sync_trigger.models import SyncJob
 from sync_trigger.schemas import OAuthConnectionBody, TriggerSyncBody
 from synchook.auth.service import create_workspace
 from synchook.context import AppContext
+from synchook.queue import QUEUE_NAME
 from tests.factories.webhooks import make_subscription
 
 if TYPE_CHECKING:
@@ -136,16 +137,13 @@ async def _sync(
     """Queue an incremental sync as the API does (a baseline one on the baseline workers' queue), wait for it;
     (seconds from its start to its completion, its stats)."""
 
-    async def to_baseline(function: str, *args: Any, **kwargs: Any) -> Any:
-        assert ctx.redis is not None
-        return await ctx.redis.enqueue_job(function, *args, _queue_name=BASELINE_QUEUE, **kwargs)
-
     accepted = await sync_service.trigger_sync(
         ctx.db,
         workspace_id=workspace_id,
         body=TriggerSyncBody(),
         cap=10**9,
-        enqueue=to_baseline if baseline else ctx.enqueue,
+        redis=ctx.redis,
+        queue=BASELINE_QUEUE if baseline else QUEUE_NAME,
     )
     job_id = accepted.data["job_id"]
     # Watched in Redis (arq deletes the job's key once it has run), not by polling the row: on SQLite every

@@ -40,7 +40,7 @@ async def trigger_sync(call: Call[None, TriggerSyncBody]) -> Reply:
             body=call.body,
             cap=call.ctx.settings.on_demand_syncs_per_hour,
             idempotency_key=key,
-            enqueue=call.ctx.enqueue if call.ctx.redis is not None else None,
+            redis=call.ctx.redis,
         )
     except (SyncInProgress, SyncCapReached) as exc:
         # On this endpoint the X-RateLimit-* headers describe the on-demand cap, refusals included.

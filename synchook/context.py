@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
+from synchook.auth.cache import KeyCache
 from synchook.crypto import SecretBox
 from synchook.db import Database
 from synchook.queue import QUEUE_NAME, connect
@@ -23,6 +24,8 @@ class AppContext:
     db: Database
     box: SecretBox
     redis: ArqRedis | None = None
+    # API keys this process found valid a moment ago (the API's authorization; see synchook.auth.cache).
+    keys: KeyCache = field(default_factory=KeyCache)
 
     @classmethod
     async def open(

@@ -236,6 +236,24 @@ class Database:
         finally:
             await session.close()
 
+    @contextlib.asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncSession]:
+        """A session for one statement that writes, atomic on its own (an ``INSERT … SELECT``, say).
+
+        PostgreSQL: in autocommit, the statement is its own transaction, so no BEGIN and COMMIT round trips (three
+        became one). SQLite: the ordinary unit of work (its write lock, BEGIN IMMEDIATE, COMMIT). Nothing may be
+        run here that needs a second statement to see the first's effect atomically.
+        """
+        if self.dialect == "sqlite":
+            async with self.session() as session:
+                yield session
+            return
+        session = self._reads()
+        try:
+            yield session
+        finally:
+            await session.close()
+
     async def ping(self) -> None:
         from sqlalchemy import text
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import timedelta
 from typing import Any
 
+from redis.asyncio import Redis
+
 from synchook.auth import service as auth
+from synchook.auth.cache import KEY_CACHE_SECONDS
 from synchook.cli.common import CliError, with_db
 from synchook.db import Database
 from synchook.settings import Settings
@@ -54,11 +58,25 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
     async def work(db: Database) -> None:
-        async with db.session() as session:
-            key = await auth.revoke_key(session, key_id=args.key_id)
-            already = not session.is_modified(key)
+        redis = (
+            Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            if settings.redis_url
+            else None
+        )
+        try:
+            done = await auth.revoke(db, redis, key_id=args.key_id)
+        finally:
+            if redis is not None:
+                await redis.aclose()
+        key = done.key
         # Revoking is idempotent (exit 0, as `systemctl stop` of a stopped unit): the key ends up revoked either way.
-        print(f"{key.id} was already revoked at {isoformat(key.revoked_at)}" if already else f"revoked {key.id}")
+        print(f"revoked {key.id}" if done.newly else f"{key.id} was already revoked at {isoformat(key.revoked_at)}")
+        if done.newly and not done.announced:
+            why = "Redis did not answer" if redis is not None else "SYNCHOOK_REDIS_URL is not set here"
+            print(
+                f"note: {why}: API processes may accept the key for up to {KEY_CACHE_SECONDS:g} more seconds",
+                file=sys.stderr,
+            )
 
     with_db(settings, work)
 
@@ -76,4 +94,4 @@ def register(sub: Any) -> None:
     k_list.set_defaults(func=cmd_keys_list)
     k_revoke = keys.add_parser("revoke", help="revoke a key")
     k_revoke.add_argument("key_id")
-    k_revoke.set_defaults(func=cmd_keys_revoke)
+    k_revoke.set_defaults(func=cmd_keys_revoke, dev_redis=True)

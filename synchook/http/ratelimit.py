@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from synchook.auth.cache import EPOCH_KEY, epoch_text
 from synchook.errors import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -35,24 +36,34 @@ class RateLimitState:
 
 
 async def hit_api_limit(redis: Redis | None, *, key_id: str, per_minute: int) -> RateLimitState:
+    """Count a request of the key; RateLimited past ``per_minute`` in this minute."""
+    state, _ = await count_api_hit(redis, key_id=key_id, per_minute=per_minute)
+    if state.remaining < 0:
+        raise state.exceeded(f"Too many requests: {per_minute} per minute per key")
+    return state
+
+
+async def count_api_hit(redis: Redis | None, *, key_id: str, per_minute: int) -> tuple[RateLimitState, str | None]:
+    """Count a request of the key, and read the API keys' revocation epoch in the same command.
+
+    The state's ``remaining`` is negative past the limit (the caller refuses once it knows the key is valid). The
+    epoch (synchook.auth.cache) is None when Redis could not be asked: nothing may then be served from the cache.
+    """
     window = int(time.time() // 60)
     reset_at = (window + 1) * 60
     if redis is None:
-        return RateLimitState(per_minute, per_minute, reset_at)
+        return RateLimitState(per_minute, per_minute, reset_at), None
     name = f"synchook:ratelimit:api:{key_id}:{window}"
     try:
-        count = await redis.evalsha(_COUNT_HIT_SHA1, 1, name)  # type: ignore[misc]
+        count, epoch = await redis.evalsha(_COUNT_HIT_SHA1, 2, name, EPOCH_KEY)  # type: ignore[misc]
     except NoScriptError:  # a Redis that has not seen the script yet (new, restarted, flushed)
         try:
-            count = await redis.eval(_COUNT_HIT, 1, name)  # type: ignore[misc]
+            count, epoch = await redis.eval(_COUNT_HIT, 2, name, EPOCH_KEY)  # type: ignore[misc]
         except Exception as exc:
-            return _fail_open(exc, per_minute, reset_at)
+            return _fail_open(exc, per_minute, reset_at), None
     except Exception as exc:
-        return _fail_open(exc, per_minute, reset_at)
-    state = RateLimitState(per_minute, per_minute - int(count), reset_at)
-    if int(count) > per_minute:
-        raise state.exceeded(f"Too many requests: {per_minute} per minute per key")
-    return state
+        return _fail_open(exc, per_minute, reset_at), None
+    return RateLimitState(per_minute, per_minute - int(count), reset_at), epoch_text(epoch)
 
 
 def _fail_open(exc: Exception, per_minute: int, reset_at: float) -> RateLimitState:
@@ -63,10 +74,11 @@ def _fail_open(exc: Exception, per_minute: int, reset_at: float) -> RateLimitSta
 
 # Count a hit in the key's window and give the window its expiry at its first hit: one command (EVALSHA), where a
 # MULTI of INCR and EXPIRE was four commands to send and four answers to parse on every API request. The window is
-# in the key's name, so 120 s from its first hit outlives it.
+# in the key's name, so 120 s from its first hit outlives it. It also answers the keys' revocation epoch (KEYS[2],
+# '' while there is none), which decides whether a key looked up a moment ago may be used again without a lookup.
 _COUNT_HIT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-return n
+return {n, redis.call('GET', KEYS[2]) or ''}
 """
 _COUNT_HIT_SHA1 = hashlib.sha1(_COUNT_HIT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1

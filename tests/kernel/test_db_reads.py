@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from sync_trigger import service as sync_service
+from synchook.auth.cache import announce_revocation
 from synchook.context import AppContext
 from synchook.outbox import record_event
 from tests.factories import make_tenant
@@ -48,6 +49,9 @@ async def test_a_revoked_key_is_refused_by_the_next_read(
     assert (await client.get(path, headers=tenant.headers)).status_code == 200
     async with app_ctx.db.session() as session:
         await session.execute(text("UPDATE api_keys SET revoked_at = created_at WHERE id = :id"), {"id": tenant.key_id})
+    # As `synchook keys revoke` does after its commit: the API's key cache (synchook.auth.cache) looks keys up again.
+    assert app_ctx.redis is not None
+    await announce_revocation(app_ctx.redis)
     assert (await client.get(path, headers=tenant.headers)).status_code == 401
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import synchook.auth.service as auth_service
 from synchook.context import AppContext
+from synchook.http.guard import authorize
 from tests.factories import make_tenant
 from webhooks.signing import sign
 from webhooks.verify import WebhookVerificationError, verify
@@ -86,9 +87,13 @@ def test_the_scanner_catches_a_plain_comparison(tmp_path: Path) -> None:
 
 
 def test_api_keys_are_looked_up_by_hash() -> None:
-    # One equality on the stored hash, in SQL (a statement built once, the hash bound per request).
-    source = inspect.getsource(auth_service.authenticate)
-    assert '{"key_hash": hash_key(token)}' in source
+    # One equality on the stored hash, in SQL (a statement built once, the hash bound per request); the API's key
+    # cache (synchook.auth.cache) is keyed by the same hash, never by the key.
+    assert "return hash_key(token)" in inspect.getsource(auth_service.bearer_key_hash)
+    assert '{"key_hash": key_hash}' in inspect.getsource(auth_service.look_up_key)
+    guard = inspect.getsource(authorize)
+    assert 'key_hash = bearer_key_hash(request.headers.get("authorization"))' in guard
+    assert "ctx.keys.get(key_hash)" in guard
     assert str(auth_service._KEY_LOOKUP.whereclause) == "api_keys.key_hash = :key_hash"
     assert auth_service.hash_key("wbk_x") == auth_service.hash_key("wbk_x") != "wbk_x"
     assert len(auth_service.hash_key("wbk_x")) == 64  # SHA-256 hex: the stored form, never the key

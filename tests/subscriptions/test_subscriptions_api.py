@@ -457,10 +457,9 @@ async def test_item_routes_need_a_key(client: httpx.AsyncClient, tenant: Tenant,
 
 
 async def test_revoked_key_is_401(client: httpx.AsyncClient, app_ctx: AppContext, tenant: Tenant) -> None:
-    from synchook.auth.service import revoke_key
+    from synchook.auth.service import revoke
 
-    async with app_ctx.db.session() as session:
-        await revoke_key(session, key_id=tenant.key_id)
+    await revoke(app_ctx.db, app_ctx.redis, key_id=tenant.key_id)  # as `synchook keys revoke`: commit, announce
     error_of(await client.get(BASE, headers=tenant.headers), 401, "invalid_key")
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from sync_trigger.models import SyncJob
-from synchook.auth.service import revoke_key
+from synchook.auth.service import revoke
 from synchook.context import AppContext
 from synchook.idempotency import IdempotencyRecord
 from synchook.outbox import Event
@@ -161,8 +161,7 @@ async def test_bad_authorization_is_401(
 
 
 async def test_revoked_key_is_401(app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant) -> None:
-    async with app_ctx.db.session() as session:
-        await revoke_key(session, key_id=tenant.key_id)
+    await revoke(app_ctx.db, app_ctx.redis, key_id=tenant.key_id)  # as `synchook keys revoke`: commit, announce
     assert_error(await client.post("/v1/calendar/sync", headers=tenant.headers), 401, "invalid_key")
     await nothing_written(app_ctx)
 

@@ -1,0 +1,128 @@
+"""What POST /v1/calendar/sync and POST /v1/webhooks/subscriptions/{id}/test cost in round trips (issue 22 (e)).
+
+Counted, not timed: the statements the API's database ran and the commands Redis received during one request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from sqlalchemy import event, func, select
+
+from sync_trigger.models import SyncJob
+from sync_trigger.service import RUN_SYNC_TASK
+from synchook.context import AppContext
+from synchook.enqueue import QueuedJob, enqueue_jobs
+from synchook.outbox import RELAY_TASK, Event
+from synchook.queue import QUEUE_NAME
+from tests.factories import Tenant, make_tenant
+from tests.factories.webhooks import make_subscription
+from tests.sync_trigger.test_sync_api import connect
+
+
+@pytest.fixture
+async def tenant(app_ctx: AppContext, client: httpx.AsyncClient) -> Tenant:
+    made = await make_tenant(app_ctx)
+    await connect(client, made, "google")
+    return made
+
+
+@pytest.fixture
+def statements(app_ctx: AppContext) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = app_ctx.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+async def command_calls(redis: ArqRedis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+async def test_an_accepted_sync_enqueues_its_event_and_its_job_in_one_command(
+    app_ctx: AppContext, client: httpx.AsyncClient, redis: ArqRedis, tenant: Tenant
+) -> None:
+    await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
+    await redis.config_resetstat()
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
+    assert response.status_code == 202
+    calls = await command_calls(redis)
+    # Before: arq's enqueue_job twice (WATCH, EXISTS, MULTI, PSETEX, ZADD, EXEC each) after the rate limit's EVALSHA.
+    assert calls.get("evalsha") == 2, calls
+    assert "watch" not in calls and "multi" not in calls, calls
+    job_id = response.json()["data"]["job_id"]
+    queued = {job.job_id: job for job in await redis.queued_jobs(queue_name=QUEUE_NAME)}
+    assert queued[job_id].function == RUN_SYNC_TASK and list(queued[job_id].args) == [job_id]
+    async with app_ctx.db.session() as session:
+        event_id = (await session.execute(select(Event.id).where(Event.type == "calendar.sync.queued"))).scalar_one()
+    relays = [job for job in queued.values() if job.function == RELAY_TASK]
+    assert [list(job.args) for job in relays] == [[[event_id]]]
+
+
+async def test_an_accepted_sync_runs_two_statements_on_postgresql(
+    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, statements: list[str]
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's data-modifying CTE")
+    await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
+    statements.clear()
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
+    assert response.status_code == 202
+    # The workspace lock, then the admission and both inserts. Before: the lock, the admission, the two inserts.
+    assert len(statements) == 2, statements
+    async with app_ctx.db.session() as session:
+        job = await session.get(SyncJob, response.json()["data"]["job_id"])
+        assert job is not None and job.status == "queued" and job.attempts == 0
+        events = (await session.execute(select(Event).where(Event.workspace_id == tenant.workspace_id))).scalars()
+        (queued,) = list(events)
+    assert queued.type == "calendar.sync.queued" and queued.data["job_id"] == job.id
+    assert queued.data["queued_at"] == response.json()["data"]["queued_at"]
+
+
+async def test_a_refused_sync_writes_nothing(
+    app_ctx: AppContext, client: httpx.AsyncClient, settings_overrides: dict[str, Any]
+) -> None:
+    # No connection of the provider: the statement that would insert the job inserts nothing.
+    tenant = await make_tenant(app_ctx)
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"provider": "microsoft"})
+    assert response.status_code == 403
+    async with app_ctx.db.session() as session:
+        assert (await session.execute(select(func.count()).select_from(SyncJob))).scalar_one() == 0
+        assert (await session.execute(select(func.count()).select_from(Event))).scalar_one() == 0
+
+
+async def test_a_test_event_is_handed_off_in_one_command(
+    app_ctx: AppContext, client: httpx.AsyncClient, redis: ArqRedis, tenant: Tenant
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    path = f"/v1/webhooks/subscriptions/{sub.id}/test"
+    await client.get(f"/v1/webhooks/subscriptions/{sub.id}", headers=tenant.headers)  # the key looked up
+    await redis.config_resetstat()
+    response = await client.post(path, headers=tenant.headers)
+    assert response.status_code == 202
+    calls = await command_calls(redis)
+    assert calls.get("evalsha") == 2, calls  # the rate limit, the hand-off
+    assert "watch" not in calls and "multi" not in calls, calls
+    queued = await redis.queued_jobs(queue_name=QUEUE_NAME)
+    assert [list(job.args) for job in queued if job.function == RELAY_TASK] == [[[response.json()["data"]["event_id"]]]]
+
+
+async def test_enqueue_jobs_skips_a_job_whose_id_is_taken(redis: ArqRedis) -> None:
+    # As arq's enqueue_job with _job_id: a job of that id already queued (or its result kept) is not queued again.
+    assert await redis.enqueue_job("first", 1, _job_id="taken", _queue_name=QUEUE_NAME) is not None
+    done = await enqueue_jobs(redis, [QueuedJob("second", (2,), job_id="taken"), QueuedJob("third", ([3],))])
+    assert done == [False, True]
+    queued = {job.function: job for job in await redis.queued_jobs(queue_name=QUEUE_NAME)}
+    assert set(queued) == {"first", "third"}
+    assert list(queued["third"].args) == [[3]]
+    assert queued["first"].job_id == "taken"
