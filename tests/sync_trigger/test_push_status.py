@@ -120,7 +120,9 @@ async def test_lists_read_push_per_page_not_per_row(
     statements: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+        # The route's own statements: the API key's lookup is made once per key and then cached for a moment.
+        if "api_keys" not in statement:
+            statements.append(statement)
 
     engine = app_ctx.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
