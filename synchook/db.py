@@ -227,14 +227,8 @@ class Database:
             async with self.session() as session:
                 yield session
             return
-        # Closed here, not by the session's own `async with`, which closes in a new task it shields (a task and
-        # a turn of the loop per read, and meanwhile other requests took more connections from the pool). With
-        # no transaction to end, closing does no I/O: it cannot be interrupted halfway.
-        session = self._reads()
-        try:
+        async with self._outside_transaction() as session:
             yield session
-        finally:
-            await session.close()
 
     @contextlib.asynccontextmanager
     async def single_statement(self) -> AsyncIterator[AsyncSession]:
@@ -248,6 +242,14 @@ class Database:
             async with self.session() as session:
                 yield session
             return
+        async with self._outside_transaction() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def _outside_transaction(self) -> AsyncIterator[AsyncSession]:
+        # Closed here, not by the session's own `async with`, which closes in a new task it shields (a task and
+        # a turn of the loop per read, and meanwhile other requests took more connections from the pool). With
+        # no transaction to end, closing does no I/O: it cannot be interrupted halfway.
         session = self._reads()
         try:
             yield session
