@@ -274,7 +274,7 @@ class Bench:
     async def isolation(self) -> None:
         # The machine's speed drifts by up to 2x within a minute: the two cases alternate
         # (--isolation-rounds pairs, fresh tenants each) and the ratio compares means. Runs of 1,000
-        # events (~2.5 s) gave pair ratios of 0.84 and 0.95 in one run; 3,000 events last ~7 s each.
+        # events (~2.5 s) gave pair ratios of 0.84 and 0.95 in one run; 2,500 events last ~7-8 s each.
         events = self.args.isolation_events
         results: dict[str, list[dict[str, Any]]] = {"no_failure": [], "one_hanging": []}
         for round_ in range(self.args.isolation_rounds):
@@ -432,9 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("SYNCHOOK_BENCH_WORKERS", "2")))
     parser.add_argument("--events", type=int, default=400, help="(a): events, each to 100 subscriptions")
     parser.add_argument("--loads", type=lambda s: [int(x) for x in s.split(",")], default=[100, 500, 1000, 2000])
-    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--latency-seconds", type=float, default=4.0)
     parser.add_argument("--backlog", type=int, default=1_000_000, help="(c): pending deliveries of the large backlog")
-    parser.add_argument("--isolation-events", type=int, default=3000)
+    parser.add_argument("--isolation-events", type=int, default=2500)
     parser.add_argument("--isolation-rounds", type=int, default=2, help="(d): alternating pairs of runs")
     parser.add_argument("--api-seconds", type=float, default=4.0, help="(e): seconds per route")
     parser.add_argument("--dev-bursts", type=int, default=2, help="(a-dev): bursts of 300 events x 100 subscriptions")
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--growth-workspaces", type=_ints, default=[1, 100, 10_000], help="(i): workspaces")
     parser.add_argument("--raw-requests", type=int, default=20_000)
     parser.add_argument("--changes-events", type=int, default=10_000, help="(g): events of the imported calendar")
-    parser.add_argument("--changes-rounds", type=int, default=20, help="(g): incremental rounds of each kind")
+    parser.add_argument("--changes-rounds", type=int, default=16, help="(g): incremental rounds of each kind")
     parser.add_argument(
         # (e) last: the sync jobs its POSTs queue held the workers' job slots for minutes after it (a run of (i)
         # after (e) received 1,138 of 20,000 deliveries in 120 s).
