@@ -23,7 +23,7 @@ from synchook.crypto import SecretBox
 CHANGE_PREFIX = "calendar.event."
 SYNC_PREFIX = "calendar.sync."
 
-__all__ = ["Scoped", "in_scope", "match_page", "match_subscriptions", "signing_secrets"]
+__all__ = ["Scoped", "Sealed", "in_scope", "match_page", "match_subscriptions", "signing_secrets"]
 
 
 class Scoped(Protocol):
@@ -179,7 +179,22 @@ def _job_in_scope(subscription: Scoped, data: Mapping[str, Any]) -> bool:
     return provider is None or provider in (subscription.scope_providers or ())
 
 
-def signing_secrets(subscription: Subscription, box: SecretBox, *, now: datetime) -> tuple[list[str], list[str]]:
+class Sealed(Protocol):
+    """What signing reads of a subscription: an ORM ``Subscription`` or the delivery path's row of it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def signature_type(self) -> str: ...
+    @property
+    def secret_sealed(self) -> str: ...
+    @property
+    def previous_secret_sealed(self) -> str | None: ...
+    @property
+    def previous_secret_expires_at(self) -> datetime | None: ...
+
+
+def signing_secrets(subscription: Sealed, box: SecretBox, *, now: datetime) -> tuple[list[str], list[str]]:
     """``(whsec_ secrets, whsk_ keys)`` active at ``now``: the current one, and the previous until it expires.
 
     Plaintext for the signer only: never log these or put them in an exception.

@@ -43,7 +43,7 @@ from webhooks.delivery.pipeline import run
 from webhooks.delivery.rows import disabled_cancel_reason, new_delivery
 from webhooks.delivery.runtime import WorkerContext
 from webhooks.delivery.schedule import schedule_deliveries
-from webhooks.delivery.stages import Batch, Body, Claimed
+from webhooks.delivery.stages import Batch, Body, Claimed, Endpoint
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
 
@@ -86,7 +86,7 @@ class _Rows:
     rows: list[dict[str, Any]] = field(default_factory=list)
     inline: list[Claimed] = field(default_factory=list)
     bodies: dict[str, Body] = field(default_factory=dict)
-    held: dict[str, Subscription] = field(default_factory=dict)
+    held: dict[str, Endpoint] = field(default_factory=dict)
 
     def add(self, event: Any, subscriptions: Sequence[Scoped]) -> None:
         """One row per subscription that wants the event (its filters matched; its scope is checked here)."""
@@ -117,7 +117,7 @@ class _Rows:
                 len(self.inline) < self.inline_limit
                 and row["status"] == "pending"
                 and worker is not None
-                and isinstance(subscription, Subscription)  # a batch's match: the ORM object the send needs
+                and isinstance(subscription, Subscription)  # a batch's match: an ORM object has every field to send
                 and not worker.runtime.is_slow(subscription.id, self.clock)
             ):
                 # Sent by this job right after commit: leased at insert, no claim needed.
@@ -127,7 +127,7 @@ class _Rows:
                         row["id"], workspace_id=workspace_id, event_id=event_id, subscription_id=subscription.id
                     )
                 )
-                self.held[subscription.id] = subscription
+                self.held[subscription.id] = Endpoint.of(subscription)
                 if event_id not in self.bodies:
                     self.bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
 

@@ -1,8 +1,7 @@
 """Per-worker state, built once when a worker starts (:func:`synchook.root.worker.build_worker`) and shared by its jobs.
 
 ``WorkerContext`` is what every delivery step is given: the process context, the HTTP session, the
-recorder and the ``Runtime`` (per-endpoint concurrency slots, which endpoints are slow, and the
-subscriptions the worker has built).
+recorder and the ``Runtime`` (per-endpoint concurrency slots and which endpoints are slow).
 """
 
 from __future__ import annotations
@@ -12,12 +11,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
-import sqlalchemy as sa
 
-from subscriptions.models import Subscription
 from synchook.context import AppContext
 from synchook.settings import Settings
 from webhooks import sender
@@ -31,7 +27,7 @@ SLOW_FOR = 30.0
 
 @dataclass(eq=False)
 class Runtime:
-    """The worker's view of its endpoints: concurrency slots, slowness, and the subscriptions it built."""
+    """The worker's view of its endpoints: concurrency slots and slowness."""
 
     settings: Settings
     slots: asyncio.Semaphore = field(init=False)
@@ -42,8 +38,6 @@ class Runtime:
     # Sends queued for a subscription's slots, each by the call that makes it give up: called when the subscription is
     # marked slow (see send.acquire_unless_slow).
     queued: dict[str, set[Callable[[], None]]] = field(default_factory=dict)
-    # Subscriptions as last loaded, each with the row it was built from: see claim.load_subscriptions.
-    subscriptions: dict[str, tuple[sa.Row[Any], Subscription]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.settings.delivery_concurrency)
