@@ -222,12 +222,9 @@ class Database:
         readers run beside the one writer (WAL) instead of queueing behind it. Nothing may be written here
         (SQLite refuses: query_only).
         """
-        if self._reader is self.engine and self.dialect == "sqlite":
-            # In-memory SQLite: one database per connection, no reader of its own; an ordinary session.
-            async with self.session() as session:
-                yield session
-            return
-        async with self._outside_transaction() as session:
+        # In-memory SQLite: one database per connection, no reader of its own; an ordinary session.
+        in_memory = self._reader is self.engine and self.dialect == "sqlite"
+        async with self._outside_transaction(unless=in_memory) as session:
             yield session
 
     @contextlib.asynccontextmanager
@@ -238,15 +235,16 @@ class Database:
         became one). SQLite: the ordinary unit of work (its write lock, BEGIN IMMEDIATE, COMMIT). Nothing may be
         run here that needs a second statement to see the first's effect atomically.
         """
-        if self.dialect == "sqlite":
-            async with self.session() as session:
-                yield session
-            return
-        async with self._outside_transaction() as session:
+        async with self._outside_transaction(unless=self.dialect == "sqlite") as session:
             yield session
 
     @contextlib.asynccontextmanager
-    async def _outside_transaction(self) -> AsyncIterator[AsyncSession]:
+    async def _outside_transaction(self, *, unless: bool) -> AsyncIterator[AsyncSession]:
+        """A session outside any transaction, or, ``unless`` so, the ordinary unit of work (:meth:`session`)."""
+        if unless:
+            async with self.session() as session:
+                yield session
+            return
         # Closed here, not by the session's own `async with`, which closes in a new task it shields (a task and
         # a turn of the loop per read, and meanwhile other requests took more connections from the pool). With
         # no transaction to end, closing does no I/O: it cannot be interrupted halfway.

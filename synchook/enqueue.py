@@ -9,7 +9,6 @@ script does both, with the same check, atomically; the keys, values and scores a
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,10 +20,8 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from redis.exceptions import NoScriptError
 
-from synchook.outbox import RELAY_TASK
+from synchook.outbox import hand_off
 from synchook.queue import QUEUE_NAME
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +73,10 @@ _ENQUEUE_SHA1 = hashlib.sha1(_ENQUEUE.encode()).hexdigest()  # noqa: S324 - Redi
 async def hand_off_events(redis: ArqRedis | None, event_ids: Sequence[str]) -> bool:
     """`synchook.outbox.hand_off` in one round trip (arq's enqueue_job takes three): best effort after commit, a
     failure is repaired by the relay sweeper, never lost."""
-    if not event_ids or redis is None:
+    if redis is None:
         return False
-    try:
-        await enqueue_jobs(redis, [QueuedJob(RELAY_TASK, (list(event_ids),))])
-        return True
-    except Exception as exc:  # Redis down: the sweeper picks the events up later.
-        logger.warning("outbox hand-off deferred to the sweeper: %s", type(exc).__name__)
-        return False
+
+    async def enqueue(function: str, ids: list[str]) -> None:
+        await enqueue_jobs(redis, [QueuedJob(function, (ids,))])
+
+    return await hand_off(enqueue, event_ids)
