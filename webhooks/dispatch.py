@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from subscriptions.models import Subscription, SubscriptionStatus
+from subscriptions.models import SubscriptionStatus
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
 from synchook.db import among, among_bound, unindexed
@@ -48,7 +48,7 @@ from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
 
 if TYPE_CHECKING:
-    from subscriptions.matching import Scoped
+    from subscriptions.matching import Matched, Scoped
 
 __all__ = ["dispatch_events"]
 
@@ -89,7 +89,11 @@ class _Rows:
     held: dict[str, Endpoint] = field(default_factory=dict)
 
     def add(self, event: Any, subscriptions: Sequence[Scoped]) -> None:
-        """One row per subscription that wants the event (its filters matched; its scope is checked here)."""
+        """One row per subscription that wants the event (its filters matched; its scope is checked here).
+
+        Rows are sent inline only with an ``inline_limit``: a batch's, whose matches are ``Matched`` rows with
+        every field sending reads (a page's are only ``Scoped``).
+        """
         from subscriptions.matching import in_scope
 
         event_id, workspace_id, event_type, _provider, target, data, created_at = event
@@ -117,7 +121,6 @@ class _Rows:
                 len(self.inline) < self.inline_limit
                 and row["status"] == "pending"
                 and worker is not None
-                and isinstance(subscription, Subscription)  # a batch's match: an ORM object has every field to send
                 and not worker.runtime.is_slow(subscription.id, self.clock)
             ):
                 # Sent by this job right after commit: leased at insert, no claim needed.
@@ -127,7 +130,7 @@ class _Rows:
                         row["id"], workspace_id=workspace_id, event_id=event_id, subscription_id=subscription.id
                     )
                 )
-                self.held[subscription.id] = Endpoint.of(subscription)
+                self.held[subscription.id] = Endpoint.of(cast("Matched", subscription))
                 if event_id not in self.bodies:
                     self.bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
 
@@ -221,7 +224,7 @@ async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> 
 
     started = await _fan_outs_begun(session, [event[0] for event in events])
     # A batch of lifecycle events mostly shares a few (workspace, type, provider) keys: match each once.
-    matches: dict[MatchKey, list[Subscription]] = {}
+    matches: dict[MatchKey, list[Matched]] = {}
     for index, event in enumerate(events):
         event_id, workspace_id, event_type, provider, target, _data, _created_at = event
         if event_id in started:

@@ -19,6 +19,7 @@ from webhooks.delivery.claim import load_subscriptions
 from webhooks.delivery.runtime import WorkerContext
 from webhooks.delivery.stages import Endpoint
 from webhooks.dispatch import dispatch_events
+from webhooks.verify import verify
 
 _subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 
@@ -91,4 +92,37 @@ async def test_one_worker_sends_to_the_new_url_after_an_update(app_ctx: AppConte
                 await receiver.wait_for(1, path=path)
             assert [r.path for r in receiver.requests()] == ["/old", "/new"]
     finally:
+        await worker.close()
+
+
+async def test_a_relay_batch_in_many_workspaces_matches_rows_and_sends_them_inline(app_ctx: AppContext) -> None:
+    # A relay batch of 20 events in 20 workspaces matches 20 times: building ORM objects for every match made a
+    # delivery in (i)'s 10,000 workspaces dearer than one in a single workspace. The matches are rows that carry
+    # what sending needs, so the batch's first deliveries still go out inline, signed for their own subscription.
+    built: list[Any] = []
+
+    def count(target: Any, _context: Any) -> None:
+        built.append(target)
+
+    worker = WorkerContext.open(app_ctx)
+    sa.event.listen(Subscription, "load", count)
+    try:
+        async with Receiver() as receiver:
+            tenants = [await make_tenant(app_ctx) for _ in range(3)]
+            subs = {
+                t.workspace_id: await make_subscription(app_ctx, t.workspace_id, url=receiver.url(f"/{n}"))
+                for n, t in enumerate(tenants)
+            }
+            events = [e for t in tenants for e in await make_events(app_ctx, t.workspace_id, hand_off_now=False)]
+            assert await dispatch_events(app_ctx, events, worker=worker) == 3
+            received = await receiver.wait_for(3)
+        by_path = {sub.url.rsplit("/", 1)[1]: sub for sub in subs.values()}
+        for request in received:
+            secret = by_path[request.path.lstrip("/")].secret
+            assert verify(request.body, dict(request.headers), secret)["data"]["workspace_id"] in subs
+        assert built == []
+        sent = {d.subscription_id: d.workspace_id for d in await deliveries(app_ctx, status="succeeded")}
+        assert sent == {sub.id: workspace for workspace, sub in subs.items()}
+    finally:
+        sa.event.remove(Subscription, "load", count)
         await worker.close()

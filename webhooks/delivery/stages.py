@@ -107,7 +107,7 @@ class Endpoint(NamedTuple):
 
     @classmethod
     def of(cls, subscription: Any) -> Endpoint:
-        """The same fields, read from an ORM ``Subscription`` (a fan-out's match, sent inline)."""
+        """The same fields, read from a fan-out's match (``subscriptions.matching.Matched``), sent inline."""
         return cls(*(getattr(subscription, name) for name in cls._fields))
 
 
