@@ -2,6 +2,9 @@
 
     python -m bench.bench_matching [--subscriptions N] [--workspaces N] [--calls N]
 
+Then a relay batch's matching: 20 workspaces matched one by one against ``match_workspaces`` once, CPU
+per batch of each (the fan-out of (i)'s 10,000 workspaces).
+
 Builds a fresh, migrated SQLite database (and a fresh PostgreSQL database on the server of
 SYNCHOOK_TEST_POSTGRES_URL when that is set, dropped afterwards), bulk-inserts the subscriptions and
 their filter rows spread over the workspaces, then times match_subscriptions over random
@@ -22,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from subscriptions.catalogue import CATALOGUE
-from subscriptions.matching import match_subscriptions
+from subscriptions.matching import match_subscriptions, match_workspaces
 from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter, SubscriptionStatus
 from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox, generate_master_key
@@ -144,6 +147,26 @@ async def _time_matches(
     return timings, matched / calls
 
 
+async def _time_batches(db: Database, workspaces: list[str], *, batches: int, rng: random.Random) -> str:
+    """CPU per relay batch of 20 workspaces (one event type and provider): one statement each, or one in all."""
+    cpu = {"one by one": 0.0, "match_workspaces": 0.0}
+    async with db.sessions() as session:
+        for _ in range(batches):
+            batch = rng.sample(workspaces, min(20, len(workspaces)))
+            event_type, provider = rng.choice(EVENT_TYPES), rng.choice(list(Provider))
+            started = time.process_time()
+            for workspace_id in batch:
+                await match_subscriptions(
+                    session, workspace_id=workspace_id, event_type=event_type, provider=provider, limit=1_001
+                )
+            cpu["one by one"] += time.process_time() - started
+            started = time.process_time()
+            await match_workspaces(session, workspace_ids=batch, event_type=event_type, provider=provider, limit=6_000)
+            cpu["match_workspaces"] += time.process_time() - started
+        await session.rollback()
+    return ", ".join(f"{name} {seconds / batches * 1000:.2f} ms" for name, seconds in cpu.items())
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -158,13 +181,15 @@ async def run_one(name: str, url: str, *, subscriptions: int, workspaces: int, c
             db, subscriptions=subscriptions, workspace_count=workspaces, rng=rng
         )
         timings, mean_matched = await _time_matches(db, workspace_ids, calls=calls, rng=rng)
+        batches = await _time_batches(db, workspace_ids, batches=max(1, calls // 20), rng=rng)
     finally:
         await db.close()
     return (
         f"{name}: {subscriptions:,} subscriptions ({filter_rows:,} filter rows, {workspaces:,} workspaces, "
         f"loaded in {load_seconds:.1f}s); match_subscriptions x{calls}: "
         f"p50 {_percentile(timings, 0.50) * 1000:.3f} ms, p99 {_percentile(timings, 0.99) * 1000:.3f} ms, "
-        f"mean {statistics.fmean(timings) * 1000:.3f} ms, {mean_matched:.1f} matches/call"
+        f"mean {statistics.fmean(timings) * 1000:.3f} ms, {mean_matched:.1f} matches/call; "
+        f"CPU per relay batch of 20 workspaces: {batches}"
     )
 
 

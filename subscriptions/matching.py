@@ -7,7 +7,7 @@ cost depends on how many subscriptions match, not on how many exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -19,11 +19,21 @@ from sqlmodel import col
 from subscriptions.catalogue import patterns_for
 from subscriptions.models import ANY, SignatureType, Subscription, SubscriptionFilter
 from synchook.crypto import SecretBox
+from synchook.db import among_bound
 
 CHANGE_PREFIX = "calendar.event."
 SYNC_PREFIX = "calendar.sync."
 
-__all__ = ["Matched", "Scoped", "Sealed", "in_scope", "match_page", "match_subscriptions", "signing_secrets"]
+__all__ = [
+    "Matched",
+    "Scoped",
+    "Sealed",
+    "in_scope",
+    "match_page",
+    "match_subscriptions",
+    "match_workspaces",
+    "signing_secrets",
+]
 
 
 class Scoped(Protocol):
@@ -112,6 +122,28 @@ async def match_subscriptions(
     return cast(list[Matched], rows.all())
 
 
+async def match_workspaces(
+    session: AsyncSession, *, workspace_ids: Sequence[str], event_type: str, provider: str | None, limit: int
+) -> dict[str, list[Matched]] | None:
+    """``match_subscriptions`` for several workspaces in one statement: each one's matches, in id order (a
+    workspace with none is absent). None when more than ``limit`` match in all: the caller then matches workspace
+    by workspace, each with a limit of its own, so a workspace with 100,000 subscriptions never loads whole.
+
+    A relay batch of 20 events names up to 20 workspaces: one statement instead of 20 ((i)'s 10,000 workspaces).
+    """
+    postgres = (await session.connection()).dialect.name == "postgresql"
+    statement = _statement(False, provider is not None, False, False, True, many=True, postgres=postgres)
+    params = _params("", event_type, provider, None, None, limit + 1)
+    params["workspace_ids"] = list(workspace_ids)
+    rows = (await session.execute(statement, params)).all()
+    if len(rows) > limit:
+        return None
+    matched: dict[str, list[Matched]] = {}
+    for row in rows:
+        matched.setdefault(row.workspace_id, []).append(cast(Matched, row))
+    return matched
+
+
 async def match_page(
     session: AsyncSession,
     *,
@@ -151,16 +183,21 @@ def _params(
 # Built once per shape, with bound parameters: building the statement for each call was 5 % of a worker whose relay
 # batches name 20 workspaces (one match each).
 @lru_cache(maxsize=32)
-def _statement(page: bool, provider: bool, target: bool, after: bool, limit: bool) -> sa.Select[Any]:
+def _statement(
+    page: bool, provider: bool, target: bool, after: bool, limit: bool, *, many: bool = False, postgres: bool = False
+) -> sa.Select[Any]:
+    def in_workspace(column: Any) -> sa.ColumnElement[bool]:
+        if many:  # ``workspace_ids``; ``postgres`` only decides how the list is bound (= ANY(array) or IN)
+            return among_bound(column, "workspace_ids", postgres=postgres)
+        return cast(sa.ColumnElement[bool], column == sa.bindparam("workspace_id"))
+
     query = sa.select(*(_SCOPE_COLUMNS if page else _MATCH_COLUMNS))
-    query = query.where(
-        col(Subscription.workspace_id) == sa.bindparam("workspace_id"), col(Subscription.deleted_at).is_(None)
-    )
+    query = query.where(in_workspace(col(Subscription.workspace_id)), col(Subscription.deleted_at).is_(None))
     if target:
         query = query.where(col(Subscription.id) == sa.bindparam("target"))
     else:
         wanted = sa.select(col(SubscriptionFilter.subscription_id)).where(
-            col(SubscriptionFilter.workspace_id) == sa.bindparam("workspace_id"),
+            in_workspace(col(SubscriptionFilter.workspace_id)),
             col(SubscriptionFilter.event_pattern).in_(sa.bindparam("patterns", expanding=True)),
         )
         if provider:

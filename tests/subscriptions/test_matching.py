@@ -249,3 +249,39 @@ async def test_pages_of_matches_cover_the_same_subscriptions_in_id_order(app_ctx
             break
         after = page[-1].id
     assert paged == everything and len(everything) == 5
+
+
+async def test_several_workspaces_match_together_as_each_does_alone(app_ctx: AppContext, tenant: Tenant) -> None:
+    from subscriptions.matching import match_workspaces
+
+    kinds = [["*"], ["calendar.sync.*"], ["calendar.sync.failed"], ["calendar.sync.completed"]]
+    others = [await make_tenant(app_ctx) for _ in range(2)]
+    for index, owner in enumerate([tenant, *others] * 3):
+        providers = {"providers": ["microsoft"]} if index % 4 == 3 else {}
+        await subscribe(app_ctx, owner, kinds[index % 4], **providers)
+    quiet = await make_tenant(app_ctx)  # subscribed to nothing this event selects
+    await subscribe(app_ctx, quiet, ["webhook.*"])
+    workspaces = [quiet, tenant, *others]
+    alone = {t.workspace_id: await matches(app_ctx, t, "calendar.sync.completed", "google") for t in workspaces}
+    async with app_ctx.db.session() as session:
+        together = await match_workspaces(
+            session,
+            workspace_ids=[t.workspace_id for t in workspaces],
+            event_type="calendar.sync.completed",
+            provider="google",
+            limit=sum(map(len, alone.values())),
+        )
+        # More matches than the limit: no partial answer (the caller matches each workspace with its own limit).
+        over = await match_workspaces(
+            session,
+            workspace_ids=[t.workspace_id for t in workspaces],
+            event_type="calendar.sync.completed",
+            provider="google",
+            limit=sum(map(len, alone.values())) - 1,
+        )
+    assert alone[quiet.workspace_id] == [] and all(alone[t.workspace_id] for t in [tenant, *others])
+    assert together is not None and over is None
+    assert {workspace: [row.id for row in rows] for workspace, rows in together.items()} == {
+        workspace: ids for workspace, ids in alone.items() if ids
+    }
+    assert all(row.workspace_id == workspace for workspace, rows in together.items() for row in rows)

@@ -287,3 +287,31 @@ async def test_a_batch_past_its_row_budget_goes_on_in_the_next_batch(
     rows = await deliveries(app_ctx)
     assert sorted((d.event_id, d.subscription_id) for d in rows) == sorted((e, s) for e in ids for s in subs)
     assert await undispatched(app_ctx) == []
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("large", [4, 12], ids=["within-the-batch-match", "past-the-batch-match"])
+async def test_a_batch_across_workspaces_keeps_each_workspace_to_its_own_subscriptions(
+    app_ctx: AppContext, receiver: Receiver, large: int
+) -> None:
+    # The batch matches its workspaces together (one statement for a shared type and provider). One workspace
+    # has more than a page of subscriptions: with 4 the shared match still holds every row (4 + 1 + 1 <= 9, the
+    # batch's limit with pages of 3) and must see that it goes page by page; with 12 the shared match is past its
+    # limit and each workspace is matched on its own. Either way each (event, subscription) is made once.
+    small_a, large_tenant, small_b = [await make_tenant(app_ctx) for _ in range(3)]
+    subs = {
+        tenant.workspace_id: await subscribers(app_ctx, tenant.workspace_id, count, receiver)
+        for tenant, count in ((small_a, 1), (large_tenant, large), (small_b, 1))
+    }
+    ids: list[str] = []
+    expected: list[tuple[str, str]] = []
+    for tenant in (small_a, large_tenant, small_b, small_a):
+        [event_id] = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
+        ids.append(event_id)
+        expected.extend((event_id, sub) for sub in subs[tenant.workspace_id])
+
+    assert await dispatch_events(app_ctx, ids, worker=None) == len(ids)
+
+    rows = await deliveries(app_ctx)
+    assert sorted((d.event_id, d.subscription_id) for d in rows) == sorted(expected)
+    assert await undispatched(app_ctx) == []

@@ -126,3 +126,18 @@ async def test_a_relay_batch_in_many_workspaces_matches_rows_and_sends_them_inli
     finally:
         sa.event.remove(Subscription, "load", count)
         await worker.close()
+
+
+async def test_a_relay_batch_matches_its_workspaces_in_one_statement(
+    app_ctx: AppContext, statements: list[str]
+) -> None:
+    # (i)'s 10,000 workspaces: a relay batch of 20 events named 20 workspaces and made 20 match statements.
+    tenants = [await make_tenant(app_ctx) for _ in range(3)]
+    for tenant in tenants:
+        await make_subscription(app_ctx, tenant.workspace_id, url=f"https://{tenant.workspace_id}.example/hook")
+    events = [e for t in tenants for e in await make_events(app_ctx, t.workspace_id, hand_off_now=False)]
+    statements.clear()
+    assert await dispatch_events(app_ctx, events, worker=None) == 3
+    assert len([s for s in statements if "FROM subscriptions" in s]) == 1
+    made = {(d.event_id, d.workspace_id) for d in await deliveries(app_ctx)}
+    assert made == {(e, t.workspace_id) for e, t in zip(events, tenants, strict=True)}
