@@ -15,6 +15,7 @@ from synchook.context import AppContext
 from tests.factories import make_tenant
 from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
+from webhooks.delivery.fanouts import TRANSACTIONS
 from webhooks.delivery.runtime import WorkerContext
 from webhooks.tasks import CONTEXT, relay_events
 
@@ -46,13 +47,16 @@ async def test_relay_jobs_that_arrive_during_a_fan_out_share_the_next_one(
     async with Receiver() as receiver:
         tenant = await make_tenant(app_ctx)
         await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
-        jobs = [await make_events(app_ctx, tenant.workspace_id, count=2, hand_off_now=False) for _ in range(3)]
+        jobs = [
+            await make_events(app_ctx, tenant.workspace_id, count=2, hand_off_now=False)
+            for _ in range(TRANSACTIONS + 2)
+        ]
         ctx = {CONTEXT: worker}
-        # The first job's fan-out starts at once; the other two arrive while its transaction is open.
+        # The first jobs' fan-outs start at once, one transaction each; the last two arrive while those are open.
         claimed = await asyncio.gather(*(relay_events(ctx, ids) for ids in jobs))
-        assert len(event_claims) == 2
-        assert claimed == [2, 4, 4]  # each job answers with its group's count
-        received = await receiver.wait_for(6)
+        assert len(event_claims) == TRANSACTIONS + 1
+        assert claimed == [2] * TRANSACTIONS + [4, 4]  # each job answers with its group's count
+        received = await receiver.wait_for(2 * len(jobs))
         assert sorted(r.headers["webhook-id"] for r in received) == sorted(i for ids in jobs for i in ids)
     assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
 
@@ -63,20 +67,22 @@ async def test_a_group_does_not_wait_for_the_sends_of_the_one_before(
     async with Receiver() as receiver:
         held = asyncio.Event()
         receiver.program("/held", hold=held)
-        first, second = await make_tenant(app_ctx), await make_tenant(app_ctx)
-        await make_subscription(app_ctx, first.workspace_id, url=receiver.url("/held"))
-        await make_subscription(app_ctx, second.workspace_id, url=receiver.url("/fast"))
         ctx = {CONTEXT: worker}
-        slow_job = asyncio.create_task(
-            relay_events(ctx, await make_events(app_ctx, first.workspace_id, hand_off_now=False))
-        )
-        await receiver.wait_for(1, path="/held")  # the first fan-out committed and is sending
-        fast = await make_events(app_ctx, second.workspace_id, hand_off_now=False)
+        slow_jobs = []
+        for n in range(TRANSACTIONS):  # as many as may be open, each held by its send
+            tenant = await make_tenant(app_ctx)
+            await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/held"))
+            events = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
+            slow_jobs.append(asyncio.create_task(relay_events(ctx, events)))
+            await receiver.wait_for(n + 1, path="/held")  # its fan-out committed and is sending
+        tenant = await make_tenant(app_ctx)
+        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/fast"))
+        fast = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
         assert await relay_events(ctx, fast) == 1
         assert [r.headers["webhook-id"] for r in receiver.requests("/fast")] == fast
-        assert not slow_job.done()
+        assert not any(job.done() for job in slow_jobs)
         held.set()
-        assert await slow_job == 1
+        assert await asyncio.gather(*slow_jobs) == [1] * TRANSACTIONS
 
 
 async def test_a_job_cancelled_while_it_waits_leaves_its_group_to_the_others(
@@ -85,13 +91,14 @@ async def test_a_job_cancelled_while_it_waits_leaves_its_group_to_the_others(
     async with Receiver() as receiver:
         tenant = await make_tenant(app_ctx)
         await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
-        jobs = [await make_events(app_ctx, tenant.workspace_id, hand_off_now=False) for _ in range(3)]
+        jobs = [await make_events(app_ctx, tenant.workspace_id, hand_off_now=False) for _ in range(TRANSACTIONS + 2)]
         ctx = {CONTEXT: worker}
         tasks = [asyncio.create_task(relay_events(ctx, ids)) for ids in jobs]
-        await asyncio.sleep(0)  # all three have joined: the first's fan-out runs, the other two wait for it
-        tasks[1].cancel()
+        await asyncio.sleep(0)  # all have joined: the first fan-outs run, the last two jobs wait for them together
+        tasks[-2].cancel()
         done = await asyncio.gather(*tasks, return_exceptions=True)
-        assert isinstance(done[1], asyncio.CancelledError) and done[0] == 1 and done[2] == 2
-        received = await receiver.wait_for(3)
+        assert isinstance(done[-2], asyncio.CancelledError)
+        assert done[:-2] == [1] * TRANSACTIONS and done[-1] == 2
+        received = await receiver.wait_for(len(jobs))
         assert sorted(r.headers["webhook-id"] for r in received) == sorted(i for ids in jobs for i in ids)
-        assert len(event_claims) == 2
+        assert len(event_claims) == TRANSACTIONS + 1
