@@ -54,7 +54,7 @@ async def deliver(ctx: dict[str, Any], delivery_ids: list[str]) -> int:
 
 async def relay_events(ctx: dict[str, Any], event_ids: list[str]) -> int:
     """RELAY_TASK: fan these outbox events out into deliveries, with those of the worker's other relay jobs that
-    arrived while its open fan-out transactions were (the first batch sent by the worker itself)."""
+    arrived while its fan-out transactions were open (the first batch sent by the worker itself)."""
     worker = worker_context(ctx)
     return await worker.fan_outs.relay(event_ids, partial(_fan_out, worker))
 
