@@ -67,6 +67,16 @@ return 1
 """
 
 
+# KEYS owner records of jobs this worker ran to their end; ARGV this worker's id. Deletes those still naming it (a
+# job run again meanwhile by another worker has that worker's record, which stays).
+_FORGET = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 0
+"""
+
+
 def new_worker_id() -> str:
     # Readable in logs and Redis (host, pid), unique across restarts of the same pid (the suffix).
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -80,6 +90,10 @@ class Liveness:
         # arq computes it from the functions it is given: the worker sets it once built.
         self.in_progress_timeout_s = 0.0
         self._task: asyncio.Task[None] | None = None
+        # Jobs run to their end whose owner records are to delete, in the round trip of the next job's record (or
+        # of the next beat); and those being deleted, by the write that carries them.
+        self._ended: set[str] = set()
+        self._forgetting: dict[str, asyncio.Future[None]] = {}
 
     @property
     def heartbeat_key(self) -> str:
@@ -87,7 +101,7 @@ class Liveness:
 
     async def start(self, redis: ArqRedis) -> None:
         # Beat before the first job can start, so no other janitor ever sees this worker's jobs unowned.
-        await self._beat(redis)
+        await self._write(redis)
         self._task = asyncio.create_task(self._run(redis), name=f"liveness {self.worker_id}")
 
     async def stop(self, redis: ArqRedis) -> None:
@@ -97,6 +111,8 @@ class Liveness:
                 await self._task
             self._task = None
         with contextlib.suppress(*REDIS_LOST):
+            if self._ended:
+                await self._write(redis)  # the last jobs' records
             await redis.delete(self.heartbeat_key)
 
     def owned(self, job: J) -> J:
@@ -108,40 +124,61 @@ class Liveness:
             redis: ArqRedis = ctx["redis"]
             job_id: str = ctx["job_id"]
             try:
-                await self._record_owner(redis, job_id)
+                await self._write(redis, owner_of=job_id)
             except REDIS_LOST as exc:
                 # Unowned, the job could be freed while it runs, and run twice: run it once Redis answers.
                 raise Retry(defer=1) from exc
             try:
                 return await run(ctx, *args, **kwargs)
             finally:
-                # Best effort: a record left over names a job no longer in progress, which the janitor skips,
-                # and expires with the in-progress timeout.
-                with contextlib.suppress(*REDIS_LOST):
-                    await redis.delete(JOB_OWNER_KEY_PREFIX + job_id)
+                # Deleted by the next write (a job's start or the beat): a round trip less per job. A record left over
+                # meanwhile (or for good, if Redis is lost) names a job no longer in progress, which the janitor
+                # skips, and expires with the in-progress timeout.
+                self._ended.add(job_id)
 
         # Inside the job's own coroutine, not arq's on_job_start/on_job_end hooks: arq catches a
         # cancellation (worker shutdown) there and queues the job again; in a hook it escapes the worker.
         return dataclasses.replace(job, coroutine=owned_run)
 
-    async def _record_owner(self, redis: ArqRedis, job_id: str) -> None:
-        async with redis.pipeline(transaction=False) as pipe:
-            # Until the in-progress key would expire: the record outlives no run it could describe.
-            pipe.set(JOB_OWNER_KEY_PREFIX + job_id, self.worker_id, px=int(self.in_progress_timeout_s * 1000))
-            # A beat too: Redis may have been flushed since the last one, and an owner without a heartbeat
-            # is a dead worker's.
-            pipe.set(self.heartbeat_key, b"1", px=int(HEARTBEAT_TTL * 1000))
-            await pipe.execute()
-
-    async def _beat(self, redis: ArqRedis) -> None:
-        await redis.set(self.heartbeat_key, b"1", px=int(HEARTBEAT_TTL * 1000))
+    async def _write(self, redis: ArqRedis, *, owner_of: str | None = None) -> None:
+        """One round trip: delete the records of the jobs ended since the last write, record ``owner_of``'s, beat."""
+        if owner_of is not None:
+            forgetting = self._forgetting.get(owner_of)
+            if forgetting is not None:
+                # Run again here while a write deletes its last record: that delete lands first, on whichever
+                # connection, or it would delete the new one.
+                await asyncio.wait([forgetting])
+            self._ended.discard(owner_of)
+        ended, self._ended = sorted(self._ended), set()
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._forgetting.update(dict.fromkeys(ended, written))
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                if ended:
+                    # EVAL, not a registered script: a pipeline holding one first asks Redis whether it has it.
+                    pipe.eval(_FORGET, len(ended), *(JOB_OWNER_KEY_PREFIX + job_id for job_id in ended), self.worker_id)
+                if owner_of is not None:
+                    # Until the in-progress key would expire: the record outlives no run it could describe.
+                    pipe.set(JOB_OWNER_KEY_PREFIX + owner_of, self.worker_id, px=int(self.in_progress_timeout_s * 1000))
+                # With every record a beat too: Redis may have been flushed since the last one, and an owner without a
+                # heartbeat is a dead worker's.
+                pipe.set(self.heartbeat_key, b"1", px=int(HEARTBEAT_TTL * 1000))
+                await pipe.execute()
+        except BaseException:
+            self._ended.update(ended)  # deleted by a later write
+            raise
+        finally:
+            for job_id in ended:
+                if self._forgetting.get(job_id) is written:
+                    del self._forgetting[job_id]
+            written.set_result(None)
 
     async def _run(self, redis: ArqRedis) -> None:
         next_sweep = 0.0
         failing = False
         while True:
             try:
-                await self._beat(redis)
+                await self._write(redis)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + JANITOR_INTERVAL
                     await self._sweep(redis)

@@ -6,7 +6,9 @@ through :func:`worker_context`; the outbox relay's task and cron are here too: t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -51,9 +53,14 @@ async def deliver(ctx: dict[str, Any], delivery_ids: list[str]) -> int:
 
 
 async def relay_events(ctx: dict[str, Any], event_ids: list[str]) -> int:
-    """RELAY_TASK: fan these outbox events out into deliveries (the first batch sent by this job)."""
+    """RELAY_TASK: fan these outbox events out into deliveries, with those of the worker's other relay jobs that
+    arrived while its fan-out transactions were open (the first batch sent by the worker itself)."""
     worker = worker_context(ctx)
-    return await dispatch_events(worker.app, event_ids, worker=worker)
+    return await worker.fan_outs.relay(event_ids, partial(_fan_out, worker))
+
+
+async def _fan_out(worker: WorkerContext, event_ids: list[str], on_commit: Callable[[], None]) -> int:
+    return await dispatch_events(worker.app, event_ids, worker=dataclasses.replace(worker, on_sending=on_commit))
 
 
 async def sweep_outbox(ctx: dict[str, Any]) -> int:

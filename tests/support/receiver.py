@@ -42,6 +42,7 @@ class Behaviour:
     close: bool = False  # drop the connection without answering
     body: bytes = b"ok"
     served: int = 0
+    hold: asyncio.Event | None = None  # answer only once it is set (a request held as long as a test needs)
 
     def next_status(self) -> int:
         index = min(self.served, len(self.statuses) - 1)
@@ -97,8 +98,9 @@ class Receiver:
         location: str | None = None,
         close: bool = False,
         body: bytes = b"ok",
+        hold: asyncio.Event | None = None,
     ) -> Behaviour:
-        behaviour = Behaviour(tuple(statuses), delay, retry_after, location, close, body)
+        behaviour = Behaviour(tuple(statuses), delay, retry_after, location, close, body, hold=hold)
         self.behaviours[path] = behaviour
         return behaviour
 
@@ -129,6 +131,8 @@ class Receiver:
         status = behaviour.next_status()
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        if behaviour.hold is not None:
+            await behaviour.hold.wait()
         if behaviour.close:
             if request.transport is not None:
                 request.transport.abort()

@@ -29,6 +29,8 @@ async def deliver(worker: WorkerContext, delivery_ids: Sequence[str]) -> int:
 
 async def run(worker: WorkerContext, batch: Batch) -> int:
     """Prepare, send and record a batch this worker holds the lease on; returns how many were attempted."""
+    if worker.on_sending is not None:
+        worker.on_sending()  # a relay group's inline batch: its fan-out has committed, the next one may start
     written: list[asyncio.Future[Recorded]] = []
     stop = asyncio.Event()
     heartbeat = asyncio.create_task(keep_lease(worker.app, batch.lease, stop))

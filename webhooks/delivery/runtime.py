@@ -17,6 +17,7 @@ import aiohttp
 from synchook.context import AppContext
 from synchook.settings import Settings
 from webhooks import sender
+from webhooks.delivery.fanouts import FanOuts
 from webhooks.delivery.recorder import Recorder
 
 __all__ = ["SLOW_FOR", "Runtime", "WorkerContext"]
@@ -83,12 +84,17 @@ class WorkerContext:
     http: aiohttp.ClientSession
     recorder: Recorder
     runtime: Runtime
+    fan_outs: FanOuts = field(default_factory=FanOuts)
+    # Set on the copy a relay group's fan-out is given (webhooks.delivery.fanouts): called when its inline batch
+    # starts sending, its transaction committed, so that the next group's fan-out starts then.
+    on_sending: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, app: AppContext) -> WorkerContext:
         return cls(app, sender.open_session(app.settings), Recorder(app), Runtime(app.settings))
 
     async def close(self) -> None:
-        """Finish recording what was sent, then close the HTTP session."""
+        """Stop the relay fan-outs still running, finish recording what was sent, then close the HTTP session."""
+        await self.fan_outs.close()
         await self.recorder.close()
         await self.http.close()

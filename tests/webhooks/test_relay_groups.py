@@ -1,0 +1,104 @@
+"""A worker's relay jobs share fan-out transactions: those that arrive while one is open go together in the next,
+each event still fanned out once, and no group waits for the sends of the one before."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from synchook.context import AppContext
+from tests.factories import make_tenant
+from tests.factories.webhooks import deliveries, make_events, make_subscription
+from tests.support.receiver import Receiver
+from webhooks.delivery.fanouts import TRANSACTIONS
+from webhooks.delivery.runtime import WorkerContext
+from webhooks.tasks import CONTEXT, relay_events
+
+
+@pytest.fixture
+def event_claims() -> Iterator[list[str]]:
+    """The fan-out transactions' event claims (one per transaction) any engine of this process runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE EVENTS SET DISPATCHED_AT"):
+            seen.append(statement)
+
+    sa.event.listen(Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(Engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+async def worker(app_ctx: AppContext) -> Any:
+    worker = WorkerContext.open(app_ctx)
+    yield worker
+    await worker.close()
+
+
+async def test_relay_jobs_that_arrive_during_a_fan_out_share_the_next_one(
+    app_ctx: AppContext, worker: WorkerContext, event_claims: list[str]
+) -> None:
+    async with Receiver() as receiver:
+        tenant = await make_tenant(app_ctx)
+        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
+        jobs = [
+            await make_events(app_ctx, tenant.workspace_id, count=2, hand_off_now=False)
+            for _ in range(TRANSACTIONS + 2)
+        ]
+        ctx = {CONTEXT: worker}
+        # The first jobs' fan-outs start at once, one transaction each; the last two arrive while those are open.
+        claimed = await asyncio.gather(*(relay_events(ctx, ids) for ids in jobs))
+        assert len(event_claims) == TRANSACTIONS + 1
+        assert claimed == [2] * TRANSACTIONS + [4, 4]  # each job answers with its group's count
+        received = await receiver.wait_for(2 * len(jobs))
+        assert sorted(r.headers["webhook-id"] for r in received) == sorted(i for ids in jobs for i in ids)
+    assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
+
+
+async def test_a_group_does_not_wait_for_the_sends_of_the_one_before(
+    app_ctx: AppContext, worker: WorkerContext
+) -> None:
+    async with Receiver() as receiver:
+        held = asyncio.Event()
+        receiver.program("/held", hold=held)
+        ctx = {CONTEXT: worker}
+        slow_jobs = []
+        for n in range(TRANSACTIONS):  # as many as may be open, each held by its send
+            tenant = await make_tenant(app_ctx)
+            await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/held"))
+            events = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
+            slow_jobs.append(asyncio.create_task(relay_events(ctx, events)))
+            await receiver.wait_for(n + 1, path="/held")  # its fan-out committed and is sending
+        tenant = await make_tenant(app_ctx)
+        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/fast"))
+        fast = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
+        assert await relay_events(ctx, fast) == 1
+        assert [r.headers["webhook-id"] for r in receiver.requests("/fast")] == fast
+        assert not any(job.done() for job in slow_jobs)
+        held.set()
+        assert await asyncio.gather(*slow_jobs) == [1] * TRANSACTIONS
+
+
+async def test_a_job_cancelled_while_it_waits_leaves_its_group_to_the_others(
+    app_ctx: AppContext, worker: WorkerContext, event_claims: list[str]
+) -> None:
+    async with Receiver() as receiver:
+        tenant = await make_tenant(app_ctx)
+        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
+        jobs = [await make_events(app_ctx, tenant.workspace_id, hand_off_now=False) for _ in range(TRANSACTIONS + 2)]
+        ctx = {CONTEXT: worker}
+        tasks = [asyncio.create_task(relay_events(ctx, ids)) for ids in jobs]
+        await asyncio.sleep(0)  # all have joined: the first fan-outs run, the last two jobs wait for them together
+        tasks[-2].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(done[-2], asyncio.CancelledError)
+        assert done[:-2] == [1] * TRANSACTIONS and done[-1] == 2
+        received = await receiver.wait_for(len(jobs))
+        assert sorted(r.headers["webhook-id"] for r in received) == sorted(i for ids in jobs for i in ids)
+        assert len(event_claims) == TRANSACTIONS + 1
