@@ -130,7 +130,8 @@ class _Rows:
                         row["id"], workspace_id=workspace_id, event_id=event_id, subscription_id=subscription.id
                     )
                 )
-                self.held[subscription.id] = Endpoint.of(cast("Matched", subscription))
+                if subscription.id not in self.held:  # once per subscription, not per row (1.5 % of a worker in (b))
+                    self.held[subscription.id] = Endpoint.of(cast("Matched", subscription))
                 if event_id not in self.bodies:
                     self.bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
 
