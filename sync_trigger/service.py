@@ -12,7 +12,20 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from arq.connections import ArqRedis
-from sqlalchemy import CursorResult, Result, Select, and_, bindparam, func, insert, not_, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    CursorResult,
+    Integer,
+    Result,
+    Select,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import col
@@ -22,7 +35,6 @@ from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProg
 from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob, SyncTrigger
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
-from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
 from synchook.db import Database, UTCDateTime
 from synchook.enqueue import QueuedJob, enqueue_jobs
@@ -156,11 +168,14 @@ async def trigger_sync(
             async with db.session() as session:
                 quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
             return Accepted(replay.status_code, replay.response, quota, replayed=True)
+    # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007); with
+    # no idempotency key to complete beside them it runs in autocommit, its own transaction: one round trip.
+    unit = db.single_statement() if idempotency_key is None else db.session()
     try:
-        async with db.session() as session:
-            if db.dialect != "sqlite":  # SQLite's BEGIN IMMEDIATE serialises every writer already
-                await _lock_workspace(session, workspace_id)
-            # The clock is read under the lock, so queued_at order matches commit order.
+        async with unit as session:
+            # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before
+            # the call that takes the workspace lock; the cap stays exact (a request counts every job queued after
+            # its own window start, whatever the order of the clocks).
             now = utcnow()
             job = SyncJob(
                 id=new_id("cal_sync"),
@@ -247,20 +262,6 @@ async def sync_quota(session: AsyncSession, *, workspace_id: str, cap: int, now:
     return SyncQuota(limit=cap, used=int(row[0]), oldest_queued_at=row[1], now=now)
 
 
-async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
-    # PostgreSQL: a row lock serialises the workspace's requests. SQLite renders no FOR UPDATE, but the
-    # engine opens every transaction with BEGIN IMMEDIATE, which serialises all writers already.
-    await session.execute(_LOCK_WORKSPACE, {"workspace_id": workspace_id})
-
-
-# FOR NO KEY UPDATE, not FOR UPDATE: it serialises this endpoint's requests (and bulk replays') just the same, but
-# does not block the KEY SHARE lock every insert referencing the workspace takes (foreign keys), so a sync request
-# no longer holds up the workers' and other requests' inserts of the workspace's events and rows meanwhile.
-_LOCK_WORKSPACE = (
-    select(col(Workspace.id)).where(col(Workspace.id) == bindparam("workspace_id")).with_for_update(key_share=True)
-)
-
-
 @dataclass(frozen=True, slots=True)
 class _Admission:
     connected: bool
@@ -285,12 +286,12 @@ async def _admission(session: AsyncSession, *, workspace_id: str, provider: str 
 
 
 async def _admit(session: AsyncSession, job: SyncJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
-    """Read the admission (as `_admission`) and, if it admits the job, insert the job and its calendar.sync.queued
-    event (id ``event_id``), in the caller's transaction, under the workspace lock.
+    """Take the workspace's lock, read the admission (as `_admission`) and, if it admits the job, insert the job and
+    its calendar.sync.queued event (id ``event_id``), in the caller's transaction.
 
-    PostgreSQL: one statement (the admission as a CTE, the two inserts conditional on it), where reading, then
-    adding both rows through the ORM's flush took three round trips and a tenth of the route's CPU. SQLite: the
-    admission, then the two inserts (its writers are serialised by BEGIN IMMEDIATE)."""
+    PostgreSQL: one call of sync_trigger_admit (st0007), where the lock, then the admission with both inserts as a
+    CTE took two statements and, in a transaction of their own, BEGIN and COMMIT around them. SQLite: the admission,
+    then the two inserts (BEGIN IMMEDIATE has serialised every writer already)."""
     admitted = {
         "workspace_id": job.workspace_id,
         "provider": job.provider,
@@ -305,13 +306,12 @@ async def _admit(session: AsyncSession, job: SyncJob, *, event_id: str, cap: int
             await session.execute(_INSERT_JOB, admitted)
             await session.execute(_INSERT_QUEUED_EVENT, admitted)
         return admission
-    statement = _ADMIT_OF_ALL if job.provider is None else _ADMIT_OF_PROVIDER
-    row = (await session.execute(statement, admitted)).one()
+    row = (await session.execute(_ADMIT, admitted)).one()
     return _Admission(
-        connected=bool(row.connected),
-        full_sync_overlaps=bool(row.overlaps),
-        used=int(row.used),
-        oldest_queued_at=row.oldest,
+        connected=bool(row.is_connected),
+        full_sync_overlaps=bool(row.full_sync_overlaps),
+        used=int(row.used_count),
+        oldest_queued_at=row.oldest_queued_at,
     )
 
 
@@ -390,29 +390,27 @@ _INSERT_QUEUED_EVENT = insert(_events).values(
 )
 
 
-def _admit_statement(admission: Select[Any]) -> Select[Any]:
-    """PostgreSQL: the admission, and the job and its event inserted only if it admits them, in one statement.
-
-    Its snapshot is taken after the workspace lock was granted (a statement of its own before it), so it sees
-    every sync the previous holder of the lock accepted, as the separate reads did."""
-    read = admission.cte("admission")
-    admits = and_(read.c.connected, not_(read.c.overlaps), read.c.used < bindparam("cap"))
-    job = (
-        insert(_jobs)
-        .from_select(list(_JOB_COLUMNS), select(*_values(_jobs, "job", _JOB_COLUMNS)).where(admits))
-        .returning(_jobs.c.id)
-        .cte("job")
+# The function's parameters, in its order; the job's and the event's provider are the request's (`provider`).
+_ADMIT_PARAMETERS = (
+    "workspace_id",
+    "provider",
+    "since",
+    "cap",
+    *(f"job_{name}" for name in _JOB_COLUMNS if name not in ("workspace_id", "provider")),
+    *(f"event_{name}" for name in _EVENT_COLUMNS if name not in ("workspace_id", "provider")),
+)
+_ADMIT = (
+    text(
+        "SELECT is_connected, full_sync_overlaps, used_count, oldest_queued_at "
+        f"FROM sync_trigger_admit({', '.join(':' + name for name in _ADMIT_PARAMETERS)})"
     )
-    event = (
-        insert(_events)
-        .from_select(list(_EVENT_COLUMNS), select(*_values(_events, "event", _EVENT_COLUMNS)).select_from(job))
-        .cte("event")
+    .bindparams(
+        bindparam("since", type_=UTCDateTime),
+        *_values(_jobs, "job", ("from_date", "to_date", "queued_at")),
+        *_values(_events, "event", ("data", "created_at")),
     )
-    return select(read.c.connected, read.c.overlaps, read.c.used, read.c.oldest).add_cte(job, event)
-
-
-_ADMIT_OF_ALL = _admit_statement(_ADMISSION_OF_ALL)
-_ADMIT_OF_PROVIDER = _admit_statement(_ADMISSION_OF_PROVIDER)
+    .columns(is_connected=Boolean, full_sync_overlaps=Boolean, used_count=Integer, oldest_queued_at=UTCDateTime)
+)
 
 
 async def get_job(session: AsyncSession, *, workspace_id: str, job_id: str) -> SyncJob:

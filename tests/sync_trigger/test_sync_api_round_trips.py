@@ -32,11 +32,12 @@ async def tenant(app_ctx: AppContext, client: httpx.AsyncClient) -> Tenant:
 
 
 @pytest.fixture
-def statements(app_ctx: AppContext) -> Iterator[list[str]]:
-    seen: list[str] = []
+def autocommit(app_ctx: AppContext) -> Iterator[list[bool]]:
+    """For each statement the API's database runs, whether it ran in autocommit (no BEGIN and COMMIT around it)."""
+    seen: list[bool] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+    def record(conn: Any, *_args: Any) -> None:
+        seen.append(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
     engine = app_ctx.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
@@ -69,17 +70,18 @@ async def test_an_accepted_sync_enqueues_its_event_and_its_job_in_one_command(
     assert [list(job.args) for job in relays] == [[[event_id]]]
 
 
-async def test_an_accepted_sync_runs_two_statements_on_postgresql(
-    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, statements: list[str]
+async def test_an_accepted_sync_is_one_statement_in_autocommit_on_postgresql(
+    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, autocommit: list[bool]
 ) -> None:
     if database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's data-modifying CTE")
+        pytest.skip("PostgreSQL's sync_trigger_admit function")
     await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
-    statements.clear()
+    autocommit.clear()
     response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
     assert response.status_code == 202
-    # The workspace lock, then the admission and both inserts. Before: the lock, the admission, the two inserts.
-    assert len(statements) == 2, statements
+    # The lock, the admission and both inserts in one call, its own transaction: no BEGIN and COMMIT round trips.
+    # Before: the lock, then the admission with the inserts, in a transaction (four round trips).
+    assert autocommit == [True], autocommit
     async with app_ctx.db.session() as session:
         job = await session.get(SyncJob, response.json()["data"]["job_id"])
         assert job is not None and job.status == "queued" and job.attempts == 0
