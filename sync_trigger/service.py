@@ -17,6 +17,7 @@ from sqlalchemy import (
     CursorResult,
     Integer,
     Result,
+    Row,
     Select,
     bindparam,
     func,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import col
 
@@ -413,17 +414,18 @@ _ADMIT = (
 )
 
 
-async def get_job(session: AsyncSession, *, workspace_id: str, job_id: str) -> SyncJob:
-    job = None
+async def get_job(connection: AsyncConnection, *, workspace_id: str, job_id: str) -> Row[Any]:
+    """The job's row (every column of sync_jobs, as SyncJobView reads them); NotFound for another workspace's."""
+    row = None
     if looks_like_id(job_id, "cal_sync"):
-        job = (await session.execute(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})).scalar_one_or_none()
-    if job is None:
+        row = (await connection.execute(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})).first()
+    if row is None:
         raise NotFound("Sync job")
-    return job
+    return row
 
 
-# Built once: composing the statement cost more CPU per request than running it.
-_ONE_JOB = select(SyncJob).where(
+# Built once: composing the statement cost more CPU per request than running it. Core, not the ORM: a row, no object.
+_ONE_JOB = select(SyncJob.__table__).where(  # type: ignore[attr-defined]
     col(SyncJob.id) == bindparam("job_id"), col(SyncJob.workspace_id) == bindparam("workspace_id")
 )
 
