@@ -372,7 +372,7 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
     )
 
 
-async def send_test_event(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> Event:
+async def send_test_event(connection: AsyncConnection, *, workspace_id: str, subscription_id: str) -> Event:
     """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit.
 
     One statement: the event is inserted from the subscription's row, so only for a live subscription of the
@@ -387,7 +387,7 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
         data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
         created_at=utcnow(),
     )
-    inserted = await session.execute(
+    inserted = await connection.execute(
         _INSERT_TEST_EVENT,
         {
             "event_id": event.id,
@@ -397,7 +397,7 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
             "created_at": event.created_at,
         },
     )
-    if inserted.rowcount != 1:  # type: ignore[attr-defined]
+    if inserted.rowcount != 1:
         raise SubscriptionNotFound()
     logger.info("test event %s recorded for subscription %s", event.id, subscription_id)
     return event

@@ -159,7 +159,7 @@ async def trigger_sync(
 
     Up to three units of work (claim the key, queue the job, release the key on failure), so it takes the
     `db` they are opened from, not a session."""
-    from_date, to_date = resolve_window(body, now=utcnow())
+    window = resolve_window(body, now=utcnow())
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
         replay = await idempotency.claim(
@@ -169,37 +169,18 @@ async def trigger_sync(
             async with db.session() as session:
                 quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
             return Accepted(replay.status_code, replay.response, quota, replayed=True)
-    # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007); with
-    # no idempotency key to complete beside them it runs in autocommit, its own transaction: one round trip.
-    unit = db.single_statement() if idempotency_key is None else db.session()
     try:
-        async with unit as session:
-            # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before
-            # the call that takes the workspace lock; the cap stays exact (a request counts every job queued after
-            # its own window start, whatever the order of the clocks).
-            now = utcnow()
-            job = SyncJob(
-                id=new_id("cal_sync"),
-                workspace_id=workspace_id,
-                mode=body.mode,
-                provider=body.provider,
-                trigger=SyncTrigger.API,
-                from_date=from_date,
-                to_date=to_date,
-                status="queued",
-                queued_at=now,
-            )
-            event_id = new_id("evt")
-            admission = await _admit(session, job, event_id=event_id, cap=cap, now=now)
-            if not admission.connected:
-                raise NoConnection(body.provider)
-            quota = SyncQuota(limit=cap, used=admission.used, oldest_queued_at=admission.oldest_queued_at, now=now)
-            if admission.full_sync_overlaps:
-                raise SyncInProgress(quota)
-            if quota.used >= cap:
-                raise SyncCapReached(quota)
-            data = SyncAccepted.of(job).model_dump(mode="json")
-            if idempotency_key is not None:
+        if idempotency_key is None:
+            # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007)
+            # in autocommit, its own transaction: one round trip.
+            async with db.single_statement() as connection:
+                queued = await _queue(connection, workspace_id=workspace_id, body=body, window=window, cap=cap)
+        else:
+            async with db.session() as session:
+                queued = await _queue(
+                    await session.connection(), workspace_id=workspace_id, body=body, window=window, cap=cap
+                )
+                # The stored response commits with the job it describes.
                 await idempotency.complete(
                     session,
                     workspace_id=workspace_id,
@@ -207,15 +188,63 @@ async def trigger_sync(
                     key=idempotency_key,
                     request_hash=request_hash,
                     status_code=202,
-                    response=data,
+                    response=queued.data,
                 )
     except BaseException:
         if idempotency_key is not None:
             await _release_quietly(db, workspace_id=workspace_id, key=idempotency_key)
         raise
-    await _hand_over(redis, queue, event_id=event_id, job_id=job.id)
-    quota = SyncQuota(limit=cap, used=quota.used + 1, oldest_queued_at=quota.oldest_queued_at or now, now=utcnow())
-    return Accepted(202, data, quota)
+    await _hand_over(redis, queue, event_id=queued.event_id, job_id=queued.job_id)
+    quota = SyncQuota(
+        limit=cap, used=queued.quota.used + 1, oldest_queued_at=queued.quota.oldest_queued_at or queued.at, now=utcnow()
+    )
+    return Accepted(202, queued.data, quota)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    job_id: str
+    event_id: str
+    at: datetime
+    quota: SyncQuota  # before this job
+    data: dict[str, Any]  # the 202's data
+
+
+async def _queue(
+    connection: AsyncConnection,
+    *,
+    workspace_id: str,
+    body: TriggerSyncBody,
+    window: tuple[datetime | None, datetime | None],
+    cap: int,
+) -> _Queued:
+    """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction; the
+    refusals (NoConnection, SyncInProgress, SyncCapReached) are raised here."""
+    # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before the
+    # call that takes the workspace lock; the cap stays exact (a request counts every job queued after its own
+    # window start, whatever the order of the clocks).
+    now = utcnow()
+    job = SyncJob(
+        id=new_id("cal_sync"),
+        workspace_id=workspace_id,
+        mode=body.mode,
+        provider=body.provider,
+        trigger=SyncTrigger.API,
+        from_date=window[0],
+        to_date=window[1],
+        status="queued",
+        queued_at=now,
+    )
+    event_id = new_id("evt")
+    admission = await _admit(connection, job, event_id=event_id, cap=cap, now=now)
+    if not admission.connected:
+        raise NoConnection(body.provider)
+    quota = SyncQuota(limit=cap, used=admission.used, oldest_queued_at=admission.oldest_queued_at, now=now)
+    if admission.full_sync_overlaps:
+        raise SyncInProgress(quota)
+    if quota.used >= cap:
+        raise SyncCapReached(quota)
+    return _Queued(job.id, event_id, now, quota, SyncAccepted.of(job).model_dump(mode="json"))
 
 
 async def _release_quietly(db: Database, *, workspace_id: str, key: str) -> None:
@@ -271,12 +300,14 @@ class _Admission:
     oldest_queued_at: datetime | None
 
 
-async def _admission(session: AsyncSession, *, workspace_id: str, provider: str | None, now: datetime) -> _Admission:
+async def _admission(
+    connection: AsyncConnection, *, workspace_id: str, provider: str | None, now: datetime
+) -> _Admission:
     """What decides an on-demand sync, read under the workspace lock in one statement: an active connection (of
     the provider), a queued or running full sync it overlaps, and the rolling hour's accepted syncs (sync_quota)."""
     statement = _ADMISSION_OF_ALL if provider is None else _ADMISSION_OF_PROVIDER
     row = (
-        await session.execute(statement, {"workspace_id": workspace_id, "provider": provider, "since": now - WINDOW})
+        await connection.execute(statement, {"workspace_id": workspace_id, "provider": provider, "since": now - WINDOW})
     ).one()
     return _Admission(
         connected=bool(row.connected),
@@ -286,7 +317,7 @@ async def _admission(session: AsyncSession, *, workspace_id: str, provider: str 
     )
 
 
-async def _admit(session: AsyncSession, job: SyncJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
+async def _admit(connection: AsyncConnection, job: SyncJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
     """Take the workspace's lock, read the admission (as `_admission`) and, if it admits the job, insert the job and
     its calendar.sync.queued event (id ``event_id``), in the caller's transaction.
 
@@ -301,13 +332,13 @@ async def _admit(session: AsyncSession, job: SyncJob, *, event_id: str, cap: int
         **{f"job_{name}": getattr(job, name) for name in _JOB_COLUMNS},
         **{f"event_{name}": value for name, value in _queued_event_row(job, event_id=event_id, now=now).items()},
     }
-    if session.get_bind().dialect.name == "sqlite":
-        admission = await _admission(session, workspace_id=job.workspace_id, provider=job.provider, now=now)
+    if connection.dialect.name == "sqlite":
+        admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
         if admission.connected and not admission.full_sync_overlaps and admission.used < cap:
-            await session.execute(_INSERT_JOB, admitted)
-            await session.execute(_INSERT_QUEUED_EVENT, admitted)
+            await connection.execute(_INSERT_JOB, admitted)
+            await connection.execute(_INSERT_QUEUED_EVENT, admitted)
         return admission
-    row = (await session.execute(_ADMIT, admitted)).one()
+    row = (await connection.execute(_ADMIT, admitted)).one()
     return _Admission(
         connected=bool(row.is_connected),
         full_sync_overlaps=bool(row.full_sync_overlaps),

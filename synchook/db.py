@@ -239,6 +239,28 @@ class Database:
             async with self._sqlite_lock or contextlib.nullcontext(), self.engine.connect() as connection:
                 yield connection
             return
+        async with self._reader_connection() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for one statement that writes, atomic on its own (an ``INSERT … SELECT``, a function).
+
+        PostgreSQL: in autocommit, the statement is its own transaction, so no BEGIN and COMMIT round trips (three
+        became one), and no ORM session around it. SQLite: the connection of an ordinary unit of work (its write
+        lock, BEGIN IMMEDIATE, COMMIT). Nothing may be run here that needs a second statement to see the first's
+        effect atomically.
+        """
+        if self.dialect == "sqlite":
+            async with self.session() as session:
+                yield await session.connection()
+            return
+        async with self._reader_connection() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _reader_connection(self) -> AsyncIterator[AsyncConnection]:
+        # PostgreSQL: the pool in autocommit; SQLite on a file: a reader (query_only) connection.
         # Closed here, as in _outside_transaction: AsyncConnection's own `async with` closes in a shielded task.
         connection = self._reader.connect()
         await connection.start()
@@ -246,17 +268,6 @@ class Database:
             yield connection
         finally:
             await connection.close()
-
-    @contextlib.asynccontextmanager
-    async def single_statement(self) -> AsyncIterator[AsyncSession]:
-        """A session for one statement that writes, atomic on its own (an ``INSERT … SELECT``, say).
-
-        PostgreSQL: in autocommit, the statement is its own transaction, so no BEGIN and COMMIT round trips (three
-        became one). SQLite: the ordinary unit of work (its write lock, BEGIN IMMEDIATE, COMMIT). Nothing may be
-        run here that needs a second statement to see the first's effect atomically.
-        """
-        async with self._outside_transaction(unless=self.dialect == "sqlite") as session:
-            yield session
 
     @contextlib.asynccontextmanager
     async def _outside_transaction(self, *, unless: bool) -> AsyncIterator[AsyncSession]:

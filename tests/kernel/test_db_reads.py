@@ -99,4 +99,4 @@ async def _admit_sync(session: AsyncSession, workspace_id: str) -> None:
         status="queued",
         queued_at=now,
     )
-    await sync_service._admit(session, job, event_id=new_id("evt"), cap=6, now=now)
+    await sync_service._admit(await session.connection(), job, event_id=new_id("evt"), cap=6, now=now)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event, func, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from sync_trigger.models import SyncJob
 from sync_trigger.service import RUN_SYNC_TASK
@@ -43,6 +44,19 @@ def autocommit(app_ctx: AppContext) -> Iterator[list[bool]]:
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def orm_executes() -> Iterator[list[str]]:
+    """Statements run through an ORM session (any) while the test runs."""
+    seen: list[str] = []
+
+    def record(state: ORMExecuteState) -> None:
+        seen.append(type(state.statement).__name__)
+
+    event.listen(Session, "do_orm_execute", record)
+    yield seen
+    event.remove(Session, "do_orm_execute", record)
 
 
 async def command_calls(redis: ArqRedis) -> dict[str, int]:
@@ -128,3 +142,16 @@ async def test_enqueue_jobs_skips_a_job_whose_id_is_taken(redis: ArqRedis) -> No
     assert set(queued) == {"first", "third"}
     assert list(queued["third"].args) == [[3]]
     assert queued["first"].job_id == "taken"
+
+
+async def test_an_accepted_sync_and_a_test_event_run_their_statements_without_an_orm_session(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, orm_executes: list[str]
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
+    orm_executes.clear()
+    synced = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
+    tested = await client.post(f"/v1/webhooks/subscriptions/{sub.id}/test", headers=tenant.headers)
+    assert (synced.status_code, tested.status_code) == (202, 202)
+    # Core statements on the unit of work's connection: no session set up, asked for its connection and closed.
+    assert orm_executes == [], orm_executes
