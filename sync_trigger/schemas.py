@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, St
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Row
 
-from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode, SyncTrigger
+from sync_trigger.models import Connection, JobStatus, NewJob, SyncJob, SyncMode, SyncTrigger
 from sync_trigger.push.views import PushView
 from synchook.http.fields import IsoDateTime
 from synchook.http.wire import Timestamp, Wire
@@ -111,7 +111,7 @@ class SyncAccepted(Wire):
     queued_at: Timestamp
 
     @classmethod
-    def of(cls, job: SyncJob) -> SyncAccepted:
+    def of(cls, job: SyncJob | NewJob) -> SyncAccepted:
         return cls(job_id=job.id, status=JobStatus(job.status), mode=SyncMode(job.mode), queued_at=job.queued_at)
 
 

@@ -33,7 +33,7 @@ from sqlmodel import col
 
 from sync_trigger.calendar_index.changes import latest_sequence
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob, SyncTrigger
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, NewJob, SyncJob, SyncTrigger
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.crypto import SecretBox
@@ -59,7 +59,7 @@ MAX_ATTEMPTS = 5
 # --- Views -----------------------------------------------------------------------------------------
 
 
-def job_event_data(job: SyncJob) -> dict[str, Any]:
+def job_event_data(job: SyncJob | NewJob) -> dict[str, Any]:
     """The `data` of every calendar.sync.* event (CONTRACT §5)."""
     return {
         "job_id": job.id,
@@ -224,15 +224,13 @@ async def _queue(
     # call that takes the workspace lock; the cap stays exact (a request counts every job queued after its own
     # window start, whatever the order of the clocks).
     now = utcnow()
-    job = SyncJob(
+    job = NewJob(
         id=new_id("cal_sync"),
         workspace_id=workspace_id,
         mode=body.mode,
         provider=body.provider,
-        trigger=SyncTrigger.API,
         from_date=window[0],
         to_date=window[1],
-        status="queued",
         queued_at=now,
     )
     event_id = new_id("evt")
@@ -317,7 +315,7 @@ async def _admission(
     )
 
 
-async def _admit(connection: AsyncConnection, job: SyncJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
+async def _admit(connection: AsyncConnection, job: NewJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
     """Take the workspace's lock, read the admission (as `_admission`) and, if it admits the job, insert the job and
     its calendar.sync.queued event (id ``event_id``), in the caller's transaction.
 
@@ -347,7 +345,7 @@ async def _admit(connection: AsyncConnection, job: SyncJob, *, event_id: str, ca
     )
 
 
-def _queued_event_row(job: SyncJob, *, event_id: str, now: datetime) -> dict[str, Any]:
+def _queued_event_row(job: NewJob, *, event_id: str, now: datetime) -> dict[str, Any]:
     # The row `queue_job` adds through the ORM (record_event), as column values.
     return {
         "id": event_id,

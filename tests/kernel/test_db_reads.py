@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sync_trigger import service as sync_service
-from sync_trigger.models import SyncJob, SyncTrigger
+from sync_trigger.models import NewJob
 from synchook.auth.cache import announce_revocation
 from synchook.context import AppContext
 from synchook.ids import new_id
@@ -91,12 +91,13 @@ async def test_a_sync_request_waits_for_the_workspace_lock_of_another(database_u
 
 async def _admit_sync(session: AsyncSession, workspace_id: str) -> None:
     now = utcnow()
-    job = SyncJob(
+    job = NewJob(
         id=new_id("cal_sync"),
         workspace_id=workspace_id,
         mode="incremental",
-        trigger=SyncTrigger.API,
-        status="queued",
+        provider=None,
+        from_date=None,
+        to_date=None,
         queued_at=now,
     )
     await sync_service._admit(await session.connection(), job, event_id=new_id("evt"), cap=6, now=now)

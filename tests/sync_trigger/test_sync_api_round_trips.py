@@ -15,7 +15,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from sync_trigger.models import SyncJob
-from sync_trigger.service import RUN_SYNC_TASK
+from sync_trigger.schemas import SyncAccepted
+from sync_trigger.service import RUN_SYNC_TASK, job_event_data
 from synchook.context import AppContext
 from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.outbox import RELAY_TASK, Event
@@ -103,6 +104,29 @@ async def test_an_accepted_sync_is_one_statement_in_autocommit_on_postgresql(
         (queued,) = list(events)
     assert queued.type == "calendar.sync.queued" and queued.data["job_id"] == job.id
     assert queued.data["queued_at"] == response.json()["data"]["queued_at"]
+
+
+@pytest.mark.parametrize("body", [{"mode": "incremental"}, {"mode": "full", "provider": "google"}])
+async def test_an_accepted_syncs_rows_are_what_the_orm_object_describes(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, body: dict[str, str]
+) -> None:
+    # The request builds no SyncJob (a plain NewJob): its row and its event's data are still the lifecycle's own.
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json=body)
+    assert response.status_code == 202
+    async with app_ctx.db.session() as session:
+        job = await session.get(SyncJob, response.json()["data"]["job_id"])
+        assert job is not None
+        (queued,) = (await session.execute(select(Event).where(Event.workspace_id == tenant.workspace_id))).scalars()
+    assert (job.trigger, job.status, job.attempts, job.connection_id, job.started_at) == (
+        "api",
+        "queued",
+        0,
+        None,
+        None,
+    )
+    assert (queued.type, queued.provider, queued.target_subscription_id) == ("calendar.sync.queued", job.provider, None)
+    assert queued.data == job_event_data(job)
+    assert response.json()["data"] == SyncAccepted.of(job).model_dump(mode="json")
 
 
 async def test_a_refused_sync_writes_nothing(
