@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from subscriptions import service as subscriptions_service
 from subscriptions.models import Subscription
@@ -37,6 +38,19 @@ def loaded() -> Iterator[list[str]]:
     yield seen
     for model in (Subscription, SyncJob):
         event.remove(model, "load", record)
+
+
+@pytest.fixture
+def orm_executes() -> Iterator[list[str]]:
+    """Statements run through an ORM session (any) while the test runs."""
+    seen: list[str] = []
+
+    def record(state: ORMExecuteState) -> None:
+        seen.append(type(state.statement).__name__)
+
+    event.listen(Session, "do_orm_execute", record)
+    yield seen
+    event.remove(Session, "do_orm_execute", record)
 
 
 @pytest.fixture
@@ -99,3 +113,17 @@ async def test_a_sync_job_is_answered_from_a_row(
         assert orm is not None
         assert response.json()["data"] == SyncJobView.of(orm).model_dump(mode="json", by_alias=True)
     assert response.json()["data"]["queued_at"] == accepted.json()["data"]["queued_at"]
+
+
+async def test_a_key_is_looked_up_from_a_row(
+    app_ctx: AppContext, client: httpx.AsyncClient, orm_executes: list[str], statements: list[str]
+) -> None:
+    tenant = await make_tenant(app_ctx)
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    orm_executes.clear()
+    statements.clear()
+    # The key's first request: the key cache's miss, a lookup, then the subscription's row.
+    response = await client.get(f"/v1/webhooks/subscriptions/{sub.id}", headers=tenant.headers)
+    assert response.status_code == 200
+    assert len(statements) == 2 and "api_keys" in statements[0], statements
+    assert orm_executes == [], orm_executes  # before: the lookup ran in an ORM session
