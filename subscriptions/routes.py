@@ -66,9 +66,9 @@ async def list_subscriptions(call: Call[PageQuery, None]) -> Page:
 
 
 async def get_subscription(call: Call[None, None]) -> SubscriptionView:
-    async with call.ctx.db.read() as session:  # one SELECT: no transaction, no SQLite write lock
-        subscription = await service.get_subscription(
-            session, workspace_id=call.workspace_id, subscription_id=call.path["id"]
+    async with call.ctx.db.read_rows() as connection:  # one SELECT: no transaction, no SQLite write lock, no ORM
+        subscription = await service.read_subscription(
+            connection, workspace_id=call.workspace_id, subscription_id=call.path["id"]
         )
     return SubscriptionView.of(subscription)
 
@@ -125,8 +125,10 @@ async def rotate_secret(call: Call[None, RotateSecret]) -> Reply:
 
 async def send_test_event(call: Call[None, None]) -> TestEventSent:
     # One INSERT … SELECT: on PostgreSQL its own transaction (no BEGIN and COMMIT round trips).
-    async with call.ctx.db.single_statement() as session:
-        event = await service.send_test_event(session, workspace_id=call.workspace_id, subscription_id=call.path["id"])
+    async with call.ctx.db.single_statement() as connection:
+        event = await service.send_test_event(
+            connection, workspace_id=call.workspace_id, subscription_id=call.path["id"]
+        )
     await hand_off_events(call.ctx.redis, [event.id])
     return TestEventSent(event_id=event.id)
 

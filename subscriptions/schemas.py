@@ -6,6 +6,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from sqlalchemy import Row
 
 from subscriptions.catalogue import PROVIDERS, is_known_pattern
 from subscriptions.models import SignatureType, Subscription, SubscriptionStatus
@@ -137,7 +138,7 @@ class SubscriptionView(Wire):
     updated_at: Timestamp
 
     @classmethod
-    def fields_of(cls, subscription: Subscription) -> dict[str, Any]:
+    def fields_of(cls, subscription: Subscription | Row[Any]) -> dict[str, Any]:
         return {
             "id": subscription.id,
             "url": subscription.url,
@@ -156,7 +157,8 @@ class SubscriptionView(Wire):
         }
 
     @classmethod
-    def of(cls, subscription: Subscription) -> SubscriptionView:
+    def of(cls, subscription: Subscription | Row[Any]) -> SubscriptionView:
+        """From the subscription, or its row (GET reads one row of the shown columns, no ORM object)."""
         return cls.model_validate(cls.fields_of(subscription))
 
 

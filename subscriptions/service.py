@@ -10,10 +10,10 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from subscriptions.catalogue import ANY_EVENT, webhook_test_data
@@ -186,6 +186,43 @@ _ONE_SUBSCRIPTION = sa.select(Subscription).where(
 )
 
 
+async def read_subscription(connection: AsyncConnection, *, workspace_id: str, subscription_id: str) -> sa.Row[Any]:
+    """A live subscription of the workspace as a row of what SubscriptionView shows (no secret column, no ORM
+    object); SubscriptionNotFound for anything else."""
+    if not looks_like_id(subscription_id, ID_PREFIX):
+        raise SubscriptionNotFound()
+    rows = await connection.execute(_ONE_VIEW_ROW, {"subscription_id": subscription_id, "workspace_id": workspace_id})
+    row = rows.first()
+    if row is None:
+        raise SubscriptionNotFound()
+    return row
+
+
+_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+# What the API shows of a subscription (subscriptions.schemas.SubscriptionView.fields_of).
+_VIEW_COLUMNS = (
+    "id",
+    "url",
+    "event_types",
+    "providers",
+    "connection_ids",
+    "calendar_ids",
+    "description",
+    "status",
+    "disabled_reason",
+    "signature_type",
+    "public_key",
+    "rate_limit_per_second",
+    "created_at",
+    "updated_at",
+)
+_ONE_VIEW_ROW = sa.select(*(_subscriptions.c[name] for name in _VIEW_COLUMNS)).where(
+    _subscriptions.c.id == sa.bindparam("subscription_id"),
+    _subscriptions.c.workspace_id == sa.bindparam("workspace_id"),
+    _subscriptions.c.deleted_at.is_(None),
+)
+
+
 async def update_subscription(
     session: AsyncSession,
     *,
@@ -335,7 +372,7 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
     )
 
 
-async def send_test_event(session: AsyncSession, *, workspace_id: str, subscription_id: str) -> Event:
+async def send_test_event(connection: AsyncConnection, *, workspace_id: str, subscription_id: str) -> Event:
     """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit.
 
     One statement: the event is inserted from the subscription's row, so only for a live subscription of the
@@ -350,7 +387,7 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
         data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
         created_at=utcnow(),
     )
-    inserted = await session.execute(
+    inserted = await connection.execute(
         _INSERT_TEST_EVENT,
         {
             "event_id": event.id,
@@ -360,7 +397,7 @@ async def send_test_event(session: AsyncSession, *, workspace_id: str, subscript
             "created_at": event.created_at,
         },
     )
-    if inserted.rowcount != 1:  # type: ignore[attr-defined]
+    if inserted.rowcount != 1:
         raise SubscriptionNotFound()
     logger.info("test event %s recorded for subscription %s", event.id, subscription_id)
     return event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -100,3 +101,27 @@ class SyncJob(SQLModel, table=True):
     retry_attempt: int | None = Field(default=None)
     retry_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     retry_error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """An on-demand job before it is admitted: what its row is made of (every other column NULL) and what its
+    calendar.sync.queued event and the 202 read. Not a SyncJob: POST /v1/calendar/sync never loads or flushes one,
+    and building that ORM object cost ~130 us, about 6 % of the request's CPU."""
+
+    id: str
+    workspace_id: str
+    mode: str
+    provider: str | None
+    from_date: datetime | None
+    to_date: datetime | None
+    queued_at: datetime
+    trigger: str = SyncTrigger.API
+    status: str = JobStatus.QUEUED
+    attempts: int = 0
+    connection_id: str | None = None
+    calendar_id: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    stats: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None

@@ -6,8 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
+from sqlalchemy import Row
 
-from sync_trigger.models import Connection, JobStatus, SyncJob, SyncMode, SyncTrigger
+from sync_trigger.models import Connection, JobStatus, NewJob, SyncJob, SyncMode, SyncTrigger
 from sync_trigger.push.views import PushView
 from synchook.http.fields import IsoDateTime
 from synchook.http.wire import Timestamp, Wire
@@ -110,7 +111,7 @@ class SyncAccepted(Wire):
     queued_at: Timestamp
 
     @classmethod
-    def of(cls, job: SyncJob) -> SyncAccepted:
+    def of(cls, job: SyncJob | NewJob) -> SyncAccepted:
         return cls(job_id=job.id, status=JobStatus(job.status), mode=SyncMode(job.mode), queued_at=job.queued_at)
 
 
@@ -135,7 +136,7 @@ class SyncRetry(Wire):
     last_error: JobError | None
 
     @classmethod
-    def of(cls, job: SyncJob) -> SyncRetry | None:
+    def of(cls, job: SyncJob | Row[Any]) -> SyncRetry | None:
         if job.status != JobStatus.RUNNING or job.retry_attempt is None or job.retry_at is None:
             return None
         error = JobError.model_validate(job.retry_error) if job.retry_error is not None else None
@@ -162,7 +163,8 @@ class SyncJobView(Wire):
     retry: SyncRetry | None = Field(description="null unless a provider request is being retried")
 
     @classmethod
-    def of(cls, job: SyncJob) -> SyncJobView:
+    def of(cls, job: SyncJob | Row[Any]) -> SyncJobView:
+        """From the job, or its row (GET reads one row, no ORM object)."""
         return cls(
             job_id=job.id,
             status=JobStatus(job.status),

@@ -12,17 +12,30 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from arq.connections import ArqRedis
-from sqlalchemy import CursorResult, Result, Select, and_, bindparam, func, insert, not_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    Boolean,
+    CursorResult,
+    Integer,
+    Result,
+    Row,
+    Select,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import col
 
 from sync_trigger.calendar_index.changes import latest_sequence
 from sync_trigger.errors import WINDOW, NoConnection, SyncCapReached, SyncInProgress, SyncQuota
-from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, SyncJob, SyncTrigger
+from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, NewJob, SyncJob, SyncTrigger
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
-from synchook.auth.models import Workspace
 from synchook.crypto import SecretBox
 from synchook.db import Database, UTCDateTime
 from synchook.enqueue import QueuedJob, enqueue_jobs
@@ -46,7 +59,7 @@ MAX_ATTEMPTS = 5
 # --- Views -----------------------------------------------------------------------------------------
 
 
-def job_event_data(job: SyncJob) -> dict[str, Any]:
+def job_event_data(job: SyncJob | NewJob) -> dict[str, Any]:
     """The `data` of every calendar.sync.* event (CONTRACT §5)."""
     return {
         "job_id": job.id,
@@ -146,7 +159,7 @@ async def trigger_sync(
 
     Up to three units of work (claim the key, queue the job, release the key on failure), so it takes the
     `db` they are opened from, not a session."""
-    from_date, to_date = resolve_window(body, now=utcnow())
+    window = resolve_window(body, now=utcnow())
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
         replay = await idempotency.claim(
@@ -157,33 +170,17 @@ async def trigger_sync(
                 quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
             return Accepted(replay.status_code, replay.response, quota, replayed=True)
     try:
-        async with db.session() as session:
-            if db.dialect != "sqlite":  # SQLite's BEGIN IMMEDIATE serialises every writer already
-                await _lock_workspace(session, workspace_id)
-            # The clock is read under the lock, so queued_at order matches commit order.
-            now = utcnow()
-            job = SyncJob(
-                id=new_id("cal_sync"),
-                workspace_id=workspace_id,
-                mode=body.mode,
-                provider=body.provider,
-                trigger=SyncTrigger.API,
-                from_date=from_date,
-                to_date=to_date,
-                status="queued",
-                queued_at=now,
-            )
-            event_id = new_id("evt")
-            admission = await _admit(session, job, event_id=event_id, cap=cap, now=now)
-            if not admission.connected:
-                raise NoConnection(body.provider)
-            quota = SyncQuota(limit=cap, used=admission.used, oldest_queued_at=admission.oldest_queued_at, now=now)
-            if admission.full_sync_overlaps:
-                raise SyncInProgress(quota)
-            if quota.used >= cap:
-                raise SyncCapReached(quota)
-            data = SyncAccepted.of(job).model_dump(mode="json")
-            if idempotency_key is not None:
+        if idempotency_key is None:
+            # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007)
+            # in autocommit, its own transaction: one round trip.
+            async with db.single_statement() as connection:
+                queued = await _queue(connection, workspace_id=workspace_id, body=body, window=window, cap=cap)
+        else:
+            async with db.session() as session:
+                queued = await _queue(
+                    await session.connection(), workspace_id=workspace_id, body=body, window=window, cap=cap
+                )
+                # The stored response commits with the job it describes.
                 await idempotency.complete(
                     session,
                     workspace_id=workspace_id,
@@ -191,15 +188,61 @@ async def trigger_sync(
                     key=idempotency_key,
                     request_hash=request_hash,
                     status_code=202,
-                    response=data,
+                    response=queued.data,
                 )
     except BaseException:
         if idempotency_key is not None:
             await _release_quietly(db, workspace_id=workspace_id, key=idempotency_key)
         raise
-    await _hand_over(redis, queue, event_id=event_id, job_id=job.id)
-    quota = SyncQuota(limit=cap, used=quota.used + 1, oldest_queued_at=quota.oldest_queued_at or now, now=utcnow())
-    return Accepted(202, data, quota)
+    await _hand_over(redis, queue, event_id=queued.event_id, job_id=queued.job_id)
+    quota = SyncQuota(
+        limit=cap, used=queued.quota.used + 1, oldest_queued_at=queued.quota.oldest_queued_at or queued.at, now=utcnow()
+    )
+    return Accepted(202, queued.data, quota)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    job_id: str
+    event_id: str
+    at: datetime
+    quota: SyncQuota  # before this job
+    data: dict[str, Any]  # the 202's data
+
+
+async def _queue(
+    connection: AsyncConnection,
+    *,
+    workspace_id: str,
+    body: TriggerSyncBody,
+    window: tuple[datetime | None, datetime | None],
+    cap: int,
+) -> _Queued:
+    """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction; the
+    refusals (NoConnection, SyncInProgress, SyncCapReached) are raised here."""
+    # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before the
+    # call that takes the workspace lock; the cap stays exact (a request counts every job queued after its own
+    # window start, whatever the order of the clocks).
+    now = utcnow()
+    job = NewJob(
+        id=new_id("cal_sync"),
+        workspace_id=workspace_id,
+        mode=body.mode,
+        provider=body.provider,
+        from_date=window[0],
+        to_date=window[1],
+        queued_at=now,
+    )
+    event_id = new_id("evt")
+    admission = await _admit(connection, job, event_id=event_id, cap=cap, now=now)
+    if not admission.connected:
+        raise NoConnection(body.provider)
+    quota = SyncQuota(limit=cap, used=admission.used, oldest_queued_at=admission.oldest_queued_at, now=now)
+    if admission.full_sync_overlaps:
+        raise SyncInProgress(quota)
+    if quota.used >= cap:
+        raise SyncCapReached(quota)
+    return _Queued(job.id, event_id, now, quota, SyncAccepted.of(job).model_dump(mode="json"))
 
 
 async def _release_quietly(db: Database, *, workspace_id: str, key: str) -> None:
@@ -247,20 +290,6 @@ async def sync_quota(session: AsyncSession, *, workspace_id: str, cap: int, now:
     return SyncQuota(limit=cap, used=int(row[0]), oldest_queued_at=row[1], now=now)
 
 
-async def _lock_workspace(session: AsyncSession, workspace_id: str) -> None:
-    # PostgreSQL: a row lock serialises the workspace's requests. SQLite renders no FOR UPDATE, but the
-    # engine opens every transaction with BEGIN IMMEDIATE, which serialises all writers already.
-    await session.execute(_LOCK_WORKSPACE, {"workspace_id": workspace_id})
-
-
-# FOR NO KEY UPDATE, not FOR UPDATE: it serialises this endpoint's requests (and bulk replays') just the same, but
-# does not block the KEY SHARE lock every insert referencing the workspace takes (foreign keys), so a sync request
-# no longer holds up the workers' and other requests' inserts of the workspace's events and rows meanwhile.
-_LOCK_WORKSPACE = (
-    select(col(Workspace.id)).where(col(Workspace.id) == bindparam("workspace_id")).with_for_update(key_share=True)
-)
-
-
 @dataclass(frozen=True, slots=True)
 class _Admission:
     connected: bool
@@ -269,12 +298,14 @@ class _Admission:
     oldest_queued_at: datetime | None
 
 
-async def _admission(session: AsyncSession, *, workspace_id: str, provider: str | None, now: datetime) -> _Admission:
+async def _admission(
+    connection: AsyncConnection, *, workspace_id: str, provider: str | None, now: datetime
+) -> _Admission:
     """What decides an on-demand sync, read under the workspace lock in one statement: an active connection (of
     the provider), a queued or running full sync it overlaps, and the rolling hour's accepted syncs (sync_quota)."""
     statement = _ADMISSION_OF_ALL if provider is None else _ADMISSION_OF_PROVIDER
     row = (
-        await session.execute(statement, {"workspace_id": workspace_id, "provider": provider, "since": now - WINDOW})
+        await connection.execute(statement, {"workspace_id": workspace_id, "provider": provider, "since": now - WINDOW})
     ).one()
     return _Admission(
         connected=bool(row.connected),
@@ -284,13 +315,13 @@ async def _admission(session: AsyncSession, *, workspace_id: str, provider: str 
     )
 
 
-async def _admit(session: AsyncSession, job: SyncJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
-    """Read the admission (as `_admission`) and, if it admits the job, insert the job and its calendar.sync.queued
-    event (id ``event_id``), in the caller's transaction, under the workspace lock.
+async def _admit(connection: AsyncConnection, job: NewJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
+    """Take the workspace's lock, read the admission (as `_admission`) and, if it admits the job, insert the job and
+    its calendar.sync.queued event (id ``event_id``), in the caller's transaction.
 
-    PostgreSQL: one statement (the admission as a CTE, the two inserts conditional on it), where reading, then
-    adding both rows through the ORM's flush took three round trips and a tenth of the route's CPU. SQLite: the
-    admission, then the two inserts (its writers are serialised by BEGIN IMMEDIATE)."""
+    PostgreSQL: one call of sync_trigger_admit (st0007), where the lock, then the admission with both inserts as a
+    CTE took two statements and, in a transaction of their own, BEGIN and COMMIT around them. SQLite: the admission,
+    then the two inserts (BEGIN IMMEDIATE has serialised every writer already)."""
     admitted = {
         "workspace_id": job.workspace_id,
         "provider": job.provider,
@@ -299,23 +330,22 @@ async def _admit(session: AsyncSession, job: SyncJob, *, event_id: str, cap: int
         **{f"job_{name}": getattr(job, name) for name in _JOB_COLUMNS},
         **{f"event_{name}": value for name, value in _queued_event_row(job, event_id=event_id, now=now).items()},
     }
-    if session.get_bind().dialect.name == "sqlite":
-        admission = await _admission(session, workspace_id=job.workspace_id, provider=job.provider, now=now)
+    if connection.dialect.name == "sqlite":
+        admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
         if admission.connected and not admission.full_sync_overlaps and admission.used < cap:
-            await session.execute(_INSERT_JOB, admitted)
-            await session.execute(_INSERT_QUEUED_EVENT, admitted)
+            await connection.execute(_INSERT_JOB, admitted)
+            await connection.execute(_INSERT_QUEUED_EVENT, admitted)
         return admission
-    statement = _ADMIT_OF_ALL if job.provider is None else _ADMIT_OF_PROVIDER
-    row = (await session.execute(statement, admitted)).one()
+    row = (await connection.execute(_ADMIT, admitted)).one()
     return _Admission(
-        connected=bool(row.connected),
-        full_sync_overlaps=bool(row.overlaps),
-        used=int(row.used),
-        oldest_queued_at=row.oldest,
+        connected=bool(row.is_connected),
+        full_sync_overlaps=bool(row.full_sync_overlaps),
+        used=int(row.used_count),
+        oldest_queued_at=row.oldest_queued_at,
     )
 
 
-def _queued_event_row(job: SyncJob, *, event_id: str, now: datetime) -> dict[str, Any]:
+def _queued_event_row(job: NewJob, *, event_id: str, now: datetime) -> dict[str, Any]:
     # The row `queue_job` adds through the ORM (record_event), as column values.
     return {
         "id": event_id,
@@ -390,42 +420,41 @@ _INSERT_QUEUED_EVENT = insert(_events).values(
 )
 
 
-def _admit_statement(admission: Select[Any]) -> Select[Any]:
-    """PostgreSQL: the admission, and the job and its event inserted only if it admits them, in one statement.
-
-    Its snapshot is taken after the workspace lock was granted (a statement of its own before it), so it sees
-    every sync the previous holder of the lock accepted, as the separate reads did."""
-    read = admission.cte("admission")
-    admits = and_(read.c.connected, not_(read.c.overlaps), read.c.used < bindparam("cap"))
-    job = (
-        insert(_jobs)
-        .from_select(list(_JOB_COLUMNS), select(*_values(_jobs, "job", _JOB_COLUMNS)).where(admits))
-        .returning(_jobs.c.id)
-        .cte("job")
+# The function's parameters, in its order; the job's and the event's provider are the request's (`provider`).
+_ADMIT_PARAMETERS = (
+    "workspace_id",
+    "provider",
+    "since",
+    "cap",
+    *(f"job_{name}" for name in _JOB_COLUMNS if name not in ("workspace_id", "provider")),
+    *(f"event_{name}" for name in _EVENT_COLUMNS if name not in ("workspace_id", "provider")),
+)
+_ADMIT = (
+    text(
+        "SELECT is_connected, full_sync_overlaps, used_count, oldest_queued_at "
+        f"FROM sync_trigger_admit({', '.join(':' + name for name in _ADMIT_PARAMETERS)})"
     )
-    event = (
-        insert(_events)
-        .from_select(list(_EVENT_COLUMNS), select(*_values(_events, "event", _EVENT_COLUMNS)).select_from(job))
-        .cte("event")
+    .bindparams(
+        bindparam("since", type_=UTCDateTime),
+        *_values(_jobs, "job", ("from_date", "to_date", "queued_at")),
+        *_values(_events, "event", ("data", "created_at")),
     )
-    return select(read.c.connected, read.c.overlaps, read.c.used, read.c.oldest).add_cte(job, event)
+    .columns(is_connected=Boolean, full_sync_overlaps=Boolean, used_count=Integer, oldest_queued_at=UTCDateTime)
+)
 
 
-_ADMIT_OF_ALL = _admit_statement(_ADMISSION_OF_ALL)
-_ADMIT_OF_PROVIDER = _admit_statement(_ADMISSION_OF_PROVIDER)
-
-
-async def get_job(session: AsyncSession, *, workspace_id: str, job_id: str) -> SyncJob:
-    job = None
+async def get_job(connection: AsyncConnection, *, workspace_id: str, job_id: str) -> Row[Any]:
+    """The job's row (every column of sync_jobs, as SyncJobView reads them); NotFound for another workspace's."""
+    row = None
     if looks_like_id(job_id, "cal_sync"):
-        job = (await session.execute(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})).scalar_one_or_none()
-    if job is None:
+        row = (await connection.execute(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})).first()
+    if row is None:
         raise NotFound("Sync job")
-    return job
+    return row
 
 
-# Built once: composing the statement cost more CPU per request than running it.
-_ONE_JOB = select(SyncJob).where(
+# Built once: composing the statement cost more CPU per request than running it. Core, not the ORM: a row, no object.
+_ONE_JOB = select(SyncJob.__table__).where(  # type: ignore[attr-defined]
     col(SyncJob.id) == bindparam("job_id"), col(SyncJob.workspace_id) == bindparam("workspace_id")
 )
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from redis.asyncio import Redis
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from synchook.auth.cache import announce_revocation
@@ -164,7 +164,7 @@ def bearer_key_hash(authorization: str | None) -> str:
     return hash_key(token)
 
 
-async def look_up_key(session: AsyncSession, key_hash: str) -> tuple[Principal, datetime | None]:
+async def look_up_key(session: AsyncSession | AsyncConnection, key_hash: str) -> tuple[Principal, datetime | None]:
     """The principal of a valid key and when the key expires; 401 invalid_key for an unknown, revoked or expired one.
 
     The columns, not the entity: nothing here needs an ORM object, and building one was a fifth of this lookup's

@@ -51,9 +51,9 @@ async def authorize(request: Request, scope: Scope) -> Principal:
 async def _look_up(ctx: AppContext, key_hash: str) -> Principal:
     # The epoch is read before the lookup: a revocation committed after the lookup then always changes it.
     epoch = await read_epoch(ctx.redis)
-    # A read of its own, outside any transaction: one round trip on PostgreSQL, beside SQLite's writer.
-    async with ctx.db.read() as session:
-        principal, expires_at = await look_up_key(session, key_hash)
+    # A read of its own, outside any transaction (one round trip on PostgreSQL, beside SQLite's writer), no session.
+    async with ctx.db.read_rows() as connection:
+        principal, expires_at = await look_up_key(connection, key_hash)
     if epoch is not None:
         ctx.keys.put(key_hash, principal, expires_at=expires_at, epoch=epoch)
     return principal

@@ -11,11 +11,16 @@ import sqlite3
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from sync_trigger import service as sync_service
+from sync_trigger.models import NewJob
 from synchook.auth.cache import announce_revocation
 from synchook.context import AppContext
+from synchook.ids import new_id
 from synchook.outbox import record_event
+from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.factories.webhooks import make_subscription
 
@@ -62,10 +67,37 @@ async def test_a_sync_request_holding_the_workspace_lock_does_not_block_inserts_
         pytest.skip("PostgreSQL row locks (SQLite serialises every writer)")
     tenant = await make_tenant(app_ctx)
     async with app_ctx.db.session() as holder:
-        await sync_service._lock_workspace(holder, tenant.workspace_id)
+        # A sync request's admission (sync_trigger_admit) takes the workspace lock until its transaction ends.
+        await _admit_sync(holder, tenant.workspace_id)
         async with app_ctx.db.session() as other:
             # An insert referencing the workspace takes KEY SHARE on its row (the foreign key). FOR UPDATE blocked
             # it until the sync request committed (here: forever, so lock_timeout makes that an error).
             await other.execute(text("SET LOCAL lock_timeout = '200ms'"))
             record_event(other, workspace_id=tenant.workspace_id, type="webhook.test", data={})
             await other.flush()
+
+
+async def test_a_sync_request_waits_for_the_workspace_lock_of_another(database_url: str, app_ctx: AppContext) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL row locks (SQLite serialises every writer)")
+    tenant = await make_tenant(app_ctx)
+    async with app_ctx.db.session() as holder:
+        await _admit_sync(holder, tenant.workspace_id)
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            async with app_ctx.db.session() as other:
+                await other.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                await _admit_sync(other, tenant.workspace_id)
+
+
+async def _admit_sync(session: AsyncSession, workspace_id: str) -> None:
+    now = utcnow()
+    job = NewJob(
+        id=new_id("cal_sync"),
+        workspace_id=workspace_id,
+        mode="incremental",
+        provider=None,
+        from_date=None,
+        to_date=None,
+        queued_at=now,
+    )
+    await sync_service._admit(await session.connection(), job, event_id=new_id("evt"), cap=6, now=now)

@@ -12,9 +12,11 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event, func, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from sync_trigger.models import SyncJob
-from sync_trigger.service import RUN_SYNC_TASK
+from sync_trigger.schemas import SyncAccepted
+from sync_trigger.service import RUN_SYNC_TASK, job_event_data
 from synchook.context import AppContext
 from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.outbox import RELAY_TASK, Event
@@ -32,16 +34,30 @@ async def tenant(app_ctx: AppContext, client: httpx.AsyncClient) -> Tenant:
 
 
 @pytest.fixture
-def statements(app_ctx: AppContext) -> Iterator[list[str]]:
-    seen: list[str] = []
+def autocommit(app_ctx: AppContext) -> Iterator[list[bool]]:
+    """For each statement the API's database runs, whether it ran in autocommit (no BEGIN and COMMIT around it)."""
+    seen: list[bool] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+    def record(conn: Any, *_args: Any) -> None:
+        seen.append(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
     engine = app_ctx.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def orm_executes() -> Iterator[list[str]]:
+    """Statements run through an ORM session (any) while the test runs."""
+    seen: list[str] = []
+
+    def record(state: ORMExecuteState) -> None:
+        seen.append(type(state.statement).__name__)
+
+    event.listen(Session, "do_orm_execute", record)
+    yield seen
+    event.remove(Session, "do_orm_execute", record)
 
 
 async def command_calls(redis: ArqRedis) -> dict[str, int]:
@@ -69,17 +85,18 @@ async def test_an_accepted_sync_enqueues_its_event_and_its_job_in_one_command(
     assert [list(job.args) for job in relays] == [[[event_id]]]
 
 
-async def test_an_accepted_sync_runs_two_statements_on_postgresql(
-    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, statements: list[str]
+async def test_an_accepted_sync_is_one_statement_in_autocommit_on_postgresql(
+    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, autocommit: list[bool]
 ) -> None:
     if database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's data-modifying CTE")
+        pytest.skip("PostgreSQL's sync_trigger_admit function")
     await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
-    statements.clear()
+    autocommit.clear()
     response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
     assert response.status_code == 202
-    # The workspace lock, then the admission and both inserts. Before: the lock, the admission, the two inserts.
-    assert len(statements) == 2, statements
+    # The lock, the admission and both inserts in one call, its own transaction: no BEGIN and COMMIT round trips.
+    # Before: the lock, then the admission with the inserts, in a transaction (four round trips).
+    assert autocommit == [True], autocommit
     async with app_ctx.db.session() as session:
         job = await session.get(SyncJob, response.json()["data"]["job_id"])
         assert job is not None and job.status == "queued" and job.attempts == 0
@@ -87,6 +104,29 @@ async def test_an_accepted_sync_runs_two_statements_on_postgresql(
         (queued,) = list(events)
     assert queued.type == "calendar.sync.queued" and queued.data["job_id"] == job.id
     assert queued.data["queued_at"] == response.json()["data"]["queued_at"]
+
+
+@pytest.mark.parametrize("body", [{"mode": "incremental"}, {"mode": "full", "provider": "google"}])
+async def test_an_accepted_syncs_rows_are_what_the_orm_object_describes(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, body: dict[str, str]
+) -> None:
+    # The request builds no SyncJob (a plain NewJob): its row and its event's data are still the lifecycle's own.
+    response = await client.post("/v1/calendar/sync", headers=tenant.headers, json=body)
+    assert response.status_code == 202
+    async with app_ctx.db.session() as session:
+        job = await session.get(SyncJob, response.json()["data"]["job_id"])
+        assert job is not None
+        (queued,) = (await session.execute(select(Event).where(Event.workspace_id == tenant.workspace_id))).scalars()
+    assert (job.trigger, job.status, job.attempts, job.connection_id, job.started_at) == (
+        "api",
+        "queued",
+        0,
+        None,
+        None,
+    )
+    assert (queued.type, queued.provider, queued.target_subscription_id) == ("calendar.sync.queued", job.provider, None)
+    assert queued.data == job_event_data(job)
+    assert response.json()["data"] == SyncAccepted.of(job).model_dump(mode="json")
 
 
 async def test_a_refused_sync_writes_nothing(
@@ -126,3 +166,16 @@ async def test_enqueue_jobs_skips_a_job_whose_id_is_taken(redis: ArqRedis) -> No
     assert set(queued) == {"first", "third"}
     assert list(queued["third"].args) == [[3]]
     assert queued["first"].job_id == "taken"
+
+
+async def test_an_accepted_sync_and_a_test_event_run_their_statements_without_an_orm_session(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, orm_executes: list[str]
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
+    orm_executes.clear()
+    synced = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
+    tested = await client.post(f"/v1/webhooks/subscriptions/{sub.id}/test", headers=tenant.headers)
+    assert (synced.status_code, tested.status_code) == (202, 202)
+    # Core statements on the unit of work's connection: no session set up, asked for its connection and closed.
+    assert orm_executes == [], orm_executes
