@@ -16,7 +16,8 @@ import pytest
 import uvicorn
 from arq.connections import ArqRedis
 from arq.worker import Worker
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
@@ -108,6 +109,19 @@ async def _truncate_all(url: str) -> None:
 
 
 # --- Settings and context ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def orm_executes() -> Iterator[list[str]]:
+    """Statements run through an ORM session (any) while the test runs: the type of each (Select, Insert...)."""
+    seen: list[str] = []
+
+    def record(state: ORMExecuteState) -> None:
+        seen.append(type(state.statement).__name__)
+
+    event.listen(Session, "do_orm_execute", record)
+    yield seen
+    event.remove(Session, "do_orm_execute", record)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import event
-from sqlalchemy.orm import ORMExecuteState, Session
 
 from subscriptions import service as subscriptions_service
 from subscriptions.models import Subscription
@@ -38,19 +37,6 @@ def loaded() -> Iterator[list[str]]:
     yield seen
     for model in (Subscription, SyncJob):
         event.remove(model, "load", record)
-
-
-@pytest.fixture
-def orm_executes() -> Iterator[list[str]]:
-    """Statements run through an ORM session (any) while the test runs."""
-    seen: list[str] = []
-
-    def record(state: ORMExecuteState) -> None:
-        seen.append(type(state.statement).__name__)
-
-    event.listen(Session, "do_orm_execute", record)
-    yield seen
-    event.remove(Session, "do_orm_execute", record)
 
 
 @pytest.fixture

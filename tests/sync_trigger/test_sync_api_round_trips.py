@@ -12,7 +12,6 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import ORMExecuteState, Session
 
 from sync_trigger.models import SyncJob
 from sync_trigger.schemas import SyncAccepted
@@ -45,19 +44,6 @@ def autocommit(app_ctx: AppContext) -> Iterator[list[bool]]:
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)
-
-
-@pytest.fixture
-def orm_executes() -> Iterator[list[str]]:
-    """Statements run through an ORM session (any) while the test runs."""
-    seen: list[str] = []
-
-    def record(state: ORMExecuteState) -> None:
-        seen.append(type(state.statement).__name__)
-
-    event.listen(Session, "do_orm_execute", record)
-    yield seen
-    event.remove(Session, "do_orm_execute", record)
 
 
 async def command_calls(redis: ArqRedis) -> dict[str, int]:
