@@ -103,7 +103,9 @@ class Confirmed:
 # --- Step 1: the lease -----------------------------------------------------------------------------
 
 
-async def _lease(app: AppContext, calendar_id: str, *, recreate: bool, only_due: bool) -> Leased | None:
+async def _lease(
+    app: AppContext, calendar_id: str, *, recreate: bool, only_due: bool, only_missing: bool = False
+) -> Leased | None:
     """Take the calendar's row (creating it when the calendar has none); None: nothing to do or someone else's."""
     now = utcnow()
     try:
@@ -125,6 +127,9 @@ async def _lease(app: AppContext, calendar_id: str, *, recreate: bool, only_due:
                 if only_due:
                     return None
                 return _insert(session, app, calendar, connection, now)
+            if only_missing:
+                # Made meanwhile by another worker (ensure_channels listed the calendar before): theirs, not replaced.
+                return None
             channel = await service.claim(
                 session, calendar_id=calendar_id, now=now, lease=LEASE, due_by=now if only_due else None
             )
@@ -332,13 +337,14 @@ async def _retire(connector: GoogleConnector | MicrosoftConnector, channel: tupl
 
 
 async def refresh_channel(
-    app: AppContext, calendar_id: str, *, recreate: bool = False, only_due: bool = False
+    app: AppContext, calendar_id: str, *, recreate: bool = False, only_due: bool = False, only_missing: bool = False
 ) -> PushStatus | None:
     """Create, renew or replace the calendar's channel as its row calls for; the status it ends in (None: nothing
-    was done: push off, no such Google/Microsoft calendar, another worker on it, or — `only_due` — not due)."""
+    was done: push off, no such Google/Microsoft calendar, another worker on it, — `only_due` — not due, or —
+    `only_missing` — the calendar has a channel row already)."""
     if not app.settings.push_enabled:
         return None
-    lease = await _lease(app, calendar_id, recreate=recreate, only_due=only_due)
+    lease = await _lease(app, calendar_id, recreate=recreate, only_due=only_due, only_missing=only_missing)
     if lease is None:
         return None
     try:
@@ -371,7 +377,7 @@ async def ensure_channels(app: AppContext, connection_id: str) -> int:
         calendar_ids = await service.calendars_without_channel(session, connection_id=connection_id)
     created = 0
     for calendar_id in calendar_ids:
-        if await refresh_channel(app, calendar_id) is PushStatus.ACTIVE:
+        if await refresh_channel(app, calendar_id, only_missing=True) is PushStatus.ACTIVE:
             created += 1
     return created
 

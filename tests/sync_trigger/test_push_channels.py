@@ -202,9 +202,28 @@ async def test_one_calendar_gets_one_channel_when_workers_race(h: SyncHarness, f
     await h.connect(G)
     await h.run()
     cal = await calendar_id(h.ctx, G)
-    results = await asyncio.gather(*(lifecycle.refresh_channel(h.ctx, cal) for _ in range(3)))
+    # As ensure_channels calls it. A worker that reads the row only after another has made the channel and released
+    # its lease (a new connection can take that long) leaves it alone: it is not replaced by a second watch call.
+    results = await asyncio.gather(*(lifecycle.refresh_channel(h.ctx, cal, only_missing=True) for _ in range(3)))
     assert sorted(str(r) for r in results) == ["None", "None", "active"]
     assert len(fake.push_channels(G)) == 1 and len(fake.requests(G, "/events/watch")) == 1
+
+
+async def test_ensuring_a_calendar_whose_channel_was_made_meanwhile_makes_no_second_channel(
+    h: SyncHarness, fake: FakeProviders
+) -> None:
+    # ensure_channels lists the calendars without a channel, then makes each one's: another worker's ensure can make
+    # it in between. Replacing that live channel would cost a watch and a stop call for nothing.
+    connection = await h.connect(G)
+    await h.run()
+    cal = await calendar_id(h.ctx, G)
+    assert await lifecycle.refresh_channel(h.ctx, cal, only_missing=True) == "active"
+    [made] = await rows(h.ctx)
+    assert await lifecycle.refresh_channel(h.ctx, cal, only_missing=True) is None
+    assert await lifecycle.ensure_channels(h.ctx, connection.id) == 0
+    assert len(fake.requests(G, "/events/watch")) == 1 and fake.requests(G, "/channels/stop") == []
+    [kept] = await rows(h.ctx)
+    assert (kept.channel_id, kept.status) == (made.channel_id, "active")
 
 
 async def test_nothing_is_created_with_push_off(h: SyncHarness, run_worker: RunWorker, fake: FakeProviders) -> None:
