@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
 from bench.backlog import insert_backlog
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
-from bench.stack import Stack, postgres_server_url
+from bench.stack import Stack, cpu_seconds, postgres_server_url
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.context import AppContext
 from synchook.queue import free_port
@@ -68,6 +68,21 @@ LATENCY_TARGET_LOADS = {"sqlite": (500,), "postgres": (500, 2000)}
 def _why(checks: dict[str, Any]) -> str:
     errors = checks.get("healthy_failed_attempts") or {}
     return f" (healthy endpoints' failed attempts: {errors})" if errors else ""
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds so far of this machine's PostgreSQL server processes (0 where there is none, as with SQLite).
+
+    A backend that exits between two readings takes its seconds with it: the pools keep theirs open, so the
+    difference over a load point is close, and low rather than high."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "postgres":
+                total += cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -179,10 +194,11 @@ class Bench:
         self.report["b_latency"] = {"points": points, "worker_peak_rss_mib": peaks}
         for p in points:
             mark = " <- target" if p["offered"] == 500 else ""
+            cpu = "  ".join(f"{k} {v:.0f}" for k, v in p["cpu_us_per_event"].items() if v)
             self.line(
                 f"(b) latency @{p['offered']:>5}/s  p50 {p['p50_ms']:6.1f} ms  p99 {p['p99_ms']:6.1f} ms  "
                 f"achieved {p['achieved']:6.0f}/s  [{p['received']}/{p['events']} received, "
-                f"{'OK' if p['checks']['ok'] else 'FAILED'}]{mark}"
+                f"{'OK' if p['checks']['ok'] else 'FAILED'}; CPU us/event: {cpu}]{mark}"
             )
         self.line(f"(b) worker peak RSS {max(peaks, default=0):.0f} MiB")
 
@@ -191,6 +207,7 @@ class Bench:
         total = int(load * seconds)
         committed: dict[str, float] = {}
         sent = 0
+        cpu_before = self._cpu_split()
         start = time.perf_counter()
         while sent < total:
             due = min(total, int((time.perf_counter() - start) * load) + 1)
@@ -200,6 +217,7 @@ class Bench:
                 sent = due
             await asyncio.sleep(0.005)
         await self.receiver.wait_healthy(total, timeout=60)
+        cpu = {k: (v - cpu_before[k]) / total * 1e6 for k, v in self._cpu_split().items()}
         rows = await self.receiver.rows()
         latencies = [at - committed[msg_id] for _, msg_id, at in rows if msg_id in committed]
         first = min(committed.values())
@@ -216,6 +234,16 @@ class Bench:
             "p99_ms": _pct(latencies, 0.99) * 1000 if latencies else float("nan"),
             "max_ms": max(latencies) * 1000 if latencies else float("nan"),
             "checks": checks,
+            "cpu_us_per_event": cpu,
+        }
+
+    def _cpu_split(self) -> dict[str, float]:
+        """CPU seconds so far of the workers, the receiver, this process (the producer) and PostgreSQL."""
+        return {
+            "workers": self.stack.worker_cpu(),
+            "receiver": self.stack.receiver_cpu(),
+            "producer": time.process_time(),
+            "postgres": _postgres_cpu(),
         }
 
     # --- (c) ------------------------------------------------------------------------------------------

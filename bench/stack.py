@@ -155,6 +155,9 @@ class Stack:
     def worker_peaks(self) -> list[float]:
         return [peak_rss_mib(p.pid) or 0.0 for p in self.worker_procs]
 
+    def receiver_cpu(self) -> float:
+        return cpu_seconds(self._receiver.pid) if self._receiver else 0.0
+
     def worker_cpu(self) -> float:
         """CPU seconds the running workers have used: on a shared machine, a steadier cost than a rate."""
         return sum(cpu_seconds(p.pid) for p in self.worker_procs)
