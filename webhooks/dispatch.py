@@ -96,7 +96,7 @@ class _Rows:
         """
         from subscriptions.matching import in_scope
 
-        event_id, workspace_id, event_type, _provider, target, data, created_at = event
+        event_id, workspace_id, event_type, _provider, target, data, created_at = event[:7]  # a claim's: + begun
         # A subscription is never told about its own disabling: it is the one endpoint known not to listen.
         skip = data.get("subscription_id") if event_type == SUBSCRIPTION_DISABLED_EVENT else None
         worker = self.worker
@@ -197,7 +197,8 @@ async def _dispatch_batch(
 
 
 async def _claim(session: AsyncSession, ids: list[str], now: datetime) -> list[Any]:
-    """Mark the undispatched ones among these events dispatched; their rows, sorted by id."""
+    """Mark the undispatched ones among these events dispatched; their rows, sorted by id, each ending with
+    ``begun``: whether the event already has deliveries (a paged fan-out that stopped mid-way, a killed worker)."""
     statement = _CLAIM_EVENTS[(await session.connection()).dialect.name == "postgresql"]
     events: list[Any] = []
     for start in range(0, len(ids), _CLAIM_CHUNK):
@@ -207,12 +208,22 @@ async def _claim(session: AsyncSession, ids: list[str], now: datetime) -> list[A
     return sorted(events, key=itemgetter(0))
 
 
+# Asked in the claim's RETURNING, one index probe per claimed event: it was a statement of its own, one round
+# trip more per batch. Written with the tables named: SQLite's RETURNING drops SQLAlchemy's qualifiers, and an
+# unqualified ``id`` inside the subquery would be the delivery's.
+_BEGUN = (
+    sa.exists()
+    .select_from(_deliveries)
+    .where(sa.literal_column("deliveries.event_id") == sa.literal_column("events.id"))
+    .label("begun")
+)
+
 # Built once per database kind (SQLite, PostgreSQL), values bound at execution: see webhooks.delivery.claim.
 _CLAIM_EVENTS = tuple(
     sa.update(_events)
     .where(among_bound(_events.c.id, "ids", postgres=postgres), unindexed(_events.c.dispatched_at).is_(None))
     .values(dispatched_at=sa.bindparam("now", type_=_events.c.dispatched_at.type))
-    .returning(*_EVENT_COLUMNS)
+    .returning(*_EVENT_COLUMNS, _BEGUN)
     for postgres in (False, True)
 )
 
@@ -223,11 +234,11 @@ async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> 
     fan-out begun) rather than in the next batch."""
     from subscriptions.matching import match_subscriptions
 
-    started = await _fan_outs_begun(session, [event[0] for event in events])
+    started = {event[0] for event in events if event[-1]}
     # A batch of lifecycle events mostly shares a few (workspace, type, provider) keys: match each once.
     matches = await _match_across_workspaces(session, events)
     for index, event in enumerate(events):
-        event_id, workspace_id, event_type, provider, target, _data, _created_at = event
+        event_id, workspace_id, event_type, provider, target, *_ = event
         if event_id in started:
             return [later[0] for later in events[index:]], True
         key: MatchKey = (workspace_id, event_type, provider, target)
@@ -254,7 +265,7 @@ async def _match_across_workspaces(session: AsyncSession, events: list[Any]) -> 
     from subscriptions.matching import match_workspaces
 
     workspaces: dict[tuple[str, str | None], dict[str, None]] = {}
-    for _id, workspace_id, event_type, provider, target, _data, _created_at in events:
+    for _id, workspace_id, event_type, provider, target, *_ in events:
         if target is None:
             workspaces.setdefault((event_type, provider), {})[workspace_id] = None
     matches: dict[MatchKey, list[Matched]] = {}
@@ -268,20 +279,6 @@ async def _match_across_workspaces(session: AsyncSession, events: list[Any]) -> 
             for workspace_id in names:
                 matches[(workspace_id, event_type, provider, None)] = found.get(workspace_id, [])
     return matches
-
-
-async def _fan_outs_begun(session: AsyncSession, event_ids: list[str]) -> set[str]:
-    """Those of these events that already have deliveries: a paged fan-out that stopped mid-way (a killed worker)."""
-    if not event_ids:
-        return set()
-    statement = _BEGUN[(await session.connection()).dialect.name == "postgresql"]
-    return {row[0] for row in await session.execute(statement, {"ids": event_ids})}
-
-
-_BEGUN = tuple(
-    sa.select(_deliveries.c.event_id).where(among_bound(_deliveries.c.event_id, "ids", postgres=postgres)).distinct()
-    for postgres in (False, True)
-)
 
 
 async def _fan_out_in_pages(app: AppContext, event_id: str) -> None:
