@@ -121,6 +121,8 @@ def _deliveries(
             at,
             at,
         )
+        # Every event with every subscription: the product is meant, said so (SQLAlchemy warns of a bare one).
+        .select_from(event.join(sub, sa.true()))
         .where(event.c.id.in_(event_ids), sub.c.id.in_(subscription_ids))
         .order_by(event.c.id, sub.c.id)
         .limit(rows)
