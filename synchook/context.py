@@ -12,6 +12,7 @@ from arq.jobs import Job
 from synchook.auth.cache import KeyCache
 from synchook.crypto import SecretBox
 from synchook.db import Database
+from synchook.doorbell import ring
 from synchook.queue import QUEUE_NAME, connect
 from synchook.settings import Settings
 
@@ -46,7 +47,10 @@ class AppContext:
     async def enqueue(self, function: str, *args: Any, **kwargs: Any) -> Job | None:
         if self.redis is None:
             raise RuntimeError("no Redis connection")
-        return await self.redis.enqueue_job(function, *args, _queue_name=QUEUE_NAME, **kwargs)
+        job = await self.redis.enqueue_job(function, *args, _queue_name=QUEUE_NAME, **kwargs)
+        if job is not None:
+            await ring(self.redis)  # arq's enqueue does not: an idle worker would find the job only at its next look
+        return job
 
     async def close(self) -> None:
         if self.redis is not None:

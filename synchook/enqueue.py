@@ -21,7 +21,7 @@ from arq.jobs import serialize_job
 from redis.exceptions import NoScriptError
 
 from synchook.outbox import hand_off
-from synchook.queue import QUEUE_NAME
+from synchook.queue import DOORBELL_CHANNEL, QUEUE_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ async def enqueue_jobs(redis: ArqRedis, jobs: Sequence[QueuedJob], *, queue: str
         keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
         payload = serialize_job(job.function, job.args, {}, None, enqueued_at, serializer=redis.job_serializer)
         argv += [job.job_id, payload]
+    argv.append(DOORBELL_CHANNEL)
     try:
         done = await redis.evalsha(_ENQUEUE_SHA1, len(keys), *keys, *argv)  # type: ignore[misc]
     except NoScriptError:  # a Redis that has not seen the script yet (new, restarted, flushed)
@@ -52,19 +53,22 @@ async def enqueue_jobs(redis: ArqRedis, jobs: Sequence[QueuedJob], *, queue: str
 
 
 # KEYS: the queue, then each job's job key and result key. ARGV: the expiry (ms), the score (enqueue time, ms), then
-# each job's id and serialized job. As arq's enqueue_job: PSETEX the job key, ZADD the id, unless either key exists.
+# each job's id and serialized job, then the doorbell channel. As arq's enqueue_job: PSETEX the job key, ZADD the
+# id, unless either key exists; then, if any was enqueued, the doorbell rings for the idle workers.
 _ENQUEUE = """
-local out = {}
+local out, any = {}, false
 for i = 1, (#KEYS - 1) / 2 do
   local job_key, result_key = KEYS[2 * i], KEYS[2 * i + 1]
   if redis.call('EXISTS', job_key, result_key) == 0 then
     redis.call('PSETEX', job_key, ARGV[1], ARGV[2 * i + 2])
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[2 * i + 1])
     out[i] = 1
+    any = true
   else
     out[i] = 0
   end
 end
+if any then redis.call('PUBLISH', ARGV[#ARGV], '') end
 return out
 """
 _ENQUEUE_SHA1 = hashlib.sha1(_ENQUEUE.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1

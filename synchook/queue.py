@@ -28,6 +28,8 @@ from redis.exceptions import WatchError
 
 QUEUE_NAME = "synchook:queue"
 KEY_PREFIX = "synchook:"
+# Published to (an empty message) by every enqueue: idle workers wait on it instead of polling (synchook.doorbell).
+DOORBELL_CHANNEL = "synchook:queue:doorbell"
 
 # What a Redis outage raises (arq's own calls included): callers that must outlive one catch these.
 REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
@@ -118,6 +120,7 @@ async def enqueue_many(
                 serialize_job(function, args, {}, None, enqueued_at, serializer=encode_job),
             )
         pipe.zadd(QUEUE_NAME, dict.fromkeys(ids, score))
+        pipe.publish(DOORBELL_CHANNEL, b"")
         await pipe.execute()
     return ids
 
