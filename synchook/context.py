@@ -13,7 +13,7 @@ from synchook.auth.cache import KeyCache
 from synchook.crypto import SecretBox
 from synchook.db import Database
 from synchook.doorbell import ring
-from synchook.queue import QUEUE_NAME, connect
+from synchook.queue import QUEUE_NAME, REDIS_LOST, connect
 from synchook.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,12 @@ class AppContext:
             raise RuntimeError("no Redis connection")
         job = await self.redis.enqueue_job(function, *args, _queue_name=QUEUE_NAME, **kwargs)
         if job is not None:
-            await ring(self.redis)  # arq's enqueue does not: an idle worker would find the job only at its next look
+            # arq's enqueue does not ring. The job is queued: a ring lost with Redis costs it the idle wait at most,
+            # so it does not fail the caller (who would take the job for not enqueued).
+            try:
+                await ring(self.redis)
+            except REDIS_LOST as exc:
+                logger.warning("doorbell not rung after enqueueing %s: %s", function, type(exc).__name__)
         return job
 
     async def close(self) -> None:
