@@ -4,7 +4,7 @@ many workers poll the queue, none early (jobs in progress: test_worker_queue_hea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from arq.connections import ArqRedis
@@ -61,6 +61,16 @@ async def _polls(redis: ArqRedis) -> int:
 
 
 @pytest.fixture
+async def idle_worker(redis: ArqRedis, make_worker: Callable[..., Worker]) -> AsyncIterator[Worker]:
+    """A worker running in the background, past its first looks at an empty queue; no job of it may fail."""
+    worker = make_worker(burst=False)
+    async with running(worker):
+        await _idle(redis, worker)
+        yield worker
+    assert worker.jobs_failed == 0
+
+
+@pytest.fixture
 def long_idle_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """Idle workers wait a minute between looks unless woken: a job run sooner was woken for."""
     monkeypatch.setattr("synchook.arq_worker.IDLE_WAIT", 60.0)
@@ -68,42 +78,29 @@ def long_idle_wait(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("long_idle_wait")
 async def test_an_idle_worker_makes_no_poll_until_the_doorbell_rings(
-    redis: ArqRedis, make_worker: Callable[..., Worker], app_ctx: AppContext
+    redis: ArqRedis, idle_worker: Worker, app_ctx: AppContext
 ) -> None:
-    worker = make_worker(burst=False)
-    async with running(worker):
-        await _idle(redis, worker)
-        await redis.config_resetstat()
-        await asyncio.sleep(0.3)  # arq's own loop polls every 5 ms: some 60 polls here
-        assert await _polls(redis) == 0
-        # Every way a job is enqueued rings: arq's enqueue (the context's), the one-round-trip script and pipeline.
-        await app_ctx.enqueue("relay_events", [])
-        await wait_until(lambda: worker.jobs_complete >= 1, timeout=30)
-        assert await enqueue_jobs(redis, [QueuedJob("relay_events", ([],))]) == [True]
-        await wait_until(lambda: worker.jobs_complete >= 2, timeout=30)
-        await enqueue_many(redis, "relay_events", [([],)])
-        await wait_until(lambda: worker.jobs_complete >= 3, timeout=30)
-    assert worker.jobs_failed == 0
+    await redis.config_resetstat()
+    await asyncio.sleep(0.3)  # arq's own loop polls every 5 ms: some 60 polls here
+    assert await _polls(redis) == 0
+    # Every way a job is enqueued rings: arq's enqueue (the context's), the one-round-trip script and pipeline.
+    await app_ctx.enqueue("relay_events", [])
+    await wait_until(lambda: idle_worker.jobs_complete >= 1, timeout=30)
+    assert await enqueue_jobs(redis, [QueuedJob("relay_events", ([],))]) == [True]
+    await wait_until(lambda: idle_worker.jobs_complete >= 2, timeout=30)
+    await enqueue_many(redis, "relay_events", [([],)])
+    await wait_until(lambda: idle_worker.jobs_complete >= 3, timeout=30)
 
 
 @pytest.mark.usefixtures("long_idle_wait")
-async def test_an_idle_worker_wakes_when_a_deferred_job_falls_due(
-    redis: ArqRedis, make_worker: Callable[..., Worker], app_ctx: AppContext
-) -> None:
-    worker = make_worker(burst=False)
-    async with running(worker):
-        await _idle(redis, worker)
-        # The ring comes at enqueue, the job is due later: the poll it causes learns when, and the worker waits.
-        await app_ctx.enqueue("relay_events", [], _defer_by=0.5)
-        await wait_until(lambda: worker.jobs_complete >= 1, timeout=30)
-    assert worker.jobs_failed == 0
+async def test_an_idle_worker_wakes_when_a_deferred_job_falls_due(idle_worker: Worker, app_ctx: AppContext) -> None:
+    # The ring comes at enqueue, the job is due later: the poll it causes learns when, and the worker waits.
+    await app_ctx.enqueue("relay_events", [], _defer_by=0.5)
+    await wait_until(lambda: idle_worker.jobs_complete >= 1, timeout=30)
 
 
 async def test_a_job_enqueued_without_a_ring_still_runs_within_the_idle_wait(
-    redis: ArqRedis, make_worker: Callable[..., Worker]
+    redis: ArqRedis, idle_worker: Worker
 ) -> None:
-    worker = make_worker(burst=False)
-    async with running(worker):
-        await _idle(redis, worker)
-        await redis.enqueue_job("relay_events", [], _queue_name=QUEUE_NAME)  # arq's own: no ring
-        await wait_until(lambda: worker.jobs_complete >= 1, timeout=30)
+    await redis.enqueue_job("relay_events", [], _queue_name=QUEUE_NAME)  # arq's own: no ring
+    await wait_until(lambda: idle_worker.jobs_complete >= 1, timeout=30)

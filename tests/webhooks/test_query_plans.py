@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -72,26 +73,30 @@ async def test_claims_of_many_ids_plan_on_the_primary_key(
             assert all("SCAN" not in step for step in rest), plan
 
 
+async def _delivery_row(app_ctx: AppContext, now: datetime, **values: Any) -> dict[str, Any]:
+    """A delivery row's values (all but its id) for a new undispatched event of a new tenant's one subscription."""
+    tenant = await make_tenant(app_ctx)
+    subscription = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/ok")
+    [event_id] = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
+    return {
+        "workspace_id": tenant.workspace_id,
+        "event_id": event_id,
+        "event_type": "calendar.sync.completed",
+        "subscription_id": subscription.id,
+        "replays": 0,
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+
+
 async def test_a_claim_uses_the_primary_key_when_statistics_predate_the_backlog(
     app_ctx: AppContext, claims: list[tuple[str, Any]]
 ) -> None:
     if app_ctx.settings.is_sqlite:
         pytest.skip("SQLite has no statistics: the test above covers it")
-    tenant = await make_tenant(app_ctx)
-    subscription = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/ok")
-    [event_id] = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
     now = utcnow()
-    row = {
-        "workspace_id": tenant.workspace_id,
-        "event_id": event_id,
-        "event_type": "calendar.sync.completed",
-        "subscription_id": subscription.id,
-        "status": "succeeded",
-        "attempt_count": 1,
-        "replays": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
+    row = await _delivery_row(app_ctx, now, status="succeeded", attempt_count=1)
     table = Delivery.__table__  # type: ignore[attr-defined]
     ids = [new_id("dlv") for _ in range(20_000)]
     # One transaction, so no autovacuum can refresh the statistics: ANALYZE sees no open delivery,
@@ -132,22 +137,9 @@ async def test_lookups_by_id_arrays_use_indexes_on_a_table_without_statistics(
     from synchook.bulk import update_rows
     from webhooks.dispatch import _claim
 
-    tenant = await make_tenant(app_ctx)
-    subscription = await make_subscription(app_ctx, tenant.workspace_id, url="http://127.0.0.1:9/ok")
-    [event_id] = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
     now = utcnow()
-    row = {
-        "workspace_id": tenant.workspace_id,
-        "event_id": event_id,
-        "event_type": "calendar.sync.completed",
-        "subscription_id": subscription.id,
-        "status": "sending",
-        "attempt_count": 0,
-        "replays": 0,
-        "lease_owner": "worker-1",
-        "created_at": now,
-        "updated_at": now,
-    }
+    row = await _delivery_row(app_ctx, now, status="sending", attempt_count=0, lease_owner="worker-1")
+    event_id = row["event_id"]
     table = Delivery.__table__  # type: ignore[attr-defined]
     ids = [new_id("dlv") for _ in range(2_000)]  # the size at which the bench's plans went wrong
     seen: list[tuple[str, Any]] = []
