@@ -12,6 +12,7 @@ from arq.jobs import Job
 from synchook.auth.cache import KeyCache
 from synchook.crypto import SecretBox
 from synchook.db import Database
+from synchook.http.ratelimit import HitCounter
 from synchook.queue import QUEUE_NAME, connect
 from synchook.settings import Settings
 
@@ -26,6 +27,12 @@ class AppContext:
     redis: ArqRedis | None = None
     # API keys this process found valid a moment ago (the API's authorization; see synchook.auth.cache).
     keys: KeyCache = field(default_factory=KeyCache)
+    # The per-key rate limit's connections to ``redis`` (synchook.http.ratelimit); None without Redis.
+    hits: HitCounter | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.redis is not None:
+            self.hits = HitCounter(self.redis)
 
     @classmethod
     async def open(
@@ -49,6 +56,8 @@ class AppContext:
         return await self.redis.enqueue_job(function, *args, _queue_name=QUEUE_NAME, **kwargs)
 
     async def close(self) -> None:
+        if self.hits is not None:
+            await self.hits.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.close()

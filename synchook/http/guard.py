@@ -28,7 +28,7 @@ async def authorize(request: Request, scope: Scope) -> Principal:
     if cached is not None:
         # The rate-limit hit and the revocation epoch in one command: a key looked up a moment ago is used again
         # only if no key was revoked since (synchook.auth.cache).
-        limit, epoch = await count_api_hit(ctx.redis, key_id=cached.principal.key_id, per_minute=per_minute)
+        limit, epoch = await count_api_hit(ctx.hits, key_id=cached.principal.key_id, per_minute=per_minute)
         if epoch is not None and epoch == cached.epoch and not cached.expired():
             principal = cached.principal
         else:
@@ -36,7 +36,7 @@ async def authorize(request: Request, scope: Scope) -> Principal:
     if principal is None:
         principal = await _look_up(ctx, key_hash)
     if limit is None:
-        limit, _ = await count_api_hit(ctx.redis, key_id=principal.key_id, per_minute=per_minute)
+        limit, _ = await count_api_hit(ctx.hits, key_id=principal.key_id, per_minute=per_minute)
     request.state.workspace_id = principal.workspace_id
     request.state.principal = principal
     request.state.rate_limit = limit
