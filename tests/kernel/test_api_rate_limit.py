@@ -89,3 +89,19 @@ async def test_the_limit_still_counts_after_redis_dropped_the_apis_connections(
     assert first.status_code == second.status_code == 200
     # Counted on a new connection, not failed open (which answers the whole limit as remaining).
     assert int(first.headers["X-RateLimit-Remaining"]) - int(second.headers["X-RateLimit-Remaining"]) == 1
+
+
+async def test_concurrent_requests_are_answered_while_redis_is_unreachable(settings: Settings) -> None:
+    ctx = await _api_context(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    try:
+        tenant = await make_tenant(ctx)
+        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
+        path = f"/v1/webhooks/subscriptions/{sub.id}"
+        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            answers = await asyncio.gather(*(http.get(path, headers=tenant.headers) for _ in range(5)))
+    finally:
+        await ctx.close()
+    # The limiter fails open: every request is served, with the whole limit as remaining.
+    limit = str(settings.api_requests_per_minute)
+    assert [(a.status_code, a.headers["X-RateLimit-Remaining"]) for a in answers] == [(200, limit)] * 5
