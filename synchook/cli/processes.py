@@ -51,6 +51,9 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
+        # Our middleware logs every request (synchook.http); uvicorn's access logger sits at WARNING
+        # (synchook.logs) and never wrote a line, but it still built each line's arguments.
+        access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
     )
 
