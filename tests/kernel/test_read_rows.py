@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import greenlet
 import httpx
 import pytest
 from sqlalchemy import event
@@ -113,3 +114,26 @@ async def test_a_key_is_looked_up_from_a_row(
     assert response.status_code == 200
     assert len(statements) == 2 and "api_keys" in statements[0], statements
     assert orm_executes == [], orm_executes  # before: the lookup ran in an ORM session
+
+
+async def test_a_one_row_get_crosses_to_sqlalchemys_sync_side_once(
+    app_ctx: AppContext, client: httpx.AsyncClient
+) -> None:
+    tenant = await make_tenant(app_ctx)
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    path = f"/v1/webhooks/subscriptions/{sub.id}"
+    assert (await client.get(path, headers=tenant.headers)).status_code == 200  # the key looked up and cached
+    crossings: dict[int, None] = {}
+
+    def trace(event_name: str, args: Any) -> None:
+        if event_name in ("switch", "throw") and args[1].parent is not None:
+            crossings.setdefault(id(args[1]))
+
+    previous = greenlet.settrace(trace)
+    try:
+        response = await client.get(path, headers=tenant.headers)
+    finally:
+        greenlet.settrace(previous)
+    assert response.status_code == 200
+    # Connect, execute and close in one greenlet (Database.first_row); main: three, one for each.
+    assert len(crossings) == 1, crossings
