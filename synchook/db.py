@@ -271,7 +271,14 @@ class Database:
         return await greenlet_spawn(self._first_row, statement, params)
 
     def _first_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
-        with self._reader.sync_engine.connect() as connection:
+        if self.dialect == "sqlite":
+            with self._reader.sync_engine.connect() as connection:
+                return connection.execute(statement, params).first()
+        # PostgreSQL: autocommit set on this connection, not through the reader engine's options. An engine with
+        # options listens to its connections' events (to set the isolation level at each checkout), so every
+        # connection of it dispatched its events (connect, before/after execute, begin, rollback): ~5 % of a GET.
+        with self.engine.sync_engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
             return connection.execute(statement, params).first()
 
     @contextlib.asynccontextmanager
