@@ -162,6 +162,7 @@ class _Lane:
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._batch: list[bytes] = []
         self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._sending: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
     async def call(self, packed: bytes) -> Any:
@@ -177,14 +178,28 @@ class _Lane:
 
     async def _send_batch(self) -> None:
         # This request opened the batch: one turn of the loop lets the others of this turn join it, one write.
-        await asyncio.sleep(0)
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            # Its request was cancelled (a client gone, a timeout): the others in the batch are still sent.
+            self._sending = asyncio.get_running_loop().create_task(self._send(self._take_batch()))
+            raise
+        await self._send(self._take_batch())
+
+    def _take_batch(self) -> bytes:
         batch, self._batch = self._batch, []
+        return b"".join(batch)
+
+    async def _send(self, commands: bytes) -> None:
         if self.broken is not None:
             return  # _break failed their futures already
         try:
-            await self.connection.send_packed_command(b"".join(batch), check_health=False)
+            # The bytes are handed to the socket before the first await (redis-py writes, then drains).
+            await self.connection.send_packed_command(commands, check_health=False)
         except BaseException as exc:
             self._break(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def _read(self) -> None:
         try:
@@ -213,7 +228,7 @@ class _Lane:
         """Give the connection up: every request waiting on it fails with ``exc``."""
         self._break(exc)
 
-    def _break(self, exc: BaseException) -> None:
+    def _break(self, exc: BaseException, *, disconnect: bool = True) -> None:
         if self.broken is not None:
             return
         self.broken = exc if isinstance(exc, RedisConnectionError) else RedisConnectionError(type(exc).__name__)
@@ -223,10 +238,11 @@ class _Lane:
                 answer.set_exception(self.broken)
         if self._reader is not asyncio.current_task():
             self._reader.cancel()
-        self._closing = asyncio.get_running_loop().create_task(self.connection.disconnect(nowait=True))
+        if disconnect:
+            self._closing = asyncio.get_running_loop().create_task(self.connection.disconnect(nowait=True))
 
     async def close(self) -> None:
-        self._reader.cancel()
+        self._break(RedisConnectionError("the rate limiter was closed"), disconnect=False)
         with contextlib.suppress(BaseException):
             await self._reader
         await self.connection.disconnect(nowait=True)
@@ -256,8 +272,8 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-# EVALSHA <sha1> 2 <window> <epoch key> in Redis' protocol (RESP), the window's name last: what redis-py's
-# pack_command builds from the same arguments, without its per-argument encoding on every request.
+# EVALSHA <sha1> 2 <window> <epoch key> in Redis' protocol (RESP): what redis-py's pack_command builds from the
+# same arguments, with only the window's name encoded per request.
 _EVALSHA_HEAD = b"*5\r\n" + _bulk(b"EVALSHA") + _bulk(_COUNT_HIT_SHA1.encode()) + _bulk(b"2")
 _EVAL_HEAD = b"*5\r\n" + _bulk(b"EVAL") + _bulk(_COUNT_HIT.encode()) + _bulk(b"2")
 _EPOCH_TAIL = _bulk(EPOCH_KEY.encode())

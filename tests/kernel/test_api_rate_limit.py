@@ -105,3 +105,20 @@ async def test_concurrent_requests_are_answered_while_redis_is_unreachable(setti
     # The limiter fails open: every request is served, with the whole limit as remaining.
     limit = str(settings.api_requests_per_minute)
     assert [(a.status_code, a.headers["X-RateLimit-Remaining"]) for a in answers] == [(200, limit)] * 5
+
+
+async def test_a_batch_whose_first_request_is_cancelled_is_still_sent(redis: ArqRedis) -> None:
+    hits = HitCounter(redis)
+    try:
+        await hits.count(f"synchook:test:{uuid.uuid4().hex}")  # the connection is up
+        first_name, second_name = f"synchook:test:{uuid.uuid4().hex}", f"synchook:test:{uuid.uuid4().hex}"
+        first = asyncio.ensure_future(hits.count(first_name))
+        second = asyncio.ensure_future(hits.count(second_name))
+        await asyncio.sleep(0)  # both queued their command in one batch; the first waits to send it
+        first.cancel()
+        count, _ = await second  # before: never sent, until the timeout gave the connection up
+        assert count == 1
+        assert first.cancelled()
+    finally:
+        await hits.close()
+    assert await redis.get(second_name) == b"1"
