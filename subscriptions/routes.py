@@ -66,10 +66,10 @@ async def list_subscriptions(call: Call[PageQuery, None]) -> Page:
 
 
 async def get_subscription(call: Call[None, None]) -> SubscriptionView:
-    async with call.ctx.db.read_rows() as connection:  # one SELECT: no transaction, no SQLite write lock, no ORM
-        subscription = await service.read_subscription(
-            connection, workspace_id=call.workspace_id, subscription_id=call.path["id"]
-        )
+    # One SELECT: no transaction, no SQLite write lock, no ORM.
+    subscription = await service.read_subscription(
+        call.ctx.db, workspace_id=call.workspace_id, subscription_id=call.path["id"]
+    )
     return SubscriptionView.of(subscription)
 
 

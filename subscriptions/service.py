@@ -186,13 +186,12 @@ _ONE_SUBSCRIPTION = sa.select(Subscription).where(
 )
 
 
-async def read_subscription(connection: AsyncConnection, *, workspace_id: str, subscription_id: str) -> sa.Row[Any]:
+async def read_subscription(db: Database, *, workspace_id: str, subscription_id: str) -> sa.Row[Any]:
     """A live subscription of the workspace as a row of what SubscriptionView shows (no secret column, no ORM
-    object); SubscriptionNotFound for anything else."""
+    object), read outside any transaction (``Database.first_row``); SubscriptionNotFound for anything else."""
     if not looks_like_id(subscription_id, ID_PREFIX):
         raise SubscriptionNotFound()
-    rows = await connection.execute(_ONE_VIEW_ROW, {"subscription_id": subscription_id, "workspace_id": workspace_id})
-    row = rows.first()
+    row = await db.first_row(_ONE_VIEW_ROW, {"subscription_id": subscription_id, "workspace_id": workspace_id})
     if row is None:
         raise SubscriptionNotFound()
     return row

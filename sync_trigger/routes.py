@@ -52,8 +52,8 @@ async def trigger_sync(call: Call[None, TriggerSyncBody]) -> Reply:
 
 
 async def get_sync_job(call: Call[None, None]) -> SyncJobView:
-    async with call.ctx.db.read_rows() as connection:  # one SELECT: no transaction, no SQLite write lock, no ORM
-        job = await service.get_job(connection, workspace_id=call.workspace_id, job_id=call.path["job_id"])
+    # One SELECT: no transaction, no SQLite write lock, no ORM.
+    job = await service.get_job(call.ctx.db, workspace_id=call.workspace_id, job_id=call.path["job_id"])
     return SyncJobView.of(job)
 
 

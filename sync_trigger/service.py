@@ -443,11 +443,13 @@ _ADMIT = (
 )
 
 
-async def get_job(connection: AsyncConnection, *, workspace_id: str, job_id: str) -> Row[Any]:
-    """The job's row (every column of sync_jobs, as SyncJobView reads them); NotFound for another workspace's."""
+async def get_job(db: Database, *, workspace_id: str, job_id: str) -> Row[Any]:
+    """The job's row (every column of sync_jobs, as SyncJobView reads them); NotFound for another workspace's.
+
+    One read outside any transaction, no ORM (``Database.first_row``)."""
     row = None
     if looks_like_id(job_id, "cal_sync"):
-        row = (await connection.execute(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})).first()
+        row = await db.first_row(_ONE_JOB, {"job_id": job_id, "workspace_id": workspace_id})
     if row is None:
         raise NotFound("Sync job")
     return row

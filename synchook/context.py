@@ -13,6 +13,7 @@ from synchook.auth.cache import KeyCache
 from synchook.crypto import SecretBox
 from synchook.db import Database
 from synchook.doorbell import ring
+from synchook.http.ratelimit import HitCounter
 from synchook.queue import QUEUE_NAME, REDIS_LOST, connect
 from synchook.settings import Settings
 
@@ -27,6 +28,12 @@ class AppContext:
     redis: ArqRedis | None = None
     # API keys this process found valid a moment ago (the API's authorization; see synchook.auth.cache).
     keys: KeyCache = field(default_factory=KeyCache)
+    # The per-key rate limit's connections to ``redis`` (synchook.http.ratelimit); None without Redis.
+    hits: HitCounter | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.redis is not None:
+            self.hits = HitCounter(self.redis)
 
     @classmethod
     async def open(
@@ -58,6 +65,8 @@ class AppContext:
         return job
 
     async def close(self) -> None:
+        if self.hits is not None:
+            await self.hits.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.close()

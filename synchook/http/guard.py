@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from synchook.auth.cache import read_epoch
 from synchook.auth.models import Principal, Scope
-from synchook.auth.service import bearer_key_hash, look_up_key
+from synchook.auth.service import bearer_key_hash, read_key
 from synchook.context import AppContext
 from synchook.errors import InsufficientPermissions, ValidationFailed
 from synchook.http.ratelimit import RateLimitState, count_api_hit
@@ -28,7 +28,7 @@ async def authorize(request: Request, scope: Scope) -> Principal:
     if cached is not None:
         # The rate-limit hit and the revocation epoch in one command: a key looked up a moment ago is used again
         # only if no key was revoked since (synchook.auth.cache).
-        limit, epoch = await count_api_hit(ctx.redis, key_id=cached.principal.key_id, per_minute=per_minute)
+        limit, epoch = await count_api_hit(ctx.hits, key_id=cached.principal.key_id, per_minute=per_minute)
         if epoch is not None and epoch == cached.epoch and not cached.expired():
             principal = cached.principal
         else:
@@ -36,7 +36,7 @@ async def authorize(request: Request, scope: Scope) -> Principal:
     if principal is None:
         principal = await _look_up(ctx, key_hash)
     if limit is None:
-        limit, _ = await count_api_hit(ctx.redis, key_id=principal.key_id, per_minute=per_minute)
+        limit, _ = await count_api_hit(ctx.hits, key_id=principal.key_id, per_minute=per_minute)
     request.state.workspace_id = principal.workspace_id
     request.state.principal = principal
     request.state.rate_limit = limit
@@ -52,8 +52,7 @@ async def _look_up(ctx: AppContext, key_hash: str) -> Principal:
     # The epoch is read before the lookup: a revocation committed after the lookup then always changes it.
     epoch = await read_epoch(ctx.redis)
     # A read of its own, outside any transaction (one round trip on PostgreSQL, beside SQLite's writer), no session.
-    async with ctx.db.read_rows() as connection:
-        principal, expires_at = await look_up_key(connection, key_hash)
+    principal, expires_at = await read_key(ctx.db, key_hash)
     if epoch is not None:
         ctx.keys.put(key_hash, principal, expires_at=expires_at, epoch=epoch)
     return principal

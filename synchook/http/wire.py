@@ -16,6 +16,10 @@ from synchook.timeutil import as_utc
 
 def _wire_time(value: datetime) -> str:
     value = as_utc(value)
+    if value.year >= 1000:
+        # isoformat (C) instead of strftime: a third of the cost, and a sync job shows five times (3 % of its GET).
+        # The same text: isoformat truncates to milliseconds; below year 1000 strftime's %Y would not pad.
+        return value.isoformat(timespec="milliseconds")[:23] + "Z"
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 

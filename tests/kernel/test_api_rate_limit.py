@@ -1,22 +1,124 @@
 """The per-key API limit counts through a Lua script run by its digest: a Redis that lost its scripts (restarted,
-SCRIPT FLUSH) is sent the text once and the count goes on."""
+SCRIPT FLUSH) is sent the text once and the count goes on. It runs on connections of its own
+(synchook.http.ratelimit.HitCounter): no task per request, and a connection Redis dropped is replaced, not
+failed open."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
+import httpx
 from arq.connections import ArqRedis
 
-from synchook.http.ratelimit import hit_api_limit
+from synchook.context import AppContext
+from synchook.http.ratelimit import HitCounter, hit_api_limit
+from synchook.root.app import create_app
+from synchook.settings import Settings
+from tests.factories import make_tenant
+from tests.factories.webhooks import make_subscription
 
 
 async def test_the_count_survives_a_script_flush(redis: ArqRedis) -> None:
     key_id = f"key_{uuid.uuid4().hex}"
-    first = await hit_api_limit(redis, key_id=key_id, per_minute=10)
+    hits = HitCounter(redis)
+    first = await hit_api_limit(hits, key_id=key_id, per_minute=10)
     await redis.script_flush()
-    second = await hit_api_limit(redis, key_id=key_id, per_minute=10)
+    second = await hit_api_limit(hits, key_id=key_id, per_minute=10)
+    await hits.close()
     if int(first.reset_at) != int(second.reset_at):
         return  # straddled a minute boundary: two windows
     assert (first.remaining, second.remaining) == (9, 8)
     name = f"synchook:ratelimit:api:{key_id}:{int(first.reset_at) // 60 - 1}"
     assert 0 < await redis.ttl(name) <= 120  # the window expires
+
+
+async def _api_context(settings: Settings) -> AppContext:
+    # As `synchook api` opens it: its Redis client has a socket timeout (redis-py then runs each write in a task).
+    return await AppContext.open(settings)
+
+
+async def test_a_request_with_a_known_key_starts_no_task(settings: Settings) -> None:
+    ctx = await _api_context(settings)
+    try:
+        tenant = await make_tenant(ctx)
+        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
+        path = f"/v1/webhooks/subscriptions/{sub.id}"
+        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            first = await http.get(path, headers=tenant.headers)  # looks the key up
+            loop = asyncio.get_running_loop()
+            started: list[str] = []
+            previous = loop.get_task_factory()
+
+            def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+                started.append(getattr(coro, "__qualname__", repr(coro)))
+                return asyncio.Task(coro, loop=loop, **kwargs)
+
+            loop.set_task_factory(counting)
+            try:
+                second = await http.get(path, headers=tenant.headers)
+            finally:
+                loop.set_task_factory(previous)
+    finally:
+        await ctx.close()
+    assert first.status_code == second.status_code == 200
+    # Counted and read in one round trip (the key was cached), no task: main's client ran the command's write in
+    # a task of its own (asyncio.wait_for), on every API request.
+    assert int(first.headers["X-RateLimit-Remaining"]) - int(second.headers["X-RateLimit-Remaining"]) == 1
+    assert started == []
+
+
+async def test_the_limit_still_counts_after_redis_dropped_the_apis_connections(
+    settings: Settings, redis: ArqRedis
+) -> None:
+    ctx = await _api_context(settings)
+    try:
+        tenant = await make_tenant(ctx)
+        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
+        path = f"/v1/webhooks/subscriptions/{sub.id}"
+        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            first = await http.get(path, headers=tenant.headers)
+            # What a Redis restart does to the connections the limiter keeps between requests.
+            assert await redis.client_kill_filter(_type="normal", skipme=True) >= 1
+            second = await http.get(path, headers=tenant.headers)
+    finally:
+        await ctx.close()
+    assert first.status_code == second.status_code == 200
+    # Counted on a new connection, not failed open (which answers the whole limit as remaining).
+    assert int(first.headers["X-RateLimit-Remaining"]) - int(second.headers["X-RateLimit-Remaining"]) == 1
+
+
+async def test_concurrent_requests_are_answered_while_redis_is_unreachable(settings: Settings) -> None:
+    ctx = await _api_context(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    try:
+        tenant = await make_tenant(ctx)
+        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
+        path = f"/v1/webhooks/subscriptions/{sub.id}"
+        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            answers = await asyncio.gather(*(http.get(path, headers=tenant.headers) for _ in range(5)))
+    finally:
+        await ctx.close()
+    # The limiter fails open: every request is served, with the whole limit as remaining.
+    limit = str(settings.api_requests_per_minute)
+    assert [(a.status_code, a.headers["X-RateLimit-Remaining"]) for a in answers] == [(200, limit)] * 5
+
+
+async def test_a_batch_whose_first_request_is_cancelled_is_still_sent(redis: ArqRedis) -> None:
+    hits = HitCounter(redis)
+    try:
+        await hits.count(f"synchook:test:{uuid.uuid4().hex}")  # the connection is up
+        first_name, second_name = f"synchook:test:{uuid.uuid4().hex}", f"synchook:test:{uuid.uuid4().hex}"
+        first = asyncio.ensure_future(hits.count(first_name))
+        second = asyncio.ensure_future(hits.count(second_name))
+        await asyncio.sleep(0)  # both queued their command in one batch; the first waits to send it
+        first.cancel()
+        count, _ = await second  # before: never sent, until the timeout gave the connection up
+        assert count == 1
+        assert first.cancelled()
+    finally:
+        await hits.close()
+    assert await redis.get(second_name) == b"1"

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import greenlet
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from subscriptions import service as subscriptions_service
 from subscriptions.models import Subscription
@@ -113,3 +114,45 @@ async def test_a_key_is_looked_up_from_a_row(
     assert response.status_code == 200
     assert len(statements) == 2 and "api_keys" in statements[0], statements
     assert orm_executes == [], orm_executes  # before: the lookup ran in an ORM session
+
+
+async def test_a_one_row_get_crosses_to_sqlalchemys_sync_side_once(
+    app_ctx: AppContext, client: httpx.AsyncClient
+) -> None:
+    tenant = await make_tenant(app_ctx)
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    path = f"/v1/webhooks/subscriptions/{sub.id}"
+    assert (await client.get(path, headers=tenant.headers)).status_code == 200  # the key looked up and cached
+    crossings: dict[int, None] = {}
+
+    def trace(event_name: str, args: Any) -> None:
+        if event_name in ("switch", "throw") and args[1].parent is not None:
+            crossings.setdefault(id(args[1]))
+
+    previous = greenlet.settrace(trace)
+    try:
+        response = await client.get(path, headers=tenant.headers)
+    finally:
+        greenlet.settrace(previous)
+    assert response.status_code == 200
+    # Connect, execute and close in one greenlet (Database.first_row); main: three, one for each.
+    assert len(crossings) == 1, crossings
+
+
+async def test_a_one_row_read_is_its_own_transaction_and_leaves_its_connection_transactional(
+    app_ctx: AppContext,
+) -> None:
+    if app_ctx.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's autocommit")
+    db = app_ctx.db
+    for _ in range(3):  # the pool hands the same connection out again
+        row = await db.first_row(text("SELECT txid_current()"), {})
+        assert row is not None
+        async with db.session() as session:
+            # Committed as soon as it ran: no BEGIN before it, no ROLLBACK at the connection's return.
+            status = (await session.execute(text("SELECT txid_status(:id)"), {"id": row[0]})).scalar()
+            assert status == "committed"
+            # The next unit of work on the pool's connections is one transaction, as before the read.
+            first = (await session.execute(text("SELECT txid_current()"))).scalar()
+            second = (await session.execute(text("SELECT txid_current()"))).scalar()
+            assert first == second

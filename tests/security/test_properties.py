@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from subscriptions.keys import generate_ed25519_keypair, public_key_for
 from sync_trigger.errors import WINDOW, SyncQuota
 from synchook.errors import RateLimited, ValidationFailed
-from synchook.http.ratelimit import RateLimitState, hit_api_limit
+from synchook.http.ratelimit import HitCounter, RateLimitState, hit_api_limit
 from synchook.idempotency import fingerprint, parse_key
 from webhooks.retry import next_attempt_delay, parse_retry_after
 from webhooks.signing import sign
@@ -231,11 +231,13 @@ async def test_api_limit_admits_exactly_the_limit_per_window(redis: ArqRedis, pe
     key_id = f"key_{uuid.uuid4().hex}"  # one fresh counter per example: the redis fixture is not reset between them
     admitted: list[RateLimitState] = []
     refused: list[RateLimited] = []
+    hits = HitCounter(redis)
     for _ in range(requests):
         try:
-            admitted.append(await hit_api_limit(redis, key_id=key_id, per_minute=per_minute))
+            admitted.append(await hit_api_limit(hits, key_id=key_id, per_minute=per_minute))
         except RateLimited as exc:
             refused.append(exc)
+    await hits.close()
     if len({int(s.reset_at) for s in admitted}) > 1:
         return  # the run straddled a minute boundary: two windows, the count below does not apply
     assert len(admitted) == min(requests, per_minute)
