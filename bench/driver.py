@@ -162,7 +162,9 @@ async def check(
         if secret is None or entry["path"].startswith("/hang/"):
             continue
         try:
-            verify(entry["body"], entry["headers"], secret)
+            # At the receipt time: a check made after a drain longer than the 5-minute tolerance (1,000,000 rows on a
+            # busy machine) failed the signatures of every delivery received before its last 5 minutes.
+            verify(entry["body"], entry["headers"], secret, now=int(entry["at"]))
             verified += 1
         except Exception:
             failed += 1

@@ -58,6 +58,7 @@ class Recorder:
                 "path": path,
                 "headers": {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")},
                 "body": body.decode("utf-8", "replace"),
+                "at": at,  # the receipt time: the signature's timestamp is checked against it, as a receiver would
             }
 
 
