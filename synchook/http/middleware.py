@@ -46,8 +46,12 @@ class RequestContextMiddleware:
                 headers.append((b"x-request-id", request_id.encode()))
                 limit = state.get("rate_limit")
                 if limit is not None:
+                    # A refusal (429) names its own X-RateLimit-* (the limit it hit): those stand, once each.
+                    present = {name.lower() for name, _ in headers}
                     headers.extend(
-                        (name.lower().encode(), str(value).encode()) for name, value in limit.headers().items()
+                        (header, str(value).encode())
+                        for name, value in limit.headers().items()
+                        if (header := name.lower().encode()) not in present
                     )
                 message = {**message, "headers": headers}
             await send(message)

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis
 
 from synchook.context import AppContext
@@ -122,3 +123,21 @@ async def test_a_batch_whose_first_request_is_cancelled_is_still_sent(redis: Arq
     finally:
         await hits.close()
     assert await redis.get(second_name) == b"1"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"api_requests_per_minute": 2}])
+async def test_a_request_past_the_key_limit_has_each_rate_limit_header_once(
+    app_ctx: AppContext, client: httpx.AsyncClient
+) -> None:
+    """The refusal's own headers (its error) and the middleware's (the request's limit state) are the same three
+    names: a 429 carried each twice."""
+    tenant = await make_tenant(app_ctx)
+    for _ in range(2):
+        assert (await client.get("/v1/webhooks/subscriptions", headers=tenant.headers)).status_code == 200
+    refused = await client.get("/v1/webhooks/subscriptions", headers=tenant.headers)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    for name in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"):
+        assert len(refused.headers.get_list(name)) == 1, (name, refused.headers.get_list(name))
+    assert refused.headers["x-ratelimit-limit"] == "2"
+    assert refused.headers["x-ratelimit-remaining"] == "0"
