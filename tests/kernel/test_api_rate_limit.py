@@ -6,7 +6,9 @@ failed open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +19,7 @@ from synchook.context import AppContext
 from synchook.http.ratelimit import HitCounter, hit_api_limit
 from synchook.root.app import create_app
 from synchook.settings import Settings
-from tests.factories import make_tenant
+from tests.factories import Tenant, make_tenant
 from tests.factories.webhooks import make_subscription
 
 
@@ -35,35 +37,37 @@ async def test_the_count_survives_a_script_flush(redis: ArqRedis) -> None:
     assert 0 < await redis.ttl(name) <= 120  # the window expires
 
 
-async def _api_context(settings: Settings) -> AppContext:
-    # As `synchook api` opens it: its Redis client has a socket timeout (redis-py then runs each write in a task).
-    return await AppContext.open(settings)
-
-
-async def test_a_request_with_a_known_key_starts_no_task(settings: Settings) -> None:
-    ctx = await _api_context(settings)
+@contextlib.asynccontextmanager
+async def _api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant, str]]:
+    """The API with its own context, as `synchook api` opens it (its Redis client has a socket timeout: redis-py
+    then runs each write in a task); a client, a tenant, and the path of one of its subscriptions."""
+    ctx = await AppContext.open(settings)
     try:
         tenant = await make_tenant(ctx)
         sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
-        path = f"/v1/webhooks/subscriptions/{sub.id}"
         transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            first = await http.get(path, headers=tenant.headers)  # looks the key up
-            loop = asyncio.get_running_loop()
-            started: list[str] = []
-            previous = loop.get_task_factory()
-
-            def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-                started.append(getattr(coro, "__qualname__", repr(coro)))
-                return asyncio.Task(coro, loop=loop, **kwargs)
-
-            loop.set_task_factory(counting)
-            try:
-                second = await http.get(path, headers=tenant.headers)
-            finally:
-                loop.set_task_factory(previous)
+            yield http, tenant, f"/v1/webhooks/subscriptions/{sub.id}"
     finally:
         await ctx.close()
+
+
+async def test_a_request_with_a_known_key_starts_no_task(settings: Settings) -> None:
+    async with _api(settings) as (http, tenant, path):
+        first = await http.get(path, headers=tenant.headers)  # looks the key up
+        loop = asyncio.get_running_loop()
+        started: list[str] = []
+        previous = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            started.append(getattr(coro, "__qualname__", repr(coro)))
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(counting)
+        try:
+            second = await http.get(path, headers=tenant.headers)
+        finally:
+            loop.set_task_factory(previous)
     assert first.status_code == second.status_code == 200
     # Counted and read in one round trip (the key was cached), no task: main's client ran the command's write in
     # a task of its own (asyncio.wait_for), on every API request.
@@ -74,35 +78,19 @@ async def test_a_request_with_a_known_key_starts_no_task(settings: Settings) -> 
 async def test_the_limit_still_counts_after_redis_dropped_the_apis_connections(
     settings: Settings, redis: ArqRedis
 ) -> None:
-    ctx = await _api_context(settings)
-    try:
-        tenant = await make_tenant(ctx)
-        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
-        path = f"/v1/webhooks/subscriptions/{sub.id}"
-        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            first = await http.get(path, headers=tenant.headers)
-            # What a Redis restart does to the connections the limiter keeps between requests.
-            assert await redis.client_kill_filter(_type="normal", skipme=True) >= 1
-            second = await http.get(path, headers=tenant.headers)
-    finally:
-        await ctx.close()
+    async with _api(settings) as (http, tenant, path):
+        first = await http.get(path, headers=tenant.headers)
+        # What a Redis restart does to the connections the limiter keeps between requests.
+        assert await redis.client_kill_filter(_type="normal", skipme=True) >= 1
+        second = await http.get(path, headers=tenant.headers)
     assert first.status_code == second.status_code == 200
     # Counted on a new connection, not failed open (which answers the whole limit as remaining).
     assert int(first.headers["X-RateLimit-Remaining"]) - int(second.headers["X-RateLimit-Remaining"]) == 1
 
 
 async def test_concurrent_requests_are_answered_while_redis_is_unreachable(settings: Settings) -> None:
-    ctx = await _api_context(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
-    try:
-        tenant = await make_tenant(ctx)
-        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
-        path = f"/v1/webhooks/subscriptions/{sub.id}"
-        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            answers = await asyncio.gather(*(http.get(path, headers=tenant.headers) for _ in range(5)))
-    finally:
-        await ctx.close()
+    async with _api(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as (http, tenant, path):
+        answers = await asyncio.gather(*(http.get(path, headers=tenant.headers) for _ in range(5)))
     # The limiter fails open: every request is served, with the whole limit as remaining.
     limit = str(settings.api_requests_per_minute)
     assert [(a.status_code, a.headers["X-RateLimit-Remaining"]) for a in answers] == [(200, limit)] * 5
