@@ -163,7 +163,6 @@ class QueueWorker(Worker):
                 count,
             ],
         )
-        *started, next_due = reply
-        return [(started[i].decode(), int(float(started[i + 1]))) for i in range(0, len(started), 2)], int(
-            float(next_due)
-        )
+        *pairs, next_due = reply
+        started = [(pairs[i].decode(), int(float(pairs[i + 1]))) for i in range(0, len(pairs), 2)]
+        return started, int(float(next_due))
