@@ -74,6 +74,10 @@ class QueueWorker(Worker):
     _doorbell: Doorbell | None = None
     # From the last poll, in ms since the epoch: when a job is due next (0: some are due now, -1: none queued).
     _next_due_ms: int = -1
+    # Whether the last poll found every slot taken (and so did not look at the queue): a job's end is then worth a
+    # look. Otherwise it is not: a job enqueued meanwhile rang, and looking after every job was a third of the
+    # worker's polls in a steady trickle of jobs (scenario (b) of the bench), one script call each.
+    _full: bool = False
 
     async def main(self) -> None:
         """arq's own (arq 0.28), its poll every ``poll_delay`` kept for burst runs and for a busy worker only."""
@@ -115,8 +119,8 @@ class QueueWorker(Worker):
 
     def _job_ended(self) -> None:
         self._release_sem_dec_counter_on_complete()
-        if self._doorbell is not None:
-            self._doorbell.rung.set()  # a slot is free: due jobs left waiting for one can start
+        if self._full and self._doorbell is not None:
+            self._doorbell.rung.set()  # a slot is free: jobs that may have come while none was can start
 
     async def _poll_iteration(self) -> None:
         """arq's own (arq 0.28), with the read of the queue head and the start of its jobs in one script call."""
@@ -126,7 +130,8 @@ class QueueWorker(Worker):
             if burst_jobs_remaining < 1:
                 return
             count = min(burst_jobs_remaining, count)
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+        self._full = self.job_counter >= self.max_jobs
+        if self.allow_pick_jobs and not self._full:
             await self._start_due(count)
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from arq.connections import ArqRedis
-from arq.worker import Worker
+from arq.worker import Worker, func
 
 from synchook.context import AppContext
 from synchook.enqueue import QueuedJob, enqueue_jobs
@@ -104,3 +104,40 @@ async def test_a_job_enqueued_without_a_ring_still_runs_within_the_idle_wait(
 ) -> None:
     await redis.enqueue_job("relay_events", [], _queue_name=QUEUE_NAME)  # arq's own: no ring
     await wait_until(lambda: idle_worker.jobs_complete >= 1, timeout=30)
+
+
+@pytest.mark.usefixtures("long_idle_wait")
+async def test_a_job_ending_with_no_job_waiting_for_its_slot_makes_no_poll(
+    redis: ArqRedis, idle_worker: Worker, app_ctx: AppContext
+) -> None:
+    await redis.config_resetstat()
+    for done in range(1, 4):
+        await app_ctx.enqueue("relay_events", [])
+        await wait_until(lambda done=done: idle_worker.jobs_complete >= done, timeout=30)
+    await _idle(redis, idle_worker)
+    # One look per ring; none after each job's end (nothing came while its slot was taken).
+    assert await _polls(redis) == 3
+
+
+@pytest.mark.usefixtures("long_idle_wait")
+async def test_a_job_enqueued_while_every_slot_is_taken_starts_when_one_frees(
+    redis: ArqRedis, make_worker: Callable[..., Worker], app_ctx: AppContext
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(_ctx: dict[str, object]) -> None:
+        await release.wait()
+
+    worker = make_worker(burst=False, max_jobs=1)
+    worker.functions["hold"] = func(hold, name="hold")
+    async with running(worker):
+        await _idle(redis, worker)
+        await app_ctx.enqueue("hold")
+        await wait_until(lambda: worker.job_counter == 1, timeout=30)
+        # Rings, but the worker has no free slot: it does not take the job now, and its idle wait is a minute.
+        await app_ctx.enqueue("relay_events", [])
+        await asyncio.sleep(0.2)
+        assert worker.jobs_complete == 0
+        release.set()
+        await wait_until(lambda: worker.jobs_complete >= 2, timeout=30)
+    assert worker.jobs_failed == 0
