@@ -96,7 +96,9 @@ async def test_a_worker_whose_lease_was_taken_over_records_nothing(app_ctx: AppC
         assert await attempts(app_ctx, delivery_id) == []
 
 
-async def test_on_postgresql_a_record_is_one_statement(app_ctx: AppContext, statements: list[str]) -> None:
+async def test_on_postgresql_a_record_with_no_failure_is_one_statement(
+    app_ctx: AppContext, statements: list[str]
+) -> None:
     if app_ctx.settings.is_sqlite:
         pytest.skip("SQLite: one writer, reads before the writes cost no round trip")
     ids = await _two_workspaces_of_deliveries(app_ctx)
@@ -104,6 +106,8 @@ async def test_on_postgresql_a_record_is_one_statement(app_ctx: AppContext, stat
     try:
         batch = await claim(worker, ids)
         assert batch is not None and len(batch.bodies) == 4 and len(batch.claimed) == len(ids)
+        async with app_ctx.db.session() as session:  # every endpoint had failed before: the successes clear that
+            await session.execute(sa.text("UPDATE subscriptions SET failing_since = :then"), {"then": utcnow()})
 
         statements.clear()
         now = utcnow()
@@ -116,7 +120,14 @@ async def test_on_postgresql_a_record_is_one_statement(app_ctx: AppContext, stat
         await worker.close()
 
     assert plan.outcomes == {"succeeded": len(ids)}
-    # The record: no read of the rows before the update, which checks the owner itself.
+    # The record: the rows, the attempts and the endpoints' health in one statement, which checks the owner itself
+    # (no read of the rows before it), outside a transaction of several.
+    assert len(record_statements) == 1, record_statements
     assert not any("FOR UPDATE" in s for s in record_statements), record_statements
-    assert sum(s.startswith("UPDATE deliveries") for s in record_statements) == 1, record_statements
     assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
+    for delivery_id in ids:
+        assert [(a.number, a.status_code) for a in await attempts(app_ctx, delivery_id)] == [(1, 200)]
+    async with app_ctx.db.session() as session:
+        assert (
+            await session.execute(sa.text("SELECT count(*) FROM subscriptions WHERE failing_since IS NOT NULL"))
+        ).scalar() == 0

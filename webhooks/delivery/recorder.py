@@ -16,13 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
-from webhooks.delivery.record import record_outcomes
+from webhooks.delivery.record import all_succeeded, record_outcomes, record_successes
 from webhooks.delivery.schedule import schedule_recorded
 from webhooks.delivery.stages import Recorded, Sent, Settled
 
@@ -155,8 +153,7 @@ class Recorder:
         waited = False
         while True:
             try:
-                async with self._app.db.session() as session:
-                    recorded = await self._record(session, groups)
+                recorded = await self._record(groups)
                 for lease, settled in groups:
                     lease.recorded.update(s.claimed.id for s in settled)
                 return recorded
@@ -169,13 +166,19 @@ class Recorder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
-    async def _record(self, session: AsyncSession, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
-        settings = self._app.settings
-        return await record_outcomes(
-            session,
-            [(settled, lease.owner) for lease, settled in groups],
-            schedule=tuple(settings.retry_schedule),
-            max_retry_after=settings.max_retry_after,
-            disable_after=settings.disable_after,
-            now=utcnow(),
-        )
+    async def _record(self, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
+        """One unit of work: on PostgreSQL one statement when every attempt succeeded (webhooks.delivery.record)."""
+        db, settings = self._app.db, self._app.settings
+        owned = [(settled, lease.owner) for lease, settled in groups]
+        if db.dialect == "postgresql" and all_succeeded(owned):
+            async with db.single_statement() as connection:
+                return await record_successes(connection, owned, now=utcnow())
+        async with db.session() as session:
+            return await record_outcomes(
+                session,
+                owned,
+                schedule=tuple(settings.retry_schedule),
+                max_retry_after=settings.max_retry_after,
+                disable_after=settings.disable_after,
+                now=utcnow(),
+            )
