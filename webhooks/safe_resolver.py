@@ -1,12 +1,12 @@
 """Connect-time SSRF defence for outbound deliveries.
 
 A URL checked at creation can point somewhere else by delivery time (DNS rebinding, or simply a
-changed record), so the check that matters is on the addresses aiohttp is about to connect to.
-:class:`SafeResolver` sits in aiohttp's connector and refuses any name whose answers include a
-non-public address; the connector caches only what this resolver returned, so what it connects
+changed record), so the check that matters is on the addresses the delivery client is about to connect
+to. :class:`SafeResolver` sits in that client (webhooks.http_client) and refuses any name whose answers
+include a non-public address; the client caches only what this resolver returned, so what it connects
 to is always something that was checked.
 
-aiohttp never sends IP-literal hosts through the resolver: call :func:`check_literal_target`
+The client never sends IP-literal hosts through the resolver: call :func:`check_literal_target`
 before each request.
 
 The inner resolver is aiohttp's c-ares ``AsyncResolver`` with a per-query timeout: a name whose
@@ -14,8 +14,8 @@ nameserver never answers holds no thread (aiohttp's default, ``ThreadedResolver`
 loop's few executor threads for as long as the system resolver waits), so black-holed names delay no
 other tenant's delivery. ``/etc/hosts`` is read first, as getaddrinfo would.
 
-Use it as ``aiohttp.TCPConnector(resolver=SafeResolver(allow_private=settings.allow_private_targets))``
-and keep ``trust_env`` off on the session: a proxy would resolve names on our behalf, unchecked.
+Use it as ``DeliveryClient(SafeResolver(allow_private=settings.allow_private_targets), ...)`` (webhooks.sender's
+``open_session``); the client uses no proxy: a proxy would resolve names on our behalf, unchecked.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ __all__ = ["ForbiddenTargetError", "SafeResolver", "check_literal_target"]
 
 
 class ForbiddenTargetError(OSError):
-    """Refusal to connect to a non-public address; an OSError so aiohttp reports it as a connection error."""
+    """Refusal to connect to a non-public address; an OSError, as any other reason a connection is not made."""
 
     def __init__(self, host: str, reason: str) -> None:
         self.host = host
         self.reason = reason
-        # (errno, strerror) form: aiohttp's ClientConnectorError shows strerror, which is None otherwise.
+        # (errno, strerror) form: strerror is what the attempt's error shows (None otherwise).
         super().__init__(errno.EPERM, f"refusing to connect to {host}: it is {reason}; {ALLOW_PRIVATE_HINT}")
 
     def __str__(self) -> str:
@@ -100,7 +100,7 @@ def _refuse_odd_literal(host: str) -> None:
 
 
 def check_literal_target(url: str | URL, allow_private: bool) -> None:
-    """Raise ForbiddenTargetError if ``url``'s host is an IP literal that is not public (aiohttp skips the resolver)."""
+    """Raise ForbiddenTargetError if ``url``'s host is an IP literal that is not public (no resolver sees literals)."""
     if allow_private:
         return
     host = (url if isinstance(url, URL) else URL(url)).raw_host or ""

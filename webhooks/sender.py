@@ -1,4 +1,4 @@
-"""Outbound HTTP: one keep-alive aiohttp session per worker, one signed POST per attempt.
+"""Outbound HTTP: one keep-alive client per worker (webhooks.http_client), one signed POST per attempt.
 
 Every failure mode (refused, DNS, TLS, SSRF refusal, timeout, reset) comes back as an
 :class:`Outcome` with ``status_code`` None and a readable error, never as an exception: each is a
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-import aiohttp
 from yarl import URL
 
 from synchook import __version__
@@ -22,6 +21,14 @@ from synchook.settings import Settings
 from synchook.storable import storable
 from synchook.timeutil import utcnow
 from webhooks.constants import RESPONSE_BODY_LIMIT
+from webhooks.http_client import (
+    ConnectError,
+    DeliveryClient,
+    DNSError,
+    InvalidResponse,
+    InvalidURLError,
+    ReceiverClosed,
+)
 from webhooks.retry import parse_retry_after
 from webhooks.safe_resolver import ForbiddenTargetError, SafeResolver, check_literal_target
 
@@ -47,30 +54,18 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def open_session(settings: Settings) -> aiohttp.ClientSession:
-    """The worker's shared session: pooled keep-alive connections, the SSRF-checking resolver, no env proxies."""
-    connector = aiohttp.TCPConnector(
-        limit=max(settings.delivery_concurrency, 1),
-        limit_per_host=0,
-        keepalive_timeout=30,
-        ttl_dns_cache=60,
-        resolver=SafeResolver(
-            allow_private=settings.allow_private_targets,
-            nameservers=settings.dns_nameservers,
-            timeout=settings.dns_timeout,
-        ),
+def open_session(settings: Settings) -> DeliveryClient:
+    """The worker's shared client: kept-alive connections, each to an address the SSRF-checking resolver returned."""
+    resolver = SafeResolver(
+        allow_private=settings.allow_private_targets,
+        nameservers=settings.dns_nameservers,
+        timeout=settings.dns_timeout,
     )
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,  # a proxy would resolve names for us, past the SSRF check
-        auto_decompress=False,
-        skip_auto_headers=("Accept-Encoding",),
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+    return DeliveryClient(resolver, excerpt_limit=RESPONSE_BODY_LIMIT, keepalive_timeout=30, dns_ttl=60)
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    session: DeliveryClient,
     url: str,
     body: bytes,
     headers: dict[str, str],
@@ -83,19 +78,14 @@ async def post(
     start = time.perf_counter()
     outcome = Outcome(started_at=started_at, duration_ms=0)
     try:
-        async with session.post(
-            _target(url, allow_private),
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=_timeout(timeout),
-        ) as response:
-            outcome.status_code = response.status
-            outcome.response_body = await _read_excerpt(response)
-            if response.status in _RETRY_AFTER_STATUSES:
-                outcome.retry_after = parse_retry_after(response.headers.get("Retry-After"), utcnow())
-            if not outcome.ok:
-                outcome.error = _status_error(response.status, response.headers.get("Location"))
+        response = await session.post(_target(url, allow_private), body, headers, timeout=timeout)
+        outcome.status_code = response.status
+        # The rest of an oversize body was never downloaded (the client closed that connection).
+        outcome.response_body = response.excerpt.decode("utf-8", errors="replace") if response.excerpt else None
+        if response.status in _RETRY_AFTER_STATUSES:
+            outcome.retry_after = parse_retry_after(response.headers.get("retry-after"), utcnow())
+        if not outcome.ok:
+            outcome.error = _status_error(response.status, response.headers.get("location"))
     except TimeoutError:
         outcome.timed_out = True
         outcome.error = f"timeout: no complete response within {timeout:g}s"
@@ -109,35 +99,13 @@ async def post(
     return outcome
 
 
-# A worker posts to the same few URLs again and again: parse each (and judge an IP literal) once, not per attempt,
-# and share one timeout object per value. Both are immutable; an URL refused raises each time (nothing is cached).
+# A worker posts to the same few URLs again and again: parse each (and judge an IP literal) once, not per attempt.
+# Immutable; an URL refused raises each time (nothing is cached).
 @lru_cache(maxsize=4096)
 def _target(url: str, allow_private: bool) -> URL:
     target = URL(url)
     check_literal_target(target, allow_private)
     return target
-
-
-@lru_cache(maxsize=16)
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=seconds)
-
-
-async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
-    chunks: list[bytes] = []
-    size = 0
-    while size < RESPONSE_BODY_LIMIT:
-        chunk = await response.content.read(RESPONSE_BODY_LIMIT - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if response.content.at_eof():
-            break  # all of it read: no second read (an await) just to be told so, per attempt
-    if not chunks:
-        return None
-    # The rest of an oversize body is never downloaded: leaving the block closes that connection.
-    return b"".join(chunks)[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="replace")
 
 
 def _status_error(status: int, location: str | None) -> str:
@@ -152,19 +120,21 @@ def describe_error(exc: BaseException) -> str:
     forbidden = _find(exc, ForbiddenTargetError)
     if forbidden is not None:
         text = f"forbidden target: {forbidden}"
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        text = f"TLS certificate error: {exc.certificate_error}"
-    elif isinstance(exc, aiohttp.ClientSSLError) or _find(exc, ssl.SSLError) is not None:
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS certificate error: {exc}"
+    elif isinstance(exc, ssl.SSLError):
         text = f"TLS error: {exc}"
-    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
+    elif isinstance(exc, DNSError):
         text = f"DNS error: {exc}"
-    elif isinstance(exc, aiohttp.ClientConnectorError):
+    elif isinstance(exc, ConnectError):
         text = f"connection error: {exc}"
-    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+    elif isinstance(exc, ReceiverClosed):
         text = "connection closed by the receiver before a response"
-    elif isinstance(exc, aiohttp.InvalidURL):
+    elif isinstance(exc, InvalidURLError):
         text = f"invalid URL: {exc}"
-    elif isinstance(exc, (aiohttp.ClientError, OSError, asyncio.IncompleteReadError)):
+    elif isinstance(exc, InvalidResponse):
+        text = str(exc)
+    elif isinstance(exc, (OSError, asyncio.IncompleteReadError)):
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     else:
         text = f"unexpected error: {type(exc).__name__}"

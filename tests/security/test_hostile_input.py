@@ -35,6 +35,8 @@ from synchook.url_safety import check_resolves_public
 from tests.factories import make_tenant
 from tests.security.conftest import World, id_operations, path_param, raw_request
 from tests.support.receiver import Receiver
+from webhooks.constants import RESPONSE_BODY_LIMIT
+from webhooks.http_client import DeliveryClient
 from webhooks.safe_resolver import SafeResolver
 from webhooks.sender import post
 
@@ -589,16 +591,18 @@ async def test_a_name_rebound_to_loopback_after_creation_is_refused_at_delivery(
         # Creation: the name resolves to a public address, so the URL is accepted.
         assert await check_resolves_public(url, allow_private=False, resolver=creation_lookup) == url
         # Delivery: the same name now answers 127.0.0.1; the connect-time resolver refuses it.
-        connector = aiohttp.TCPConnector(resolver=SafeResolver(allow_private=False, inner=dns), use_dns_cache=False)
-        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        client = DeliveryClient(SafeResolver(allow_private=False, inner=dns), excerpt_limit=RESPONSE_BODY_LIMIT)
+        try:
             outcome = await post(
-                session,
+                client,
                 url.replace("https", "http"),
                 b"{}",
                 {"content-type": "application/json"},
                 timeout=5,
                 allow_private=False,
             )
+        finally:
+            await client.close()
         assert outcome.status_code is None
         assert outcome.error is not None and "refusing to connect" in outcome.error
         assert dns.asked == ["rebind.example", "rebind.example"]
@@ -619,9 +623,12 @@ async def test_a_name_rebound_to_loopback_after_creation_is_refused_at_delivery(
     ],
 )
 async def test_ip_literal_targets_are_refused_at_delivery(target: str) -> None:
-    # aiohttp skips the resolver for IP literals: sender.post checks them itself, before connecting.
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(), trust_env=False) as session:
-        outcome = await post(session, target, b"{}", {}, timeout=2, allow_private=False)
+    # The client never resolves IP literals: sender.post checks them itself, before connecting.
+    client = DeliveryClient(SafeResolver(allow_private=False, inner=RebindingResolver()), excerpt_limit=1024)
+    try:
+        outcome = await post(client, target, b"{}", {}, timeout=2, allow_private=False)
+    finally:
+        await client.close()
     assert outcome.status_code is None
     assert outcome.error is not None and "refusing to connect" in outcome.error
 

@@ -1,6 +1,6 @@
 """Per-worker state, built once when a worker starts (:func:`synchook.root.worker.build_worker`) and shared by its jobs.
 
-``WorkerContext`` is what every delivery step is given: the process context, the HTTP session, the
+``WorkerContext`` is what every delivery step is given: the process context, the HTTP client, the
 recorder and the ``Runtime`` (per-endpoint concurrency slots and which endpoints are slow).
 """
 
@@ -12,13 +12,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from synchook.context import AppContext
 from synchook.settings import Settings
 from webhooks import sender
 from webhooks.delivery.fanouts import FanOuts
 from webhooks.delivery.recorder import Recorder
+from webhooks.http_client import DeliveryClient
 
 __all__ = ["SLOW_FOR", "Runtime", "WorkerContext"]
 
@@ -81,7 +80,7 @@ class WorkerContext:
     """Everything a delivery job uses, made once per worker process; the API process has none."""
 
     app: AppContext
-    http: aiohttp.ClientSession
+    http: DeliveryClient
     recorder: Recorder
     runtime: Runtime
     fan_outs: FanOuts = field(default_factory=FanOuts)
@@ -94,7 +93,7 @@ class WorkerContext:
         return cls(app, sender.open_session(app.settings), Recorder(app), Runtime(app.settings))
 
     async def close(self) -> None:
-        """Stop the relay fan-outs still running, finish recording what was sent, then close the HTTP session."""
+        """Stop the relay fan-outs still running, finish recording what was sent, then close the HTTP client."""
         await self.fan_outs.close()
         await self.recorder.close()
         await self.http.close()
