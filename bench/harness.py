@@ -72,7 +72,7 @@ def _why(checks: dict[str, Any]) -> str:
 
 
 def _postgres_cpu() -> float:
-    """CPU seconds so far of this machine's PostgreSQL server processes (0 where there is none, as with SQLite).
+    """CPU seconds so far of this machine's PostgreSQL server processes (0 where there is none).
 
     A backend that exits between two readings takes its seconds with it: the pools keep theirs open, so the
     difference over a load point is close, and low rather than high."""
@@ -250,7 +250,8 @@ class Bench:
             "workers": self.stack.worker_cpu(),
             "receiver": self.stack.receiver_cpu(),
             "producer": time.process_time(),
-            "postgres": _postgres_cpu(),
+            # On SQLite no PostgreSQL serves the bench: a server on the machine for something else is not counted.
+            "postgres": _postgres_cpu() if self.args.db == "postgres" else 0.0,
         }
 
     # --- (c) ------------------------------------------------------------------------------------------
