@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from subscriptions.matching import Matched, Scoped, in_scope, match_page, match_subscriptions, match_workspaces
 from subscriptions.models import SubscriptionStatus
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
@@ -46,9 +47,6 @@ from webhooks.delivery.schedule import schedule_deliveries
 from webhooks.delivery.stages import Batch, Body, Claimed, Endpoint
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
-
-if TYPE_CHECKING:
-    from subscriptions.matching import Matched, Scoped
 
 __all__ = ["dispatch_events"]
 
@@ -94,8 +92,6 @@ class _Rows:
         Rows are sent inline only with an ``inline_limit``: a batch's, whose matches are ``Matched`` rows with
         every field sending reads (a page's are only ``Scoped``).
         """
-        from subscriptions.matching import in_scope
-
         event_id, workspace_id, event_type, _provider, target, data, created_at = event[:7]  # a claim's: + begun
         # A subscription is never told about its own disabling: it is the one endpoint known not to listen.
         skip = data.get("subscription_id") if event_type == SUBSCRIPTION_DISABLED_EVENT else None
@@ -232,8 +228,6 @@ async def _fill_batch(session: AsyncSession, events: list[Any], made: _Rows) -> 
     """Add the deliveries of the claimed events to ``made``, in id order, until one does not fit; returns that
     event's id and every later one's, and whether it goes page by page (more than a page of subscriptions, or a
     fan-out begun) rather than in the next batch."""
-    from subscriptions.matching import match_subscriptions
-
     started = {event[0] for event in events if event[-1]}
     # A batch of lifecycle events mostly shares a few (workspace, type, provider) keys: match each once.
     matches = await _match_across_workspaces(session, events)
@@ -262,8 +256,6 @@ async def _match_across_workspaces(session: AsyncSession, events: list[Any]) -> 
     """The matches of the batch's untargeted events whose (type, provider) several workspaces share, one statement
     for each (type, provider): a relay batch of 20 events in 20 workspaces made 20 statements. Keys left out (one
     workspace, a targeted event, or more matches than a batch can take) are matched one by one."""
-    from subscriptions.matching import match_workspaces
-
     workspaces: dict[tuple[str, str | None], dict[str, None]] = {}
     for _id, workspace_id, event_type, provider, target, *_ in events:
         if target is None:
@@ -310,8 +302,6 @@ async def _next_page(
 ) -> tuple[int, str | None, bool]:
     """Add the next page's deliveries to ``made``; returns the subscriptions read, the new cursor, and whether
     it was the last page (also when another dispatcher has finished the event)."""
-    from subscriptions.matching import match_page
-
     event = (
         await session.execute(
             sa.select(*_EVENT_COLUMNS)
