@@ -55,6 +55,13 @@ class InvalidResponse(ValueError):
     """What came back is not an HTTP/1.x response."""
 
 
+class InvalidURLError(ValueError):
+    """Not an http(s) URL with a host."""
+
+    def __init__(self, url: Any) -> None:
+        super().__init__(f"not an http(s) URL with a host: {str(url)[:200]}")
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -312,10 +319,3 @@ def _request(url: URL, body: bytes, headers: dict[str, str]) -> tuple[Origin, by
     lines.append(f"Content-Length: {len(body)}")
     head = "\r\n".join(lines) + "\r\n\r\n"
     return (scheme, host, port), head.encode("latin-1") + body
-
-
-class InvalidURLError(ValueError):
-    """Not an http(s) URL with a host."""
-
-    def __init__(self, url: Any) -> None:
-        super().__init__(f"not an http(s) URL with a host: {str(url)[:200]}")
