@@ -129,7 +129,7 @@ async def send_test_event(call: Call[None, None]) -> TestEventSent:
         event = await service.send_test_event(
             connection, workspace_id=call.workspace_id, subscription_id=call.path["id"]
         )
-    await hand_off_events(call.ctx.redis, [event.id])
+    await hand_off_events(call.ctx.redis, [event.id], pipe=call.ctx.hits)
     return TestEventSent(event_id=event.id)
 
 

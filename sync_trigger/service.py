@@ -42,6 +42,7 @@ from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.errors import NotFound, ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import RELAY_TASK, Enqueue, Event, record_event
+from synchook.pipelined import PipelinedRedis
 from synchook.queue import QUEUE_NAME
 from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import isoformat, utcnow
@@ -154,11 +155,13 @@ async def trigger_sync(
     idempotency_key: str | None = None,
     redis: ArqRedis | None = None,
     queue: str = QUEUE_NAME,
+    pipe: PipelinedRedis | None = None,
 ) -> Accepted:
     """Queue an on-demand sync (or replay the response stored under the idempotency key).
 
     Up to three units of work (claim the key, queue the job, release the key on failure), so it takes the
-    `db` they are opened from, not a session."""
+    `db` they are opened from, not a session. ``pipe``: the API's pipelined Redis connection, which then carries the
+    enqueue (synchook.enqueue.enqueue_jobs)."""
     window = resolve_window(body, now=utcnow())
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
@@ -194,7 +197,7 @@ async def trigger_sync(
         if idempotency_key is not None:
             await _release_quietly(db, workspace_id=workspace_id, key=idempotency_key)
         raise
-    await _hand_over(redis, queue, event_id=queued.event_id, job_id=queued.job_id)
+    await _hand_over(redis, queue, event_id=queued.event_id, job_id=queued.job_id, pipe=pipe)
     quota = SyncQuota(
         limit=cap, used=queued.quota.used + 1, oldest_queued_at=queued.quota.oldest_queued_at or queued.at, now=utcnow()
     )
@@ -253,14 +256,16 @@ async def _release_quietly(db: Database, *, workspace_id: str, key: str) -> None
         logger.warning("idempotency key not released: %s", type(exc).__name__)
 
 
-async def _hand_over(redis: ArqRedis | None, queue: str, *, event_id: str, job_id: str) -> None:
+async def _hand_over(
+    redis: ArqRedis | None, queue: str, *, event_id: str, job_id: str, pipe: PipelinedRedis | None
+) -> None:
     """After commit, best effort, in one round trip: the event's outbox hand-off and the job (the relay sweeper and
     the recovery cron repair a miss). The job id is its arq job id, so it is never queued twice."""
     if redis is None:
         return
     jobs = [QueuedJob(RELAY_TASK, ([event_id],)), QueuedJob(RUN_SYNC_TASK, (job_id,), job_id=job_id)]
     try:
-        await enqueue_jobs(redis, jobs, queue=queue)
+        await enqueue_jobs(redis, jobs, queue=queue, pipe=pipe)
     except Exception as exc:
         logger.warning("sync job %s not enqueued (sweeper and recovery will retry): %s", job_id, type(exc).__name__)
 
