@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from subscriptions.catalogue import ANY_EVENT, webhook_test_data
@@ -164,20 +164,24 @@ async def get_subscription(session: AsyncSession, *, workspace_id: str, subscrip
 _events = Event.__table__  # type: ignore[attr-defined]
 
 # Built once: composing the statements cost more CPU per request than running them.
-_INSERT_TEST_EVENT = sa.insert(_events).from_select(
-    ["id", "workspace_id", "type", "target_subscription_id", "data", "created_at"],
-    sa.select(
-        sa.bindparam("event_id", type_=_events.c.id.type),
-        col(Subscription.workspace_id),
-        sa.literal("webhook.test", type_=_events.c.type.type),
-        col(Subscription.id),
-        sa.bindparam("data", type_=_events.c.data.type),
-        sa.bindparam("created_at", type_=_events.c.created_at.type),
-    ).where(
-        col(Subscription.id) == sa.bindparam("subscription_id"),
-        col(Subscription.workspace_id) == sa.bindparam("workspace_id"),
-        col(Subscription.deleted_at).is_(None),
-    ),
+_INSERT_TEST_EVENT = (
+    sa.insert(_events)
+    .from_select(
+        ["id", "workspace_id", "type", "target_subscription_id", "data", "created_at"],
+        sa.select(
+            sa.bindparam("event_id", type_=_events.c.id.type),
+            col(Subscription.workspace_id),
+            sa.literal("webhook.test", type_=_events.c.type.type),
+            col(Subscription.id),
+            sa.bindparam("data", type_=_events.c.data.type),
+            sa.bindparam("created_at", type_=_events.c.created_at.type),
+        ).where(
+            col(Subscription.id) == sa.bindparam("subscription_id"),
+            col(Subscription.workspace_id) == sa.bindparam("workspace_id"),
+            col(Subscription.deleted_at).is_(None),
+        ),
+    )
+    .returning(_events.c.id)
 )
 _ONE_SUBSCRIPTION = sa.select(Subscription).where(
     col(Subscription.id) == sa.bindparam("subscription_id"),
@@ -371,35 +375,29 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
     )
 
 
-async def send_test_event(connection: AsyncConnection, *, workspace_id: str, subscription_id: str) -> Event:
-    """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit.
+async def send_test_event(db: Database, *, workspace_id: str, subscription_id: str) -> str:
+    """Record a ``webhook.test`` event for this subscription alone and return its id; the caller hands it off.
 
     One statement: the event is inserted from the subscription's row, so only for a live subscription of the
-    workspace (SubscriptionNotFound otherwise), where loading the subscription and then inserting took two."""
+    workspace (SubscriptionNotFound otherwise), where loading the subscription and then inserting took two. Its
+    own transaction (``Database.write_row``), and no ORM object: the row's values are bound as they are."""
     if not looks_like_id(subscription_id, ID_PREFIX):
         raise SubscriptionNotFound()
-    event = Event(
-        id=new_id("evt"),
-        workspace_id=workspace_id,
-        type="webhook.test",
-        target_subscription_id=subscription_id,
-        data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
-        created_at=utcnow(),
-    )
-    inserted = await connection.execute(
+    event_id = new_id("evt")
+    inserted = await db.write_row(
         _INSERT_TEST_EVENT,
         {
-            "event_id": event.id,
+            "event_id": event_id,
             "workspace_id": workspace_id,
             "subscription_id": subscription_id,
-            "data": event.data,
-            "created_at": event.created_at,
+            "data": webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
+            "created_at": utcnow(),
         },
     )
-    if inserted.rowcount != 1:
+    if inserted is None:
         raise SubscriptionNotFound()
-    logger.info("test event %s recorded for subscription %s", event.id, subscription_id)
-    return event
+    logger.info("test event %s recorded for subscription %s", event_id, subscription_id)
+    return event_id
 
 
 async def reseal_subscription_secrets(db: Database, box: SecretBox) -> ResealCount:

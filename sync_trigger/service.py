@@ -173,9 +173,11 @@ async def trigger_sync(
                 quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
             return Accepted(replay.status_code, replay.response, quota, replayed=True)
     try:
-        if idempotency_key is None:
+        if idempotency_key is None and db.dialect != "sqlite":
             # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007)
-            # in autocommit, its own transaction: one round trip.
+            # in autocommit, its own transaction: one round trip, one crossing to SQLAlchemy's sync side.
+            queued = await _queue(db, workspace_id=workspace_id, body=body, window=window, cap=cap)
+        elif idempotency_key is None:
             async with db.single_statement() as connection:
                 queued = await _queue(connection, workspace_id=workspace_id, body=body, window=window, cap=cap)
         else:
@@ -214,15 +216,16 @@ class _Queued:
 
 
 async def _queue(
-    connection: AsyncConnection,
+    connection: AsyncConnection | Database,
     *,
     workspace_id: str,
     body: TriggerSyncBody,
     window: tuple[datetime | None, datetime | None],
     cap: int,
 ) -> _Queued:
-    """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction; the
-    refusals (NoConnection, SyncInProgress, SyncCapReached) are raised here."""
+    """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction (a
+    Database: PostgreSQL's call alone, its own transaction); the refusals (NoConnection, SyncInProgress,
+    SyncCapReached) are raised here."""
     # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before the
     # call that takes the workspace lock; the cap stays exact (a request counts every job queued after its own
     # window start, whatever the order of the clocks).
@@ -320,13 +323,16 @@ async def _admission(
     )
 
 
-async def _admit(connection: AsyncConnection, job: NewJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
+async def _admit(
+    connection: AsyncConnection | Database, job: NewJob, *, event_id: str, cap: int, now: datetime
+) -> _Admission:
     """Take the workspace's lock, read the admission (as `_admission`) and, if it admits the job, insert the job and
     its calendar.sync.queued event (id ``event_id``), in the caller's transaction.
 
     PostgreSQL: one call of sync_trigger_admit (st0007), where the lock, then the admission with both inserts as a
     CTE took two statements and, in a transaction of their own, BEGIN and COMMIT around them. SQLite: the admission,
-    then the two inserts (BEGIN IMMEDIATE has serialised every writer already)."""
+    then the two inserts (BEGIN IMMEDIATE has serialised every writer already). A Database (PostgreSQL): the call
+    in autocommit, its own transaction (``Database.write_row``)."""
     admitted = {
         "workspace_id": job.workspace_id,
         "provider": job.provider,
@@ -335,13 +341,18 @@ async def _admit(connection: AsyncConnection, job: NewJob, *, event_id: str, cap
         **{f"job_{name}": getattr(job, name) for name in _JOB_COLUMNS},
         **{f"event_{name}": value for name, value in _queued_event_row(job, event_id=event_id, now=now).items()},
     }
-    if connection.dialect.name == "sqlite":
+    if isinstance(connection, Database):
+        row = await connection.write_row(_ADMIT, admitted)
+        if row is None:  # the function returns one row, always
+            raise RuntimeError("sync_trigger_admit returned no row")
+    elif connection.dialect.name == "sqlite":
         admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
         if admission.connected and not admission.full_sync_overlaps and admission.used < cap:
             await connection.execute(_INSERT_JOB, admitted)
             await connection.execute(_INSERT_QUEUED_EVENT, admitted)
         return admission
-    row = (await connection.execute(_ADMIT, admitted)).one()
+    else:
+        row = (await connection.execute(_ADMIT, admitted)).one()
     return _Admission(
         connected=bool(row.is_connected),
         full_sync_overlaps=bool(row.full_sync_overlaps),

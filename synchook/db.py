@@ -281,6 +281,19 @@ class Database:
             connection.execution_options(isolation_level="AUTOCOMMIT")
             return connection.execute(statement, params).first()
 
+    async def write_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
+        """One statement that writes, atomic on its own (as :meth:`single_statement`), and its first row (RETURNING,
+        a function's row) or None.
+
+        PostgreSQL: connecting, executing and closing in one crossing to SQLAlchemy's synchronous side, in
+        autocommit (as :meth:`first_row`), where :meth:`single_statement` crossed three times through the reader
+        engine, whose connections dispatch their events. SQLite: the ordinary unit of work.
+        """
+        if self.dialect == "sqlite":
+            async with self.single_statement() as connection:
+                return (await connection.execute(statement, params)).first()
+        return await greenlet_spawn(self._first_row, statement, params)
+
     @contextlib.asynccontextmanager
     async def single_statement(self) -> AsyncIterator[AsyncConnection]:
         """A Core connection for one statement that writes, atomic on its own (an ``INSERT … SELECT``, a function).
