@@ -6,9 +6,10 @@ returned event ids to the queue after commit.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from arq.connections import ArqRedis
@@ -332,7 +333,7 @@ async def _admit(
     PostgreSQL: one call of sync_trigger_admit (st0007), where the lock, then the admission with both inserts as a
     CTE took two statements and, in a transaction of their own, BEGIN and COMMIT around them. SQLite: the admission,
     then the two inserts (BEGIN IMMEDIATE has serialised every writer already). A Database (PostgreSQL): the call
-    in autocommit, its own transaction (``Database.write_row``)."""
+    in autocommit, its own transaction, on the driver's connection (``Database.driver_row``)."""
     admitted = {
         "workspace_id": job.workspace_id,
         "provider": job.provider,
@@ -342,17 +343,23 @@ async def _admit(
         **{f"event_{name}": value for name, value in _queued_event_row(job, event_id=event_id, now=now).items()},
     }
     if isinstance(connection, Database):
-        row = await connection.write_row(_ADMIT, admitted)
-        if row is None:  # the function returns one row, always
+        found = await connection.driver_row(_ADMIT_SQL, _driver_values(admitted))
+        if found is None:  # the function returns one row, always
             raise RuntimeError("sync_trigger_admit returned no row")
-    elif connection.dialect.name == "sqlite":
+        oldest = found["oldest_queued_at"]
+        return _Admission(
+            connected=bool(found["is_connected"]),
+            full_sync_overlaps=bool(found["full_sync_overlaps"]),
+            used=int(found["used_count"]),
+            oldest_queued_at=None if oldest is None else oldest.astimezone(UTC),
+        )
+    if connection.dialect.name == "sqlite":
         admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
         if admission.connected and not admission.full_sync_overlaps and admission.used < cap:
             await connection.execute(_INSERT_JOB, admitted)
             await connection.execute(_INSERT_QUEUED_EVENT, admitted)
         return admission
-    else:
-        row = (await connection.execute(_ADMIT, admitted)).one()
+    row = (await connection.execute(_ADMIT, admitted)).one()
     return _Admission(
         connected=bool(row.is_connected),
         full_sync_overlaps=bool(row.full_sync_overlaps),
@@ -457,6 +464,26 @@ _ADMIT = (
     )
     .columns(is_connected=Boolean, full_sync_overlaps=Boolean, used_count=Integer, oldest_queued_at=UTCDateTime)
 )
+# The same call for asyncpg itself (Database.driver_row), its parameters in _ADMIT_PARAMETERS' order.
+_ADMIT_SQL = (
+    "SELECT is_connected, full_sync_overlaps, used_count, oldest_queued_at "
+    f"FROM sync_trigger_admit({', '.join(f'${n}' for n in range(1, len(_ADMIT_PARAMETERS) + 1))})"
+)
+_ADMIT_JSON = frozenset({"event_data"})
+
+
+def _driver_values(admitted: dict[str, Any]) -> list[Any]:
+    """_ADMIT's parameters as SQLAlchemy binds them on asyncpg: times aware in UTC (UTCDateTime), JSON as its text
+    (the JSON type's json.dumps; the dialect's codec sends text), the rest as they are."""
+    values: list[Any] = []
+    for name in _ADMIT_PARAMETERS:
+        value = admitted[name]
+        if name in _ADMIT_JSON:
+            value = json.dumps(value)
+        elif isinstance(value, datetime):
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        values.append(value)
+    return values
 
 
 async def get_job(db: Database, *, workspace_id: str, job_id: str) -> Row[Any]:

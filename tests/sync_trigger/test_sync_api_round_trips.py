@@ -51,6 +51,29 @@ def autocommit(app_ctx: AppContext) -> Iterator[list[bool]]:
     event.remove(engine, "before_cursor_execute", record)
 
 
+@pytest.fixture
+def driver_queries(app_ctx: AppContext) -> Iterator[list[str]]:
+    """The statements run on the pool's asyncpg connections through asyncpg's own API (not SQLAlchemy's prepared
+    statements, which asyncpg does not log): Database.driver_row's, and the BEGIN and COMMIT of transactions."""
+    seen: list[str] = []
+    watched: list[Any] = []
+
+    def record(query: Any) -> None:
+        seen.append(query.query)
+
+    def watch(dbapi_connection: Any, *_args: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        driver.add_query_logger(record)
+        watched.append(driver)
+
+    pool = app_ctx.db.engine.sync_engine.pool
+    event.listen(pool, "checkout", watch)
+    yield seen
+    event.remove(pool, "checkout", watch)
+    for driver in watched:
+        driver.remove_query_logger(record)
+
+
 async def command_calls(redis: ArqRedis) -> dict[str, int]:
     stats = await redis.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
@@ -77,17 +100,25 @@ async def test_an_accepted_sync_enqueues_its_event_and_its_job_in_one_command(
 
 
 async def test_an_accepted_sync_is_one_statement_in_autocommit_on_postgresql(
-    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, autocommit: list[bool]
+    database_url: str,
+    app_ctx: AppContext,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    autocommit: list[bool],
+    driver_queries: list[str],
 ) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL's sync_trigger_admit function")
     await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
     autocommit.clear()
+    driver_queries.clear()
     response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
     assert response.status_code == 202
     # The lock, the admission and both inserts in one call, its own transaction: no BEGIN and COMMIT round trips.
-    # Before: the lock, then the admission with the inserts, in a transaction (four round trips).
-    assert autocommit == [True], autocommit
+    # Before: the lock, then the admission with the inserts, in a transaction (four round trips). The call runs on
+    # asyncpg itself (Database.driver_row), where SQLAlchemy ran it in autocommit (seen as [True] by `autocommit`).
+    assert autocommit == [], autocommit
+    assert len(driver_queries) == 1 and "sync_trigger_admit(" in driver_queries[0], driver_queries
     async with app_ctx.db.session() as session:
         job = await session.get(SyncJob, response.json()["data"]["job_id"])
         assert job is not None and job.status == "queued" and job.attempts == 0
