@@ -318,14 +318,17 @@ class Database:
             row: Mapping[str, Any] | None = await_only(driver.fetchrow(sql, *args))
             return row
         except Exception as error:
-            raise self._driver_error(pooled, sql, args, error) from error
+            wrapped = self._driver_error(pooled, sql, args, error)
+            if wrapped is error:
+                raise
+            raise wrapped from error
         finally:
             pooled.close()
 
     def _driver_error(self, pooled: Any, sql: str, args: Sequence[Any], error: Exception) -> Exception:
         """asyncpg's ``error`` as SQLAlchemy's execution raises it (IntegrityError, OperationalError…, parameters
-        hidden), and on a disconnect the pool invalidated as SQLAlchemy does: this connection dropped, the others
-        opened before it replaced at their next checkout (a server restart killed them all)."""
+        hidden as the engine hides them); on a disconnect the pool is invalidated as SQLAlchemy does: this
+        connection dropped, the others opened before it replaced at their next checkout (a restart killed them)."""
         dialect = self.engine.sync_engine.dialect
         translated: Exception = error
         try:
@@ -336,7 +339,13 @@ class Database:
         if isinstance(translated, dbapi_error):
             lost = dialect.is_disconnect(translated, pooled.dbapi_connection, None)
             wrapped: Exception = exc.DBAPIError.instance(
-                sql, args, translated, dbapi_error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
+                sql,
+                args,
+                translated,
+                dbapi_error,
+                hide_parameters=self.engine.sync_engine.hide_parameters,
+                connection_invalidated=lost,
+                dialect=dialect,
             )
         else:
             lost, wrapped = is_connection_error(error), error
