@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -99,5 +100,19 @@ async def test_driver_row_raises_errors_as_sqlalchemys_execution_does(database_u
         assert "[parameters" not in str(failure.value)  # hidden, as the engine hides them
         row = await db.driver_row("SELECT 2 AS two", [])
         assert row is not None and dict(row) == {"two": 2}  # the connection is still good
+    finally:
+        await db.close()
+
+
+async def test_driver_row_without_a_server_is_a_connection_error(database_url: str) -> None:
+    # PostgreSQL down (restarting, unreachable): the API answers 503 unavailable, as for SQLAlchemy's own checkout.
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL connections")
+    closed_port = make_url(database_url).set(port=1).render_as_string(hide_password=False)
+    db = Database(closed_port, pool_size=1)
+    try:
+        with pytest.raises(Exception) as failure:
+            await db.driver_row("SELECT 1", [])
+        assert is_connection_error(failure.value)
     finally:
         await db.close()
