@@ -164,24 +164,20 @@ async def get_subscription(session: AsyncSession, *, workspace_id: str, subscrip
 _events = Event.__table__  # type: ignore[attr-defined]
 
 # Built once: composing the statements cost more CPU per request than running them.
-_INSERT_TEST_EVENT = (
-    sa.insert(_events)
-    .from_select(
-        ["id", "workspace_id", "type", "target_subscription_id", "data", "created_at"],
-        sa.select(
-            sa.bindparam("event_id", type_=_events.c.id.type),
-            col(Subscription.workspace_id),
-            sa.literal("webhook.test", type_=_events.c.type.type),
-            col(Subscription.id),
-            sa.bindparam("data", type_=_events.c.data.type),
-            sa.bindparam("created_at", type_=_events.c.created_at.type),
-        ).where(
-            col(Subscription.id) == sa.bindparam("subscription_id"),
-            col(Subscription.workspace_id) == sa.bindparam("workspace_id"),
-            col(Subscription.deleted_at).is_(None),
-        ),
-    )
-    .returning(_events.c.id)
+_INSERT_TEST_EVENT = sa.insert(_events).from_select(
+    ["id", "workspace_id", "type", "target_subscription_id", "data", "created_at"],
+    sa.select(
+        sa.bindparam("event_id", type_=_events.c.id.type),
+        col(Subscription.workspace_id),
+        sa.literal("webhook.test", type_=_events.c.type.type),
+        col(Subscription.id),
+        sa.bindparam("data", type_=_events.c.data.type),
+        sa.bindparam("created_at", type_=_events.c.created_at.type),
+    ).where(
+        col(Subscription.id) == sa.bindparam("subscription_id"),
+        col(Subscription.workspace_id) == sa.bindparam("workspace_id"),
+        col(Subscription.deleted_at).is_(None),
+    ),
 )
 _ONE_SUBSCRIPTION = sa.select(Subscription).where(
     col(Subscription.id) == sa.bindparam("subscription_id"),
@@ -380,11 +376,11 @@ async def send_test_event(db: Database, *, workspace_id: str, subscription_id: s
 
     One statement: the event is inserted from the subscription's row, so only for a live subscription of the
     workspace (SubscriptionNotFound otherwise), where loading the subscription and then inserting took two. Its
-    own transaction (``Database.write_row``), and no ORM object: the row's values are bound as they are."""
+    own transaction (``Database.write``), and no ORM object: the row's values are bound as they are."""
     if not looks_like_id(subscription_id, ID_PREFIX):
         raise SubscriptionNotFound()
     event_id = new_id("evt")
-    inserted = await db.write_row(
+    inserted = await db.write(
         _INSERT_TEST_EVENT,
         {
             "event_id": event_id,
@@ -394,7 +390,7 @@ async def send_test_event(db: Database, *, workspace_id: str, subscription_id: s
             "created_at": utcnow(),
         },
     )
-    if inserted is None:
+    if inserted != 1:
         raise SubscriptionNotFound()
     logger.info("test event %s recorded for subscription %s", event_id, subscription_id)
     return event_id

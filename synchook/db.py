@@ -281,9 +281,8 @@ class Database:
             connection.execution_options(isolation_level="AUTOCOMMIT")
             return connection.execute(statement, params).first()
 
-    async def write_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
-        """One statement that writes, atomic on its own (as :meth:`single_statement`), and its first row (RETURNING,
-        a function's row) or None.
+    async def write(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        """One statement that writes, atomic on its own (as :meth:`single_statement`); its row count.
 
         PostgreSQL: connecting, executing and closing in one crossing to SQLAlchemy's synchronous side, in
         autocommit (as :meth:`first_row`), where :meth:`single_statement` crossed three times through the reader
@@ -291,8 +290,13 @@ class Database:
         """
         if self.dialect == "sqlite":
             async with self.single_statement() as connection:
-                return (await connection.execute(statement, params)).first()
-        return await greenlet_spawn(self._first_row, statement, params)
+                return (await connection.execute(statement, params)).rowcount
+        return await greenlet_spawn(self._write, statement, params)
+
+    def _write(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        with self.engine.sync_engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            return connection.execute(statement, params).rowcount
 
     async def driver_row(self, sql: str, args: Sequence[Any]) -> Mapping[str, Any] | None:
         """PostgreSQL: one statement (``$1``… parameters) on the pool's asyncpg connection itself, in autocommit (its

@@ -310,7 +310,7 @@ async def test_the_post_routes_cross_to_sqlalchemys_sync_side_once_on_postgresql
             greenlet.settrace(previous)
         crossed.append(len(crossings))
     assert answers == [202, 202]
-    # Connect, execute and close in one greenlet (Database.write_row); main: three, one for each.
+    # Connect, execute and close in one greenlet (Database.driver_row, Database.write); main: three, one for each.
     assert crossed == [1, 1], crossed
 
 
