@@ -125,12 +125,11 @@ async def rotate_secret(call: Call[None, RotateSecret]) -> Reply:
 
 async def send_test_event(call: Call[None, None]) -> TestEventSent:
     # One INSERT … SELECT: on PostgreSQL its own transaction (no BEGIN and COMMIT round trips).
-    async with call.ctx.db.single_statement() as connection:
-        event = await service.send_test_event(
-            connection, workspace_id=call.workspace_id, subscription_id=call.path["id"]
-        )
-    await hand_off_events(call.ctx.redis, [event.id])
-    return TestEventSent(event_id=event.id)
+    event_id = await service.send_test_event(
+        call.ctx.db, workspace_id=call.workspace_id, subscription_id=call.path["id"]
+    )
+    await hand_off_events(call.ctx.redis, [event_id], pipe=call.ctx.hits)
+    return TestEventSent(event_id=event_id)
 
 
 _ONE = "/v1/webhooks/subscriptions/{id}"

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from subscriptions.catalogue import ANY_EVENT, webhook_test_data
@@ -371,35 +371,29 @@ def _secret_view(subscription: Subscription, box: SecretBox, *, now: datetime) -
     )
 
 
-async def send_test_event(connection: AsyncConnection, *, workspace_id: str, subscription_id: str) -> Event:
-    """Record a ``webhook.test`` event for this subscription alone; the caller hands it off after commit.
+async def send_test_event(db: Database, *, workspace_id: str, subscription_id: str) -> str:
+    """Record a ``webhook.test`` event for this subscription alone and return its id; the caller hands it off.
 
     One statement: the event is inserted from the subscription's row, so only for a live subscription of the
-    workspace (SubscriptionNotFound otherwise), where loading the subscription and then inserting took two."""
+    workspace (SubscriptionNotFound otherwise), where loading the subscription and then inserting took two. Its
+    own transaction (``Database.write``), and no ORM object: the row's values are bound as they are."""
     if not looks_like_id(subscription_id, ID_PREFIX):
         raise SubscriptionNotFound()
-    event = Event(
-        id=new_id("evt"),
-        workspace_id=workspace_id,
-        type="webhook.test",
-        target_subscription_id=subscription_id,
-        data=webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
-        created_at=utcnow(),
-    )
-    inserted = await connection.execute(
+    event_id = new_id("evt")
+    inserted = await db.write(
         _INSERT_TEST_EVENT,
         {
-            "event_id": event.id,
+            "event_id": event_id,
             "workspace_id": workspace_id,
             "subscription_id": subscription_id,
-            "data": event.data,
-            "created_at": event.created_at,
+            "data": webhook_test_data(workspace_id=workspace_id, subscription_id=subscription_id),
+            "created_at": utcnow(),
         },
     )
-    if inserted.rowcount != 1:
+    if inserted != 1:
         raise SubscriptionNotFound()
-    logger.info("test event %s recorded for subscription %s", event.id, subscription_id)
-    return event
+    logger.info("test event %s recorded for subscription %s", event_id, subscription_id)
+    return event_id
 
 
 async def reseal_subscription_secrets(db: Database, box: SecretBox) -> ResealCount:

@@ -41,6 +41,7 @@ async def trigger_sync(call: Call[None, TriggerSyncBody]) -> Reply:
             cap=call.ctx.settings.on_demand_syncs_per_hour,
             idempotency_key=key,
             redis=call.ctx.redis,
+            pipe=call.ctx.hits,
         )
     except (SyncInProgress, SyncCapReached) as exc:
         # On this endpoint the X-RateLimit-* headers describe the on-demand cap, refusals included.

@@ -6,9 +6,10 @@ returned event ids to the queue after commit.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from arq.connections import ArqRedis
@@ -42,6 +43,7 @@ from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.errors import NotFound, ValidationFailed
 from synchook.ids import looks_like_id, new_id
 from synchook.outbox import RELAY_TASK, Enqueue, Event, record_event
+from synchook.pipelined import PipelinedRedis
 from synchook.queue import QUEUE_NAME
 from synchook.reseal import ResealCount, reseal_columns
 from synchook.timeutil import isoformat, utcnow
@@ -154,13 +156,16 @@ async def trigger_sync(
     idempotency_key: str | None = None,
     redis: ArqRedis | None = None,
     queue: str = QUEUE_NAME,
+    pipe: PipelinedRedis | None = None,
 ) -> Accepted:
     """Queue an on-demand sync (or replay the response stored under the idempotency key).
 
     Up to three units of work (claim the key, queue the job, release the key on failure), so it takes the
-    `db` they are opened from, not a session."""
+    `db` they are opened from, not a session. ``pipe``: the API's pipelined Redis connection, which then carries the
+    enqueue (synchook.enqueue.enqueue_jobs)."""
     window = resolve_window(body, now=utcnow())
-    request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
+    # The request's fingerprint only matters under a key (2 % of a request's CPU otherwise).
+    request_hash = "" if idempotency_key is None else idempotency.fingerprint(body.model_dump(mode="json"))
     if idempotency_key is not None:
         replay = await idempotency.claim(
             db, workspace_id=workspace_id, scope=IDEMPOTENCY_SCOPE, key=idempotency_key, request_hash=request_hash
@@ -170,9 +175,11 @@ async def trigger_sync(
                 quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
             return Accepted(replay.status_code, replay.response, quota, replayed=True)
     try:
-        if idempotency_key is None:
+        if idempotency_key is None and db.dialect != "sqlite":
             # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007)
-            # in autocommit, its own transaction: one round trip.
+            # in autocommit, its own transaction: one round trip, run on asyncpg itself (Database.driver_row).
+            queued = await _queue(db, workspace_id=workspace_id, body=body, window=window, cap=cap)
+        elif idempotency_key is None:
             async with db.single_statement() as connection:
                 queued = await _queue(connection, workspace_id=workspace_id, body=body, window=window, cap=cap)
         else:
@@ -194,7 +201,7 @@ async def trigger_sync(
         if idempotency_key is not None:
             await _release_quietly(db, workspace_id=workspace_id, key=idempotency_key)
         raise
-    await _hand_over(redis, queue, event_id=queued.event_id, job_id=queued.job_id)
+    await _hand_over(redis, queue, event_id=queued.event_id, job_id=queued.job_id, pipe=pipe)
     quota = SyncQuota(
         limit=cap, used=queued.quota.used + 1, oldest_queued_at=queued.quota.oldest_queued_at or queued.at, now=utcnow()
     )
@@ -211,15 +218,16 @@ class _Queued:
 
 
 async def _queue(
-    connection: AsyncConnection,
+    connection: AsyncConnection | Database,
     *,
     workspace_id: str,
     body: TriggerSyncBody,
     window: tuple[datetime | None, datetime | None],
     cap: int,
 ) -> _Queued:
-    """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction; the
-    refusals (NoConnection, SyncInProgress, SyncCapReached) are raised here."""
+    """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction (a
+    Database: PostgreSQL's call alone, its own transaction); the refusals (NoConnection, SyncInProgress,
+    SyncCapReached) are raised here."""
     # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before the
     # call that takes the workspace lock; the cap stays exact (a request counts every job queued after its own
     # window start, whatever the order of the clocks).
@@ -253,14 +261,16 @@ async def _release_quietly(db: Database, *, workspace_id: str, key: str) -> None
         logger.warning("idempotency key not released: %s", type(exc).__name__)
 
 
-async def _hand_over(redis: ArqRedis | None, queue: str, *, event_id: str, job_id: str) -> None:
+async def _hand_over(
+    redis: ArqRedis | None, queue: str, *, event_id: str, job_id: str, pipe: PipelinedRedis | None
+) -> None:
     """After commit, best effort, in one round trip: the event's outbox hand-off and the job (the relay sweeper and
     the recovery cron repair a miss). The job id is its arq job id, so it is never queued twice."""
     if redis is None:
         return
     jobs = [QueuedJob(RELAY_TASK, ([event_id],)), QueuedJob(RUN_SYNC_TASK, (job_id,), job_id=job_id)]
     try:
-        await enqueue_jobs(redis, jobs, queue=queue)
+        await enqueue_jobs(redis, jobs, queue=queue, pipe=pipe)
     except Exception as exc:
         logger.warning("sync job %s not enqueued (sweeper and recovery will retry): %s", job_id, type(exc).__name__)
 
@@ -315,13 +325,16 @@ async def _admission(
     )
 
 
-async def _admit(connection: AsyncConnection, job: NewJob, *, event_id: str, cap: int, now: datetime) -> _Admission:
+async def _admit(
+    connection: AsyncConnection | Database, job: NewJob, *, event_id: str, cap: int, now: datetime
+) -> _Admission:
     """Take the workspace's lock, read the admission (as `_admission`) and, if it admits the job, insert the job and
     its calendar.sync.queued event (id ``event_id``), in the caller's transaction.
 
     PostgreSQL: one call of sync_trigger_admit (st0007), where the lock, then the admission with both inserts as a
     CTE took two statements and, in a transaction of their own, BEGIN and COMMIT around them. SQLite: the admission,
-    then the two inserts (BEGIN IMMEDIATE has serialised every writer already)."""
+    then the two inserts (BEGIN IMMEDIATE has serialised every writer already). A Database (PostgreSQL): the call
+    in autocommit, its own transaction, on the driver's connection (``Database.driver_row``)."""
     admitted = {
         "workspace_id": job.workspace_id,
         "provider": job.provider,
@@ -330,6 +343,17 @@ async def _admit(connection: AsyncConnection, job: NewJob, *, event_id: str, cap
         **{f"job_{name}": getattr(job, name) for name in _JOB_COLUMNS},
         **{f"event_{name}": value for name, value in _queued_event_row(job, event_id=event_id, now=now).items()},
     }
+    if isinstance(connection, Database):
+        found = await connection.driver_row(_ADMIT_SQL, _driver_values(admitted))
+        if found is None:  # the function returns one row, always
+            raise RuntimeError("sync_trigger_admit returned no row")
+        oldest = found["oldest_queued_at"]
+        return _Admission(
+            connected=bool(found["is_connected"]),
+            full_sync_overlaps=bool(found["full_sync_overlaps"]),
+            used=int(found["used_count"]),
+            oldest_queued_at=None if oldest is None else oldest.astimezone(UTC),
+        )
     if connection.dialect.name == "sqlite":
         admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
         if admission.connected and not admission.full_sync_overlaps and admission.used < cap:
@@ -441,6 +465,26 @@ _ADMIT = (
     )
     .columns(is_connected=Boolean, full_sync_overlaps=Boolean, used_count=Integer, oldest_queued_at=UTCDateTime)
 )
+# The same call for asyncpg itself (Database.driver_row), its parameters in _ADMIT_PARAMETERS' order.
+_ADMIT_SQL = (
+    "SELECT is_connected, full_sync_overlaps, used_count, oldest_queued_at "
+    f"FROM sync_trigger_admit({', '.join(f'${n}' for n in range(1, len(_ADMIT_PARAMETERS) + 1))})"
+)
+_ADMIT_JSON = frozenset({"event_data"})
+
+
+def _driver_values(admitted: dict[str, Any]) -> list[Any]:
+    """_ADMIT's parameters as SQLAlchemy binds them on asyncpg: times aware in UTC (UTCDateTime), JSON as its text
+    (the JSON type's json.dumps; the dialect's codec sends text), the rest as they are."""
+    values: list[Any] = []
+    for name in _ADMIT_PARAMETERS:
+        value = admitted[name]
+        if name in _ADMIT_JSON:
+            value = json.dumps(value)
+        elif isinstance(value, datetime):
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        values.append(value)
+    return values
 
 
 async def get_job(db: Database, *, workspace_id: str, job_id: str) -> Row[Any]:

@@ -28,7 +28,8 @@ class AppContext:
     redis: ArqRedis | None = None
     # API keys this process found valid a moment ago (the API's authorization; see synchook.auth.cache).
     keys: KeyCache = field(default_factory=KeyCache)
-    # The per-key rate limit's connections to ``redis`` (synchook.http.ratelimit); None without Redis.
+    # The per-key rate limit's connection to ``redis`` (synchook.http.ratelimit), pipelined; the POST routes' enqueue
+    # scripts go on it too (synchook.pipelined). None without Redis.
     hits: HitCounter | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:

@@ -5,9 +5,12 @@ Counted, not timed: the statements the API's database ran and the commands Redis
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import greenlet
 import httpx
 import pytest
 from arq.connections import ArqRedis
@@ -20,6 +23,8 @@ from synchook.context import AppContext
 from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.outbox import RELAY_TASK, Event
 from synchook.queue import QUEUE_NAME
+from synchook.root.app import create_app
+from synchook.settings import Settings
 from tests.factories import Tenant, make_tenant
 from tests.factories.webhooks import make_subscription
 from tests.sync_trigger.test_sync_api import connect
@@ -44,6 +49,29 @@ def autocommit(app_ctx: AppContext) -> Iterator[list[bool]]:
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def driver_queries(app_ctx: AppContext) -> Iterator[list[str]]:
+    """The statements run on the pool's asyncpg connections through asyncpg's own API (not SQLAlchemy's prepared
+    statements, which asyncpg does not log): Database.driver_row's, and the BEGIN and COMMIT of transactions."""
+    seen: list[str] = []
+    watched: list[Any] = []
+
+    def record(query: Any) -> None:
+        seen.append(query.query)
+
+    def watch(dbapi_connection: Any, *_args: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        driver.add_query_logger(record)
+        watched.append(driver)
+
+    pool = app_ctx.db.engine.sync_engine.pool
+    event.listen(pool, "checkout", watch)
+    yield seen
+    event.remove(pool, "checkout", watch)
+    for driver in watched:
+        driver.remove_query_logger(record)
 
 
 async def command_calls(redis: ArqRedis) -> dict[str, int]:
@@ -72,17 +100,25 @@ async def test_an_accepted_sync_enqueues_its_event_and_its_job_in_one_command(
 
 
 async def test_an_accepted_sync_is_one_statement_in_autocommit_on_postgresql(
-    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant, autocommit: list[bool]
+    database_url: str,
+    app_ctx: AppContext,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    autocommit: list[bool],
+    driver_queries: list[str],
 ) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL's sync_trigger_admit function")
     await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
     autocommit.clear()
+    driver_queries.clear()
     response = await client.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
     assert response.status_code == 202
     # The lock, the admission and both inserts in one call, its own transaction: no BEGIN and COMMIT round trips.
-    # Before: the lock, then the admission with the inserts, in a transaction (four round trips).
-    assert autocommit == [True], autocommit
+    # Before: the lock, then the admission with the inserts, in a transaction (four round trips). The call runs on
+    # asyncpg itself (Database.driver_row), where SQLAlchemy ran it in autocommit (seen as [True] by `autocommit`).
+    assert autocommit == [], autocommit
+    assert len(driver_queries) == 1 and "sync_trigger_admit(" in driver_queries[0], driver_queries
     async with app_ctx.db.session() as session:
         job = await session.get(SyncJob, response.json()["data"]["job_id"])
         assert job is not None and job.status == "queued" and job.attempts == 0
@@ -165,3 +201,145 @@ async def test_an_accepted_sync_and_a_test_event_run_their_statements_without_an
     assert (synced.status_code, tested.status_code) == (202, 202)
     # Core statements on the unit of work's connection: no session set up, asked for its connection and closed.
     assert orm_executes == [], orm_executes
+
+
+@contextlib.asynccontextmanager
+async def _api_as_deployed(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant, str, AppContext]]:
+    """The API with its own context, as `synchook api` opens it (a lazy Redis client with a socket timeout, whose
+    writes redis-py runs in tasks); a client, a connected tenant, its subscription's test path, the context."""
+    ctx = await AppContext.open(settings)
+    try:
+        tenant = await make_tenant(ctx)
+        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
+        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            await connect(http, tenant, "google")
+            yield http, tenant, f"/v1/webhooks/subscriptions/{sub.id}/test", ctx
+    finally:
+        await ctx.close()
+
+
+@contextlib.contextmanager
+def _tasks_started() -> Iterator[list[str]]:
+    loop = asyncio.get_running_loop()
+    started: list[str] = []
+    previous = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        module = coro.cr_frame.f_globals.get("__name__", "") if getattr(coro, "cr_frame", None) else ""
+        started.append(f"{module}:{getattr(coro, '__qualname__', repr(coro))}")
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        yield started
+    finally:
+        loop.set_task_factory(previous)
+
+
+async def test_the_post_routes_enqueue_on_the_apis_pipelined_connection(settings: Settings, redis: ArqRedis) -> None:
+    async with _api_as_deployed(settings) as (http, tenant, test_path, _ctx):
+        await http.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
+        await redis.config_resetstat()
+        with _tasks_started() as started:
+            synced = await http.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
+            tested = await http.post(test_path, headers=tenant.headers)
+    assert (synced.status_code, tested.status_code) == (202, 202)
+    # The enqueue scripts went out on the rate limit's pipelined connection: no task of redis-py's. Before, its pool
+    # ran each script's write in a task of its own (asyncio.wait_for, the client having a socket timeout). (SQLite's
+    # unit of work starts tasks of its own: its lock, the session's close.)
+    assert [name for name in started if not name.startswith(("sqlalchemy", "asyncio"))] == [], started
+    calls = await command_calls(redis)
+    assert calls.get("evalsha") == 4, calls  # per request: the rate limit, the enqueue
+    queued = {job.job_id: job for job in await redis.queued_jobs(queue_name=QUEUE_NAME)}
+    job_id = synced.json()["data"]["job_id"]
+    assert queued[job_id].function == RUN_SYNC_TASK and list(queued[job_id].args) == [job_id]
+    relayed = [list(job.args) for job in queued.values() if job.function == RELAY_TASK]
+    assert [[tested.json()["data"]["event_id"]]] in relayed and len(relayed) == 2
+
+
+async def test_the_enqueue_script_survives_a_script_flush_on_the_pipelined_connection(
+    settings: Settings, redis: ArqRedis
+) -> None:
+    async with _api_as_deployed(settings) as (http, tenant, test_path, _ctx):
+        assert (await http.post(test_path, headers=tenant.headers)).status_code == 202
+        await redis.script_flush()  # a Redis that lost its scripts (restarted, flushed) answers NOSCRIPT
+        response = await http.post(test_path, headers=tenant.headers)
+    assert response.status_code == 202
+    queued = await redis.queued_jobs(queue_name=QUEUE_NAME)
+    assert [[response.json()["data"]["event_id"]]] in [list(job.args) for job in queued if job.function == RELAY_TASK]
+
+
+async def test_an_accepted_sync_is_kept_for_recovery_when_the_apis_redis_is_unreachable(settings: Settings) -> None:
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with _api_as_deployed(unreachable) as (http, tenant, test_path, ctx):
+        synced = await http.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
+        tested = await http.post(test_path, headers=tenant.headers)
+        assert (synced.status_code, tested.status_code) == (202, 202)
+        # Committed and left for the recovery cron and the relay sweeper, as when arq's enqueue failed.
+        async with ctx.db.session() as session:
+            job = await session.get(SyncJob, synced.json()["data"]["job_id"])
+            assert job is not None and job.status == "queued"
+            event = await session.get(Event, tested.json()["data"]["event_id"])
+            assert event is not None and event.dispatched_at is None
+
+
+async def test_the_post_routes_cross_to_sqlalchemys_sync_side_once_on_postgresql(
+    database_url: str, app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's autocommit statement (SQLite's is a unit of work)")
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    await client.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
+    answers: list[int] = []
+    crossed: list[int] = []
+    for method, path, body in (
+        ("POST", "/v1/calendar/sync", {"mode": "incremental"}),
+        ("POST", f"/v1/webhooks/subscriptions/{sub.id}/test", None),
+    ):
+        crossings: dict[int, None] = {}
+
+        def trace(event_name: str, args: Any, crossings: dict[int, None] = crossings) -> None:
+            if event_name in ("switch", "throw") and args[1].parent is not None:
+                crossings.setdefault(id(args[1]))
+
+        previous = greenlet.settrace(trace)
+        try:
+            answers.append((await client.request(method, path, headers=tenant.headers, json=body)).status_code)
+        finally:
+            greenlet.settrace(previous)
+        crossed.append(len(crossings))
+    assert answers == [202, 202]
+    # Connect, execute and close in one greenlet (Database.driver_row, Database.write); main: three, one for each.
+    assert crossed == [1, 1], crossed
+
+
+async def test_a_test_event_builds_no_orm_object(
+    app_ctx: AppContext, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    sub = await make_subscription(app_ctx, tenant.workspace_id, url="https://example.com/hook")
+    built: list[str] = []
+
+    def record(target: Any, *_args: Any) -> None:
+        built.append(type(target).__name__)
+
+    event.listen(Event, "init", record)
+    try:
+        response = await client.post(f"/v1/webhooks/subscriptions/{sub.id}/test", headers=tenant.headers)
+    finally:
+        event.remove(Event, "init", record)
+    assert response.status_code == 202
+    assert built == []  # before: an Event built to carry the row's values (4 % of the route's CPU)
+    async with app_ctx.db.session() as session:
+        recorded = await session.get(Event, response.json()["data"]["event_id"])
+    assert recorded is not None
+    assert (recorded.type, recorded.target_subscription_id, recorded.workspace_id) == (
+        "webhook.test",
+        sub.id,
+        tenant.workspace_id,
+    )
+    assert recorded.data == {
+        "workspace_id": tenant.workspace_id,
+        "subscription_id": sub.id,
+        "message": "This is a test event from Synchook.",
+    }
