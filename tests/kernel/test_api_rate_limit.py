@@ -6,9 +6,7 @@ failed open."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,10 +15,9 @@ from arq.connections import ArqRedis
 
 from synchook.context import AppContext
 from synchook.http.ratelimit import HitCounter, hit_api_limit
-from synchook.root.app import create_app
 from synchook.settings import Settings
-from tests.factories import Tenant, make_tenant
-from tests.factories.webhooks import make_subscription
+from tests.factories import make_tenant
+from tests.support.deployed_api import api_as_deployed
 
 
 async def test_the_count_survives_a_script_flush(redis: ArqRedis) -> None:
@@ -37,23 +34,8 @@ async def test_the_count_survives_a_script_flush(redis: ArqRedis) -> None:
     assert 0 < await redis.ttl(name) <= 120  # the window expires
 
 
-@contextlib.asynccontextmanager
-async def _api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant, str]]:
-    """The API with its own context, as `synchook api` opens it (its Redis client has a socket timeout: redis-py
-    then runs each write in a task); a client, a tenant, and the path of one of its subscriptions."""
-    ctx = await AppContext.open(settings)
-    try:
-        tenant = await make_tenant(ctx)
-        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
-        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield http, tenant, f"/v1/webhooks/subscriptions/{sub.id}"
-    finally:
-        await ctx.close()
-
-
 async def test_a_request_with_a_known_key_starts_no_task(settings: Settings) -> None:
-    async with _api(settings) as (http, tenant, path):
+    async with api_as_deployed(settings) as (http, tenant, path, _ctx):
         first = await http.get(path, headers=tenant.headers)  # looks the key up
         loop = asyncio.get_running_loop()
         started: list[str] = []
@@ -78,7 +60,7 @@ async def test_a_request_with_a_known_key_starts_no_task(settings: Settings) -> 
 async def test_the_limit_still_counts_after_redis_dropped_the_apis_connections(
     settings: Settings, redis: ArqRedis
 ) -> None:
-    async with _api(settings) as (http, tenant, path):
+    async with api_as_deployed(settings) as (http, tenant, path, _ctx):
         first = await http.get(path, headers=tenant.headers)
         # What a Redis restart does to the connections the limiter keeps between requests.
         assert await redis.client_kill_filter(_type="normal", skipme=True) >= 1
@@ -89,7 +71,8 @@ async def test_the_limit_still_counts_after_redis_dropped_the_apis_connections(
 
 
 async def test_concurrent_requests_are_answered_while_redis_is_unreachable(settings: Settings) -> None:
-    async with _api(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as (http, tenant, path):
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with api_as_deployed(unreachable) as (http, tenant, path, _ctx):
         answers = await asyncio.gather(*(http.get(path, headers=tenant.headers) for _ in range(5)))
     # The limiter fails open: every request is served, with the whole limit as remaining.
     limit = str(settings.api_requests_per_minute)

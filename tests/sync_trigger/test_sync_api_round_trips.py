@@ -23,10 +23,10 @@ from synchook.context import AppContext
 from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.outbox import RELAY_TASK, Event
 from synchook.queue import QUEUE_NAME
-from synchook.root.app import create_app
 from synchook.settings import Settings
 from tests.factories import Tenant, make_tenant
 from tests.factories.webhooks import make_subscription
+from tests.support.deployed_api import api_as_deployed
 from tests.sync_trigger.test_sync_api import connect
 
 
@@ -204,19 +204,11 @@ async def test_an_accepted_sync_and_a_test_event_run_their_statements_without_an
 
 
 @contextlib.asynccontextmanager
-async def _api_as_deployed(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant, str, AppContext]]:
-    """The API with its own context, as `synchook api` opens it (a lazy Redis client with a socket timeout, whose
-    writes redis-py runs in tasks); a client, a connected tenant, its subscription's test path, the context."""
-    ctx = await AppContext.open(settings)
-    try:
-        tenant = await make_tenant(ctx)
-        sub = await make_subscription(ctx, tenant.workspace_id, url="https://example.com/hook")
-        transport = httpx.ASGITransport(app=create_app(settings, context=ctx))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            await connect(http, tenant, "google")
-            yield http, tenant, f"/v1/webhooks/subscriptions/{sub.id}/test", ctx
-    finally:
-        await ctx.close()
+async def _connected_api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant, str, AppContext]]:
+    """The API as deployed (tests.support.deployed_api), its tenant connected; the subscription's test path."""
+    async with api_as_deployed(settings) as api:
+        await connect(api.http, api.tenant, "google")
+        yield api.http, api.tenant, api.subscription_path + "/test", api.ctx
 
 
 @contextlib.contextmanager
@@ -238,7 +230,7 @@ def _tasks_started() -> Iterator[list[str]]:
 
 
 async def test_the_post_routes_enqueue_on_the_apis_pipelined_connection(settings: Settings, redis: ArqRedis) -> None:
-    async with _api_as_deployed(settings) as (http, tenant, test_path, _ctx):
+    async with _connected_api(settings) as (http, tenant, test_path, _ctx):
         await http.get("/v1/calendar/connections", headers=tenant.headers)  # the key looked up: the cache's hit path
         await redis.config_resetstat()
         with _tasks_started() as started:
@@ -261,7 +253,7 @@ async def test_the_post_routes_enqueue_on_the_apis_pipelined_connection(settings
 async def test_the_enqueue_script_survives_a_script_flush_on_the_pipelined_connection(
     settings: Settings, redis: ArqRedis
 ) -> None:
-    async with _api_as_deployed(settings) as (http, tenant, test_path, _ctx):
+    async with _connected_api(settings) as (http, tenant, test_path, _ctx):
         assert (await http.post(test_path, headers=tenant.headers)).status_code == 202
         await redis.script_flush()  # a Redis that lost its scripts (restarted, flushed) answers NOSCRIPT
         response = await http.post(test_path, headers=tenant.headers)
@@ -272,7 +264,7 @@ async def test_the_enqueue_script_survives_a_script_flush_on_the_pipelined_conne
 
 async def test_an_accepted_sync_is_kept_for_recovery_when_the_apis_redis_is_unreachable(settings: Settings) -> None:
     unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    async with _api_as_deployed(unreachable) as (http, tenant, test_path, ctx):
+    async with _connected_api(unreachable) as (http, tenant, test_path, ctx):
         synced = await http.post("/v1/calendar/sync", headers=tenant.headers, json={"mode": "incremental"})
         tested = await http.post(test_path, headers=tenant.headers)
         assert (synced.status_code, tested.status_code) == (202, 202)
