@@ -295,6 +295,15 @@ async def disable_subscription(
     return bool(getattr(result, "rowcount", 0))
 
 
+def endpoints_alive(ids: Collection[str] | sa.Select[Any]) -> sa.Update:
+    """These subscriptions proved alive (a success): their failing streak ends. The ids, or a select of them for a
+    caller that runs this as part of a larger statement (webhooks.delivery.record writes a flush of successes in
+    one). The WHERE avoids rewriting healthy rows."""
+    s = _subscriptions.c
+    which = s.id.in_(ids) if isinstance(ids, sa.Select) else among(s.id, sorted(ids))
+    return sa.update(_subscriptions).where(which, s.failing_since.is_not(None)).values(failing_since=None)
+
+
 async def record_endpoint_health(
     session: AsyncSession, *, succeeded: Collection[str], failed: Collection[str], now: datetime
 ) -> None:
@@ -302,12 +311,7 @@ async def record_endpoint_health(
     (or continue) its failing streak. Across workspaces, by subscription id: the delivery side's batches are."""
     s = _subscriptions.c
     if succeeded:
-        # The WHERE avoids rewriting healthy rows.
-        await session.execute(
-            sa.update(_subscriptions)
-            .where(among(s.id, sorted(succeeded)), s.failing_since.is_not(None))
-            .values(failing_since=None)
-        )
+        await session.execute(endpoints_alive(succeeded))
     only_failed = sorted(set(failed) - set(succeeded))
     if only_failed:
         await session.execute(

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from subscriptions.models import Subscription
+from subscriptions.service import endpoints_alive
 from synchook.bulk import insert_rows, update_rows
 from webhooks.delivery.stages import Cancelled, Deferred, Recorded, Sent, Settled
 from webhooks.health import update_health
@@ -30,7 +30,6 @@ __all__ = ["all_succeeded", "record_outcomes", "record_successes"]
 
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
-_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 _ERROR_LIMIT = 1000
 # The row key of an outcome update naming the lease it was sent under (checked, not set).
 _HELD_BY = "held_by"
@@ -261,15 +260,8 @@ def _record_successes() -> sa.Select[Any]:
         )
         .cte("attempted")
     )
-    # A success proves its endpoint alive (subscriptions.service.record_endpoint_health, here in the same statement).
-    alive = (
-        sa.update(_subscriptions)
-        .where(
-            _subscriptions.c.id.in_(sa.select(recorded.c.subscription_id)), _subscriptions.c.failing_since.is_not(None)
-        )
-        .values(failing_since=sa.null())
-        .cte("alive")
-    )
+    # A success proves its endpoint alive: the subscriptions' own statement (record_endpoint_health's), inside this one.
+    alive = endpoints_alive(sa.select(recorded.c.subscription_id)).cte("alive")
     return sa.select(recorded.c.id).add_cte(attempted, alive)
 
 
