@@ -71,6 +71,9 @@ class Response:
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
+# A response whose status line and headers take more is refused (aiohttp's limit was 8 KiB a line, 100 headers).
+HEAD_LIMIT = 64 * 1024
+
 
 class _Connection(asyncio.Protocol):
     """One connection to an origin: at most one request in flight, its response parsed as it arrives."""
@@ -82,6 +85,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[Response] | None = None
+        self._head = 0  # bytes received of the current response while its headers were not complete
         self._reset()
 
     def _reset(self) -> None:
@@ -102,6 +106,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if self._status is None:
+                # The parser keeps a header until it ends: a receiver sending one without end is cut off here.
+                self._head += len(data)
+                if self._head > HEAD_LIMIT:
+                    raise httptools.HttpParserError(f"headers longer than {HEAD_LIMIT} bytes")
         except httptools.HttpParserUpgrade:
             self._finish(keep=False)  # 101 Switching Protocols: not a success, and the connection is not HTTP now
             self.close()
@@ -147,6 +156,7 @@ class _Connection(asyncio.Protocol):
     def request(self, data: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None
         self._reset()
+        self._head = 0
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._waiter

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from webhooks.http_client import DeliveryClient
+from webhooks.http_client import HEAD_LIMIT, DeliveryClient
 from webhooks.safe_resolver import SafeResolver
 from webhooks.sender import Outcome, post
 
@@ -256,3 +256,11 @@ def _self_signed(directory: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+async def test_headers_without_end_are_cut_off(client: DeliveryClient) -> None:
+    endless = b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * (HEAD_LIMIT * 4)
+    async with scripted(lambda _request: endless) as receiver:
+        outcome = await _post(client, f"http://127.0.0.1:{receiver.port}/")
+    assert outcome.status_code is None
+    assert outcome.error is not None and outcome.error.startswith("invalid HTTP response: headers longer than")
