@@ -7,7 +7,6 @@ recorded attempt and is retried like a 5xx.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from dataclasses import dataclass
@@ -117,9 +116,9 @@ def _status_error(status: int, location: str | None) -> str:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line, secret-free description of why an attempt got no HTTP response."""
-    forbidden = _find(exc, ForbiddenTargetError)
-    if forbidden is not None:
-        text = f"forbidden target: {forbidden}"
+    # Raised as they are: the client wraps only what it reports as a connection or DNS error.
+    if isinstance(exc, ForbiddenTargetError):
+        text = f"forbidden target: {exc}"
     elif isinstance(exc, ssl.SSLCertVerificationError):
         text = f"TLS certificate error: {exc}"
     elif isinstance(exc, ssl.SSLError):
@@ -134,22 +133,8 @@ def describe_error(exc: BaseException) -> str:
         text = f"invalid URL: {exc}"
     elif isinstance(exc, InvalidResponse):
         text = str(exc)
-    elif isinstance(exc, (OSError, asyncio.IncompleteReadError)):
+    elif isinstance(exc, OSError):
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     else:
         text = f"unexpected error: {type(exc).__name__}"
     return text[:_ERROR_LIMIT]
-
-
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, kind):
-            return seen
-        os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, kind):
-            return os_error
-        seen = seen.__cause__ or seen.__context__
-    return None
