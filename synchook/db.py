@@ -6,10 +6,10 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ARRAY, DateTime, any_, bindparam, event, exc
-from sqlalchemy.engine import Dialect, Row, make_url
+from sqlalchemy.engine import CursorResult, Dialect, Result, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Executable
@@ -199,6 +199,21 @@ def ping_after_idle(engine: AsyncEngine, idle_seconds: float) -> None:
             raise
 
 
+T = TypeVar("T")
+
+
+def _first(result: Result[Any]) -> Row[Any] | None:
+    return result.first()
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return cast("CursorResult[Any]", result).rowcount
+
+
+def _all(result: Result[Any]) -> list[Row[Any]]:
+    return list(result.all())
+
+
 class Database:
     """Engine plus session factory; `session()` is a unit of work that commits or rolls back."""
 
@@ -274,12 +289,7 @@ class Database:
         if self.dialect == "sqlite":
             with self._reader.sync_engine.connect() as connection:
                 return connection.execute(statement, params).first()
-        # PostgreSQL: autocommit set on this connection, not through the reader engine's options. An engine with
-        # options listens to its connections' events (to set the isolation level at each checkout), so every
-        # connection of it dispatched its events (connect, before/after execute, begin, rollback): ~5 % of a GET.
-        with self.engine.sync_engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            return connection.execute(statement, params).first()
+        return self._in_autocommit(statement, params, _first)
 
     async def write(self, statement: Executable, params: Mapping[str, Any]) -> int:
         """One statement that writes, atomic on its own (as :meth:`single_statement`); its row count.
@@ -288,15 +298,29 @@ class Database:
         autocommit (as :meth:`first_row`), where :meth:`single_statement` crossed three times through the reader
         engine, whose connections dispatch their events. SQLite: the ordinary unit of work.
         """
+        return await self._write(statement, params, _rowcount)
+
+    async def write_rows(self, statement: Executable, params: Mapping[str, Any]) -> list[Row[Any]]:
+        """As :meth:`write`, the rows its RETURNING gives."""
+        return await self._write(statement, params, _all)
+
+    async def _write(self, statement: Executable, params: Mapping[str, Any], read: Callable[[Result[Any]], T]) -> T:
         if self.dialect == "sqlite":
             async with self.single_statement() as connection:
-                return (await connection.execute(statement, params)).rowcount
-        return await greenlet_spawn(self._write, statement, params)
+                return read(await connection.execute(statement, params))
+        return await greenlet_spawn(self._in_autocommit, statement, params, read)
 
-    def _write(self, statement: Executable, params: Mapping[str, Any]) -> int:
+    def _in_autocommit(self, statement: Executable, params: Mapping[str, Any], read: Callable[[Result[Any]], T]) -> T:
+        """PostgreSQL, on SQLAlchemy's synchronous side: one statement on a pooled connection in autocommit, what
+        ``read`` takes from its result before the connection goes back.
+
+        Autocommit is set on this connection, not through the reader engine's options. An engine with options
+        listens to its connections' events (to set the isolation level at each checkout), so every connection of it
+        dispatched its events (connect, before/after execute, begin, rollback): ~5 % of a GET.
+        """
         with self.engine.sync_engine.connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")
-            return connection.execute(statement, params).rowcount
+            return read(connection.execute(statement, params))
 
     async def driver_row(self, sql: str, args: Sequence[Any]) -> Mapping[str, Any] | None:
         """PostgreSQL: one statement (``$1``… parameters) on the pool's asyncpg connection itself, in autocommit (its

@@ -17,10 +17,11 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from subscriptions.service import endpoints_alive
 from synchook.bulk import insert_rows, update_rows
+from synchook.db import Database
 from webhooks.delivery.stages import Cancelled, Deferred, Recorded, Sent, Settled
 from webhooks.health import update_health
 from webhooks.models import Delivery, DeliveryAttempt
@@ -74,16 +75,16 @@ def all_succeeded(groups: Groups) -> bool:
     )
 
 
-async def record_successes(connection: AsyncConnection, groups: Groups, *, now: datetime) -> Recorded:
-    """:func:`record_outcomes` for PostgreSQL and outcomes that :func:`all_succeeded`, as one statement on a connection
-    in autocommit (``Database.single_statement``): the same rows written, under the same lease check."""
+async def record_successes(db: Database, groups: Groups, *, now: datetime) -> Recorded:
+    """:func:`record_outcomes` for PostgreSQL and outcomes that :func:`all_succeeded`, as one statement in autocommit
+    (``Database.write_rows``): the same rows written, under the same lease check."""
     rows = [_success_row(cast(Sent, sent), lease_owner) for batch, lease_owner in groups for sent in batch]
     columns = list(zip(*rows, strict=True))
-    result = await connection.execute(
+    written = await db.write_rows(
         _RECORD_SUCCESSES,
         {"now": now} | {_ARRAY + name: list(c) for name, c in zip(_SUCCESS_COLUMNS, columns, strict=True)},
     )
-    recorded = {row[0] for row in result}
+    recorded = {row[0] for row in written}
     return Recorded({}, [], {"succeeded": len(recorded)} if recorded else {})
 
 

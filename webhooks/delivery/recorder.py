@@ -171,8 +171,7 @@ class Recorder:
         db, settings = self._app.db, self._app.settings
         owned = [(settled, lease.owner) for lease, settled in groups]
         if db.dialect == "postgresql" and all_succeeded(owned):
-            async with db.single_statement() as connection:
-                return await record_successes(connection, owned, now=utcnow())
+            return await record_successes(db, owned, now=utcnow())
         async with db.session() as session:
             return await record_outcomes(
                 session,
