@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from arq.connections import ArqRedis
@@ -46,7 +46,7 @@ from synchook.outbox import RELAY_TASK, Enqueue, Event, record_event
 from synchook.pipelined import PipelinedRedis
 from synchook.queue import QUEUE_NAME
 from synchook.reseal import ResealCount, reseal_columns
-from synchook.timeutil import isoformat, utcnow
+from synchook.timeutil import as_utc, isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ async def _admit(
             connected=bool(found["is_connected"]),
             full_sync_overlaps=bool(found["full_sync_overlaps"]),
             used=int(found["used_count"]),
-            oldest_queued_at=None if oldest is None else oldest.astimezone(UTC),
+            oldest_queued_at=None if oldest is None else as_utc(oldest),
         )
     if connection.dialect.name == "sqlite":
         admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
@@ -482,7 +482,7 @@ def _driver_values(admitted: dict[str, Any]) -> list[Any]:
         if name in _ADMIT_JSON:
             value = json.dumps(value)
         elif isinstance(value, datetime):
-            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            value = as_utc(value)
         values.append(value)
     return values
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import ARRAY, DateTime, any_, bindparam, event, exc
@@ -20,6 +20,7 @@ from sqlalchemy.util import await_only, greenlet_spawn
 
 from synchook.sqlite.datetimes import sqlite_datetime, sqlite_text
 from synchook.sqlite.engine import create_sqlite_engine, sqlite_file, sqlite_write_lock
+from synchook.timeutil import as_utc
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -31,13 +32,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
     # SQLite stores text: synchook.sqlite.datetimes writes and reads it in one step each.
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
