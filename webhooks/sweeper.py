@@ -16,7 +16,7 @@ from synchook.context import AppContext
 from synchook.queue import waiting_due_jobs
 from synchook.timeutil import utcnow
 from webhooks.delivery.schedule import schedule_deliveries
-from webhooks.models import OPEN_STATUSES, Delivery
+from webhooks.models import DUE_INDEX_WHERE, OPEN_STATUSES, Delivery
 
 __all__ = ["sweep_deliveries"]
 
@@ -46,7 +46,10 @@ async def sweep_deliveries(app: AppContext) -> int:
             rows = await session.execute(
                 sa.select(_deliveries.c.next_attempt_at, _deliveries.c.id)
                 .where(
-                    _deliveries.c.status == status,
+                    # The due index holds only some statuses: the planners use it for a query that shows it the
+                    # index's own term (SQLite) or the status itself, not a parameter (PostgreSQL's generic plans).
+                    sa.text(DUE_INDEX_WHERE),
+                    _deliveries.c.status == sa.literal(status, literal_execute=True),
                     _deliveries.c.next_attempt_at <= cutoff,
                     # A lease that ran out only just now may be a worker's whose outcomes are about to land
                     # (the database just came back): give its recorder the same grace before sending again.

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,12 +40,12 @@ from synchook.metrics_totals import engine_families, read_engine_totals
 from synchook.outbox import Event
 from synchook.queue import QUEUE_NAME
 from synchook.timeutil import as_utc, utcnow
-from webhooks.models import OPEN_STATUSES, Delivery, DeliveryStatus
+from webhooks.models import DUE_INDEX_STATUSES, DUE_INDEX_WHERE, Delivery
 
 logger = logging.getLogger(__name__)
 
 # Dead deliveries are counted with the open ones: they wait for a replay.
-OPEN_DELIVERY_STATUSES: tuple[str, ...] = (*OPEN_STATUSES, DeliveryStatus.DEAD)
+OPEN_DELIVERY_STATUSES: tuple[str, ...] = DUE_INDEX_STATUSES
 _SCRAPE_TIMEOUT = 5.0
 
 
@@ -78,7 +78,7 @@ async def _read_database(ctx: AppContext, snapshot: Snapshot) -> None:
         )
         rows = await session.execute(
             select(col(Delivery.status), func.count())
-            .where(col(Delivery.status).in_(OPEN_DELIVERY_STATUSES))
+            .where(text(DUE_INDEX_WHERE))  # the statuses counted are the partial due index's: it serves the count
             .group_by(col(Delivery.status))
         )
         deliveries = dict.fromkeys(OPEN_DELIVERY_STATUSES, 0)
