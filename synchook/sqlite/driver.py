@@ -42,7 +42,7 @@ class DriverStatement:
     @classmethod
     def compile(cls, statement: ClauseElement, dialect: Dialect) -> DriverStatement:
         compiled: Any = statement.compile(dialect=dialect)
-        passed = {name for name, bind in compiled.binds.items() if bind.required}
+        passed = {compiled.bind_names[bind] for bind in compiled.binds.values() if bind.required}
         # The IN lists expanded now (their values are the statement's own), the passed values left as parameters.
         state = compiled.construct_expanded_state(dict.fromkeys(passed))
         if state.positiontup is None:
@@ -101,7 +101,11 @@ class DriverTransaction:
         """The first row of ``statement``, by column name, or None."""
         compiled = self._compile(statement)
         self.statement = compiled.sql
-        found = self._connection.execute(compiled.sql, compiled.parameters(values)).fetchone()
+        cursor = self._connection.execute(compiled.sql, compiled.parameters(values))
+        try:
+            found = cursor.fetchone()
+        finally:
+            cursor.close()  # the statement ends here, not when the cursor is collected
         return None if found is None else compiled.row(found)
 
     def execute(self, statement: ClauseElement, values: Mapping[str, Any]) -> int:
