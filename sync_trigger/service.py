@@ -6,6 +6,7 @@ returned event ids to the queue after commit.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from sync_trigger.models import ACTIVE_STATUSES, Connection, ConnectionStatus, N
 from sync_trigger.schemas import SyncAccepted, TriggerSyncBody
 from synchook import idempotency
 from synchook.crypto import SecretBox
-from synchook.db import Database, UTCDateTime
+from synchook.db import Database, DriverTransaction, UTCDateTime
 from synchook.enqueue import QueuedJob, enqueue_jobs
 from synchook.errors import NotFound, ValidationFailed
 from synchook.ids import looks_like_id, new_id
@@ -175,13 +176,12 @@ async def trigger_sync(
                 quota = await sync_quota(session, workspace_id=workspace_id, cap=cap, now=utcnow())
             return Accepted(replay.status_code, replay.response, quota, replayed=True)
     try:
-        if idempotency_key is None and db.dialect != "sqlite":
+        if idempotency_key is None:
             # PostgreSQL: the workspace lock, the admission and the inserts are one call (sync_trigger_admit, st0007)
             # in autocommit, its own transaction: one round trip, run on asyncpg itself (Database.driver_row).
+            # SQLite: the admission and the inserts in one write transaction, one call to the driver's thread
+            # (Database.sqlite_transaction).
             queued = await _queue(db, workspace_id=workspace_id, body=body, window=window, cap=cap)
-        elif idempotency_key is None:
-            async with db.single_statement() as connection:
-                queued = await _queue(connection, workspace_id=workspace_id, body=body, window=window, cap=cap)
         else:
             async with db.session() as session:
                 queued = await _queue(
@@ -226,8 +226,8 @@ async def _queue(
     cap: int,
 ) -> _Queued:
     """Admit the request and insert its job and calendar.sync.queued event, in the connection's transaction (a
-    Database: PostgreSQL's call alone, its own transaction); the refusals (NoConnection, SyncInProgress,
-    SyncCapReached) are raised here."""
+    Database: a transaction of their own); the refusals (NoConnection, SyncInProgress, SyncCapReached) are raised
+    here."""
     # SQLite: read under the write lock (BEGIN IMMEDIATE serialises every writer). PostgreSQL: read just before the
     # call that takes the workspace lock; the cap stays exact (a request counts every job queued after its own
     # window start, whatever the order of the clocks).
@@ -307,6 +307,9 @@ class _Admission:
     used: int
     oldest_queued_at: datetime | None
 
+    def admits(self, cap: int) -> bool:
+        return self.connected and not self.full_sync_overlaps and self.used < cap
+
 
 async def _admission(
     connection: AsyncConnection, *, workspace_id: str, provider: str | None, now: datetime
@@ -333,8 +336,9 @@ async def _admit(
 
     PostgreSQL: one call of sync_trigger_admit (st0007), where the lock, then the admission with both inserts as a
     CTE took two statements and, in a transaction of their own, BEGIN and COMMIT around them. SQLite: the admission,
-    then the two inserts (BEGIN IMMEDIATE has serialised every writer already). A Database (PostgreSQL): the call
-    in autocommit, its own transaction, on the driver's connection (``Database.driver_row``)."""
+    then the two inserts (BEGIN IMMEDIATE has serialised every writer already). A Database: on PostgreSQL the call
+    in autocommit, its own transaction, on the driver's connection (``Database.driver_row``); on SQLite the admission
+    and the inserts as one transaction in one call to the driver's thread (``Database.sqlite_transaction``)."""
     admitted = {
         "workspace_id": job.workspace_id,
         "provider": job.provider,
@@ -343,6 +347,8 @@ async def _admit(
         **{f"job_{name}": getattr(job, name) for name in _JOB_COLUMNS},
         **{f"event_{name}": value for name, value in _queued_event_row(job, event_id=event_id, now=now).items()},
     }
+    if isinstance(connection, Database) and connection.dialect == "sqlite":
+        return await connection.sqlite_transaction(functools.partial(_admit_in_transaction, admitted=admitted, cap=cap))
     if isinstance(connection, Database):
         found = await connection.driver_row(_ADMIT_SQL, _driver_values(admitted))
         if found is None:  # the function returns one row, always
@@ -356,7 +362,7 @@ async def _admit(
         )
     if connection.dialect.name == "sqlite":
         admission = await _admission(connection, workspace_id=job.workspace_id, provider=job.provider, now=now)
-        if admission.connected and not admission.full_sync_overlaps and admission.used < cap:
+        if admission.admits(cap):
             await connection.execute(_INSERT_JOB, admitted)
             await connection.execute(_INSERT_QUEUED_EVENT, admitted)
         return admission
@@ -367,6 +373,25 @@ async def _admit(
         used=int(row.used_count),
         oldest_queued_at=row.oldest_queued_at,
     )
+
+
+def _admit_in_transaction(transaction: DriverTransaction, *, admitted: dict[str, Any], cap: int) -> _Admission:
+    """SQLite, on the driver's thread inside BEGIN IMMEDIATE: `_admission`'s statement, then the two inserts if it
+    admits the job (as `_admit` does through SQLAlchemy)."""
+    statement = _ADMISSION_OF_ALL if admitted["provider"] is None else _ADMISSION_OF_PROVIDER
+    row = transaction.first(statement, admitted)
+    if row is None:  # aggregates without GROUP BY: one row, always
+        raise RuntimeError("the admission returned no row")
+    admission = _Admission(
+        connected=bool(row["connected"]),
+        full_sync_overlaps=bool(row["overlaps"]),
+        used=int(row["used"]),
+        oldest_queued_at=row["oldest"],
+    )
+    if admission.admits(cap):
+        transaction.execute(_INSERT_JOB, admitted)
+        transaction.execute(_INSERT_QUEUED_EVENT, admitted)
+    return admission
 
 
 def _queued_event_row(job: NewJob, *, event_id: str, now: datetime) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -12,13 +13,14 @@ from sqlalchemy import ARRAY, DateTime, any_, bindparam, event, exc
 from sqlalchemy.engine import CursorResult, Dialect, Result, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import NullType, TypeDecorator
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from synchook.sqlite.datetimes import sqlite_datetime, sqlite_text
+from synchook.sqlite.driver import DriverStatement, DriverTransaction, OneCall
 from synchook.sqlite.engine import create_sqlite_engine, sqlite_file, sqlite_write_lock
 from synchook.timeutil import as_utc
 
@@ -227,6 +229,7 @@ class Database:
         self._sqlite_lock = sqlite_write_lock(url)
         self._reader = _reader_engine(url, self.engine)
         self._reads = async_sessionmaker(self._reader, expire_on_commit=False, class_=AsyncSession)
+        self._driver_statements: dict[ClauseElement, DriverStatement] = {}  # sqlite_transaction's, compiled
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -355,9 +358,10 @@ class Database:
             pooled.close()
 
     def _driver_error(self, pooled: Any, sql: str, args: Sequence[Any], error: Exception) -> Exception:
-        """asyncpg's ``error`` as SQLAlchemy's execution raises it (IntegrityError, OperationalError…, parameters
-        hidden as the engine hides them); on a disconnect the pool is invalidated as SQLAlchemy does: this
-        connection dropped, the others opened before it replaced at their next checkout (a restart killed them)."""
+        """The driver's ``error`` (asyncpg's, sqlite3's) as SQLAlchemy's execution raises it (IntegrityError,
+        OperationalError…, parameters hidden as the engine hides them); on a disconnect the pool is invalidated as
+        SQLAlchemy does: this connection dropped, the others opened before it replaced at their next checkout (a
+        restart killed them)."""
         dialect = self.engine.sync_engine.dialect
         translated: Exception = error
         try:
@@ -381,6 +385,52 @@ class Database:
         if lost:
             self.engine.sync_engine.pool._invalidate(pooled, wrapped)
         return wrapped
+
+    async def sqlite_transaction(self, work: Callable[[DriverTransaction], T]) -> T:
+        """SQLite: ``work``'s statements as one write transaction (BEGIN IMMEDIATE … COMMIT, under the write lock) in
+        one call to the pooled connection's aiosqlite thread (synchook.sqlite.driver); what ``work`` returns.
+
+        ``work`` runs on that thread: it may only run statements through the DriverTransaction it is given. On any
+        error the transaction is rolled back there, before the lock is released; errors are raised as SQLAlchemy's
+        execution raises them (:meth:`_driver_error`). The pool's checkin (its reset hands a no-op ROLLBACK to the
+        thread) comes after the lock is released: the lock is held for one hand-off.
+        """
+        if self.dialect != "sqlite":
+            raise RuntimeError("sqlite_transaction is SQLite's")
+        pooled = None
+        try:
+            async with self._sqlite_lock or contextlib.nullcontext():
+                pooled = await greenlet_spawn(self.engine.sync_engine.pool.connect)
+                return await self._in_one_call(pooled, work)
+        finally:
+            if pooled is not None:
+                await greenlet_spawn(pooled.close)
+
+    async def _in_one_call(self, pooled: Any, work: Callable[[DriverTransaction], T]) -> T:
+        driver = pooled.driver_connection
+        if driver is None:  # a connection the pool invalidated meanwhile
+            raise exc.InvalidatePoolError("the pool's connection is gone")
+        call = OneCall(work, self._driver_statement)
+        try:
+            # aiosqlite's own queue to its thread (InlineConnection runs it at once); `_conn` is its sqlite3 connection.
+            result: T = await driver._execute(call, driver._conn)
+            return result
+        except asyncio.CancelledError:
+            call.abandon()
+            raise
+        except Exception as error:
+            statement = call.transaction.statement if call.transaction is not None else "BEGIN IMMEDIATE"
+            wrapped = self._driver_error(pooled, statement, (), error)
+            if wrapped is error:
+                raise
+            raise wrapped from error
+
+    def _driver_statement(self, statement: ClauseElement) -> DriverStatement:
+        # Compiled once per statement (on the driver's thread, under the write lock: one compiles at a time).
+        compiled = self._driver_statements.get(statement)
+        if compiled is None:
+            compiled = self._driver_statements[statement] = DriverStatement.compile(statement, self.engine.dialect)
+        return compiled
 
     @contextlib.asynccontextmanager
     async def single_statement(self) -> AsyncIterator[AsyncConnection]:
