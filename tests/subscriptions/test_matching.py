@@ -285,3 +285,70 @@ async def test_several_workspaces_match_together_as_each_does_alone(app_ctx: App
         workspace: ids for workspace, ids in alone.items() if ids
     }
     assert all(row.workspace_id == workspace for workspace, rows in together.items() for row in rows)
+
+
+async def test_a_later_page_walks_the_subscriptions_in_id_order_whatever_the_statistics(
+    app_ctx: AppContext, tenant: Tenant
+) -> None:
+    # Statistics taken while the workspace was empty, then 3,000 subscriptions: PostgreSQL believed one filter row
+    # matched and hashed every match for each page (a bulk import before autovacuum's next ANALYZE).
+    if app_ctx.db.dialect == "sqlite":
+        pytest.skip("SQLite probes a correlated EXISTS per row; PostgreSQL's planner is the one that joined")
+    from subscriptions.matching import match_page
+    from subscriptions.models import Subscription, SubscriptionFilter
+    from synchook.ids import new_id
+    from synchook.timeutil import utcnow
+
+    now = utcnow()
+    ids = sorted(new_id("sub") for _ in range(3_000))
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        captured.append((statement, parameters))
+
+    engine = app_ctx.db.engine.sync_engine
+    async with app_ctx.db.session() as session:
+        await session.execute(sa.text("ANALYZE subscriptions, subscription_filters"))
+        await session.execute(
+            sa.insert(Subscription.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "id": i,
+                    "workspace_id": tenant.workspace_id,
+                    "url": "http://127.0.0.1:9/ok",
+                    "event_types": ["*"],
+                    "secret_sealed": "sealed",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in ids
+            ],
+        )
+        await session.execute(
+            sa.insert(SubscriptionFilter.__table__),  # type: ignore[attr-defined]
+            [
+                {"subscription_id": i, "workspace_id": tenant.workspace_id, "event_pattern": "*", "provider": "*"}
+                for i in ids
+            ],
+        )
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            page = await match_page(
+                session,
+                workspace_id=tenant.workspace_id,
+                event_type="calendar.sync.completed",
+                provider="google",
+                target_subscription_id=None,
+                after=ids[999],
+                limit=1001,
+            )
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+        [(sql, params)] = captured
+        connection = await session.connection()
+        plan = "\n".join(str(r[0]) for r in await connection.exec_driver_sql(f"EXPLAIN {sql}", params))
+        await session.rollback()
+    assert [row.id for row in page] == ids[1000:2001]
+    # In id order from the cursor, each subscription's filters probed by its id as it comes, to the page's end.
+    assert "SubPlan" in plan and "Sort" not in plan and "Hash" not in plan, plan
+    assert "ix_subscription_filters_subscription_id" in plan and "ix_subscription_filters_match" not in plan, plan
