@@ -131,3 +131,40 @@ async def test_on_postgresql_a_record_with_no_failure_is_one_statement(
         assert (
             await session.execute(sa.text("SELECT count(*) FROM subscriptions WHERE failing_since IS NOT NULL"))
         ).scalar() == 0
+
+
+async def test_on_postgresql_a_failing_endpoint_leaves_the_others_successes_in_one_statement(
+    app_ctx: AppContext, statements: list[str]
+) -> None:
+    if app_ctx.settings.is_sqlite:
+        pytest.skip("PostgreSQL's one-statement record")
+    ids = await _two_workspaces_of_deliveries(app_ctx)  # 2 workspaces x 2 subscriptions x 2 events
+    worker = WorkerContext.open(app_ctx)
+    try:
+        batch = await claim(worker, ids)
+        assert batch is not None and len(batch.claimed) == 8
+        failing = batch.claimed[0].subscription_id
+        statements.clear()
+        now = utcnow()
+        recorder = Recorder(app_ctx)
+        sent = [
+            Sent(c, Outcome(now, 5, status_code=500 if c.subscription_id == failing else 200)) for c in batch.claimed
+        ]
+        plan = await asyncio.wait_for(recorder.submit(batch.lease, sent), timeout=20)
+        await recorder.close()
+        record_statements = list(statements)
+    finally:
+        await worker.close()
+
+    assert plan.outcomes == {"succeeded": 6, "failed": 2}
+    # The six successes of the three healthy endpoints: the one statement; the failing endpoint's two: a transaction.
+    assert sum(s.startswith("WITH recorded AS") for s in record_statements) == 1, record_statements
+    rows = {d.id: d for d in await deliveries(app_ctx)}
+    for claimed in batch.claimed:
+        expected = "failed" if claimed.subscription_id == failing else "succeeded"
+        assert (rows[claimed.id].status, rows[claimed.id].lease_owner) == (expected, None)
+        code = 500 if claimed.subscription_id == failing else 200
+        assert [(a.number, a.status_code) for a in await attempts(app_ctx, claimed.id)] == [(1, code)]
+    async with app_ctx.db.session() as session:
+        streaks = (await session.execute(sa.text("SELECT id FROM subscriptions WHERE failing_since IS NOT NULL"))).all()
+    assert [row[0] for row in streaks] == [failing]

@@ -2,10 +2,10 @@
 
 Two forms, the same rows written. :func:`record_outcomes` is the general one, a transaction of bulk statements (one
 update of the delivery rows, one insert of the attempts, the health updates): any outcome, either database.
-:func:`record_successes` is PostgreSQL's for a flush of successful attempts only (the steady state; a failure may
-start a failing streak and disable the subscription, more than one statement): the three writes as the
-data-modifying parts of one statement, atomic on its own, so no BEGIN and COMMIT either. A flush of a busy worker
-went from five round trips (and their SQLAlchemy work on each side of each) to one.
+:func:`record_successes` is PostgreSQL's for a flush's successful attempts (the steady state; a failure may start a
+failing streak and disable the subscription, more than one statement): the three writes as the data-modifying parts
+of one statement, atomic on its own, so no BEGIN and COMMIT either. A flush of a busy worker went from five round
+trips (and their SQLAlchemy work on each side of each) to one. :func:`split_successes` divides a flush between them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -27,7 +27,7 @@ from webhooks.health import update_health
 from webhooks.models import Delivery, DeliveryAttempt
 from webhooks.retry import next_attempt_delay
 
-__all__ = ["all_succeeded", "record_outcomes", "record_successes"]
+__all__ = ["all_succeeded", "record_outcomes", "record_successes", "split_successes"]
 
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
@@ -37,6 +37,7 @@ _HELD_BY = "held_by"
 
 # Each group: the outcomes of one lease, and its owner.
 Groups = Sequence[tuple[Sequence[Settled], str]]
+K = TypeVar("K")
 
 
 async def record_outcomes(
@@ -68,16 +69,41 @@ async def record_outcomes(
 
 def all_succeeded(groups: Groups) -> bool:
     """Whether every outcome of these is a successful attempt: then :func:`record_successes` may write them."""
-    return all(
-        isinstance(settled, Sent) and settled.outcome.ok and settled.outcome.error is None
-        for batch, _ in groups
+    return all(_succeeded(settled) for batch, _ in groups for settled in batch)
+
+
+def split_successes(groups: Sequence[tuple[K, list[Settled]]]) -> tuple[list[tuple[K, list[Settled]]], ...]:
+    """A flush's ``(lease, outcomes)`` groups as two units: the successful attempts (what :func:`record_successes`
+    may write) and the rest. A subscription with a failed attempt in the flush keeps all of its outcomes in the
+    rest, so its health is worked out from all of them at once, as before; a healthy endpoint's successes no longer
+    take the general path because another endpoint failed in the same flush (one hanging endpoint among ten made
+    nearly every flush a transaction of five round trips: (d))."""
+    failing = {
+        settled.claimed.subscription_id
+        for _, batch in groups
         for settled in batch
-    )
+        if isinstance(settled, Sent) and not _succeeded(settled)
+    }
+    successes: list[tuple[K, list[Settled]]] = []
+    rest: list[tuple[K, list[Settled]]] = []
+    for key, batch in groups:
+        wanted = [_succeeded(s) and s.claimed.subscription_id not in failing for s in batch]
+        ok = [s for s, keep in zip(batch, wanted, strict=True) if keep]
+        others = [s for s, keep in zip(batch, wanted, strict=True) if not keep]
+        if ok:
+            successes.append((key, ok))
+        if others:
+            rest.append((key, others))
+    return successes, rest
+
+
+def _succeeded(settled: Settled) -> bool:
+    return isinstance(settled, Sent) and settled.outcome.ok and settled.outcome.error is None
 
 
 async def record_successes(db: Database, groups: Groups, *, now: datetime) -> Recorded:
-    """:func:`record_outcomes` for PostgreSQL and outcomes that :func:`all_succeeded`, as one statement in autocommit
-    (``Database.write_rows``): the same rows written, under the same lease check."""
+    """:func:`record_outcomes` for PostgreSQL and successful attempts (:func:`split_successes`), as one statement in
+    autocommit (``Database.write_rows``): the same rows written, under the same lease check."""
     rows = [_success_row(cast(Sent, sent), lease_owner) for batch, lease_owner in groups for sent in batch]
     columns = list(zip(*rows, strict=True))
     written = await db.write_rows(

@@ -20,7 +20,7 @@ from synchook.context import AppContext
 from synchook.db import is_connection_error
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
-from webhooks.delivery.record import all_succeeded, record_outcomes, record_successes
+from webhooks.delivery.record import all_succeeded, record_outcomes, record_successes, split_successes
 from webhooks.delivery.schedule import schedule_recorded
 from webhooks.delivery.stages import Recorded, Sent, Settled
 
@@ -102,9 +102,15 @@ class Recorder:
                 waiter.set_result(recorded)
 
     async def _write(self, pending: _Pending) -> Recorded:
-        """One transaction for the whole flush; if the database refuses it (not unreachable: a value it cannot
-        store), one per outcome, so a bad row fails only itself and never another tenant's outcomes."""
+        """The flush's outcomes; on PostgreSQL its successes and the rest apart (``split_successes``), so that one
+        failing endpoint does not take every other endpoint's successes off the one-statement record."""
         groups = list(pending.outcomes.items())
+        units = split_successes(groups) if self._app.db.dialect == "postgresql" else (groups,)
+        return Recorded.merge([await self._write_unit(unit) for unit in units if unit])
+
+    async def _write_unit(self, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
+        """One transaction for these outcomes; if the database refuses it (not unreachable: a value it cannot
+        store), one per outcome, so a bad row fails only itself and never another tenant's outcomes."""
         try:
             return await self._write_groups(groups)
         except Exception as exc:
@@ -113,7 +119,8 @@ class Recorder:
             # Any other error: drivers do not agree on a class for "this value cannot be stored" (asyncpg gives a
             # bare DBAPIError with SQLSTATE 22xxx, sqlite3 a UnicodeEncodeError), and a rare error costs one
             # transaction per outcome, once.
-            logger.warning("recording %d outcomes failed (%s): one at a time", pending.count(), type(exc).__name__)
+            count = sum(len(settled) for _, settled in groups)
+            logger.warning("recording %d outcomes failed (%s): one at a time", count, type(exc).__name__)
         return await self._write_one_by_one(groups)
 
     async def _write_one_by_one(self, groups: list[tuple[Lease, list[Settled]]]) -> Recorded:
