@@ -220,8 +220,24 @@ async def test_matching_uses_the_filter_index(app_ctx: AppContext, tenant: Tenan
     assert "ix_subscription_filters_match" in " ".join(str(row) for row in plan)
 
 
-async def test_pages_of_matches_cover_the_same_subscriptions_in_id_order(app_ctx: AppContext, tenant: Tenant) -> None:
+async def _completed_syncs_page(session: Any, tenant: Tenant, *, after: str | None, limit: int) -> list[Any]:
+    """A page of the tenant's subscriptions matching a completed Google sync, after ``after`` (match_page)."""
     from subscriptions.matching import match_page
+
+    return list(
+        await match_page(
+            session,
+            workspace_id=tenant.workspace_id,
+            event_type="calendar.sync.completed",
+            provider="google",
+            target_subscription_id=None,
+            after=after,
+            limit=limit,
+        )
+    )
+
+
+async def test_pages_of_matches_cover_the_same_subscriptions_in_id_order(app_ctx: AppContext, tenant: Tenant) -> None:
 
     kinds = [["*"], ["calendar.sync.*"], ["calendar.sync.failed"], ["calendar.sync.completed"]]
     for index in range(9):
@@ -235,15 +251,7 @@ async def test_pages_of_matches_cover_the_same_subscriptions_in_id_order(app_ctx
     after: str | None = None
     while True:
         async with app_ctx.db.session() as session:
-            page = await match_page(
-                session,
-                workspace_id=tenant.workspace_id,
-                event_type="calendar.sync.completed",
-                provider="google",
-                target_subscription_id=None,
-                after=after,
-                limit=2,
-            )
+            page = await _completed_syncs_page(session, tenant, after=after, limit=2)
         paged.extend(row.id for row in page)
         if len(page) < 2:
             break
@@ -294,7 +302,6 @@ async def test_a_later_page_walks_the_subscriptions_in_id_order_whatever_the_sta
     # matched and hashed every match for each page (a bulk import before autovacuum's next ANALYZE).
     if app_ctx.db.dialect == "sqlite":
         pytest.skip("SQLite probes a correlated EXISTS per row; PostgreSQL's planner is the one that joined")
-    from subscriptions.matching import match_page
     from subscriptions.models import Subscription, SubscriptionFilter
     from synchook.ids import new_id
     from synchook.timeutil import utcnow
@@ -333,15 +340,7 @@ async def test_a_later_page_walks_the_subscriptions_in_id_order_whatever_the_sta
         )
         sa.event.listen(engine, "before_cursor_execute", capture)
         try:
-            page = await match_page(
-                session,
-                workspace_id=tenant.workspace_id,
-                event_type="calendar.sync.completed",
-                provider="google",
-                target_subscription_id=None,
-                after=ids[999],
-                limit=1001,
-            )
+            page = await _completed_syncs_page(session, tenant, after=ids[999], limit=1001)
         finally:
             sa.event.remove(engine, "before_cursor_execute", capture)
         [(sql, params)] = captured
