@@ -33,7 +33,7 @@ OPEN_STATUSES: tuple[str, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 DUE_INDEX_STATUSES: tuple[str, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.DEAD)
 DUE_INDEX_WHERE = f"status IN ({', '.join(repr(str(status)) for status in DUE_INDEX_STATUSES)})"
 # Free space left in each page of deliveries: a claim writes only unindexed columns (lease_until, lease_owner), so
-# with room on the row's page PostgreSQL writes it as a HOT update, no new entry in any of the seven indexes.
+# with room on the row's page PostgreSQL writes it as a HOT update, no new entry in any of the table's indexes.
 DELIVERIES_FILLFACTOR = 60
 
 

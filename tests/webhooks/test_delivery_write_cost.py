@@ -87,7 +87,7 @@ async def test_on_postgresql_most_claims_leave_the_row_on_its_page(app_ctx: AppC
     after = await _pages(app_ctx, ids)
     stayed = sum(after[i] == before[i] for i in ids)
     # With full pages (fill factor 100) every claim but those on the last page moves its row, and adds an entry to
-    # each of the seven indexes; with room left most stay, and PostgreSQL writes them as HOT updates.
+    # each of the table's indexes; with room left most stay, and PostgreSQL writes them as HOT updates.
     assert stayed >= len(ids) // 2, (stayed, len(ids))
 
 
