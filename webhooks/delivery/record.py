@@ -87,9 +87,11 @@ def split_successes(groups: Sequence[tuple[K, list[Settled]]]) -> tuple[list[tup
     successes: list[tuple[K, list[Settled]]] = []
     rest: list[tuple[K, list[Settled]]] = []
     for key, batch in groups:
-        wanted = [_succeeded(s) and s.claimed.subscription_id not in failing for s in batch]
-        ok = [s for s, keep in zip(batch, wanted, strict=True) if keep]
-        others = [s for s, keep in zip(batch, wanted, strict=True) if not keep]
+        ok: list[Settled] = []
+        others: list[Settled] = []
+        for settled in batch:
+            succeeded = _succeeded(settled) and settled.claimed.subscription_id not in failing
+            (ok if succeeded else others).append(settled)
         if ok:
             successes.append((key, ok))
         if others:
