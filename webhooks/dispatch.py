@@ -306,7 +306,7 @@ async def _next_page(
         await session.execute(
             sa.select(*_EVENT_COLUMNS)
             .where(_events.c.id == event_id, _events.c.dispatched_at.is_(None))
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: the deliveries' foreign key still reads it
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: the lock its update of dispatched_at takes
         )
     ).first()
     if event is None:

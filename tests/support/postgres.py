@@ -13,6 +13,7 @@ so a broken CI set-up cannot pass by skipping them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 URL_ENV = "SYNCHOOK_TEST_POSTGRES_URL"
 BIN_ENV = "SYNCHOOK_TEST_POSTGRES_BIN"
@@ -154,3 +157,18 @@ async def fetch(database_url: str, query: str, *args: object) -> list[asyncpg.Re
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
+
+
+async def blocked_on_a_lock(engine: AsyncEngine, *, waiting_for: str) -> None:
+    """Wait (bounded) until another backend of ``engine``'s database waits for a lock; ``waiting_for`` names what
+    should be waiting, for the error if nothing ever does."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    for _ in range(500):
+        async with engine.connect() as conn:
+            if await conn.scalar(query):
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{waiting_for} never waited for a lock")

@@ -16,6 +16,7 @@ from synchook.timeutil import isoformat, utcnow
 from tests.factories import Tenant, add_key, make_tenant
 from tests.factories.admin import count_rows, delivery, replay_row, seed_delivery, seed_event
 from tests.factories.webhooks import deliveries, make_subscription
+from tests.support.postgres import blocked_on_a_lock
 from tests.support.receiver import Receiver
 from webhooks.admin import replays
 from webhooks.models import Delivery, Replay
@@ -531,26 +532,10 @@ async def test_a_concurrent_create_waits_for_the_first_and_is_refused(app_ctx: A
         )
         second = asyncio.create_task(create())
         if not app_ctx.settings.is_sqlite:
-            await _blocked_on_a_lock(app_ctx)
+            await blocked_on_a_lock(app_ctx.db.engine, waiting_for="the second create")
         else:
             await asyncio.sleep(0)  # SQLite: the second session waits for the write lock before it begins
         assert not second.done()
     with pytest.raises(replays.ReplayInProgress):
         await second
     assert await count_rows(app_ctx, Replay) == 1
-
-
-async def _blocked_on_a_lock(app_ctx: AppContext) -> None:
-    """Wait (bounded) until another backend of this database waits for a row lock: the second create."""
-    import sqlalchemy as sa
-
-    query = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-    )
-    for _ in range(500):
-        async with app_ctx.db.engine.connect() as conn:
-            if await conn.scalar(query):
-                return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the second create never waited for the workspace lock")

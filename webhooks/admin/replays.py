@@ -464,6 +464,9 @@ async def _send_undelivered(
             .where(*_undelivered_conditions(subscription, criteria), e.id > (replay.cursor or _EVENTS_PHASE))
             .order_by(e.id)
             .limit(batch_size)
+            # FOR KEY SHARE until commit: retention, which locks an event before it deletes it, cannot take one
+            # these deliveries are about to refer to (the deliveries have no foreign key to do it; webhooks.models).
+            .with_for_update(read=True, key_share=True)
         )
     ).all()
     if rows:

@@ -53,13 +53,20 @@ async def purge_expired(
                 )
             ]
             if ids:
-                # Attempts first: they reference their delivery.
-                result = await session.execute(sa.delete(_attempts).where(_attempts.c.delivery_id.in_(ids)))
-                purged.attempts += int(getattr(result, "rowcount", 0) or 0)
-                result = await session.execute(
-                    sa.delete(_deliveries).where(_deliveries.c.id.in_(ids), _deliveries.c.status.not_in(OPEN_STATUSES))
-                )
-                purged.deliveries += int(getattr(result, "rowcount", 0) or 0)
+                # The deliveries first, then their attempts in a later statement (a later snapshot): an attempt
+                # recorded while the delete waited on its row's lock goes too (no foreign key would refuse it).
+                deleted = [
+                    row[0]
+                    for row in await session.execute(
+                        sa.delete(_deliveries)
+                        .where(_deliveries.c.id.in_(ids), _deliveries.c.status.not_in(OPEN_STATUSES))
+                        .returning(_deliveries.c.id)
+                    )
+                ]
+                purged.deliveries += len(deleted)
+                if deleted:
+                    result = await session.execute(sa.delete(_attempts).where(_attempts.c.delivery_id.in_(deleted)))
+                    purged.attempts += int(getattr(result, "rowcount", 0) or 0)
         if len(ids) < batch_size:
             break
     bound = id_bound("evt", cutoff)
@@ -75,7 +82,11 @@ async def purge_expired(
                 .order_by(_events.c.id)
                 .limit(batch_size)
             )
-            event_ids = [row[0] for row in await session.execute(orphaned)]
+            # Locked, then deleted by a later statement that checks again: a replay that adds deliveries to an old
+            # event holds it in KEY SHARE (webhooks.admin.replays), so either its deliveries are committed and seen
+            # here, or it waits and finds the event gone. One checked in the same statement would miss a replay
+            # committed while the delete waited (its snapshot is older), and no foreign key refuses the orphan.
+            event_ids = [row[0] for row in await session.execute(orphaned.with_for_update(skip_locked=True))]
             if event_ids:
                 result = await session.execute(
                     sa.delete(_events).where(
