@@ -27,6 +27,7 @@ from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
 from webhooks.delivery.claim import claim_rows
 from webhooks.delivery.lease import Lease
+from webhooks.dispatch import dispatch_events
 from webhooks.models import Delivery
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
@@ -57,7 +58,9 @@ async def test_claims_of_many_ids_plan_on_the_primary_key(
     async with Receiver() as receiver:
         tenant = await make_tenant(app_ctx)
         await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/ok"))
-        await make_events(app_ctx, tenant.workspace_id, count=60)  # 20 sent inline, 40 through claims of 20
+        events = await make_events(app_ctx, tenant.workspace_id, count=60, hand_off_now=False)
+        # Fanned out with no worker at hand (as the CLI does): every delivery goes through claims, of 20.
+        await dispatch_events(app_ctx, events, worker=None)
         await asyncio.wait_for(make_worker().main(), timeout=30)
         assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
 
