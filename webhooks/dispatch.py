@@ -179,11 +179,12 @@ async def _dispatch_batch(
                 await session.execute(sa.update(_events).where(among(_events.c.id, left)).values(dispatched_at=None))
             await insert_rows(session, _deliveries, made.rows)
         pending = made.queued()
-        if pending:
-            await schedule_deliveries(app, pending)
         logger.debug(
             "dispatched %d events into %d deliveries (%d sent inline)", len(events), len(made.rows), len(made.inline)
         )
+        made.rows.clear()  # written: not held (about 1 KB a row) while this job sends
+        if pending:
+            await schedule_deliveries(app, pending)
         if made.inline and worker is not None:
             made.inline.sort(key=lambda c: c.id)
             lease.ids = [c.id for c in made.inline]

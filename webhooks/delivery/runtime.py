@@ -24,9 +24,10 @@ __all__ = ["INLINE_ROWS", "SLOW_FOR", "Runtime", "WorkerContext"]
 # A subscription that timed out (or took over half the timeout) counts as slow this long.
 SLOW_FOR = 30.0
 # Deliveries the worker's relay jobs may hold to send themselves at a time (inserted leased, no claim, no deliver
-# job): each costs some kilobytes while in flight (its task, its signed request), and 20 relay jobs of 5,000 rows
-# took a worker to 296 MiB; beyond this a fan-out's rows go to deliver jobs, which any worker claims.
-INLINE_ROWS = 4_000
+# job); beyond this a fan-out's rows go to deliver jobs, which any worker claims. Each costs about 2 KB while in
+# flight (its task, its prepared request): with no bound, 20 relay jobs of 5,000 rows took a worker of the
+# benchmark's (g) to 296 MiB; with this one, 170 (158 without sending inline).
+INLINE_ROWS = 12_000
 
 
 @dataclass(eq=False)
