@@ -21,18 +21,29 @@ from webhooks.delivery.runtime import INLINE_ROWS, WorkerContext
 from webhooks.tasks import CONTEXT, relay_events
 
 
-@pytest.fixture
-def event_claims() -> Iterator[list[str]]:
-    """The fan-out transactions' event claims (one per transaction) any engine of this process runs."""
+def _statements(prefix: str) -> Iterator[list[str]]:
+    """The statements starting with ``prefix`` (upper case) that any engine of this process runs meanwhile."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE EVENTS SET DISPATCHED_AT"):
+        if statement.lstrip().upper().startswith(prefix):
             seen.append(statement)
 
     sa.event.listen(Engine, "before_cursor_execute", record)
     yield seen
     sa.event.remove(Engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def event_claims() -> Iterator[list[str]]:
+    """The fan-out transactions' event claims (one per transaction)."""
+    yield from _statements("UPDATE EVENTS SET DISPATCHED_AT")
+
+
+@pytest.fixture
+def delivery_claims() -> Iterator[list[str]]:
+    """Claims of deliveries by deliver jobs (an update of their lease)."""
+    yield from _statements("UPDATE DELIVERIES SET LEASE_UNTIL")
 
 
 @pytest.fixture
@@ -105,30 +116,13 @@ async def test_a_job_cancelled_while_it_waits_leaves_its_group_to_the_others(
         assert len(event_claims) == TRANSACTIONS + 1
 
 
-@pytest.fixture
-def delivery_claims() -> Iterator[list[str]]:
-    """Claims of deliveries by deliver jobs (an update of their lease) that any engine of this process runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE DELIVERIES SET LEASE_UNTIL"):
-            seen.append(statement)
-
-    sa.event.listen(Engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(Engine, "before_cursor_execute", record)
-
-
 @pytest.mark.parametrize("settings_overrides", [{"delivery_batch_size": 20}])
 async def test_a_relay_job_sends_its_whole_batch_itself_with_no_claim(
     app_ctx: AppContext, worker: WorkerContext, delivery_claims: list[str]
 ) -> None:
     """More rows than a deliver job takes (20): all inserted leased and sent by the relay job, none claimed."""
     async with Receiver() as receiver:
-        tenant = await make_tenant(app_ctx)
-        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
-        events = await make_events(app_ctx, tenant.workspace_id, count=60, hand_off_now=False)
-        assert await relay_events({CONTEXT: worker}, events) == 60
+        events = await _relay_new_events(app_ctx, worker, receiver, 60)
         received = await receiver.wait_for(60)
     assert sorted(r.headers["webhook-id"] for r in received) == sorted(events)
     assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
@@ -142,12 +136,18 @@ async def test_past_the_inline_budget_a_relay_job_leaves_its_rows_to_deliver_job
     """With 10 of the budget left, 10 rows are sent by the relay job and 50 are queued; the 10 come back after."""
     worker.runtime.inline_free = 10
     async with Receiver() as receiver:
-        tenant = await make_tenant(app_ctx)
-        await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
-        events = await make_events(app_ctx, tenant.workspace_id, count=60, hand_off_now=False)
-        assert await relay_events({CONTEXT: worker}, events) == 60
+        await _relay_new_events(app_ctx, worker, receiver, 60)
         await receiver.wait_for(10)
     rows = await deliveries(app_ctx)
     assert sorted(d.status for d in rows) == ["pending"] * 50 + ["succeeded"] * 10
     assert all(d.lease_until is None for d in rows if d.status == "pending")  # queued for deliver jobs, unleased
     assert worker.runtime.inline_free == 10
+
+
+async def _relay_new_events(app_ctx: AppContext, worker: WorkerContext, receiver: Receiver, count: int) -> list[str]:
+    """``count`` events of a new workspace with one subscription at ``receiver``, fanned out by one relay job."""
+    tenant = await make_tenant(app_ctx)
+    await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hook"))
+    events = await make_events(app_ctx, tenant.workspace_id, count=count, hand_off_now=False)
+    assert await relay_events({CONTEXT: worker}, events) == count
+    return events
