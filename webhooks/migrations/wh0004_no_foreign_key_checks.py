@@ -35,18 +35,18 @@ def upgrade() -> None:
     op.drop_index("ix_delivery_attempts_started_at", table_name="delivery_attempts")
     for table in ("delivery_attempts", "deliveries"):
         with op.batch_alter_table(table, naming_convention=_NAMING) as batch:
-            for name in _names(table):
+            for name, _column, _referred in _keys(table):
                 batch.drop_constraint(name, type_="foreignkey")
 
 
 def downgrade() -> None:
     for table in ("deliveries", "delivery_attempts"):
         with op.batch_alter_table(table, naming_convention=_NAMING) as batch:
-            for fk_table, column, referred in _FOREIGN_KEYS:
-                if fk_table == table:
-                    batch.create_foreign_key(f"{table}_{column}_fkey", referred, [column], ["id"])
+            for name, column, referred in _keys(table):
+                batch.create_foreign_key(name, referred, [column], ["id"])
     op.create_index("ix_delivery_attempts_started_at", "delivery_attempts", ["started_at"])
 
 
-def _names(table: str) -> list[str]:
-    return [f"{table}_{column}_fkey" for fk_table, column, _ in _FOREIGN_KEYS if fk_table == table]
+def _keys(table: str) -> list[tuple[str, str, str]]:
+    """The table's foreign keys: (name, column, referred table)."""
+    return [(f"{table}_{column}_fkey", column, referred) for owner, column, referred in _FOREIGN_KEYS if owner == table]
