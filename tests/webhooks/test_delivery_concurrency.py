@@ -58,3 +58,31 @@ async def test_one_endpoint_never_has_more_than_its_concurrency_in_flight(
     for i, start in enumerate(arrivals):
         assert sum(1 for t in arrivals[i:] if t < start + HOLD * 0.9) <= LIMIT
     assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
+
+
+async def test_deliveries_waiting_for_their_endpoint_are_queued_not_tasks(
+    app_ctx: AppContext, receiver: Receiver, make_worker: Callable[..., Worker]
+) -> None:
+    # A worker may hold thousands of rows for one endpoint (a relay job sends its whole first batch): each waiting
+    # as a task of its own cost about 2 KB more than waiting in the endpoint's queue (webhooks.delivery.pipeline).
+    waiting = 60
+    receiver.program("/hold", statuses=[200], delay=HOLD)
+    tenant = await make_tenant(app_ctx)
+    await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hold"))
+    await make_events(app_ctx, tenant.workspace_id, count=waiting + LIMIT)
+    before = len(asyncio.all_tasks())
+
+    run = asyncio.create_task(make_worker(burst=True).main())
+    try:
+        await receiver.wait_for(LIMIT, path="/hold", timeout=10)
+        during = len(asyncio.all_tasks()) - before
+        await asyncio.wait_for(run, timeout=60)
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+    assert receiver.count("/hold") == waiting + LIMIT
+    # The worker's own tasks (its loop, the job, the lease's heartbeat, the recorder), the receiver's handlers and one
+    # sender per slot; a task per waiting delivery would be `waiting` more.
+    assert during < waiting / 2, during
