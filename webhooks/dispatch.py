@@ -170,6 +170,7 @@ async def _dispatch_batch(
     # row sent inline costs no claim (an update of the row and its round trip), no deliver job and no reload. In (a)
     # of the benchmark on PostgreSQL, a limit of one deliver job's rows (200) left 90 % of the rows to claims.
     made = _Rows(now, lease, worker is not None and inline, worker)
+    handed_over = False
     try:
         async with app.db.session() as session:
             events = await _claim(session, ids, now)
@@ -188,20 +189,23 @@ async def _dispatch_batch(
         if made.inline and worker is not None:
             made.inline.sort(key=lambda c: c.id)
             lease.ids = [c.id for c in made.inline]
+            held, runtime = len(made.inline), worker.runtime
+            handed_over = True  # run gives the budget back once the batch is over, sent or failed
             try:
+                # In the background: a relay job ends once its fan-out has committed, not when its inline sends end.
                 await run(
                     worker,
                     Batch(lease=lease, claimed=made.inline, bodies=made.bodies, subscriptions=made.held, now=now),
+                    background=True,
+                    then=lambda: runtime.give_back_inline(held),
                 )
             except Exception as exc:
                 # The events are dispatched and the rows stored: their lease runs out and the sweeper re-enqueues them.
                 logger.warning(
-                    "inline delivery of %d deliveries failed, left to the sweeper: %s",
-                    len(made.inline),
-                    type(exc).__name__,
+                    "inline delivery of %d deliveries failed, left to the sweeper: %s", held, type(exc).__name__
                 )
     finally:
-        if worker is not None:
+        if worker is not None and not handed_over:
             worker.runtime.give_back_inline(len(made.inline))
     return len(events), left, page_first
 

@@ -60,7 +60,7 @@ def build_worker(
         app = await AppContext.open(settings, redis=ctx["redis"], inline_sqlite=inline_sqlite)
         ctx["app"] = app
         # The delivery side's context, made here once: its HTTP session, recorder and endpoint slots.
-        ctx[webhooks.tasks.CONTEXT] = WorkerContext.open(app)
+        ctx[webhooks.tasks.CONTEXT] = WorkerContext.open(app, detach=not burst)
         ctx["worker_id"] = liveness.worker_id
         await liveness.start(ctx["redis"])
         ctx[_METRICS_FLUSH] = asyncio.create_task(flush_every(ctx["redis"]), name="worker.metrics-flush")

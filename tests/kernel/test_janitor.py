@@ -30,13 +30,14 @@ from tests.factories.webhooks import make_events, make_subscription
 from tests.support.cluster import Cluster, base_env
 from tests.support.receiver import Receiver
 from tests.support.workers import running
+from webhooks.dispatch import dispatch_events
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")]
 
 TIMEOUT_S = 1810.0  # arq's in-progress timeout with the default sync job timeout (1800 s + 10 s)
 # A dead worker's job is free once its heartbeat has expired and the janitor's next turn came.
 FREED_WITHIN = HEARTBEAT_TTL + 2 * JANITOR_INTERVAL + 2
-SENDING = {"relay_events", "deliver"}
+SENDING = {"deliver"}
 
 
 @pytest.fixture
@@ -69,13 +70,20 @@ def worker_cluster(settings: Settings, workdir: Path) -> Cluster:
 
 
 async def sending_jobs(redis: ArqRedis) -> list[str]:
-    """The relay or deliver jobs in progress (not the crons a worker also runs)."""
+    """The deliver jobs in progress (not the crons a worker also runs)."""
     found = []
     for job_id in await due_job_ids(redis, limit=100):
         info = await Job(job_id, redis, _queue_name=QUEUE_NAME, _deserializer=redis.job_deserializer).info()
         if info is not None and info.function in SENDING and await redis.exists(in_progress_key_prefix + job_id):
             found.append(job_id)
     return found
+
+
+async def queue_a_delivery(app_ctx: AppContext, workspace_id: str) -> None:
+    """An event's delivery, queued for a deliver job: one that stays in progress while it sends (a relay job ends
+    once its fan-out commits, its inline sends going on after it)."""
+    events = await make_events(app_ctx, workspace_id, hand_off_now=False)
+    await dispatch_events(app_ctx, events, worker=None)
 
 
 async def owner_of(redis: ArqRedis, job_id: str) -> str | None:
@@ -142,7 +150,7 @@ async def test_a_killed_workers_job_runs_again_within_seconds(
     await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/hang"))
     with worker_cluster(settings, tmp_path / "procs") as cluster:
         doomed = cluster.start_worker("doomed")
-        await make_events(app_ctx, tenant.workspace_id)
+        await queue_a_delivery(app_ctx, tenant.workspace_id)
         await receiver.wait_for(1, path="/hang", timeout=30)
         stuck = await sending_jobs(redis)
         assert stuck, cluster.logs()
@@ -173,7 +181,7 @@ async def test_a_live_workers_long_job_is_left_alone(
     await make_subscription(app_ctx, tenant.workspace_id, url=receiver.url("/slow"))
     with worker_cluster(settings, tmp_path / "procs") as cluster:
         cluster.start_worker("busy")
-        await make_events(app_ctx, tenant.workspace_id)
+        await queue_a_delivery(app_ctx, tenant.workspace_id)
         (request,) = await receiver.wait_for(1, path="/slow", timeout=30)
         (job_id,) = await sending_jobs(redis)
         owner = await owner_of(redis, job_id)

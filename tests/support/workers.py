@@ -1,4 +1,4 @@
-"""Running an in-process arq worker in the background of a test, and waiting on a condition."""
+"""Running an in-process arq worker in the background of a test, and waiting on a condition or on a worker's sends."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable
 
 from arq.worker import Worker
 
-__all__ = ["running", "wait_until"]
+from webhooks.delivery.runtime import WorkerContext
+
+__all__ = ["running", "sends_finished", "wait_until"]
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
@@ -27,3 +29,9 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def sends_finished(worker: WorkerContext) -> None:
+    """Wait for the sends that go on after their jobs (a relay job's inline batch): sent and recorded."""
+    assert worker.detached is not None
+    await worker.detached.wait()

@@ -14,6 +14,7 @@ from synchook.context import AppContext
 from tests.factories import make_tenant
 from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
+from tests.support.workers import sends_finished
 from webhooks.delivery import pipeline
 from webhooks.delivery.claim import load_subscriptions
 from webhooks.delivery.runtime import WorkerContext
@@ -116,6 +117,7 @@ async def test_a_relay_batch_in_many_workspaces_matches_rows_and_sends_them_inli
             events = [e for t in tenants for e in await make_events(app_ctx, t.workspace_id, hand_off_now=False)]
             assert await dispatch_events(app_ctx, events, worker=worker) == 3
             received = await receiver.wait_for(3)
+            await sends_finished(worker)
         by_path = {sub.url.rsplit("/", 1)[1]: sub for sub in subs.values()}
         for request in received:
             secret = by_path[request.path.lstrip("/")].secret

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from synchook.context import AppContext
 from synchook.settings import Settings
 from webhooks import sender
+from webhooks.delivery.detached import Detached
 from webhooks.delivery.fanouts import FanOuts
 from webhooks.delivery.recorder import Recorder
 from webhooks.http_client import DeliveryClient
@@ -44,6 +45,9 @@ class Runtime:
     # Sends queued for a subscription's slots, each by the call that makes it give up: called when the subscription is
     # marked slow (see send.acquire_unless_slow).
     queued: dict[str, set[Callable[[], None]]] = field(default_factory=dict)
+    # Called whenever an endpoint is marked slow: the batches sending, each checking whether only slow endpoints'
+    # requests are left to it (webhooks.delivery.sending).
+    slow_listeners: set[Callable[[], None]] = field(default_factory=set)
     # What is left of INLINE_ROWS (see take_inline).
     inline_free: int = INLINE_ROWS
 
@@ -85,6 +89,8 @@ class Runtime:
         self.slow[subscription_id] = time.monotonic() + SLOW_FOR
         for give_up in self.queued.pop(subscription_id, ()):
             give_up()
+        for listener in list(self.slow_listeners):
+            listener()
 
     def observe(self, subscription_id: str, outcome: sender.Outcome) -> None:
         if outcome.timed_out or outcome.duration_ms >= self.settings.delivery_timeout * 500:
@@ -102,16 +108,28 @@ class WorkerContext:
     recorder: Recorder
     runtime: Runtime
     fan_outs: FanOuts = field(default_factory=FanOuts)
+    # The batches left to finish after their job ended; None where every job waits for all of its sends (a burst
+    # worker, which stops once its queue is empty: what a batch left behind would enqueue would be left to the next).
+    detached: Detached | None = field(default_factory=Detached)
     # Set on the copy a relay group's fan-out is given (webhooks.delivery.fanouts): called when its inline batch
     # starts sending, its transaction committed, so that the next group's fan-out starts then.
     on_sending: Callable[[], None] | None = None
 
     @classmethod
-    def open(cls, app: AppContext) -> WorkerContext:
-        return cls(app, sender.open_session(app.settings), Recorder(app), Runtime(app.settings))
+    def open(cls, app: AppContext, *, detach: bool = True) -> WorkerContext:
+        return cls(
+            app,
+            sender.open_session(app.settings),
+            Recorder(app),
+            Runtime(app.settings),
+            detached=Detached() if detach else None,
+        )
 
     async def close(self) -> None:
-        """Stop the relay fan-outs still running, finish recording what was sent, then close the HTTP client."""
+        """Stop the relay fan-outs still running, let the batches left to finish on the worker finish, finish
+        recording what was sent, then close the HTTP client."""
         await self.fan_outs.close()
+        if self.detached is not None:
+            await self.detached.wait()
         await self.recorder.close()
         await self.http.close()
