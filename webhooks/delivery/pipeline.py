@@ -45,15 +45,15 @@ async def run(
     heartbeat = asyncio.create_task(keep_lease(worker.app, batch.lease, stop))
     try:
         prepared = await prepare(worker, batch)
+        sending = Sending(worker, batch.lease, prepared.ready)
+        # Cancelled, deferred and unsignable ones are settled already: recorded while the rest are sent.
+        sending.written.append(worker.recorder.submit(batch.lease, prepared.settled))
     except BaseException:
         stop.set()
         await heartbeat
         if then is not None:
             then()
         raise
-    sending = Sending(worker, batch.lease, prepared.ready)
-    # Cancelled, deferred and unsignable ones are settled already: recorded while the rest are sent.
-    sending.written.append(worker.recorder.submit(batch.lease, prepared.settled))
     finish = asyncio.create_task(_send_and_record(sending, stop, heartbeat))
     if then is not None:
         finish.add_done_callback(lambda _: then())
