@@ -58,6 +58,8 @@ async def test_a_deliver_job_left_only_a_hanging_endpoint_ends_and_its_requests_
 
 
 async def test_a_relay_job_ends_when_its_fan_out_commits_and_its_inline_sends_go_on(app_ctx: AppContext) -> None:
+    if app_ctx.db.dialect != "postgresql":
+        pytest.skip("SQLite: a relay job waits for its inline sends (webhooks.dispatch says why)")
     async with Receiver() as receiver:
         answer = asyncio.Event()
         receiver.program("/held", hold=answer)

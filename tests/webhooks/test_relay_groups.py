@@ -95,12 +95,17 @@ async def test_a_group_does_not_wait_for_the_sends_of_the_one_before(
         fast = await make_events(app_ctx, tenant.workspace_id, hand_off_now=False)
         assert await relay_events(ctx, fast) == 1
         assert [r.headers["webhook-id"] for r in await receiver.wait_for(1, path="/fast")] == fast
-        # The held jobs ended when their fan-outs committed; their sends go on, on the worker.
-        assert await asyncio.gather(*slow_jobs) == [1] * TRANSACTIONS
-        assert receiver.count("/held") == TRANSACTIONS
-        sending = [d for d in await deliveries(app_ctx) if d.subscription_id in held_subscriptions]
-        assert [(d.status, d.lease_until is not None) for d in sending] == [("pending", True)] * TRANSACTIONS
-        held.set()
+        if app_ctx.db.dialect == "postgresql":
+            # The held jobs ended when their fan-outs committed; their sends go on, on the worker.
+            assert await asyncio.gather(*slow_jobs) == [1] * TRANSACTIONS
+            sending = [d for d in await deliveries(app_ctx) if d.subscription_id in held_subscriptions]
+            assert [(d.status, d.lease_until is not None) for d in sending] == [("pending", True)] * TRANSACTIONS
+            held.set()
+        else:
+            # SQLite: a relay job waits for its inline sends (webhooks.dispatch says why).
+            assert not any(job.done() for job in slow_jobs)
+            held.set()
+            assert await asyncio.gather(*slow_jobs) == [1] * TRANSACTIONS
         await sends_finished(worker)
     assert {d.status for d in await deliveries(app_ctx)} == {"succeeded"}
 
