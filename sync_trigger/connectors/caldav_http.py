@@ -97,7 +97,7 @@ class DavTransport:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
                     location = response.headers.get("Location")
-                    payload = await response.content.read(_MAX_BODY + 1)
+                    payload = await _read_capped(response.content, _MAX_BODY)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 logger.warning("caldav request failed (%s), retrying", type(exc).__name__)
                 failed = f"CalDAV server unreachable ({type(exc).__name__})"
@@ -126,3 +126,19 @@ class DavTransport:
                 continue
             await backoff.recovered()
             return DavReply(status, payload, url), None
+
+
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or its first ``limit + 1`` bytes or more when it is longer than ``limit``.
+
+    Not ``stream.read(limit + 1)``: that returns what has arrived so far, and a 207 answer that Radicale sent in
+    pieces came back cut short (a thousand events' calendar-query, parsed as unreadable XML).
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(parts)
