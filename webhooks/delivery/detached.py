@@ -4,8 +4,9 @@ A job whose sends left are all to slow endpoints ends (see :func:`webhooks.deliv
 its batch runs on here: its lease kept, each outcome recorded. A failure is logged and left as any job's failure is:
 the leases run out and the sweeper sends those deliveries again. The worker waits for these when it stops.
 
-A relay job's inline batch always runs on here (``pipeline.run(background=True)``): its rows are bounded by the
-worker's inline budget, and the job's work, the fan-out, is done once its transaction has committed.
+On PostgreSQL a relay job's inline batch runs on here too (``pipeline.run(background=True)``, see webhooks.dispatch
+for why not on SQLite): its rows are bounded by the worker's inline budget, and the job's work, the fan-out, is done
+once its transaction has committed.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ __all__ = ["INLINE_ROWS", "SLOW_FOR", "Runtime", "WorkerContext"]
 SLOW_FOR = 30.0
 # Deliveries the worker's relay jobs may hold to send themselves at a time (inserted leased, no claim, no deliver
 # job); beyond this a fan-out's rows go to deliver jobs, which any worker claims. Held rows wait in their endpoint's
-# queue (webhooks.delivery.pipeline), not as a task each: with no bound, 20 relay jobs of 5,000 rows took a worker of
+# queue (webhooks.delivery.sending), not as a task each: with no bound, 20 relay jobs of 5,000 rows took a worker of
 # the benchmark's (g) to 201 MiB, against 296 when each waited as a task (the bound was then 12,000); with this one,
 # 173.
 INLINE_ROWS = 30_000
