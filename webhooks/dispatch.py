@@ -189,7 +189,7 @@ async def _dispatch_batch(
         if made.inline and worker is not None:
             made.inline.sort(key=lambda c: c.id)
             lease.ids = [c.id for c in made.inline]
-            held, runtime = len(made.inline), worker.runtime
+            taken, runtime = len(made.inline), worker.runtime  # of the inline budget
             handed_over = True  # run gives the budget back once the batch is over, sent or failed
             try:
                 # On PostgreSQL in the background: a relay job ends once its fan-out has committed, not when its inline
@@ -200,12 +200,12 @@ async def _dispatch_batch(
                     worker,
                     Batch(lease=lease, claimed=made.inline, bodies=made.bodies, subscriptions=made.held, now=now),
                     background=app.db.dialect == "postgresql",
-                    then=lambda: runtime.give_back_inline(held),
+                    then=lambda: runtime.give_back_inline(taken),
                 )
             except Exception as exc:
                 # The events are dispatched and the rows stored: their lease runs out and the sweeper re-enqueues them.
                 logger.warning(
-                    "inline delivery of %d deliveries failed, left to the sweeper: %s", held, type(exc).__name__
+                    "inline delivery of %d deliveries failed, left to the sweeper: %s", taken, type(exc).__name__
                 )
     finally:
         if worker is not None and not handed_over:

@@ -40,8 +40,9 @@ class Sending:
         self.written: list[asyncio.Future[Recorded]] = []
         self.only_slow_left = asyncio.Event()
 
-    async def run(self) -> list[Sent | Deferred]:
-        """Send every delivery; their outcomes, each submitted to the recorder as it comes (see ``written``)."""
+    async def run(self) -> None:
+        """Send every delivery, each outcome kept in ``outcomes`` and submitted to the recorder as it comes
+        (``written``)."""
         runtime = self._worker.runtime
         # A rate-limited delivery's wait counts from now (when its slot was reserved), not from its sender's turn.
         began = asyncio.get_running_loop().time()
@@ -56,7 +57,6 @@ class Sending:
             await asyncio.gather(*senders)
         finally:
             runtime.slow_listeners.discard(self._check)
-        return self.outcomes
 
     async def _sender(self, sub_id: str, queue: deque[Ready], began: float) -> None:
         loop = asyncio.get_running_loop()
