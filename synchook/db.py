@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ARRAY, DateTime, any_, bindparam, event, exc
+from sqlalchemy import ARRAY, DateTime, any_, bindparam, event, exc, text
 from sqlalchemy.engine import CursorResult, Dialect, Result, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -122,6 +122,29 @@ def among_bound(column: ColumnElement[Any], name: str, *, postgres: bool) -> Col
     if postgres:
         return column == any_(bindparam(name, type_=ARRAY(column.type)))
     return column.in_(bindparam(name, expanding=True))
+
+
+_PLAN_FOR_VALUES = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+async def plan_for_values(session: AsyncSession) -> None:
+    """On PostgreSQL, plan the rest of the session's transaction for the values each statement is given: no
+    generic plan, cached for the connection, for a statement whose best plan depends on which rows its values
+    select. Once per transaction; nothing on SQLite, which plans every statement anew.
+
+    A prepared statement's generic plan is made from the statistics of its day and kept until its tables are
+    next analyzed. One made while a table was small (a fresh install, the first minutes of a tenant's import)
+    can walk a whole index once the table has grown 1,000 times, for every call until autovacuum comes round. A
+    plan for the values costs a few tenths of a millisecond of planning, and sizes tables as they are now.
+    """
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    transaction = connection.get_transaction()
+    if connection.info.get("plans_for_values_in") is transaction:
+        return
+    await session.execute(_PLAN_FOR_VALUES)
+    connection.info["plans_for_values_in"] = transaction
 
 
 # Bound parameters are webhook URLs, sealed secrets, provider tokens, payloads: SQLAlchemy must never put them

@@ -343,7 +343,7 @@ async def test_a_later_page_walks_the_subscriptions_in_id_order_whatever_the_sta
             page = await _completed_syncs_page(session, tenant, after=ids[999], limit=1001)
         finally:
             sa.event.remove(engine, "before_cursor_execute", capture)
-        [(sql, params)] = captured
+        [(sql, params)] = [(sql, params) for sql, params in captured if sql.startswith("SELECT")]  # not SET LOCAL
         connection = await session.connection()
         plan = "\n".join(str(r[0]) for r in await connection.exec_driver_sql(f"EXPLAIN {sql}", params))
         await session.rollback()
