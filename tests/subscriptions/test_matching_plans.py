@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from subscriptions.matching import match_page, match_subscriptions, match_workspaces
+from subscriptions.matching import Matched, Scoped, match_page, match_subscriptions, match_workspaces
 from synchook.context import AppContext
 from synchook.db import plan_for_values
 from tests.factories import make_tenant
@@ -87,51 +87,40 @@ async def test_matches_after_the_tables_grew_read_only_their_workspaces(postgres
     # generic plan of each statement, costed for tables of three rows.
     for _ in range(8):
         async with ctx.db.session() as session:
-            await match_workspaces(
-                session, workspace_ids=ids, event_type="calendar.sync.completed", provider="google", limit=100
-            )
-            await match_subscriptions(
-                session, workspace_id=ids[0], event_type="calendar.sync.completed", provider="google", limit=100
-            )
-            await match_page(
-                session,
-                workspace_id=ids[0],
-                event_type="calendar.sync.completed",
-                provider="google",
-                target_subscription_id=None,
-                after="sub_",
-                limit=100,
-            )
+            await _several(session, ids)
+            await _one(session, ids[0])
+            await _page(session, ids[0])
 
     await _grow(ctx, big.workspace_id)  # no ANALYZE: the statistics still say three rows
 
     async with ctx.db.session() as session:
         before = await _rows_read(session)
-        found = await match_workspaces(
-            session, workspace_ids=ids, event_type="calendar.sync.completed", provider="google", limit=100
-        )
-        assert found is not None and {w: [m.id for m in rows] for w, rows in found.items()} == wanted
+        found = await _several(session, ids)
         assert await _rows_read(session) - before < 50
-    async with ctx.db.session() as session:
-        before = await _rows_read(session)
-        one = await match_subscriptions(
-            session, workspace_id=ids[0], event_type="calendar.sync.completed", provider="google", limit=100
-        )
-        assert [m.id for m in one] == wanted[ids[0]]
-        assert await _rows_read(session) - before < 50
-    async with ctx.db.session() as session:
-        before = await _rows_read(session)
-        page = await match_page(
-            session,
-            workspace_id=ids[0],
-            event_type="calendar.sync.completed",
-            provider="google",
-            target_subscription_id=None,
-            after="sub_",
-            limit=100,
-        )
-        assert [m.id for m in page] == wanted[ids[0]]
-        assert await _rows_read(session) - before < 50
+    assert found is not None and {w: [m.id for m in rows] for w, rows in found.items()} == wanted
+    for match in (_one, _page):
+        async with ctx.db.session() as session:
+            before = await _rows_read(session)
+            matched = await match(session, ids[0])
+            assert await _rows_read(session) - before < 50, match.__name__
+        assert [m.id for m in matched] == wanted[ids[0]]
+
+
+_EVENT = {"event_type": "calendar.sync.completed", "provider": "google"}
+
+
+async def _several(session: AsyncSession, workspace_ids: list[str]) -> dict[str, list[Matched]] | None:
+    return await match_workspaces(session, workspace_ids=workspace_ids, limit=100, **_EVENT)
+
+
+async def _one(session: AsyncSession, workspace_id: str) -> list[Matched]:
+    return await match_subscriptions(session, workspace_id=workspace_id, limit=100, **_EVENT)
+
+
+async def _page(session: AsyncSession, workspace_id: str) -> list[Scoped]:
+    return await match_page(
+        session, workspace_id=workspace_id, target_subscription_id=None, after="sub_", limit=100, **_EVENT
+    )
 
 
 async def test_plan_for_values_holds_for_its_transaction_only(app_ctx: AppContext) -> None:
