@@ -7,8 +7,9 @@ cost depends on how many subscriptions match, not on how many exist.
 On PostgreSQL each match is planned for the workspaces it names (``plan_for_values``). A cached generic plan
 knows only a workspace's average share of the table, from the statistics of when it was made: one made while the
 tables were small, or before a workspace grew to 100,000 subscriptions, walked the whole primary key (or the
-filters' subscription index) filtering by workspace, 80-330 ms a match at 200,000 subscriptions against 0.3-2 ms,
-until autovacuum next analyzed the tables ((i)'s 100 and 10,000 workspaces ran at 0.12-0.45 x when it did).
+filters' subscription index) filtering by workspace: 80-330 ms a match at 100,000-200,000 subscriptions against
+0.3-2 ms, until autovacuum next analyzed the tables ((i)'s 100 and 10,000 workspaces ran at 0.12-0.45 x raw when
+it did).
 """
 
 from __future__ import annotations

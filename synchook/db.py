@@ -128,9 +128,9 @@ _PLAN_FOR_VALUES = text("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 async def plan_for_values(session: AsyncSession) -> None:
-    """On PostgreSQL, plan the rest of the session's transaction for the values each statement is given: no
-    generic plan, cached for the connection, for a statement whose best plan depends on which rows its values
-    select. Once per transaction; nothing on SQLite, which plans every statement anew.
+    """On PostgreSQL, plan the rest of the session's transaction for the values each statement is given, so that a
+    statement whose best plan depends on which rows its values select never runs on a generic plan cached for the
+    connection. Said once per transaction; nothing on SQLite, which plans every statement anew.
 
     A prepared statement's generic plan is made from the statistics of its day and kept until its tables are
     next analyzed. One made while a table was small (a fresh install, the first minutes of a tenant's import)
