@@ -194,8 +194,9 @@ async def _dispatch_batch(
             try:
                 # On PostgreSQL in the background: a relay job ends once its fan-out has committed, not when its inline
                 # sends end (a hanging endpoint's rows held every job of the worker until it was marked slow: (d) of the
-                # benchmark went from 0.84-0.86 to 0.90-0.98 x). On SQLite the same change took (d) from 0.92-0.99 to
-                # 0.84-0.91 x in four paired runs, for a reason not found yet: there a relay job still waits for them.
+                # benchmark went from 0.84-0.86 to 0.90-0.98 x). On SQLite the same change lowered (d) to 0.83-0.89 x in
+                # paired runs: the healthy endpoints' rate beside a hanging one fell by a seventh, the calm rate did not
+                # (docs/performance.md, seventeenth round). Why is not measured, so there a relay job still waits.
                 await run(
                     worker,
                     Batch(lease=lease, claimed=made.inline, bodies=made.bodies, subscriptions=made.held, now=now),
