@@ -40,3 +40,13 @@ async def test_slow_deliveries_go_to_their_waves(runtime: Runtime, mixed: bool) 
     assert seconds[0] == (0.0 if mixed else None)
     # The rest, 2 per timeout (2 s) after it, whichever job they were in.
     assert seconds[1:] == [2.0, 2.0, 4.0, 4.0]
+
+
+async def test_looking_at_a_slow_endpoint_leaves_no_entry_in_flight(runtime: Runtime) -> None:
+    # in_flight is a defaultdict: reading a key adds it, and only a send's end takes it out again. A slow endpoint
+    # whose deliveries were all put off never has that send, so its entry stayed for the worker's life: one per
+    # slow endpoint ever seen.
+    runtime.mark_slow("sub_slow")
+    slow_waves(runtime, ["sub_ok", "sub_slow", "sub_slow"], now=utcnow())
+
+    assert "sub_slow" not in runtime.in_flight

@@ -124,7 +124,7 @@ def slow_waves(runtime: Runtime, subscription_ids: Sequence[str], *, now: dateti
     for index, sub_id in enumerate(subscription_ids):
         if sub_id not in slow:
             continue
-        left = free.get(sub_id, limit - runtime.in_flight[sub_id])
+        left = free.get(sub_id, limit - runtime.in_flight.get(sub_id, 0))
         if left <= 0:
             waves[index] = now + timedelta(seconds=timeout * (1 + (-left) // limit))
         elif mixed:

@@ -41,6 +41,7 @@ class Runtime:
     per_subscription: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     # Subscriptions whose last attempt timed out or was slow, until when (monotonic), and sends in flight.
     slow: dict[str, float] = field(default_factory=dict)
+    # An entry only while a send is in flight (send.py takes it out at 0): read it with .get, or the read adds one.
     in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     # Sends queued for a subscription's slots, each by the call that makes it give up: called when the subscription is
     # marked slow (see send.acquire_unless_slow).
