@@ -40,7 +40,10 @@ class Sending:
         # The senders to start, each endpoint's first before any endpoint's second: at most the worker's
         # delivery_concurrency of them run at once (see run).
         self._to_start: deque[str] = deque(
-            sub_id for turn in range(per_endpoint) for sub_id, count in self._senders.items() if count > turn
+            sub_id
+            for turn in range(max(self._senders.values(), default=0))
+            for sub_id, count in self._senders.items()
+            if count > turn
         )
         self.outcomes: list[Sent | Deferred] = []
         self.written: list[asyncio.Future[Recorded]] = []
