@@ -43,16 +43,17 @@ _PATTERN = "calendar.sync.*"
 async def make_tenants(
     ctx: AppContext, receiver_url: str, name: str, *, workspaces: int, subscriptions: int
 ) -> list[Tenant]:
-    """``workspaces`` workspaces of ``subscriptions`` subscriptions each, bulk-inserted."""
+    """``workspaces`` workspaces of ``subscriptions`` subscriptions each, bulk-inserted. Workspace names and
+    endpoint paths carry the workspace's id, so two cases of one size (``--growth-workspaces 100,100``) can run."""
     now = utcnow()
     tenants = [Tenant(new_id("ws")) for _ in range(workspaces)]
-    workspace_rows = [{"id": t.workspace_id, "name": f"{name}-{i}", "created_at": now} for i, t in enumerate(tenants)]
+    workspace_rows = [{"id": t.workspace_id, "name": f"{name}-{t.workspace_id}", "created_at": now} for t in tenants]
     sub_rows: list[dict[str, Any]] = []
     filter_rows: list[dict[str, Any]] = []
-    for w, tenant in enumerate(tenants):
+    for tenant in tenants:
         for s in range(subscriptions):
             sub_id = new_id("sub")
-            path = f"/ok/{name}/{w}/{s}"
+            path = f"/ok/{name}/{tenant.workspace_id}/{s}"
             secret = generate_webhook_secret()
             tenant.paths[sub_id] = path
             tenant.secrets[path] = secret
