@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from sync_trigger.calendar_index.models import Calendar
 from synchook.context import AppContext
 from tests.factories import make_tenant
+from tests.support.statements import Statement, statements_run
 from tests.sync_trigger.test_calendar_index import apply, change, connection_with_calendar
 
 STORED = 2_000  # events of the calendar before the page: what the old plan read, whole, for every page
@@ -30,17 +29,10 @@ async def calendar(app_ctx: AppContext) -> Calendar:
 
 
 @pytest.fixture
-def lookups() -> Iterator[list[tuple[str, Any]]]:
+def lookups() -> Iterator[list[Statement]]:
     """Every SELECT of stored calendar events, with its parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if statement.startswith("SELECT") and "FROM calendar_events" in statement:
-            seen.append((statement, parameters))
-
-    sa.event.listen(Engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(Engine, "before_cursor_execute", record)
+    with statements_run(lambda sql: sql.startswith("SELECT") and "FROM calendar_events" in sql) as seen:
+        yield seen
 
 
 def _literal(value: Any) -> str:
@@ -52,7 +44,7 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-async def _page_after_a_large_import(app_ctx: AppContext, calendar: Calendar, lookups: list[tuple[str, Any]]) -> None:
+async def _page_after_a_large_import(app_ctx: AppContext, calendar: Calendar, lookups: list[Statement]) -> None:
     """Store STORED events, then apply a page of PAGE (half of them new), keeping only that page's lookups."""
     for first in range(0, STORED, 500):
         await apply(app_ctx, calendar, *(change(f"ev-{n}", hours=n) for n in range(first, first + 500)))
@@ -64,7 +56,7 @@ async def _page_after_a_large_import(app_ctx: AppContext, calendar: Calendar, lo
 
 @pytest.mark.parametrize("plan_cache_mode", ["force_generic_plan", "force_custom_plan"])
 async def test_a_page_probes_the_index_per_event_id_on_a_calendar_without_statistics(
-    app_ctx: AppContext, calendar: Calendar, lookups: list[tuple[str, Any]], plan_cache_mode: str
+    app_ctx: AppContext, calendar: Calendar, lookups: list[Statement], plan_cache_mode: str
 ) -> None:
     if app_ctx.settings.is_sqlite:
         pytest.skip("SQLite has no statistics and no generic plans: the test below covers its plan")
@@ -89,7 +81,7 @@ async def test_a_page_probes_the_index_per_event_id_on_a_calendar_without_statis
 
 
 async def test_a_page_lookup_on_sqlite_searches_the_unique_index(
-    app_ctx: AppContext, calendar: Calendar, lookups: list[tuple[str, Any]]
+    app_ctx: AppContext, calendar: Calendar, lookups: list[Statement]
 ) -> None:
     if not app_ctx.settings.is_sqlite:
         pytest.skip("PostgreSQL: see the test above")

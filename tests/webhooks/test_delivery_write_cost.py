@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from synchook.bulk import insert_rows
 from synchook.context import AppContext
@@ -22,6 +21,7 @@ from synchook.root.metrics import Snapshot, _read_database
 from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.factories.webhooks import make_events, make_subscription
+from tests.support.statements import Statement, statements_run
 from webhooks.delivery.claim import claim_rows
 from webhooks.delivery.lease import Lease
 from webhooks.delivery.rows import new_delivery
@@ -32,17 +32,10 @@ _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def selects_of_deliveries() -> Iterator[list[tuple[str, Any]]]:
+def selects_of_deliveries() -> Iterator[list[Statement]]:
     """Every SELECT from deliveries that any engine of this process runs, with its parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if statement.startswith("SELECT") and "FROM deliveries" in statement:
-            seen.append((statement, parameters))
-
-    sa.event.listen(Engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(Engine, "before_cursor_execute", record)
+    with statements_run(lambda sql: sql.startswith("SELECT") and "FROM deliveries" in sql) as seen:
+        yield seen
 
 
 async def _pending_rows(app_ctx: AppContext, count: int) -> list[str]:

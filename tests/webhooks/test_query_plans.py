@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from arq.worker import Worker
-from sqlalchemy.engine import Engine
 
 from synchook.context import AppContext
 from synchook.ids import new_id
@@ -25,6 +24,7 @@ from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
+from tests.support.statements import Statement, statements_run
 from webhooks.delivery.claim import claim_rows
 from webhooks.delivery.lease import Lease
 from webhooks.dispatch import dispatch_events
@@ -36,17 +36,10 @@ CLAIMS = ("UPDATE deliveries SET lease_until", "UPDATE events SET dispatched_at"
 
 
 @pytest.fixture
-def claims() -> Iterator[list[tuple[str, Any]]]:
+def claims() -> Iterator[list[Statement]]:
     """Every claim statement any engine in this process runs (the worker opens its own), with its parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if statement.startswith(CLAIMS):
-            seen.append((statement, parameters))
-
-    sa.event.listen(Engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(Engine, "before_cursor_execute", record)
+    with statements_run(lambda sql: sql.startswith(CLAIMS)) as seen:
+        yield seen
 
 
 @pytest.mark.parametrize("settings_overrides", [{"delivery_batch_size": 20}])
@@ -145,22 +138,14 @@ async def test_lookups_by_id_arrays_use_indexes_on_a_table_without_statistics(
     event_id = row["event_id"]
     table = Delivery.__table__  # type: ignore[attr-defined]
     ids = [new_id("dlv") for _ in range(2_000)]  # the size at which the bench's plans went wrong
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        seen.append((statement, parameters))
-
     # One transaction: no ANALYZE (autovacuum's included) sees these rows, as on a fresh install under load.
     async with app_ctx.db.session() as session:
         await session.execute(sa.insert(table), [{**row, "id": i} for i in ids])
-        sa.event.listen(Engine, "before_cursor_execute", record)
-        try:
+        with statements_run(lambda _sql: True) as seen:
             claimed = await _claim(session, [event_id, *(new_id("evt") for _ in range(49))], now)
             assert [(event.id, event.begun) for event in claimed] == [(event_id, True)]
             outcomes = [{"id": i, "owner": "worker-1", "status": "succeeded"} for i in ids[:50]]
             assert len(await update_rows(session, table, outcomes, guard=("owner", "lease_owner"))) == 50
-        finally:
-            sa.event.remove(Engine, "before_cursor_execute", record)
         connection = await session.connection()
         await connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         plans = []
