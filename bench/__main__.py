@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 from bench.harness import main
+from bench.stack import exit_when_done
 
-try:
-    sys.exit(main())
-except KeyboardInterrupt:  # Ctrl-C or SIGTERM: main's cleanup has run
-    print("bench: interrupted; its stack stopped and its database dropped", file=sys.stderr, flush=True)
-    sys.exit(130)
+exit_when_done(main)

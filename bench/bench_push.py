@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from bench.driver import ReceiverClient
-from bench.stack import Stack, postgres_server_url
+from bench.stack import Stack, bench_database, exit_when_done, stop_on_sigterm_as_on_ctrl_c
 from sync_trigger import connections
 from sync_trigger.background import schedule_background_syncs
 from sync_trigger.connectors.google import WATCH_TTL_SECONDS
@@ -587,17 +587,9 @@ def main() -> None:
     args = parser.parse_args()
     began = time.perf_counter()
     run_dir = Path(tempfile.mkdtemp(prefix="synchook-pushbench-"))
-    pg_name = None
-    if args.db == "postgres":
-        from tests.support.postgres import create_database, unique_name
-
-        base = postgres_server_url()
-        pg_name = unique_name("synchook_bench_push")
-        database_url = asyncio.run(create_database(base, pg_name))
-    else:
-        database_url = f"sqlite+aiosqlite:///{run_dir}/bench.db"
-    migrate.upgrade(database_url)
-    with FakeProviders() as fake:
+    stop_on_sigterm_as_on_ctrl_c()
+    with bench_database(args.db, run_dir, "synchook_bench_push") as database_url, FakeProviders() as fake:
+        migrate.upgrade(database_url)
         stack = Stack(database_url=database_url, workers=args.workers, run_dir=run_dir)
         stack.extra_env.update(
             {
@@ -615,10 +607,6 @@ def main() -> None:
         finally:
             stack.stop()
     shutil.rmtree(run_dir, ignore_errors=True)  # kept when the run failed: its logs say why
-    if pg_name is not None:
-        from tests.support.postgres import drop_database
-
-        asyncio.run(drop_database(base, pg_name))
     print(
         f"push: {args.db}, {args.workers} worker(s), {os.cpu_count()} CPUs shared with other work (figures are noisy); "
         f"{time.perf_counter() - began:.0f} s in all",
@@ -629,4 +617,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_when_done(main)

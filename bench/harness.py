@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import sqlalchemy as sa
 from bench import api_load, bare_api, bench_changes, dev_run, growth, raw
 from bench.backlog import insert_backlog
 from bench.driver import ReceiverClient, Tenant, check, make_tenant, publish, wait_recorded
-from bench.stack import Stack, cpu_seconds, postgres_server_url
+from bench.stack import Stack, bench_database, cpu_seconds, stop_on_sigterm_as_on_ctrl_c
 from subscriptions.models import Subscription, SubscriptionStatus
 from synchook.context import AppContext
 from synchook.queue import free_port
@@ -380,8 +379,8 @@ async def _disable_hanging(ctx: AppContext, tenant: Tenant) -> None:
 
 async def _run(args: argparse.Namespace, database_url: str, run_dir: Path) -> dict[str, Any]:
     stack = Stack(database_url=database_url, workers=args.workers, run_dir=run_dir)
-    stack.start()
     try:
+        stack.start()  # inside: stopped while it starts, what had started is stopped
         os.environ.update({k: v for k, v in stack.env().items() if k.startswith("SYNCHOOK_")})
         settings = Settings()
         ctx = await AppContext.open(settings)
@@ -509,20 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     run_dir = Path(tempfile.mkdtemp(prefix="synchook-bench-"))
-    # Stopped as Ctrl-C stops it: the stack stopped and the throwaway database dropped (a `kill` or `timeout` left
-    # both behind, one database 298 MB).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    pg_name = None
+    stop_on_sigterm_as_on_ctrl_c()
     began = time.perf_counter()
-    try:
-        if args.db == "postgres":
-            from tests.support.postgres import create_database, unique_name
-
-            base = postgres_server_url()
-            pg_name = unique_name("synchook_bench")
-            database_url = asyncio.run(create_database(base, pg_name))
-        else:
-            database_url = f"sqlite+aiosqlite:///{run_dir}/bench.db"
+    with bench_database(args.db, run_dir, "synchook_bench") as database_url:
         migrate.upgrade(database_url)
         print(
             f"bench: {args.db}, {args.workers} worker(s), {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -534,11 +522,6 @@ def main(argv: list[str] | None = None) -> int:
             report = uvloop.run(_run(args, database_url, run_dir))
         except ImportError:
             report = asyncio.run(_run(args, database_url, run_dir))
-    finally:
-        if pg_name is not None:
-            from tests.support.postgres import drop_database
-
-            asyncio.run(drop_database(base, pg_name))
     elapsed = time.perf_counter() - began
     verdict = _verdict(report, db=args.db)
     for line in verdict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,8 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from synchook.crypto import generate_master_key
 from synchook.queue import QUEUE_NAME, EmbeddedRedis, free_port
@@ -26,6 +28,39 @@ def postgres_server_url() -> str:
         or os.environ.get("SYNCHOOK_TEST_POSTGRES_URL")
         or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     )
+
+
+@contextlib.contextmanager
+def bench_database(db: str, run_dir: Path, prefix: str) -> Iterator[str]:
+    """The URL of the bench's database: SQLite's in ``run_dir``, or a throwaway database on the PostgreSQL server,
+    dropped on the way out, however the run ends (SIGTERM included: see :func:`stop_on_sigterm_as_on_ctrl_c`)."""
+    if db != "postgres":
+        yield f"sqlite+aiosqlite:///{run_dir}/bench.db"
+        return
+    from tests.support.postgres import create_database, drop_database, unique_name
+
+    base, name = postgres_server_url(), unique_name(prefix)
+    try:  # from before CREATE DATABASE: a signal during it leaves nothing either
+        yield asyncio.run(create_database(base, name))
+    finally:
+        asyncio.run(drop_database(base, name))
+
+
+def stop_on_sigterm_as_on_ctrl_c() -> None:
+    """A bench stopped by `kill` or `timeout` cleans up as Ctrl-C has it do: its stack stopped and its database
+    dropped (SIGTERM's default ended the process at once, leaving both; one database was 298 MB)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def exit_when_done(main: Callable[[], int | None]) -> NoReturn:
+    """Run a bench's ``main`` and exit with its status; stopped (Ctrl-C, SIGTERM), one line instead of a traceback:
+    the stack and the database were cleaned up on the way out."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("bench: interrupted; its stack stopped and its database dropped", file=sys.stderr, flush=True)
+        sys.exit(130)
+    sys.exit(status)
 
 
 def peak_rss_mib(pid: int) -> float | None:
