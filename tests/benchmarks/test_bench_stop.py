@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,13 +17,14 @@ import pytest
 from tests.support.postgres import ADMIN_DATABASE, asyncpg_dsn, postgres_url, with_database
 
 
-async def _bench_databases(url: str) -> set[str]:
+async def _bench_databases(url: str, name: re.Pattern[str]) -> set[str]:
+    """The server's databases named as the bench names its own (``tests.support.postgres.unique_name``)."""
     connection = await asyncpg.connect(asyncpg_dsn(with_database(url, ADMIN_DATABASE)), timeout=30)
     try:
-        rows = await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'synchook_bench_%'")
+        rows = await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'synchook_bench%'")
     finally:
         await connection.close()
-    return {row["datname"] for row in rows}
+    return {row["datname"] for row in rows if name.fullmatch(row["datname"])}
 
 
 def _children(pid: int) -> set[int]:
@@ -46,37 +48,46 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "database"),
     [
-        ["bench", "--db", "postgres", "--only", "a", "--events", "300"],
-        ["bench.bench_push", "--db", "postgres"],
+        (["bench", "--db", "postgres", "--only", "a", "--events", "300"], r"synchook_bench_[0-9a-f]{12}"),
+        (["bench.bench_push", "--db", "postgres"], r"synchook_bench_push_[0-9a-f]{12}"),
     ],
     ids=["make bench", "push bench"],
 )
-def test_a_bench_stopped_with_sigterm_stops_its_stack_and_drops_its_database(command: list[str]) -> None:
+def test_a_bench_stopped_with_sigterm_stops_its_stack_and_drops_its_database(command: list[str], database: str) -> None:
     url = postgres_url()
     if url is None:
         pytest.skip("PostgreSQL not provided (set SYNCHOOK_TEST_POSTGRES_URL; .ci/run does)")
-    before = asyncio.run(_bench_databases(url))
+    # By its name: the other bench's case may run at the same time (pytest -n).
+    name = re.compile(database)
+    before = asyncio.run(_bench_databases(url, name))
     env = os.environ | {"SYNCHOOK_BENCH_POSTGRES_URL": url}
     bench = subprocess.Popen(
         [sys.executable, "-m", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
+    made: set[str] = set()
+    stack: set[int] = set()
     try:
         # Running: its database made, and its stack (Redis, the receiver, the API, workers) started.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and bench.poll() is None:
-            made = asyncio.run(_bench_databases(url)) - before
+            made = asyncio.run(_bench_databases(url, name)) - before
             stack = _children(bench.pid)
             if made and len(stack) >= 4:
                 break
             time.sleep(0.2)
-        assert len(made) == 1 and len(stack) >= 4, (made, stack)
-        bench.send_signal(signal.SIGTERM)
-        _, errors = bench.communicate(timeout=60)
     finally:
-        bench.kill()
+        # Stopped in any case, so a failed check does not leave a bench running.
+        if bench.poll() is None:
+            bench.send_signal(signal.SIGTERM)
+        try:
+            _, errors = bench.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            bench.kill()
+            _, errors = bench.communicate()
+    assert len(made) == 1 and len(stack) >= 4, (made, stack, errors[-2000:])
     assert bench.returncode == 130, errors[-2000:]
     assert errors.strip().splitlines()[-1] == "bench: interrupted; its stack stopped and its database dropped"
-    assert not made & asyncio.run(_bench_databases(url))
+    assert not made & asyncio.run(_bench_databases(url, name))
     assert not [pid for pid in stack if _alive(pid)], stack
