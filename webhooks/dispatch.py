@@ -42,9 +42,10 @@ from synchook.outbox import Event
 from synchook.timeutil import utcnow
 from webhooks.delivery.lease import Lease
 from webhooks.delivery.pipeline import run
+from webhooks.delivery.prepare import slow_waves
 from webhooks.delivery.rows import disabled_cancel_reason, new_delivery
 from webhooks.delivery.runtime import WorkerContext
-from webhooks.delivery.schedule import schedule_deliveries
+from webhooks.delivery.schedule import schedule_deliveries, schedule_due
 from webhooks.delivery.stages import Batch, Body, Claimed, Endpoint
 from webhooks.health import SUBSCRIPTION_DISABLED_EVENT
 from webhooks.models import Delivery
@@ -88,6 +89,9 @@ class _Rows:
     inline: list[Claimed] = field(default_factory=list)
     bodies: dict[str, Body] = field(default_factory=dict)
     held: dict[str, Endpoint] = field(default_factory=dict)
+    # Rows to endpoints this worker knows slow, and of them those put off at insert (seconds until due): see put_off.
+    slow: list[dict[str, Any]] = field(default_factory=list)
+    due_in: dict[str, float] = field(default_factory=dict)
 
     def add(self, event: Any, subscriptions: Sequence[Scoped]) -> None:
         """One row per subscription that wants the event (its filters matched; its scope is checked here).
@@ -116,13 +120,11 @@ class _Rows:
                 else disabled_cancel_reason(subscription.disabled_reason),
             )
             self.rows.append(row)
-            if (
-                self.inline_allowed
-                and row["status"] == "pending"
-                and worker is not None
-                and not worker.runtime.is_slow(subscription.id, self.clock)
-                and worker.runtime.take_inline()
-            ):
+            if row["status"] != "pending" or worker is None:
+                continue
+            if worker.runtime.is_slow(subscription.id, self.clock):
+                self.slow.append(row)
+            elif self.inline_allowed and worker.runtime.take_inline():
                 # Sent by this job right after commit: leased at insert, no claim needed.
                 row["lease_until"], row["lease_owner"] = self.lease.until, self.lease.owner
                 self.inline.append(
@@ -135,9 +137,26 @@ class _Rows:
                 if event_id not in self.bodies:
                     self.bodies[event_id] = Body.of(event_id, workspace_id, event_type, created_at, data)
 
+    def put_off(self) -> None:
+        """The rows to endpoints this worker knows slow go in due when one of the endpoint's slots can take them
+        (``slow_waves``), not now: due now, each was claimed by a deliver job only to be put off there, a claim and a
+        write more than a healthy delivery costs. Those a free slot can take now stay due now."""
+        if not self.slow or self.worker is None:
+            return
+        waves = slow_waves(self.worker.runtime, [row["subscription_id"] for row in self.slow], now=self.now)
+        for index, until in waves.items():
+            row = self.slow[index]
+            row["next_attempt_at"] = until
+            self.due_in[row["id"]] = (until - self.now).total_seconds()
+
     def queued(self) -> list[str]:
-        """The pending rows not sent inline: they go to deliver jobs."""
-        return [row["id"] for row in self.rows if row["status"] == "pending" and row["lease_until"] is None]
+        """The pending rows due now and not sent inline: they go to deliver jobs."""
+        due_later = self.due_in
+        return [
+            row["id"]
+            for row in self.rows
+            if row["status"] == "pending" and row["lease_until"] is None and row["id"] not in due_later
+        ]
 
 
 async def dispatch_events(app: AppContext, event_ids: Sequence[str], *, worker: WorkerContext | None) -> int:
@@ -178,14 +197,18 @@ async def _dispatch_batch(
             if left:
                 # Left undispatched until their deliveries are made: a replay waits for them, the sweeper resumes them.
                 await session.execute(sa.update(_events).where(among(_events.c.id, left)).values(dispatched_at=None))
+            made.put_off()
             await insert_rows(session, _deliveries, made.rows)
         pending = made.queued()
         logger.debug(
             "dispatched %d events into %d deliveries (%d sent inline)", len(events), len(made.rows), len(made.inline)
         )
         made.rows.clear()  # written: not held (about 1 KB a row) while this job sends
+        made.slow.clear()
         if pending:
             await schedule_deliveries(app, pending)
+        if made.due_in:
+            await schedule_due(app, made.due_in)
         if made.inline and worker is not None:
             made.inline.sort(key=lambda c: c.id)
             lease.ids = [c.id for c in made.inline]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from synchook import metrics as _metrics
 from synchook.context import AppContext
@@ -18,7 +18,7 @@ from synchook.queue import enqueue_many
 from webhooks.constants import DELIVER_TASK
 from webhooks.delivery.stages import Recorded, Scheduled
 
-__all__ = ["schedule_deliveries", "schedule_recorded"]
+__all__ = ["schedule_deliveries", "schedule_due", "schedule_recorded"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +42,25 @@ async def schedule_deliveries(app: AppContext, delivery_ids: Sequence[str], *, d
     return len(jobs)
 
 
+async def schedule_due(app: AppContext, due_in: Mapping[str, float]) -> int:
+    """Enqueue deliveries due later (``delivery id: seconds``): one deferred job per due-time bucket, deferred to
+    the latest member so none runs early. Returns the jobs enqueued."""
+    buckets: dict[float, list[str]] = defaultdict(list)
+    for delivery_id, delay in due_in.items():
+        width = _RETRY_BUCKET if delay < 5 else 1.0 if delay < 600 else 10.0
+        buckets[(int(delay / width) + 1) * width].append(delivery_id)
+    jobs = 0
+    for due, ids in sorted(buckets.items()):
+        jobs += await schedule_deliveries(app, ids, defer_by=due + 0.01)
+    return jobs
+
+
 async def schedule_recorded(app: AppContext, recorded: Recorded) -> Scheduled:
     """After commit: hand off the events recorded, enqueue the retries, count the outcomes."""
     handed_off = False
     if recorded.events:
         handed_off = await hand_off(app.enqueue if app.redis is not None else None, recorded.events)
-    jobs = 0
-    if recorded.retries:
-        # One deferred job per due-time bucket, deferred to the latest member so none runs early.
-        buckets: dict[float, list[str]] = defaultdict(list)
-        for delivery_id, delay in recorded.retries.items():
-            width = _RETRY_BUCKET if delay < 5 else 1.0 if delay < 600 else 10.0
-            buckets[(int(delay / width) + 1) * width].append(delivery_id)
-        for due, ids in sorted(buckets.items()):
-            jobs += await schedule_deliveries(app, ids, defer_by=due + 0.01)
+    jobs = await schedule_due(app, recorded.retries)
     for outcome, count in recorded.outcomes.items():
         _metrics.record_delivery_outcome(outcome, count)
     return Scheduled(jobs, handed_off)
