@@ -27,24 +27,27 @@ async def _bench_databases(url: str, name: re.Pattern[str]) -> set[str]:
     return {row["datname"] for row in rows if name.fullmatch(row["datname"])}
 
 
+def _stat(path: Path) -> list[str] | None:
+    """A process's /proc stat fields after its name (state first, then the parent's pid), or None once it is gone."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _children(pid: int) -> set[int]:
-    """The processes `pid` started (from /proc), still running."""
+    """The processes `pid` started, still running."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(stat.parent.name))
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(path)
+        if fields is not None and int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(path.parent.name))
     return found
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return fields is not None and fields[0] != "Z"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """The SQL that any engine of this process runs (the worker's and the API's open their own), for tests that read
-a statement's plan or count round trips."""
+a statement's plan or count round trips; and, on PostgreSQL, the plan such a statement gets as a prepared one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 Statement = tuple[str, Any]  # the SQL as sent, and its parameters
 
@@ -27,3 +28,21 @@ def statements_run(wanted: Callable[[str], bool]) -> Iterator[list[Statement]]:
         yield seen
     finally:
         sa.event.remove(Engine, "before_cursor_execute", record)
+
+
+async def explain_prepared(
+    connection: AsyncConnection, statement: Statement, *, name: str, options: str = ""
+) -> list[Row[Any]]:
+    """PostgreSQL's ``EXPLAIN [options] EXECUTE`` of ``statement`` prepared in SQL as ``name``: the plan the
+    session's ``plan_cache_mode`` gives it (a prepared statement's generic plan, or one for its values)."""
+    sql, params = statement
+    await connection.exec_driver_sql(f"PREPARE {name} AS {sql}")
+    arguments = ", ".join(_literal(p) for p in params)
+    return list((await connection.exec_driver_sql(f"EXPLAIN {options} EXECUTE {name}({arguments})")).all())
+
+
+def _literal(value: Any) -> str:
+    """A bound value as SQL text, for ``EXECUTE`` (strings, numbers, times; arrays of them)."""
+    if isinstance(value, (list, tuple)):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"

@@ -16,7 +16,7 @@ import pytest
 from sync_trigger.calendar_index.models import Calendar
 from synchook.context import AppContext
 from tests.factories import make_tenant
-from tests.support.statements import Statement, statements_run
+from tests.support.statements import Statement, explain_prepared, statements_run
 from tests.sync_trigger.test_calendar_index import apply, change, connection_with_calendar
 
 STORED = 2_000  # events of the calendar before the page: what the old plan read, whole, for every page
@@ -33,15 +33,6 @@ def lookups() -> Iterator[list[Statement]]:
     """Every SELECT of stored calendar events, with its parameters."""
     with statements_run(lambda sql: sql.startswith("SELECT") and "FROM calendar_events" in sql) as seen:
         yield seen
-
-
-def _literal(value: Any) -> str:
-    """A bound value as SQL text, for ``EXECUTE`` of a statement prepared in SQL."""
-    if isinstance(value, (list, tuple)):
-        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::varchar[]"
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 async def _page_after_a_large_import(app_ctx: AppContext, calendar: Calendar, lookups: list[Statement]) -> None:
@@ -61,15 +52,12 @@ async def test_a_page_probes_the_index_per_event_id_on_a_calendar_without_statis
     if app_ctx.settings.is_sqlite:
         pytest.skip("SQLite has no statistics and no generic plans: the test below covers its plan")
     await _page_after_a_large_import(app_ctx, calendar, lookups)
-    [(sql, params)] = lookups
+    [lookup] = lookups
     async with app_ctx.db.session() as session:
         connection = await session.connection()
         # The plan a cached statement gets (generic) and the one it gets when planned for its values.
         await connection.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
-        await connection.exec_driver_sql(f"PREPARE page_lookup AS {sql}")
-        arguments = ", ".join(_literal(p) for p in params)
-        explained = await connection.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page_lookup({arguments})")
-        [[document]] = explained.all()
+        [[document]] = await explain_prepared(connection, lookup, name="page_lookup", options="(ANALYZE, FORMAT JSON)")
         await session.rollback()
     scans = [node for node in _nodes(document[0]["Plan"]) if node.get("Relation Name") == "calendar_events"]
     assert scans, document

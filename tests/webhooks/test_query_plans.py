@@ -24,7 +24,7 @@ from synchook.timeutil import utcnow
 from tests.factories import make_tenant
 from tests.factories.webhooks import deliveries, make_events, make_subscription
 from tests.support.receiver import Receiver
-from tests.support.statements import Statement, statements_run
+from tests.support.statements import Statement, explain_prepared, statements_run
 from webhooks.delivery.claim import claim_rows
 from webhooks.delivery.lease import Lease
 from webhooks.dispatch import dispatch_events
@@ -111,13 +111,6 @@ async def test_a_claim_uses_the_primary_key_when_statistics_predate_the_backlog(
     assert "deliveries_pkey" in plan and "ix_deliveries_due" not in plan, plan
 
 
-def _literal(value: Any) -> str:
-    """A bound value as SQL text, for ``EXECUTE`` of a statement prepared in SQL (strings, times, arrays)."""
-    if isinstance(value, (list, tuple)):
-        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]"
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 async def test_lookups_by_id_arrays_use_indexes_on_a_table_without_statistics(
     app_ctx: AppContext, claims: list[tuple[str, Any]]
 ) -> None:
@@ -149,10 +142,8 @@ async def test_lookups_by_id_arrays_use_indexes_on_a_table_without_statistics(
         connection = await session.connection()
         await connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         plans = []
-        for number, (sql, params) in enumerate(seen):
-            await connection.exec_driver_sql(f"PREPARE lookup_{number} AS {sql}")
-            arguments = ", ".join(_literal(p) for p in params)
-            explained = await connection.exec_driver_sql(f"EXPLAIN EXECUTE lookup_{number}({arguments})")
+        for number, statement in enumerate(seen):
+            explained = await explain_prepared(connection, statement, name=f"lookup_{number}")
             plans.append("\n".join(str(r[0]) for r in explained))
         await session.rollback()
     assert len(plans) == 2
